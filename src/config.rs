@@ -1,0 +1,503 @@
+//! Configuration: the `config.toml` schema (CONTRACT §3, §6, §8, §9), strict parsing and one
+//! `validate()` that reports every problem at once, before anything listens.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration. Every section is optional; missing keys take the defaults of
+/// CONTRACT §3, which are also the values written in the root `config.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub api: ApiConfig,
+    pub ingest: IngestConfig,
+    pub buffers: BuffersConfig,
+    pub drains: DrainsConfig,
+    pub store: StoreConfig,
+    pub channels: Vec<ChannelConfig>,
+    pub alerts: Vec<AlertConfig>,
+}
+
+/// A listen address, or `"off"` to disable the listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    Addr(String),
+}
+
+impl Listen {
+    /// The address to bind, or `None` when the listener is off.
+    pub fn addr(&self) -> Option<&str> {
+        match self {
+            Listen::Off => None,
+            Listen::Addr(a) => Some(a),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(if s == "off" { Listen::Off } else { Listen::Addr(s) })
+    }
+}
+
+/// `[api]`: the API, sessions and metrics listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where the API listens (CONTRACT §3: 127.0.0.1:8001).
+    pub listen: Listen,
+    /// The admin key. Empty: taken from `LOGPLEX_AUTH_KEY`, else from the store, else
+    /// generated on first start and written to `admin.key` beside the database.
+    pub auth_key: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: Listen::Addr("127.0.0.1:8001".into()), auth_key: String::new() }
+    }
+}
+
+/// `[ingest]`: limits shared by every input, and one table per listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Longest accepted frame in bytes; longer frames are counted and skipped.
+    pub max_frame: usize,
+    /// Most TCP syslog connections open at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    pub http: HttpIngestConfig,
+    pub tcp: TcpIngestConfig,
+    pub udp: UdpIngestConfig,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_frame: 10240,
+            max_connections: 10_000,
+            http: HttpIngestConfig::default(),
+            tcp: TcpIngestConfig::default(),
+            udp: UdpIngestConfig::default(),
+        }
+    }
+}
+
+/// `[ingest.http]`: `POST /logs` with logplex-1 batches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpIngestConfig {
+    pub listen: Listen,
+    /// Largest request body in bytes, after gzip decompression too (413 beyond).
+    pub max_body: usize,
+}
+
+impl Default for HttpIngestConfig {
+    fn default() -> Self {
+        HttpIngestConfig { listen: Listen::Addr("127.0.0.1:8601".into()), max_body: 4 * 1024 * 1024 }
+    }
+}
+
+/// `[ingest.tcp]`: RFC 6587 syslog over TCP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpIngestConfig {
+    pub listen: Listen,
+}
+
+impl Default for TcpIngestConfig {
+    fn default() -> Self {
+        TcpIngestConfig { listen: Listen::Addr("127.0.0.1:6001".into()) }
+    }
+}
+
+/// `[ingest.udp]`: one RFC 5424 message per datagram.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpIngestConfig {
+    pub listen: Listen,
+}
+
+impl Default for UdpIngestConfig {
+    fn default() -> Self {
+        UdpIngestConfig { listen: Listen::Addr("127.0.0.1:6001".into()) }
+    }
+}
+
+/// `[buffers]`: in-memory history and tails.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuffersConfig {
+    /// Lines of history kept per channel (Logplex: 1500).
+    pub history_lines: usize,
+    /// Bytes of history kept per channel, so a channel of 10 KB lines cannot take 15 MB.
+    pub history_bytes: usize,
+    /// Lines a tail session may fall behind before its oldest are dropped (L11).
+    pub tail_lines: usize,
+}
+
+impl Default for BuffersConfig {
+    fn default() -> Self {
+        BuffersConfig { history_lines: 1500, history_bytes: 1024 * 1024, tail_lines: 1024 }
+    }
+}
+
+/// `[drains]`: forwarding to syslog and HTTP receivers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainsConfig {
+    /// Messages buffered per drain before the oldest are dropped (L10).
+    pub buffer_lines: usize,
+    /// Most drains one channel may have.
+    pub max_per_channel: usize,
+    /// A PEM file of extra CA certificates trusted by TLS drains.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl Default for DrainsConfig {
+    fn default() -> Self {
+        DrainsConfig { buffer_lines: 1024, max_per_channel: 5, tls_ca_file: None }
+    }
+}
+
+/// `[store]`: the SQLite database of channels, tokens, drains, alert rules and the admin key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: PathBuf::from("./data/logplex.db") }
+    }
+}
+
+impl StoreConfig {
+    /// The data directory: where the database, `admin.key` and saved history live.
+    pub fn data_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+}
+
+/// `[[channels]]`: a channel declared in config, created or updated at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub name: String,
+    /// Token name → fixed token (`t.<uuid>`).
+    #[serde(default)]
+    pub tokens: BTreeMap<String, String>,
+    /// Drain URLs of this channel.
+    #[serde(default)]
+    pub drains: Vec<String>,
+}
+
+/// `[[alerts]]`: a rule of CONTRACT §8.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    pub name: String,
+    /// A channel name, or `*` for every channel.
+    #[serde(default = "star")]
+    pub app: String,
+    pub source: Option<String>,
+    pub dyno: Option<String>,
+    /// A logfmt predicate on MSG, e.g. `status>=500 and at=error`.
+    #[serde(rename = "where")]
+    pub where_: Option<String>,
+    /// A regular expression on MSG.
+    pub regex: Option<String>,
+    pub threshold: u64,
+    /// A duration: `30s`, `1m`, `1h`.
+    pub window: String,
+    #[serde(default = "five_minutes")]
+    pub cooldown: String,
+    pub webhook: Option<String>,
+}
+
+fn star() -> String {
+    "*".into()
+}
+fn five_minutes() -> String {
+    "5m".into()
+}
+
+/// Every problem found in a config, reported together.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub source: String,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid config {}:", self.source)?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses a duration such as `500ms`, `30s`, `1m`, `2h`, `1d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        "d" => Duration::from_secs(n.checked_mul(86400)?),
+        _ => return None,
+    };
+    Some(d)
+}
+
+/// Is `name` a valid channel name (`^[a-z][a-z0-9-]{1,62}$`)?
+pub fn valid_channel_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (2..=63).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b[1..].iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// Is `t` a token of the form `PREFIX` + UUID (e.g. `t.` + UUIDv4)?
+pub fn valid_token(t: &str, prefix: &str) -> bool {
+    t.strip_prefix(prefix).is_some_and(|u| uuid::Uuid::parse_str(u).is_ok() && u.len() == 36)
+}
+
+impl Config {
+    /// Loads `path`, or `./config.toml` when `None` and it exists, else the built-in
+    /// defaults. Applies environment overrides, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (source, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                    source: p.display().to_string(),
+                    problems: vec![format!("cannot read it: {e}")],
+                })?;
+                (p.display().to_string(), Some(text))
+            }
+            None => match std::fs::read_to_string("config.toml") {
+                Ok(t) => ("./config.toml".to_string(), Some(t)),
+                Err(_) => ("(built-in defaults)".to_string(), None),
+            },
+        };
+        let mut config = match text {
+            Some(t) => Config::from_toml(&t).map_err(|mut e| {
+                e.source = source.clone();
+                e
+            })?,
+            None => Config::default(),
+        };
+        config.apply_env();
+        config.validate().map_err(|problems| ConfigError { source, problems })?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no validation, no environment).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError { source: "(text)".into(), problems: vec![e.to_string().trim_end().to_string()] })
+    }
+
+    /// Secrets from the environment win over the file: `LOGPLEX_AUTH_KEY`.
+    pub fn apply_env(&mut self) {
+        if let Ok(k) = std::env::var("LOGPLEX_AUTH_KEY") {
+            if !k.is_empty() {
+                self.api.auth_key = k;
+            }
+        }
+    }
+
+    /// Checks every field; returns all problems found.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut p = Vec::new();
+        let listeners = [
+            ("api.listen", &self.api.listen),
+            ("ingest.http.listen", &self.ingest.http.listen),
+            ("ingest.tcp.listen", &self.ingest.tcp.listen),
+            ("ingest.udp.listen", &self.ingest.udp.listen),
+        ];
+        for (key, l) in listeners {
+            if let Listen::Addr(a) = l {
+                if a.parse::<SocketAddr>().is_err() {
+                    p.push(format!("{key}: {a:?} is not an address like \"127.0.0.1:8001\" or \"off\""));
+                }
+            }
+        }
+        if self.api.listen == Listen::Off {
+            p.push("api.listen: the API cannot be \"off\"".into());
+        }
+        if !(64..=1 << 20).contains(&self.ingest.max_frame) {
+            p.push(format!("ingest.max_frame: {} is not between 64 and 1048576", self.ingest.max_frame));
+        }
+        if self.ingest.max_connections == 0 {
+            p.push("ingest.max_connections: must be at least 1".into());
+        }
+        if self.ingest.http.max_body < self.ingest.max_frame {
+            p.push("ingest.http.max_body: must be at least ingest.max_frame".into());
+        }
+        if self.buffers.history_lines == 0 || self.buffers.history_lines > 1_000_000 {
+            p.push(format!("buffers.history_lines: {} is not between 1 and 1000000", self.buffers.history_lines));
+        }
+        if self.buffers.history_bytes < self.ingest.max_frame {
+            p.push("buffers.history_bytes: must be at least ingest.max_frame".into());
+        }
+        if self.buffers.tail_lines == 0 {
+            p.push("buffers.tail_lines: must be at least 1".into());
+        }
+        if self.drains.buffer_lines == 0 {
+            p.push("drains.buffer_lines: must be at least 1".into());
+        }
+        if let Some(f) = &self.drains.tls_ca_file {
+            if !f.exists() {
+                p.push(format!("drains.tls_ca_file: {} does not exist", f.display()));
+            }
+        }
+        if self.store.path.as_os_str().is_empty() {
+            p.push("store.path: must not be empty".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut tokens = std::collections::HashSet::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            let at = format!("channels[{i}]");
+            if !valid_channel_name(&c.name) {
+                p.push(format!("{at}.name: {:?} is not a channel name (^[a-z][a-z0-9-]{{1,62}}$)", c.name));
+            }
+            if !names.insert(c.name.as_str()) {
+                p.push(format!("{at}.name: {:?} is declared twice", c.name));
+            }
+            for (name, token) in &c.tokens {
+                if name.is_empty() || name.len() > 48 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+                    p.push(format!("{at}.tokens: {name:?} is not a token name (1 to 48 printable ASCII)"));
+                }
+                if !valid_token(token, "t.") {
+                    p.push(format!("{at}.tokens.{name}: {token:?} is not \"t.\" followed by a UUID"));
+                }
+                if !tokens.insert(token.as_str()) {
+                    p.push(format!("{at}.tokens.{name}: {token:?} is used twice"));
+                }
+            }
+            if c.drains.len() > self.drains.max_per_channel {
+                p.push(format!("{at}.drains: more than drains.max_per_channel ({})", self.drains.max_per_channel));
+            }
+        }
+        let mut alert_names = std::collections::HashSet::new();
+        for (i, a) in self.alerts.iter().enumerate() {
+            let at = format!("alerts[{i}]");
+            if a.name.is_empty() {
+                p.push(format!("{at}.name: must not be empty"));
+            }
+            if !alert_names.insert(a.name.as_str()) {
+                p.push(format!("{at}.name: {:?} is declared twice", a.name));
+            }
+            if a.app != "*" && !valid_channel_name(&a.app) {
+                p.push(format!("{at}.app: {:?} is neither a channel name nor \"*\"", a.app));
+            }
+            match (&a.where_, &a.regex) {
+                (None, None) => p.push(format!("{at}: needs `where` or `regex`")),
+                (Some(_), Some(_)) => p.push(format!("{at}: has both `where` and `regex`; keep one")),
+                _ => {}
+            }
+            if a.threshold == 0 {
+                p.push(format!("{at}.threshold: must be at least 1"));
+            }
+            match parse_duration(&a.window) {
+                Some(d) if !d.is_zero() => {}
+                _ => p.push(format!("{at}.window: {:?} is not a duration above 0 like \"1m\"", a.window)),
+            }
+            if parse_duration(&a.cooldown).is_none() {
+                p.push(format!("{at}.cooldown: {:?} is not a duration like \"5m\"", a.cooldown));
+            }
+            if let Some(w) = &a.webhook {
+                if !(w.starts_with("http://") || w.starts_with("https://")) {
+                    p.push(format!("{at}.webhook: {w:?} must be an http:// or https:// URL"));
+                }
+            }
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn the_shipped_config_toml_is_valid() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let c = Config::from_toml(&text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.api.listen, Listen::Addr("127.0.0.1:8001".into()));
+        assert_eq!(c.buffers.history_lines, 1500);
+    }
+
+    #[test]
+    fn unknown_keys_are_an_error() {
+        let e = Config::from_toml("[api]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+        assert!(e.problems[0].contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let c = Config::from_toml(
+            "[ingest.tcp]\nlisten = \"nowhere\"\n[buffers]\nhistory_lines = 0\n\
+             [[channels]]\nname = \"Bad_Name\"\ntokens = { app = \"t.nope\" }\n\
+             [[alerts]]\nname = \"a\"\nthreshold = 0\nwindow = \"0s\"\nwebhook = \"ftp://x\"\n",
+        )
+        .unwrap();
+        let p = c.validate().unwrap_err();
+        let all = p.join("\n");
+        for needle in ["ingest.tcp.listen", "history_lines", "channels[0].name", "tokens.app", "threshold", "window", "webhook", "needs `where`"] {
+            assert!(all.contains(needle), "missing {needle} in {all}");
+        }
+    }
+
+    #[test]
+    fn off_disables_a_listener() {
+        let c = Config::from_toml("[ingest.udp]\nlisten = \"off\"\n").unwrap();
+        assert_eq!(c.ingest.udp.listen.addr(), None);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("m"), None);
+    }
+
+    #[test]
+    fn channel_names() {
+        assert!(valid_channel_name("demo"));
+        assert!(valid_channel_name("my-app-2"));
+        assert!(!valid_channel_name("d"));
+        assert!(!valid_channel_name("2app"));
+        assert!(!valid_channel_name("Demo"));
+    }
+}
