@@ -1,17 +1,243 @@
 //! logplex: a log router and drain service compatible with Heroku's Logplex.
 //!
-//! [`run`] starts every listener of the config and serves until the shutdown token is
-//! cancelled; the binary and the integration tests both call it.
+//! [`start`] opens the store, binds every listener of the config and returns the bound
+//! addresses; [`Server::wait`] serves until the shutdown token is cancelled, then stops
+//! intake, ends sessions and saves history. [`run`] does both; the binary and the
+//! integration tests call it (tests bind port 0 and read the addresses from [`start`]).
 
+pub mod api;
+pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod line;
+pub mod metrics;
+pub mod registry;
+pub mod session;
 pub mod shutdown;
+pub mod store;
 
+use anyhow::Context;
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What every part of the running server shares.
+pub struct Shared {
+    pub config: config::Config,
+    pub registry: Arc<registry::Registry>,
+    pub metrics: metrics::Metrics,
+    pub sessions: session::Sessions,
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+    pub admin_key: String,
+    pub api_addr: SocketAddr,
+}
+
+/// The addresses actually bound (port 0 in the config becomes a real port here).
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    pub api: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    pub udp: Option<SocketAddr>,
+}
+
+/// A started server.
+pub struct Server {
+    pub addrs: Addrs,
+    shared: Arc<Shared>,
+    /// Intake (listeners and their connections), stopped first on shutdown.
+    intake: TaskTracker,
+}
 
 /// Runs the router until `shutdown` is cancelled.
 pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let _ = config;
-    shutdown.cancelled().await;
+    start(config, shutdown).await?.wait().await
+}
+
+/// Opens the store, restores history, binds every listener and starts serving.
+pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyhow::Result<Server> {
+    let cfg = config.clone();
+    let (store, admin_key, registry) = tokio::task::spawn_blocking(move || open_store(&cfg)).await??;
+
+    let api_listener = bind_tcp(config.api.listen.addr(), "api.listen").await?.context("api.listen is off")?;
+    let http_listener = bind_tcp(config.ingest.http.listen.addr(), "ingest.http.listen").await?;
+    let tcp_listener = bind_tcp(config.ingest.tcp.listen.addr(), "ingest.tcp.listen").await?;
+    let udp_socket = match config.ingest.udp.listen.addr() {
+        Some(a) => Some(
+            tokio::net::UdpSocket::bind(a).await.with_context(|| format!("cannot bind ingest.udp.listen {a}"))?,
+        ),
+        None => None,
+    };
+    let addrs = Addrs {
+        api: api_listener.local_addr()?,
+        http: http_listener.as_ref().map(|l| l.local_addr()).transpose()?,
+        tcp: tcp_listener.as_ref().map(|l| l.local_addr()).transpose()?,
+        udp: udp_socket.as_ref().map(|s| s.local_addr()).transpose()?,
+    };
+    let _ = store;
+    let shared = Arc::new(Shared {
+        config,
+        registry,
+        metrics: metrics::Metrics::new(),
+        sessions: session::Sessions::default(),
+        tasks: TaskTracker::new(),
+        shutdown: shutdown.clone(),
+        admin_key,
+        api_addr: addrs.api,
+    });
+
+    // Intake gets its own token, cancelled first so in-flight batches finish while the API
+    // still answers.
+    let intake = TaskTracker::new();
+    let intake_stop = shutdown.child_token();
+    if let Some(l) = http_listener {
+        let s = shared.clone();
+        let counters = shared.metrics.input("http");
+        let handler = Arc::new(move |req| ingest::http::handle(s.clone(), counters.clone(), req));
+        intake.spawn(http::serve(l, intake.clone(), intake_stop.clone(), handler));
+    }
+    if let Some(l) = tcp_listener {
+        intake.spawn(ingest::tcp::serve(l, shared.clone(), intake_stop.clone()));
+    }
+    if let Some(s) = udp_socket {
+        intake.spawn(ingest::udp::serve(s, shared.clone(), intake_stop.clone()));
+    }
+    {
+        let s = shared.clone();
+        let handler = Arc::new(move |req| api::handle(s.clone(), req));
+        shared.tasks.spawn(http::serve(api_listener, shared.tasks.clone(), shutdown.clone(), handler));
+    }
+    {
+        let s = shared.clone();
+        shared.tasks.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => { s.sessions.sweep(); }
+                    _ = s.shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+    tracing::info!(
+        api = %addrs.api,
+        http = ?addrs.http,
+        tcp = ?addrs.tcp,
+        udp = ?addrs.udp,
+        "logplex listening"
+    );
+    Ok(Server { addrs, shared, intake })
+}
+
+impl Server {
+    /// Serves until shutdown, then stops intake, ends sessions and saves history.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.shared.shutdown.cancelled().await;
+        self.intake.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.intake.wait()).await.is_err() {
+            tracing::warn!("intake did not stop within 10s");
+        }
+        self.shared.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.shared.tasks.wait()).await.is_err() {
+            tracing::warn!("some tasks did not stop within 10s");
+        }
+        let shared = self.shared.clone();
+        let saved = tokio::task::spawn_blocking(move || save_history(&shared)).await??;
+        tracing::info!(lines = saved, "history saved; bye");
+        Ok(())
+    }
+}
+
+async fn bind_tcp(addr: Option<&str>, key: &str) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match addr {
+        None => Ok(None),
+        Some(a) => Ok(Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("cannot bind {key} {a}"))?)),
+    }
+}
+
+/// Opens and migrates the store, settles the admin key, applies config channels and
+/// restores saved history. Blocking.
+fn open_store(config: &config::Config) -> anyhow::Result<(store::Store, String, Arc<registry::Registry>)> {
+    let st = store::Store::open(&config.store.path)?;
+    let admin_key = st.call_blocking(|c| {
+        if !config.api.auth_key.is_empty() {
+            return Ok(config.api.auth_key.clone());
+        }
+        if let Some(k) = store::get_meta(c, "admin_key")? {
+            return Ok(k);
+        }
+        let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        store::set_meta(c, "admin_key", &key)?;
+        Ok(key)
+    })?;
+    if config.api.auth_key.is_empty() {
+        write_key_file(&config.store.data_dir().join("admin.key"), &admin_key)?;
+    }
+    st.call_blocking(|c| {
+        for ch in &config.channels {
+            let tokens: Vec<(String, String)> = ch.tokens.iter().map(|(n, t)| (n.clone(), t.clone())).collect();
+            store::upsert_channel(c, &ch.name, &tokens)?;
+        }
+        Ok(())
+    })?;
+    let limits = channel::Limits {
+        history_lines: config.buffers.history_lines,
+        history_bytes: config.buffers.history_bytes,
+        tail_lines: config.buffers.tail_lines,
+    };
+    let registry = registry::Registry::load(st.clone(), limits)?;
+    let saved = st.call_blocking(store::take_history)?;
+    let snap = registry.snapshot();
+    let mut restored = 0;
+    for (name, lines) in saved {
+        let Some(ch) = snap.channel(&name) else { continue };
+        let lines = lines
+            .into_iter()
+            .filter_map(|l| line::Line::parse(Bytes::from(l.frame), Bytes::from(l.source.into_bytes())).ok());
+        restored += ch.push(lines);
+    }
+    if restored > 0 {
+        tracing::info!(lines = restored, "history restored");
+    }
+    Ok((st, admin_key, registry))
+}
+
+/// Writes the admin key where the CLI finds it, readable by the owner only.
+fn write_key_file(path: &std::path::Path, key: &str) -> anyhow::Result<()> {
+    if std::fs::read_to_string(path).map(|k| k.trim() == key).unwrap_or(false) {
+        return Ok(());
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{key}")?;
     Ok(())
+}
+
+fn save_history(shared: &Shared) -> anyhow::Result<usize> {
+    let snap = shared.registry.snapshot();
+    let channels: Vec<(String, Vec<store::SavedLine>)> = snap
+        .channels()
+        .map(|c| {
+            let lines = c
+                .all_lines()
+                .into_iter()
+                .map(|l| store::SavedLine { source: String::from_utf8_lossy(&l.source).into_owned(), frame: l.frame.to_vec() })
+                .collect();
+            (c.name.to_string(), lines)
+        })
+        .collect();
+    Ok(shared.registry.store().call_blocking(|c| store::save_history(c, &channels))?)
 }

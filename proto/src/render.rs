@@ -38,3 +38,9 @@ pub fn rfc3339_micros(out: &mut BytesMut, unix_micros: i64) {
     let _ = (out, unix_micros);
     todo!()
 }
+
+/// The L11 session line.
+pub fn l11_line(out: &mut BytesMut, now_micros: i64, dropped: u64, since_micros: i64) {
+    let _ = (out, now_micros, dropped, since_micros);
+    todo!()
+}

@@ -1,0 +1,282 @@
+//! The HTTP API of CONTRACT §7: healthcheck, metrics, channels, tokens and sessions.
+//! Every route but `/healthcheck` and `/sessions/UUID` needs the admin key (Basic with any
+//! user, or Bearer), compared in constant time. Errors are one JSON shape.
+
+use crate::config::valid_channel_name;
+use crate::http::{json, response, Body};
+use crate::session::Spec;
+use crate::store::{self, StoreError};
+use crate::Shared;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// An API failure: status, stable id and a sentence for the user.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub id: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, id: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, id, message: message.into() }
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_params", message)
+    }
+    pub fn into_response(self) -> Response<Body> {
+        let mut r = json(self.status, &json!({"id": self.id, "message": self.message}));
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=Logplex"));
+        }
+        r
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::not_found("Not found."),
+            StoreError::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", "It already exists."),
+            other => {
+                tracing::error!("store: {other}");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal error; see the server log.")
+            }
+        }
+    }
+}
+
+type ApiResult = Result<Response<Body>, ApiError>;
+
+/// Handles one API request.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    match route(&shared, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Is the request authorised with the admin key (Bearer, or Basic with any user)?
+pub fn authorised(headers: &HeaderMap, key: &str) -> bool {
+    let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
+    let presented = match v.split_once(' ') {
+        Some((s, rest)) if s.eq_ignore_ascii_case("bearer") => rest.trim().to_string(),
+        Some((s, _)) if s.eq_ignore_ascii_case("basic") => match crate::ingest::http::basic_password(headers) {
+            Some(p) => p,
+            None => return false,
+        },
+        _ => return false,
+    };
+    !key.is_empty() && bool::from(presented.as_bytes().ct_eq(key.as_bytes()))
+}
+
+async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    let method = req.method().clone();
+    // Unauthenticated routes.
+    match (&method, segs.as_slice()) {
+        (&Method::GET, ["healthcheck"]) => {
+            return Ok(json(StatusCode::OK, &json!({"status": "normal"})));
+        }
+        (&Method::GET, ["sessions", id]) => {
+            let h = req.headers();
+            let sse = h
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("text/event-stream"));
+            let last = h.get("last-event-id").and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+            return Ok(crate::session::stream(shared, id, sse, if sse { last } else { None }));
+        }
+        _ => {}
+    }
+    if !authorised(req.headers(), &shared.admin_key) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Missing or wrong admin key."));
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| shared.api_addr.to_string());
+    match (&method, segs.as_slice()) {
+        (&Method::GET, ["metrics"]) => Ok(metrics(shared)),
+        (&Method::GET, ["v2", "channels"]) => {
+            let snap = shared.registry.snapshot();
+            let list: Vec<_> = snap.records().iter().map(channel_json).collect();
+            Ok(json(StatusCode::OK, &serde_json::Value::Array(list)))
+        }
+        (&Method::POST, ["v2", "channels"]) => create_channel(shared, req).await,
+        (&Method::GET, ["v2", "channels", name]) => {
+            let snap = shared.registry.snapshot();
+            let rec = snap.records().iter().find(|r| r.name == *name).ok_or_else(|| unknown_app(name))?;
+            Ok(json(StatusCode::OK, &channel_json(rec)))
+        }
+        (&Method::DELETE, ["v2", "channels", name]) => {
+            let n = name.to_string();
+            shared.registry.change(move |c| store::delete_channel(c, &n)).await.map_err(|e| not_found_as(e, name))?;
+            Ok(no_content())
+        }
+        (&Method::GET, ["v2", "channels", name, "tokens"]) => {
+            let snap = shared.registry.snapshot();
+            let rec = snap.records().iter().find(|r| r.name == *name).ok_or_else(|| unknown_app(name))?;
+            let list: Vec<_> = rec.tokens.iter().map(|(n, t)| json!({"name": n, "token": t})).collect();
+            Ok(json(StatusCode::OK, &serde_json::Value::Array(list)))
+        }
+        (&Method::POST, ["v2", "channels", name, "tokens"]) => {
+            let name = name.to_string();
+            create_token(shared, &name, req).await
+        }
+        (&Method::POST, ["v2", "sessions"]) => create_session(shared, &host, req).await,
+        _ => Err(ApiError::not_found(format!("No route {method} {path}."))),
+    }
+}
+
+fn no_content() -> Response<Body> {
+    let mut r = Response::new(crate::http::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+fn unknown_app(name: &str) -> ApiError {
+    ApiError::not_found(format!("Couldn't find that app: {name}."))
+}
+
+fn not_found_as(e: StoreError, name: &str) -> ApiError {
+    match e {
+        StoreError::NotFound => unknown_app(name),
+        other => other.into(),
+    }
+}
+
+fn channel_json(rec: &store::ChannelRecord) -> serde_json::Value {
+    let tokens: serde_json::Map<String, serde_json::Value> =
+        rec.tokens.iter().map(|(n, t)| (n.clone(), serde_json::Value::String(t.clone()))).collect();
+    json!({"name": rec.name, "tokens": tokens})
+}
+
+fn metrics(shared: &Shared) -> Response<Body> {
+    let snap = shared.registry.snapshot();
+    let (mut lines, mut bytes, mut n) = (0usize, 0usize, 0i64);
+    for c in snap.channels() {
+        let (l, b) = c.history_len();
+        lines += l;
+        bytes += b;
+        n += 1;
+    }
+    shared.metrics.history_lines.set(lines as i64);
+    shared.metrics.history_bytes.set(bytes as i64);
+    shared.metrics.channels.set(n);
+    response(StatusCode::OK, "text/plain; version=0.0.4", shared.metrics.render())
+}
+
+/// Reads a JSON body of at most 64 KiB.
+async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, ApiError> {
+    let body: Bytes = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", "Request body over 64 KiB."))
+        }
+    };
+    serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("Invalid JSON body: {e}.")))
+}
+
+fn valid_token_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 48 && n.bytes().all(|b| b.is_ascii_graphic() && b != b'[' && b != b']')
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewChannel {
+    name: String,
+    #[serde(default)]
+    tokens: Vec<String>,
+}
+
+async fn create_channel(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
+    let body: NewChannel = read_json(req).await?;
+    if !valid_channel_name(&body.name) {
+        return Err(ApiError::invalid(format!(
+            "Name {:?} must start with a letter and use only lowercase letters, digits and dashes (2 to 63).",
+            body.name
+        )));
+    }
+    if let Some(t) = body.tokens.iter().find(|t| !valid_token_name(t)) {
+        return Err(ApiError::invalid(format!("Token name {t:?} must be 1 to 48 printable characters.")));
+    }
+    let mut tokens = body.tokens;
+    tokens.sort();
+    tokens.dedup();
+    let name = body.name.clone();
+    let rec = shared.registry.change(move |c| store::create_channel(c, &name, &tokens)).await.map_err(|e| match e {
+        StoreError::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", format!("App {} already exists.", body.name)),
+        other => other.into(),
+    })?;
+    Ok(json(StatusCode::CREATED, &channel_json(&rec)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+}
+
+async fn create_token(shared: &Arc<Shared>, channel: &str, req: Request<Incoming>) -> ApiResult {
+    let body: NewToken = read_json(req).await?;
+    if !valid_token_name(&body.name) {
+        return Err(ApiError::invalid(format!("Token name {:?} must be 1 to 48 printable characters.", body.name)));
+    }
+    let (ch, tn) = (channel.to_string(), body.name.clone());
+    let token = shared.registry.change(move |c| store::create_token(c, &ch, &tn)).await.map_err(|e| match e {
+        StoreError::Conflict => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", format!("App {channel} already has a token named {}.", body.name))
+        }
+        other => not_found_as(other, channel),
+    })?;
+    Ok(json(StatusCode::CREATED, &json!({"name": body.name, "token": token})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSession {
+    channel: String,
+    num: Option<usize>,
+    #[serde(default)]
+    tail: bool,
+    source: Option<String>,
+    dyno: Option<String>,
+    grep: Option<String>,
+}
+
+async fn create_session(shared: &Arc<Shared>, host: &str, req: Request<Incoming>) -> ApiResult {
+    let b: NewSession = read_json(req).await?;
+    let max = shared.config.buffers.history_lines;
+    let num = b.num.unwrap_or(100);
+    if num > max {
+        return Err(ApiError::invalid(format!("num {num} is over the history size ({max}).")));
+    }
+    if shared.registry.snapshot().channel(&b.channel).is_none() {
+        return Err(unknown_app(&b.channel));
+    }
+    let nonempty = |o: Option<String>| o.filter(|s| !s.is_empty());
+    let id = shared.sessions.create(Spec {
+        channel: b.channel,
+        num,
+        tail: b.tail,
+        source: nonempty(b.source),
+        dyno: nonempty(b.dyno),
+        grep: nonempty(b.grep),
+    });
+    Ok(json(StatusCode::CREATED, &json!({"url": format!("http://{host}/sessions/{id}")})))
+}

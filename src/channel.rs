@@ -1,0 +1,171 @@
+//! A channel at run time: its history ring (last N lines, capped in lines and bytes) and the
+//! broadcast that feeds its tails. Ingest pushes whole batches under one short lock.
+
+use crate::line::Line;
+use bytes::BytesMut;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// Limits of a channel's buffers, from `[buffers]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub history_lines: usize,
+    pub history_bytes: usize,
+    pub tail_lines: usize,
+}
+
+struct History {
+    lines: VecDeque<Line>,
+    /// Frames are copied here, so a line pins only its own channel's memory (not the 64 KiB
+    /// read buffer of whatever connection it came on); one allocation per chunk, not per line.
+    arena: BytesMut,
+    bytes: usize,
+    next_seq: u64,
+}
+
+/// One app's log stream.
+pub struct Channel {
+    pub name: Arc<str>,
+    limits: Limits,
+    history: Mutex<History>,
+    /// Tails subscribe here; a lagging tail loses its oldest lines (L11), never the sender.
+    tail: broadcast::Sender<Line>,
+}
+
+impl Channel {
+    pub fn new(name: &str, limits: Limits) -> Channel {
+        let (tail, _) = broadcast::channel(limits.tail_lines.max(1));
+        Channel {
+            name: Arc::from(name),
+            limits,
+            history: Mutex::new(History {
+                lines: VecDeque::with_capacity(limits.history_lines.min(4096)),
+                arena: BytesMut::new(),
+                bytes: 0,
+                next_seq: 1,
+            }),
+            tail,
+        }
+    }
+
+    /// Appends lines to the history (dropping the oldest beyond the caps) and to the tails.
+    /// Returns how many were appended.
+    pub fn push<I: IntoIterator<Item = Line>>(&self, lines: I) -> usize {
+        let tails = self.tail.receiver_count() > 0;
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for mut line in lines {
+            if h.arena.capacity() - h.arena.len() < line.frame.len() {
+                // Small channels get small chunks; busy ones grow to 64 KiB.
+                let chunk = (h.bytes / 4).clamp(2048, 65536).max(line.frame.len());
+                h.arena = BytesMut::with_capacity(chunk);
+            }
+            h.arena.extend_from_slice(&line.frame);
+            let len = line.frame.len();
+            line.frame = h.arena.split_to(len).freeze();
+            line.seq = h.next_seq;
+            h.next_seq += 1;
+            h.bytes += line.weight();
+            if tails {
+                // Err only means every receiver went away meanwhile.
+                let _ = self.tail.send(line.clone());
+            }
+            h.lines.push_back(line);
+            n += 1;
+        }
+        while h.lines.len() > self.limits.history_lines || h.bytes > self.limits.history_bytes {
+            match h.lines.pop_front() {
+                Some(old) => h.bytes -= old.weight(),
+                None => break,
+            }
+        }
+        n
+    }
+
+    /// The last `num` history lines that pass `keep` and come after `after_seq`, oldest first,
+    /// and a tail receiver subscribed at the same instant (so nothing falls in between).
+    pub fn read(
+        &self,
+        num: usize,
+        after_seq: u64,
+        subscribe: bool,
+        keep: impl Fn(&Line) -> bool,
+    ) -> (Vec<Line>, Option<broadcast::Receiver<Line>>) {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = subscribe.then(|| self.tail.subscribe());
+        let mut out: Vec<Line> = Vec::with_capacity(num.min(h.lines.len()));
+        for line in h.lines.iter().rev() {
+            if out.len() >= num || line.seq <= after_seq {
+                break;
+            }
+            if keep(line) {
+                out.push(line.clone());
+            }
+        }
+        out.reverse();
+        (out, rx)
+    }
+
+    /// Every history line, oldest first (for saving at shutdown).
+    pub fn all_lines(&self) -> Vec<Line> {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.lines.iter().cloned().collect()
+    }
+
+    /// Lines and bytes in the history.
+    pub fn history_len(&self) -> (usize, usize) {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        (h.lines.len(), h.bytes)
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn line(i: usize) -> Line {
+        let f = format!("<190>1 2016-03-08T02:43:26.693600+00:00 h t.x web.1 - - line {i}");
+        Line::parse(Bytes::from(f), Bytes::from_static(b"app")).unwrap()
+    }
+
+    #[test]
+    fn ring_keeps_the_last_lines() {
+        let c = Channel::new("demo", Limits { history_lines: 3, history_bytes: 1 << 20, tail_lines: 4 });
+        c.push((0..5).map(line));
+        let (h, _) = c.read(10, 0, false, |_| true);
+        let msgs: Vec<_> = h.iter().map(|l| String::from_utf8_lossy(l.msg()).into_owned()).collect();
+        assert_eq!(msgs, ["line 2", "line 3", "line 4"]);
+        assert_eq!(h[0].seq, 3);
+        let (h, _) = c.read(10, 4, false, |_| true);
+        assert_eq!(h.len(), 1);
+        let (h, _) = c.read(2, 0, false, |_| true);
+        assert_eq!(h[0].seq, 4);
+    }
+
+    #[test]
+    fn ring_keeps_to_its_byte_cap() {
+        let c = Channel::new("demo", Limits { history_lines: 100, history_bytes: 400, tail_lines: 4 });
+        c.push((0..50).map(line));
+        let (n, bytes) = c.history_len();
+        assert!(bytes <= 400 && n >= 1, "{n} {bytes}");
+    }
+
+    #[tokio::test]
+    async fn a_lagging_tail_is_told_how_many_it_lost() {
+        let c = Channel::new("demo", Limits { history_lines: 100, history_bytes: 1 << 20, tail_lines: 4 });
+        let (_, rx) = c.read(0, 0, true, |_| true);
+        let mut rx = rx.unwrap();
+        c.push((0..10).map(line));
+        match rx.recv().await {
+            Err(broadcast::error::RecvError::Lagged(n)) => assert_eq!(n, 6),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(rx.recv().await.unwrap().seq, 7);
+    }
+}

@@ -1,0 +1,129 @@
+//! Prometheus metrics, registered once. Hot paths hold the resolved children
+//! ([`InputCounters`]) and add per read or per batch, not per message.
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Every series logplex exports.
+pub struct Metrics {
+    registry: Registry,
+    pub received: IntCounterVec,
+    pub rejected: IntCounterVec,
+    pub history_lines: IntGauge,
+    pub history_bytes: IntGauge,
+    pub channels: IntGauge,
+    pub sessions_open: IntGauge,
+    pub tail_dropped: IntCounter,
+    pub tcp_connections: IntGauge,
+}
+
+/// Why a message was not stored (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    Malformed,
+    TooLong,
+    UnknownToken,
+}
+
+impl Reject {
+    fn label(self) -> &'static str {
+        match self {
+            Reject::Malformed => "malformed",
+            Reject::TooLong => "too_long",
+            Reject::UnknownToken => "unknown_token",
+        }
+    }
+}
+
+/// The counters of one input (`tcp`, `udp`, `http`), resolved once.
+#[derive(Clone)]
+pub struct InputCounters {
+    pub received: IntCounter,
+    pub malformed: IntCounter,
+    pub too_long: IntCounter,
+    pub unknown_token: IntCounter,
+}
+
+impl InputCounters {
+    pub fn reject(&self, why: Reject, n: u64) {
+        match why {
+            Reject::Malformed => self.malformed.inc_by(n),
+            Reject::TooLong => self.too_long.inc_by(n),
+            Reject::UnknownToken => self.unknown_token.inc_by(n),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let received = IntCounterVec::new(
+            Opts::new("logplex_messages_received_total", "Messages received and stored, by input"),
+            &["input"],
+        )
+        .expect("static metric definition");
+        let rejected = IntCounterVec::new(
+            Opts::new("logplex_messages_rejected_total", "Messages not stored, by input and reason"),
+            &["input", "reason"],
+        )
+        .expect("static metric definition");
+        let history_lines = IntGauge::new("logplex_history_lines", "Lines held in channel histories").expect("static");
+        let history_bytes = IntGauge::new("logplex_history_bytes", "Bytes held in channel histories").expect("static");
+        let channels = IntGauge::new("logplex_channels", "Channels").expect("static");
+        let sessions_open = IntGauge::new("logplex_sessions_open", "Session streams open").expect("static");
+        let tail_dropped =
+            IntCounter::new("logplex_tail_dropped_total", "Lines dropped by tails that could not keep up (L11)")
+                .expect("static");
+        let tcp_connections = IntGauge::new("logplex_tcp_connections", "Open syslog TCP connections").expect("static");
+        for c in [
+            Box::new(received.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rejected.clone()),
+            Box::new(history_lines.clone()),
+            Box::new(history_bytes.clone()),
+            Box::new(channels.clone()),
+            Box::new(sessions_open.clone()),
+            Box::new(tail_dropped.clone()),
+            Box::new(tcp_connections.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+        }
+        Metrics {
+            registry,
+            received,
+            rejected,
+            history_lines,
+            history_bytes,
+            channels,
+            sessions_open,
+            tail_dropped,
+            tcp_connections,
+        }
+    }
+
+    /// The counters of one input.
+    pub fn input(&self, input: &str) -> InputCounters {
+        let r = |why: Reject| self.rejected.with_label_values(&[input, why.label()]);
+        InputCounters {
+            received: self.received.with_label_values(&[input]),
+            malformed: r(Reject::Malformed),
+            too_long: r(Reject::TooLong),
+            unknown_token: r(Reject::UnknownToken),
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

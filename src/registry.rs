@@ -1,0 +1,110 @@
+//! The registry: an in-memory snapshot (token → channel, name → channel) rebuilt from the
+//! store after every change and swapped atomically. The hot path reads it without locks and
+//! never touches SQLite.
+
+use crate::channel::{Channel, Limits};
+use crate::store::{self, ChannelRecord, Store, StoreError};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Where a token's lines go.
+#[derive(Clone)]
+pub struct Route {
+    pub channel: Arc<Channel>,
+    /// The token's name, shown as SOURCE.
+    pub source: Bytes,
+}
+
+/// One consistent view of channels and tokens.
+#[derive(Default)]
+pub struct Snapshot {
+    tokens: HashMap<Box<[u8]>, Route>,
+    channels: HashMap<Arc<str>, Arc<Channel>>,
+    records: Vec<ChannelRecord>,
+}
+
+impl Snapshot {
+    /// The route of a token (`t.…`), if it exists.
+    pub fn route(&self, token: &[u8]) -> Option<&Route> {
+        self.tokens.get(token)
+    }
+
+    pub fn channel(&self, name: &str) -> Option<&Arc<Channel>> {
+        self.channels.get(name)
+    }
+
+    pub fn channels(&self) -> impl Iterator<Item = &Arc<Channel>> {
+        self.channels.values()
+    }
+
+    /// The channels as stored (names and tokens), sorted by name.
+    pub fn records(&self) -> &[ChannelRecord] {
+        &self.records
+    }
+}
+
+/// The live registry.
+pub struct Registry {
+    store: Store,
+    limits: Limits,
+    current: ArcSwap<Snapshot>,
+}
+
+impl Registry {
+    /// Builds the first snapshot from the store (blocking; start-up only).
+    pub fn load(store: Store, limits: Limits) -> Result<Arc<Registry>, StoreError> {
+        let reg = Arc::new(Registry { store, limits, current: ArcSwap::from_pointee(Snapshot::default()) });
+        let r = reg.clone();
+        reg.store.call_blocking(move |conn| r.rebuild(conn))?;
+        Ok(reg)
+    }
+
+    /// The current snapshot; cheap, lock-free.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs a store change and swaps in a new snapshot, both on the blocking pool and under
+    /// the store's connection lock, so snapshots are installed in the order of the changes.
+    pub async fn change<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let me = self.clone();
+        self.store
+            .call(move |conn| {
+                let out = f(conn)?;
+                me.rebuild(conn)?;
+                Ok(out)
+            })
+            .await
+    }
+
+    fn rebuild(&self, conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
+        let records = store::list_channels(conn)?;
+        let old = self.current.load();
+        let mut channels: HashMap<Arc<str>, Arc<Channel>> = HashMap::with_capacity(records.len());
+        let mut tokens = HashMap::new();
+        for rec in &records {
+            // A channel keeps its history and tails across snapshots.
+            let ch = match old.channels.get(rec.name.as_str()) {
+                Some(c) => c.clone(),
+                None => Arc::new(Channel::new(&rec.name, self.limits)),
+            };
+            for (name, token) in &rec.tokens {
+                let route = Route { channel: ch.clone(), source: Bytes::copy_from_slice(name.as_bytes()) };
+                tokens.insert(token.as_bytes().to_vec().into_boxed_slice(), route);
+            }
+            channels.insert(ch.name.clone(), ch);
+        }
+        self.current.store(Arc::new(Snapshot { tokens, channels, records }));
+        Ok(())
+    }
+}

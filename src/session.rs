@@ -1,0 +1,248 @@
+//! Sessions (CONTRACT §5): one-time URLs that stream a channel's history and, optionally, a
+//! live tail, as chunked text or Server-Sent Events. A tail that cannot keep up loses its
+//! oldest lines and is told with the L11 line; it never slows ingestion or other tails.
+
+use crate::http::{Body, StreamBody};
+use crate::line::{now_micros, Line};
+use crate::Shared;
+use bytes::{Bytes, BytesMut};
+use hyper::{header, Response, StatusCode};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+use uuid::Uuid;
+
+/// A session that is not opened, or not reopened after its last stream ended, within this
+/// long is forgotten.
+pub const SESSION_TTL: Duration = Duration::from_secs(300);
+const CHUNK: usize = 32 * 1024;
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// What a session streams.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub channel: String,
+    pub num: usize,
+    pub tail: bool,
+    pub source: Option<String>,
+    pub dyno: Option<String>,
+    pub grep: Option<String>,
+}
+
+impl Spec {
+    /// Does `line` pass the session's filters? `dyno` `web` matches `web`, `web.1`, ...
+    pub fn keep(&self, line: &Line) -> bool {
+        if let Some(s) = &self.source {
+            if line.source.as_ref() != s.as_bytes() {
+                return false;
+            }
+        }
+        if let Some(d) = &self.dyno {
+            let p = line.procid();
+            let d = d.as_bytes();
+            if !(p == d || (p.len() > d.len() && p.starts_with(d) && p[d.len()] == b'.')) {
+                return false;
+            }
+        }
+        if let Some(g) = &self.grep {
+            if memchr::memmem::find(line.msg(), g.as_bytes()).is_none() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+struct Entry {
+    spec: Arc<Spec>,
+    streams: usize,
+    last_active: Instant,
+}
+
+/// The sessions created and not yet expired.
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<Uuid, Entry>>,
+}
+
+impl Sessions {
+    pub fn create(&self, spec: Spec) -> Uuid {
+        let id = Uuid::new_v4();
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(id, Entry { spec: Arc::new(spec), streams: 0, last_active: Instant::now() });
+        id
+    }
+
+    fn open(&self, id: &Uuid) -> Option<Arc<Spec>> {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let e = m.get_mut(id)?;
+        e.streams += 1;
+        e.last_active = Instant::now();
+        Some(e.spec.clone())
+    }
+
+    fn close(&self, id: &Uuid) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = m.get_mut(id) {
+            e.streams = e.streams.saturating_sub(1);
+            e.last_active = Instant::now();
+        }
+    }
+
+    /// Forgets sessions idle for longer than [`SESSION_TTL`]; returns how many remain.
+    pub fn sweep(&self) -> usize {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, e| e.streams > 0 || e.last_active.elapsed() < SESSION_TTL);
+        m.len()
+    }
+}
+
+/// `GET /sessions/UUID`.
+pub fn stream(shared: &Arc<Shared>, id: &str, sse: bool, last_event_id: Option<u64>) -> Response<Body> {
+    let not_found = || crate::api::ApiError::not_found("Unknown or expired session.").into_response();
+    let Ok(id) = Uuid::parse_str(id) else { return not_found() };
+    let Some(spec) = shared.sessions.open(&id) else { return not_found() };
+    let snap = shared.registry.snapshot();
+    let Some(channel) = snap.channel(&spec.channel).cloned() else {
+        shared.sessions.close(&id);
+        return not_found();
+    };
+    let (num, after) = match last_event_id {
+        Some(seq) => (usize::MAX, seq),
+        None => (spec.num, 0),
+    };
+    let (history, rx) = channel.read(num, after, spec.tail, |l| spec.keep(l));
+    let (tx, body) = StreamBody::channel(4);
+    let shared2 = shared.clone();
+    shared.tasks.spawn(async move {
+        shared2.metrics.sessions_open.inc();
+        let mut w = Writer { tx, sse, buf: BytesMut::with_capacity(CHUNK) };
+        let _ = run(&shared2, &spec, &mut w, history, rx).await;
+        shared2.metrics.sessions_open.dec();
+        shared2.sessions.close(&id);
+    });
+    let mut r = Response::new(body);
+    *r.status_mut() = StatusCode::OK;
+    let ctype = if sse { "text/event-stream" } else { "text/plain; charset=utf-8" };
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ctype));
+    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    r
+}
+
+struct Writer {
+    tx: mpsc::Sender<Bytes>,
+    sse: bool,
+    buf: BytesMut,
+}
+
+/// The client has gone.
+struct Gone;
+
+impl Writer {
+    fn line(&mut self, line: &Line) {
+        if self.sse {
+            self.buf.extend_from_slice(b"id: ");
+            self.buf.extend_from_slice(line.seq.to_string().as_bytes());
+            self.buf.extend_from_slice(b"\n");
+            let start = self.buf.len();
+            line.render(&mut self.buf);
+            self.sse_data(start);
+        } else {
+            line.render(&mut self.buf);
+            self.buf.extend_from_slice(b"\n");
+        }
+    }
+
+    /// Turns the rendered line at `start..` into `data:` lines (one per LF in MSG).
+    fn sse_data(&mut self, start: usize) {
+        let rendered = self.buf.split_off(start);
+        for part in rendered[..].split(|b| *b == b'\n') {
+            self.buf.extend_from_slice(b"data: ");
+            self.buf.extend_from_slice(part);
+            self.buf.extend_from_slice(b"\n");
+        }
+        self.buf.extend_from_slice(b"\n");
+    }
+
+    fn l11(&mut self, dropped: u64, since: i64) {
+        let start = self.buf.len();
+        logplex_proto::render::l11_line(&mut self.buf, now_micros(), dropped, since);
+        if self.sse {
+            self.sse_data(start);
+        } else {
+            self.buf.extend_from_slice(b"\n");
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), Gone> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.tx.send(chunk).await.map_err(|_| Gone)
+    }
+
+    async fn maybe_flush(&mut self) -> Result<(), Gone> {
+        if self.buf.len() >= CHUNK {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn run(
+    shared: &Shared,
+    spec: &Spec,
+    w: &mut Writer,
+    history: Vec<Line>,
+    rx: Option<broadcast::Receiver<Line>>,
+) -> Result<(), Gone> {
+    // L11's "since": when the tail was last in step with the channel.
+    let mut last_ok = now_micros();
+    for line in &history {
+        w.line(line);
+        w.maybe_flush().await?;
+    }
+    if w.sse && w.buf.is_empty() {
+        // An SSE client learns the stream is open before the first line.
+        w.buf.extend_from_slice(b": open\n\n");
+    }
+    w.flush().await?;
+    let Some(mut rx) = rx else { return Ok(()) };
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.reset();
+    loop {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Ok(line) => {
+                    if spec.keep(&line) { w.line(&line); }
+                    // Take what else is already queued, up to a chunk.
+                    while w.buf.len() < CHUNK {
+                        match rx.try_recv() {
+                            Ok(line) => if spec.keep(&line) { w.line(&line) },
+                            Err(_) => break,
+                        }
+                    }
+                    last_ok = now_micros();
+                    w.flush().await?;
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    shared.metrics.tail_dropped.inc_by(n);
+                    w.l11(n, last_ok);
+                    w.flush().await?;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = keepalive.tick() => {
+                if w.sse {
+                    w.buf.extend_from_slice(b": keepalive\n\n");
+                    w.flush().await?;
+                }
+            }
+            _ = w.tx.closed() => return Err(Gone),
+            _ = shared.shutdown.cancelled() => { w.flush().await?; return Ok(()) }
+        }
+    }
+}
