@@ -47,6 +47,9 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!("cannot raise the open-files limit: {e}");
+    }
     let config = match logplex::config::Config::load(path.as_deref()) {
         Ok(c) => c,
         Err(e) => {

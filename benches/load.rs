@@ -1,0 +1,292 @@
+//! The load generator of logplex: drives a router over real sockets and reports messages/s
+//! and bytes/s. By default it starts a router in this process (port 0, temporary store, one
+//! channel `bench`); `--api`/`--tcp`/`--http` point it at a running one instead.
+//!
+//! ```text
+//! cargo bench --bench load -- tcp     [--conns 4] [--count 2000000]
+//! cargo bench --bench load -- http    [--conns 4] [--count 2000000] [--batch 500]
+//! cargo bench --bench load -- latency [--rate 100000] [--secs 3]
+//! options for an external router: --api 127.0.0.1:8001 --key KEY --tcp 127.0.0.1:6001
+//!                                 --http 127.0.0.1:8601 --token t.<uuid>
+//! ```
+//! Every loop is bounded in count and time (`--max-secs`, default 60).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const TOKEN: &str = "t.00000000-0000-4000-8000-000000000001";
+
+struct Target {
+    api: SocketAddr,
+    key: String,
+    tcp: SocketAddr,
+    http: SocketAddr,
+    token: String,
+    _server: Option<(tokio_util::sync::CancellationToken, tempfile::TempDir, tokio::runtime::Runtime)>,
+}
+
+fn args() -> (String, HashMap<String, String>) {
+    let raw: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let mut mode = "tcp".to_string();
+    let mut kv = HashMap::new();
+    let mut i = 0;
+    while i < raw.len() {
+        if let Some(k) = raw[i].strip_prefix("--") {
+            let v = raw.get(i + 1).cloned().unwrap_or_default();
+            kv.insert(k.to_string(), v);
+            i += 2;
+        } else {
+            mode = raw[i].clone();
+            i += 1;
+        }
+    }
+    (mode, kv)
+}
+
+fn num(kv: &HashMap<String, String>, k: &str, d: u64) -> u64 {
+    kv.get(k).and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+/// A 143-byte octet-counted frame (the size of the shared benchmark's sample line).
+fn frame(token: &str, i: u64) -> Vec<u8> {
+    let head = format!("<190>1 2016-03-08T02:43:26.693600+00:00 host {token} web.1 - - Started GET \"/siso/\" seq=");
+    let mut msg = format!("{head}{i:010}");
+    let target = 143 - 4; // "139 " prefix
+    while msg.len() < target {
+        msg.push('.');
+    }
+    msg.truncate(target);
+    format!("{} {}", msg.len(), msg).into_bytes()
+}
+
+fn start_target(kv: &HashMap<String, String>) -> Target {
+    if let Some(api) = kv.get("api") {
+        return Target {
+            api: api.parse().expect("--api ADDR"),
+            key: kv.get("key").cloned().unwrap_or_default(),
+            tcp: kv.get("tcp").map(|a| a.parse().expect("--tcp ADDR")).unwrap_or(([127, 0, 0, 1], 6001).into()),
+            http: kv.get("http").map(|a| a.parse().expect("--http ADDR")).unwrap_or(([127, 0, 0, 1], 8601).into()),
+            token: kv.get("token").cloned().unwrap_or_else(|| TOKEN.into()),
+            _server: None,
+        };
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\nauth_key = \"bench\"\n[ingest.http]\nlisten = \"127.0.0.1:0\"\n\
+         [ingest.tcp]\nlisten = \"127.0.0.1:0\"\n[ingest.udp]\nlisten = \"off\"\n[store]\npath = \"{}\"\n\
+         [[channels]]\nname = \"bench\"\ntokens = {{ app = \"{TOKEN}\" }}\n",
+        dir.path().join("bench.db").display()
+    );
+    let config = logplex::config::Config::from_toml(&text).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = rt.block_on(logplex::start(config, shutdown.clone())).unwrap();
+    let addrs = server.addrs;
+    rt.spawn(server.wait());
+    Target {
+        api: addrs.api,
+        key: "bench".into(),
+        tcp: addrs.tcp.unwrap(),
+        http: addrs.http.unwrap(),
+        token: TOKEN.into(),
+        _server: Some((shutdown, dir, rt)),
+    }
+}
+
+/// `logplex_messages_received_total{input=...}` from the target's /metrics.
+async fn received(t: &Target, input: &str) -> u64 {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = hyper::Request::get(format!("http://{}/metrics", t.api))
+        .header("authorization", format!("Bearer {}", t.key))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let Ok(resp) = client.request(req).await else { return 0 };
+    let body = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let needle = format!("logplex_messages_received_total{{input=\"{input}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&needle)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0) as u64
+}
+
+async fn wait_received(t: &Target, input: &str, goal: u64, deadline: Instant) -> u64 {
+    loop {
+        let n = received(t, input).await;
+        if n >= goal || Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn report(mode: &str, conns: u64, count: u64, got: u64, bytes: u64, secs: f64) {
+    println!(
+        "{{\"mode\":\"{mode}\",\"conns\":{conns},\"sent\":{count},\"stored\":{got},\"secs\":{secs:.3},\
+         \"msgs_per_sec\":{:.0},\"mbytes_per_sec\":{:.1}}}",
+        got as f64 / secs,
+        bytes as f64 / secs / 1e6
+    );
+}
+
+async fn tcp(t: &Target, kv: &HashMap<String, String>) {
+    let conns = num(kv, "conns", 4);
+    let count = num(kv, "count", 2_000_000);
+    let max = Duration::from_secs(num(kv, "max-secs", 60));
+    let per = count / conns;
+    // Build each connection's whole stream first, so the generator costs little while timed.
+    let streams: Vec<Vec<u8>> = (0..conns)
+        .map(|c| (0..per).flat_map(|i| frame(&t.token, c * per + i)).collect())
+        .collect();
+    let bytes: u64 = streams.iter().map(|s| s.len() as u64).sum();
+    let base = received(t, "tcp").await;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for s in streams {
+        let addr = t.tcp;
+        tasks.push(tokio::spawn(async move {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            for chunk in s.chunks(256 * 1024) {
+                c.write_all(chunk).await.unwrap();
+            }
+            c.shutdown().await.unwrap();
+        }));
+    }
+    for task in tasks {
+        let _ = tokio::time::timeout(max, task).await;
+    }
+    let got = wait_received(t, "tcp", base + per * conns, start + max).await - base;
+    report("tcp", conns, per * conns, got, bytes, start.elapsed().as_secs_f64());
+}
+
+async fn http(t: &Target, kv: &HashMap<String, String>) {
+    let conns = num(kv, "conns", 4);
+    let count = num(kv, "count", 2_000_000);
+    let batch = num(kv, "batch", 500);
+    let max = Duration::from_secs(num(kv, "max-secs", 60));
+    let batches = count / batch / conns;
+    let body: Bytes = (0..batch).flat_map(|i| frame(&t.token, i)).collect::<Vec<u8>>().into();
+    let auth = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("token:{}", t.token))
+    );
+    let base = received(t, "http").await;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (body, auth, addr) = (body.clone(), auth.clone(), t.http);
+        tasks.push(tokio::spawn(async move {
+            let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1).build_http::<Full<Bytes>>();
+            for _ in 0..batches {
+                let req = hyper::Request::post(format!("http://{addr}/logs"))
+                    .header("content-type", "application/logplex-1")
+                    .header("authorization", &auth)
+                    .header("logplex-msg-count", batch.to_string())
+                    .body(Full::new(body.clone()))
+                    .unwrap();
+                let resp = client.request(req).await.unwrap();
+                assert_eq!(resp.status(), 204);
+                let _ = resp.into_body().collect().await;
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = tokio::time::timeout(max, task).await;
+    }
+    let sent = batches * batch * conns;
+    let got = wait_received(t, "http", base + sent, start + max).await - base;
+    report("http", conns, sent, got, sent * body.len() as u64 / batch, start.elapsed().as_secs_f64());
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// Sends at `--rate` msg/s with the send time in each line while a tail reads them back;
+/// reports latency percentiles from ingest to the open tail.
+async fn latency(t: &Target, kv: &HashMap<String, String>) {
+    let rate = num(kv, "rate", 100_000);
+    let secs = num(kv, "secs", 3);
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = hyper::Request::post(format!("http://{}/v2/sessions", t.api))
+        .header("authorization", format!("Bearer {}", t.key))
+        .body(Full::new(Bytes::from(r#"{"channel":"bench","tail":true,"num":0}"#)))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let url = v["url"].as_str().unwrap().to_string();
+    let path = url.split_once("/sessions/").unwrap().1.to_string();
+    let mut sock = tokio::net::TcpStream::connect(t.api).await.unwrap();
+    sock.write_all(format!("GET /sessions/{path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let total = rate * secs;
+    let reader = tokio::spawn(async move {
+        let mut r = BufReader::new(sock);
+        let mut lat = Vec::with_capacity(total as usize);
+        let mut line = String::new();
+        let deadline = Instant::now() + Duration::from_secs(secs + 10);
+        while (lat.len() as u64) < total && Instant::now() < deadline {
+            line.clear();
+            match tokio::time::timeout(Duration::from_secs(2), r.read_line(&mut line)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => break,
+            }
+            if let Some(ns) = line.split("sent=").nth(1).and_then(|v| v.trim().parse::<u64>().ok()) {
+                lat.push(now_ns().saturating_sub(ns));
+            }
+        }
+        lat
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = tokio::net::TcpStream::connect(t.tcp).await.unwrap();
+    let tick = Duration::from_millis(1);
+    let per_tick = (rate / 1000).max(1);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut buf = Vec::with_capacity(per_tick as usize * 160);
+    while sent < total && start.elapsed() < Duration::from_secs(secs + 5) {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        buf.clear();
+        while sent < due.min(total) {
+            let msg = format!("<190>1 2016-03-08T02:43:26.693600+00:00 host {} web.1 - - latency sent={}", t.token, now_ns());
+            buf.extend_from_slice(format!("{} {}", msg.len(), msg).as_bytes());
+            sent += 1;
+        }
+        if !buf.is_empty() {
+            c.write_all(&buf).await.unwrap();
+        }
+        tokio::time::sleep(tick).await;
+    }
+    let mut lat = reader.await.unwrap();
+    lat.sort_unstable();
+    let p = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1e6;
+    println!(
+        "{{\"mode\":\"latency\",\"rate\":{rate},\"sent\":{sent},\"seen\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
+        lat.len(),
+        p(0.5),
+        p(0.99),
+        p(1.0)
+    );
+}
+
+fn main() {
+    let (mode, kv) = args();
+    let target = start_target(&kv);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        match mode.as_str() {
+            "tcp" => tcp(&target, &kv).await,
+            "http" => http(&target, &kv).await,
+            "latency" => latency(&target, &kv).await,
+            "all" => {
+                tcp(&target, &kv).await;
+                http(&target, &kv).await;
+                latency(&target, &kv).await;
+            }
+            other => eprintln!("unknown mode {other}: tcp, http, latency or all"),
+        }
+    });
+}

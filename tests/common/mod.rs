@@ -1,0 +1,158 @@
+//! Shared test harness: a router started with `logplex::start` on port 0 in a temporary
+//! data directory, and small clients that speak the real wire.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use logplex::config::{Config, Listen};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const KEY: &str = "test-admin-key";
+
+pub struct TestServer {
+    pub addrs: logplex::Addrs,
+    pub shutdown: CancellationToken,
+    pub handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub dir: tempfile::TempDir,
+}
+
+/// A config on port 0 everywhere, in a temporary directory.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.api.listen = Listen::Addr("127.0.0.1:0".into());
+    c.api.auth_key = KEY.into();
+    c.ingest.http.listen = Listen::Addr("127.0.0.1:0".into());
+    c.ingest.tcp.listen = Listen::Addr("127.0.0.1:0".into());
+    c.ingest.udp.listen = Listen::Addr("127.0.0.1:0".into());
+    c.store.path = dir.join("logplex.db");
+    c.alerts.clear();
+    c
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = test_config(dir.path());
+        tweak(&mut c);
+        Self::start_in(dir, c).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, c: Config) -> TestServer {
+        c.validate().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = logplex::start(c, shutdown.clone()).await.unwrap();
+        let addrs = server.addrs;
+        let handle = tokio::spawn(server.wait());
+        TestServer { addrs, shutdown, handle: Some(handle), dir }
+    }
+
+    pub fn api(&self) -> String {
+        format!("http://{}", self.addrs.api)
+    }
+
+    /// Stops the server gracefully and waits for it; returns the data directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(30), h).await.unwrap().unwrap().unwrap();
+        }
+        self.dir
+    }
+
+    /// Creates a channel with `app` and `heroku` tokens; returns the `app` token.
+    pub async fn create_app(&self, name: &str) -> String {
+        let (status, body) =
+            request(&self.api(), "POST", "/v2/channels", Some(&format!(r#"{{"name":"{name}","tokens":["app","heroku"]}}"#)))
+                .await;
+        assert_eq!(status, 201, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["tokens"]["app"].as_str().unwrap().to_string()
+    }
+
+    /// Reads the history of a channel through a session (what `logplex logs` shows).
+    pub async fn history(&self, channel: &str, num: usize) -> Vec<String> {
+        let url = self.session(&format!(r#"{{"channel":"{channel}","num":{num}}}"#)).await;
+        let body = get_text(&url).await;
+        body.lines().map(str::to_string).collect()
+    }
+
+    /// Creates a session; returns its URL.
+    pub async fn session(&self, json: &str) -> String {
+        let (status, body) = request(&self.api(), "POST", "/v2/sessions", Some(json)).await;
+        assert_eq!(status, 201, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["url"].as_str().unwrap().to_string()
+    }
+
+    /// Polls the history until `pred` holds (bounded: 5 s).
+    pub async fn wait_history(&self, channel: &str, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let h = self.history(channel, 1500).await;
+            if pred(&h) || tokio::time::Instant::now() > deadline {
+                return h;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// An API request with the admin key; returns status and body text.
+pub async fn request(base: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    request_with(base, method, path, body, &[("authorization", &format!("Bearer {KEY}"))]).await
+}
+
+/// A request with explicit headers.
+pub async fn request_with(base: &str, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> (u16, String) {
+    let (s, b) = request_bytes(base, method, path, body.map(|b| Bytes::from(b.to_string())), headers).await;
+    (s, String::from_utf8_lossy(&b).into_owned())
+}
+
+pub async fn request_bytes(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<Bytes>,
+    headers: &[(&str, &str)],
+) -> (u16, Bytes) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = hyper::Request::builder().method(method).uri(format!("{base}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.unwrap_or_default())).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await.unwrap().unwrap();
+    let status = resp.status().as_u16();
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await.unwrap().unwrap().to_bytes();
+    (status, body)
+}
+
+/// GET a URL with no auth; the whole body as text.
+pub async fn get_text(url: &str) -> String {
+    let (status, body) = request_with(url, "GET", "", None, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// An RFC 5424 frame as a dyno sends it.
+pub fn frame(token: &str, procid: &str, msg: &str) -> String {
+    format!("<190>1 2016-03-08T02:43:26.693600+00:00 host {token} {procid} - - {msg}")
+}
+
+/// The frame, octet-counted.
+pub fn octet(m: &str) -> String {
+    format!("{} {}", m.len(), m)
+}
+
+/// Opens a TCP connection to `addr`.
+pub async fn connect(addr: SocketAddr) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(addr).await.unwrap()
+}

@@ -1,0 +1,213 @@
+//! Sessions over real sockets: history, filters, live tails, SSE with `Last-Event-ID`, the
+//! L11 line for a tail that cannot keep up, and the API's auth and errors.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// Opens a streaming GET on a session URL; returns the reader positioned after the headers.
+async fn open_stream(url: &str, extra: &str) -> BufReader<tokio::net::TcpStream> {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut sock = tokio::net::TcpStream::connect(host).await.unwrap();
+    let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut r = BufReader::new(sock);
+    let mut status = String::new();
+    r.read_line(&mut status).await.unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).await.unwrap();
+        if h == "\r\n" {
+            break;
+        }
+    }
+    r
+}
+
+/// Reads chunked-body text until `needle` appears (bounded: 5 s).
+async fn read_until(r: &mut BufReader<tokio::net::TcpStream>, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !seen.contains(needle) {
+        let mut line = String::new();
+        let n = tokio::time::timeout_at(deadline, r.read_line(&mut line))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {needle:?}; saw {seen:?}"))
+            .unwrap();
+        assert!(n > 0, "stream ended before {needle:?}; saw {seen:?}");
+        seen.push_str(&line);
+    }
+    seen
+}
+
+async fn send_tcp(s: &TestServer, token: &str, lines: &[(&str, &str)]) {
+    let mut c = connect(s.addrs.tcp.unwrap()).await;
+    let mut buf = String::new();
+    for (procid, msg) in lines {
+        buf += &octet(&frame(token, procid, msg));
+    }
+    c.write_all(buf.as_bytes()).await.unwrap();
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_filters_and_num() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    send_tcp(&s, &token, &[("web.1", "a GET 500"), ("web.2", "b"), ("worker.1", "c 500"), ("web.10", "d")]).await;
+    s.wait_history("demo", |h| h.len() == 4).await;
+    let sr = &s;
+    let only = |json: &'static str| async move {
+        let url = sr.session(json).await;
+        get_text(&url).await.lines().map(|l| l.split_once("]: ").unwrap().1.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(only(r#"{"channel":"demo","dyno":"web"}"#).await, ["a GET 500", "b", "d"]);
+    assert_eq!(only(r#"{"channel":"demo","dyno":"web.1"}"#).await, ["a GET 500"]);
+    assert_eq!(only(r#"{"channel":"demo","grep":"500"}"#).await, ["a GET 500", "c 500"]);
+    assert_eq!(only(r#"{"channel":"demo","source":"heroku"}"#).await, Vec::<String>::new());
+    assert_eq!(only(r#"{"channel":"demo","num":2}"#).await, ["c 500", "d"]);
+    let (st, body) = request(&s.api(), "POST", "/v2/sessions", Some(r#"{"channel":"demo","num":5000}"#)).await;
+    assert_eq!(st, 422, "{body}");
+    let (st, body) = request(&s.api(), "POST", "/v2/sessions", Some(r#"{"channel":"nope"}"#)).await;
+    assert_eq!(st, 404, "{body}");
+    assert!(body.contains("\"id\":\"not_found\""), "{body}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_sees_a_line_sent_after_it_opened() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    send_tcp(&s, &token, &[("web.1", "before")]).await;
+    s.wait_history("demo", |h| h.len() == 1).await;
+    let url = s.session(r#"{"channel":"demo","tail":true}"#).await;
+    let mut r = open_stream(&url, "").await;
+    read_until(&mut r, "app[web.1]: before").await;
+    send_tcp(&s, &token, &[("web.1", "after")]).await;
+    read_until(&mut r, "app[web.1]: after").await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_resumes_with_last_event_id_without_repeating() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    send_tcp(&s, &token, &[("web.1", "one"), ("web.1", "two")]).await;
+    s.wait_history("demo", |h| h.len() == 2).await;
+    let url = s.session(r#"{"channel":"demo","tail":true}"#).await;
+    let mut r = open_stream(&url, "Accept: text/event-stream\r\n").await;
+    let seen = read_until(&mut r, "app[web.1]: two").await;
+    assert!(seen.contains("id: 1\n") || seen.contains("id: 1\r\n"), "{seen:?}");
+    assert!(seen.contains("data: 2016-03-08T02:43:26.693600+00:00 app[web.1]: one"), "{seen:?}");
+    drop(r);
+    send_tcp(&s, &token, &[("web.1", "three")]).await;
+    s.wait_history("demo", |h| h.len() == 3).await;
+    let mut r = open_stream(&url, "Accept: text/event-stream\r\nLast-Event-ID: 2\r\n").await;
+    let seen = read_until(&mut r, "app[web.1]: three").await;
+    assert!(!seen.contains("]: one") && !seen.contains("]: two"), "repeated lines: {seen:?}");
+    assert!(seen.contains("id: 3"), "{seen:?}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_that_never_reads_slows_nothing_and_is_told_l11() {
+    let s = TestServer::start_with(|c| c.buffers.tail_lines = 64).await;
+    let token = s.create_app("demo").await;
+    let url = s.session(r#"{"channel":"demo","tail":true}"#).await;
+    let mut stuck = open_stream(&url, "").await; // never read until the end
+    let url2 = s.session(r#"{"channel":"demo","tail":true,"grep":"line 49999"}"#).await;
+    let mut live = open_stream(&url2, "").await;
+    let t0 = std::time::Instant::now();
+    let mut c = connect(s.addrs.tcp.unwrap()).await;
+    let pad = "p".repeat(200);
+    let mut buf = String::new();
+    for i in 0..50_000 {
+        buf += &octet(&frame(&token, "web.1", &format!("line {i} {pad}")));
+    }
+    c.write_all(buf.as_bytes()).await.unwrap();
+    read_until(&mut live, "line 49999").await;
+    assert!(t0.elapsed() < Duration::from_secs(10), "ingestion was slowed: {:?}", t0.elapsed());
+    // The stuck tail, read now, reports what it lost.
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        let mut chunk = [0u8; 65536];
+        loop {
+            match stuck.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    all.extend_from_slice(&chunk[..n]);
+                    if all.windows(9).any(|w| w == b"line 4999") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.contains("heroku[logplex]: Error L11 (Tail buffer overflow) -> This tail session dropped"),
+        "no L11 in {} bytes",
+        text.len()
+    );
+    let (_, metrics) = request(&s.api(), "GET", "/metrics", None).await;
+    assert!(!metrics.contains("logplex_tail_dropped_total 0"), "{metrics}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_auth_and_errors() {
+    let s = TestServer::start().await;
+    let api = s.api();
+    let (st, body) = request_with(&api, "GET", "/healthcheck", None, &[]).await;
+    assert_eq!((st, body.trim()), (200, r#"{"status":"normal"}"#));
+    let (st, body) = request_with(&api, "GET", "/v2/channels", None, &[]).await;
+    assert_eq!(st, 401);
+    assert!(body.contains("\"id\":\"unauthorized\""), "{body}");
+    let (st, _) = request_with(&api, "GET", "/v2/channels", None, &[("authorization", "Bearer wrong")]).await;
+    assert_eq!(st, 401);
+    let basic = format!("Basic {}", { use base64::Engine; base64::engine::general_purpose::STANDARD.encode(format!("anyone:{KEY}")) });
+    let (st, body) = request_with(&api, "GET", "/v2/channels", None, &[("authorization", &basic)]).await;
+    assert_eq!((st, body.trim()), (200, "[]"));
+    let (st, _) = request(&api, "POST", "/v2/channels", Some(r#"{"name":"Bad Name"}"#)).await;
+    assert_eq!(st, 422);
+    s.create_app("demo").await;
+    let (st, body) = request(&api, "POST", "/v2/channels", Some(r#"{"name":"demo"}"#)).await;
+    assert_eq!(st, 409, "{body}");
+    let (st, body) = request(&api, "POST", "/v2/channels/demo/tokens", Some(r#"{"name":"web"}"#)).await;
+    assert_eq!(st, 201, "{body}");
+    assert!(body.contains("\"token\":\"t."), "{body}");
+    let (st, body) = request(&api, "GET", "/v2/channels/demo", None).await;
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["tokens"].as_object().unwrap().len(), 3);
+    let (st, _) = request(&api, "GET", "/sessions/00000000-0000-4000-8000-000000000000", None).await;
+    assert_eq!(st, 404);
+    let (st, _) = request(&api, "DELETE", "/v2/channels/demo", None).await;
+    assert_eq!(st, 204);
+    let (st, _) = request(&api, "GET", "/v2/channels/demo", None).await;
+    assert_eq!(st, 404);
+    let (st, metrics) = request(&api, "GET", "/metrics", None).await;
+    assert_eq!(st, 200);
+    assert!(metrics.contains("process_resident_memory_bytes"), "{metrics}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_survives_a_graceful_restart() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    send_tcp(&s, &token, &[("web.1", "kept 1"), ("web.1", "kept 2")]).await;
+    s.wait_history("demo", |h| h.len() == 2).await;
+    let dir = s.stop().await;
+    let c = test_config(dir.path());
+    let s = TestServer::start_in(dir, c).await;
+    let h = s.history("demo", 10).await;
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert!(h[1].ends_with("app[web.1]: kept 2"));
+    s.stop().await;
+}
