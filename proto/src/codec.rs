@@ -1,17 +1,27 @@
 //! RFC 6587 framing as a tokio-util codec: octet-counted and newline-delimited, told apart
 //! per frame (a digit starts an octet count, `<` a newline frame).
+//!
+//! The codec only cuts frames; it does not parse them (see [`crate::rfc5424`]). Frames are
+//! `Bytes` split off the read buffer, so nothing is copied. Oversized frames are skipped as
+//! they stream in, without being buffered, and every error says whether the stream can go on.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use std::fmt;
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Default maximum frame length, as Logplex.
 pub const DEFAULT_MAX_FRAME: usize = 10240;
 
+/// Most digits an octet count may have: 10 digits is already far beyond any frame limit, and
+/// more would only be a way to make us parse a huge number.
+pub const MAX_COUNT_DIGITS: usize = 10;
+
 /// One step of decoding: a frame, or a frame that was skipped (the stream goes on).
 #[derive(Debug)]
 pub enum Decoded {
+    /// One message, without its octet count or line ending.
     Frame(Bytes),
+    /// A frame that was dropped; the error says why (always [`FrameError::can_continue`]).
     Skipped(FrameError),
 }
 
@@ -24,18 +34,54 @@ pub enum FrameError {
     BadCount,
     /// A byte that starts neither framing.
     BadStart(u8),
+    /// The stream ended inside an octet-counted frame (or its count).
+    Truncated {
+        /// Bytes the frame announced (0 when the stream ended inside the count itself).
+        expected: usize,
+        /// Bytes that arrived.
+        got: usize,
+    },
+    /// Reading the socket failed.
     Io(std::io::Error),
 }
 
 impl FrameError {
+    /// Whether the decoder can find the start of the next frame after this error. When it
+    /// cannot (a broken octet count, a truncated frame, I/O), the connection should be closed.
     pub fn can_continue(&self) -> bool {
-        todo!()
+        match self {
+            FrameError::TooLong { .. } | FrameError::BadStart(_) => true,
+            FrameError::BadCount | FrameError::Truncated { .. } | FrameError::Io(_) => false,
+        }
     }
 }
 
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self:?}")
+        match self {
+            FrameError::TooLong { len: Some(len), limit } => {
+                write!(f, "frame of {len} bytes is over the limit of {limit} bytes and was skipped")
+            }
+            FrameError::TooLong { len: None, limit } => write!(
+                f,
+                "line has no line feed within {limit} bytes and was skipped up to the next one"
+            ),
+            FrameError::BadCount => f.write_str(
+                "octet count is not a valid length (a leading zero, a sign, more than 10 digits or no space after it), so the stream cannot be resynchronised",
+            ),
+            FrameError::BadStart(b) => write!(
+                f,
+                "frame starts with byte 0x{b:02x}, neither a digit (octet count) nor '<' (a line), and was skipped up to the next line feed"
+            ),
+            FrameError::Truncated { expected: 0, got } => {
+                write!(f, "stream ended inside an octet count after {got} bytes")
+            }
+            FrameError::Truncated { expected, got } => write!(
+                f,
+                "stream ended inside a frame of {expected} bytes after {got} of them"
+            ),
+            FrameError::Io(e) => write!(f, "reading the stream failed: {e}"),
+        }
     }
 }
 impl std::error::Error for FrameError {}
@@ -45,17 +91,109 @@ impl From<std::io::Error> for FrameError {
     }
 }
 
+/// What an octet count at the start of a buffer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Count {
+    /// `len` bytes of message follow a header of `header` bytes (digits and SP).
+    Len { len: usize, header: usize },
+    /// The buffer ends inside the count.
+    Incomplete,
+    /// Not a valid count; why, for the error message.
+    Bad(CountProblem),
+}
+
+/// Why an octet count is not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountProblem {
+    /// No digit where the count should start.
+    NotADigit,
+    /// `0` or `012`: RFC 6587's MSG-LEN starts with a non-zero digit.
+    LeadingZero,
+    /// `+12` or `-12`.
+    Sign,
+    /// More than [`MAX_COUNT_DIGITS`] digits.
+    TooManyDigits,
+    /// The digits are not followed by a space.
+    NoSpace,
+}
+
+impl CountProblem {
+    /// A phrase for error messages: "octet count has a leading zero".
+    pub fn describe(self) -> &'static str {
+        match self {
+            CountProblem::NotADigit => "expected an octet count (digits, then a space)",
+            CountProblem::LeadingZero => "octet count has a leading zero",
+            CountProblem::Sign => "octet count has a sign",
+            CountProblem::TooManyDigits => "octet count has more than 10 digits",
+            CountProblem::NoSpace => "octet count is not followed by a space",
+        }
+    }
+}
+
+/// Reads `MSG-LEN SP` at the start of `buf` (RFC 6587 §3.4.1).
+#[inline]
+pub(crate) fn octet_count(buf: &[u8]) -> Count {
+    match buf.first() {
+        None => return Count::Incomplete,
+        Some(b'0') => return Count::Bad(CountProblem::LeadingZero),
+        Some(b'+' | b'-') => return Count::Bad(CountProblem::Sign),
+        Some(b) if !b.is_ascii_digit() => return Count::Bad(CountProblem::NotADigit),
+        Some(_) => {}
+    }
+    let mut len: u64 = 0;
+    for (n, &b) in buf.iter().enumerate() {
+        match b {
+            b'0'..=b'9' if n < MAX_COUNT_DIGITS => len = len * 10 + u64::from(b - b'0'),
+            b'0'..=b'9' => return Count::Bad(CountProblem::TooManyDigits),
+            b' ' => {
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                return Count::Len { len, header: n + 1 };
+            }
+            _ => return Count::Bad(CountProblem::NoSpace),
+        }
+    }
+    Count::Incomplete
+}
+
 /// The syslog stream codec. `decode` returns `Ok(None)` for more bytes,
 /// `Ok(Some(Decoded::Skipped(e)))` for a recoverable error, `Err(e)` when the stream cannot
 /// resynchronise (the connection should be closed).
 #[derive(Debug, Clone)]
 pub struct SyslogCodec {
     max_frame: usize,
+    /// Bytes of an oversized octet-counted frame still to discard as they arrive.
+    skip_remaining: usize,
+    /// Discarding an oversized or garbage line up to and including the next LF.
+    skip_line: bool,
+    /// How far the current newline frame was already searched for LF, so that a slow line
+    /// is not rescanned from its start on every read.
+    line_scanned: usize,
 }
 
 impl SyslogCodec {
+    /// A codec that skips frames longer than `max_frame` bytes (without count or LF).
     pub fn new(max_frame: usize) -> Self {
-        SyslogCodec { max_frame }
+        SyslogCodec {
+            max_frame,
+            skip_remaining: 0,
+            skip_line: false,
+            line_scanned: 0,
+        }
+    }
+
+    /// The frame limit this codec enforces.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Cuts a line of `len` bytes and drops the LF after it, trimming a CR before the LF.
+    fn cut_line(src: &mut BytesMut, len: usize) -> Bytes {
+        let mut frame = src.split_to(len);
+        src.advance(1);
+        if frame.last() == Some(&b'\r') {
+            frame.truncate(len - 1);
+        }
+        frame.freeze()
     }
 }
 
@@ -68,9 +206,149 @@ impl Default for SyslogCodec {
 impl Decoder for SyslogCodec {
     type Item = Decoded;
     type Error = FrameError;
+
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
-        let _ = (src, self.max_frame);
-        todo!()
+        loop {
+            if self.skip_remaining > 0 {
+                let n = self.skip_remaining.min(src.len());
+                src.advance(n);
+                self.skip_remaining -= n;
+                if self.skip_remaining > 0 {
+                    return Ok(None);
+                }
+            }
+            if self.skip_line {
+                match memchr::memchr(b'\n', src) {
+                    Some(i) => {
+                        src.advance(i + 1);
+                        self.skip_line = false;
+                    }
+                    None => {
+                        src.clear();
+                        return Ok(None);
+                    }
+                }
+            }
+            match src.first() {
+                None => return Ok(None),
+                // Empty lines, and the LF many senders put after an octet-counted frame.
+                Some(b'\n') => src.advance(1),
+                Some(b'\r') => match src.get(1) {
+                    None => return Ok(None),
+                    Some(b'\n') => src.advance(2),
+                    Some(_) => {
+                        self.skip_line = true;
+                        src.advance(1);
+                        return Ok(Some(Decoded::Skipped(FrameError::BadStart(b'\r'))));
+                    }
+                },
+                Some(b'<') => {
+                    let from = self.line_scanned.min(src.len());
+                    match memchr::memchr(b'\n', &src[from..]) {
+                        Some(i) => {
+                            let len = from + i;
+                            self.line_scanned = 0;
+                            let content = len - usize::from(src[..len].last() == Some(&b'\r'));
+                            if content > self.max_frame {
+                                src.advance(len + 1);
+                                let e = FrameError::TooLong {
+                                    len: Some(content),
+                                    limit: self.max_frame,
+                                };
+                                return Ok(Some(Decoded::Skipped(e)));
+                            }
+                            return Ok(Some(Decoded::Frame(Self::cut_line(src, len))));
+                        }
+                        // Room for the content and a CR before the LF.
+                        None if src.len() > self.max_frame + 1 => {
+                            self.line_scanned = 0;
+                            self.skip_line = true;
+                            src.clear();
+                            let e = FrameError::TooLong {
+                                len: None,
+                                limit: self.max_frame,
+                            };
+                            return Ok(Some(Decoded::Skipped(e)));
+                        }
+                        None => {
+                            self.line_scanned = src.len();
+                            return Ok(None);
+                        }
+                    }
+                }
+                Some(b'0'..=b'9' | b'+' | b'-') => match octet_count(src) {
+                    Count::Incomplete => return Ok(None),
+                    Count::Bad(_) => return Err(FrameError::BadCount),
+                    Count::Len { len, header } if len > self.max_frame => {
+                        src.advance(header);
+                        self.skip_remaining = len;
+                        let e = FrameError::TooLong {
+                            len: Some(len),
+                            limit: self.max_frame,
+                        };
+                        return Ok(Some(Decoded::Skipped(e)));
+                    }
+                    Count::Len { len, header } => {
+                        if src.len() < header + len {
+                            src.reserve(header + len - src.len());
+                            return Ok(None);
+                        }
+                        src.advance(header);
+                        return Ok(Some(Decoded::Frame(src.split_to(len).freeze())));
+                    }
+                },
+                Some(&b) => {
+                    self.skip_line = true;
+                    src.advance(1);
+                    return Ok(Some(Decoded::Skipped(FrameError::BadStart(b))));
+                }
+            }
+        }
+    }
+
+    /// At the end of the stream a last line without LF is still a frame; a partial
+    /// octet-counted frame is [`FrameError::Truncated`].
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
+        if let Some(d) = self.decode(src)? {
+            return Ok(Some(d));
+        }
+        // Whatever is left is dropped now: FramedRead treats leftover bytes as an error.
+        self.skip_remaining = 0;
+        self.skip_line = false;
+        self.line_scanned = 0;
+        let out = match src.first() {
+            None => Ok(None),
+            Some(b'<') => {
+                let mut frame = src.split().freeze();
+                if frame.last() == Some(&b'\r') {
+                    frame.truncate(frame.len() - 1);
+                }
+                if frame.len() > self.max_frame {
+                    let e = FrameError::TooLong {
+                        len: Some(frame.len()),
+                        limit: self.max_frame,
+                    };
+                    Ok(Some(Decoded::Skipped(e)))
+                } else {
+                    Ok(Some(Decoded::Frame(frame)))
+                }
+            }
+            Some(b'0'..=b'9') => {
+                let got = src.len();
+                let e = match octet_count(src) {
+                    Count::Len { len, header } => FrameError::Truncated {
+                        expected: len,
+                        got: got - header,
+                    },
+                    _ => FrameError::Truncated { expected: 0, got },
+                };
+                Err(e)
+            }
+            // A lone CR.
+            Some(_) => Ok(None),
+        };
+        src.clear();
+        out
     }
 }
 
@@ -78,7 +356,35 @@ impl Decoder for SyslogCodec {
 impl Encoder<&[u8]> for SyslogCodec {
     type Error = FrameError;
     fn encode(&mut self, item: &[u8], dst: &mut BytesMut) -> Result<(), FrameError> {
-        let _ = (item, dst);
-        todo!()
+        dst.reserve(item.len() + 11);
+        crate::render::write_u64(dst, item.len() as u64);
+        dst.extend_from_slice(b" ");
+        dst.extend_from_slice(item);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts() {
+        assert_eq!(octet_count(b"12 x"), Count::Len { len: 12, header: 3 });
+        assert_eq!(octet_count(b"12"), Count::Incomplete);
+        assert_eq!(octet_count(b"012 "), Count::Bad(CountProblem::LeadingZero));
+        assert_eq!(octet_count(b"-1 "), Count::Bad(CountProblem::Sign));
+        assert_eq!(
+            octet_count(b"12345678901 "),
+            Count::Bad(CountProblem::TooManyDigits)
+        );
+        assert_eq!(
+            octet_count(b"1234567890 "),
+            Count::Len {
+                len: 1234567890,
+                header: 11
+            }
+        );
+        assert_eq!(octet_count(b"12<"), Count::Bad(CountProblem::NoSpace));
     }
 }

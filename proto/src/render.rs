@@ -1,17 +1,121 @@
 //! Renderers: the session line of `heroku logs` and the frames sent to drains, written into
 //! a `BytesMut` without intermediate `String`s.
+//!
+//! Each renderer appends to `out` and computes octet counts before writing, so a frame is
+//! written once, in place. Fields that are empty render as the NILVALUE `-`.
 
 use bytes::BytesMut;
 
+/// U+FFFD REPLACEMENT CHARACTER in UTF-8.
+const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
+
 /// Appends `TIMESTAMP SOURCE[PROCID]: MSG` (no newline). Invalid UTF-8 in MSG is rendered
 /// lossily (U+FFFD); a nil PROCID renders as `SOURCE: MSG`.
-pub fn session_line(out: &mut BytesMut, timestamp: &[u8], source: &[u8], procid: &[u8], msg: &[u8]) {
-    let _ = (out, timestamp, source, procid, msg);
-    todo!()
+///
+/// Sessions are read by people and by the `heroku` CLI, which expect text; other bytes
+/// (NUL, control characters) are kept as they are.
+pub fn session_line(
+    out: &mut BytesMut,
+    timestamp: &[u8],
+    source: &[u8],
+    procid: &[u8],
+    msg: &[u8],
+) {
+    out.reserve(timestamp.len() + source.len() + procid.len() + msg.len() + 5);
+    out.extend_from_slice(timestamp);
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(source);
+    if !procid.is_empty() && procid != b"-" {
+        out.extend_from_slice(b"[");
+        out.extend_from_slice(procid);
+        out.extend_from_slice(b"]");
+    }
+    out.extend_from_slice(b": ");
+    extend_lossy(out, msg);
+}
+
+/// Appends `bytes` as UTF-8, each invalid sequence replaced by U+FFFD.
+pub fn extend_lossy(out: &mut BytesMut, bytes: &[u8]) {
+    if std::str::from_utf8(bytes).is_ok() {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    for chunk in bytes.utf8_chunks() {
+        out.extend_from_slice(chunk.valid().as_bytes());
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice(REPLACEMENT);
+        }
+    }
+}
+
+/// A field as written in a syslog header: empty becomes the NILVALUE.
+fn field(f: &[u8]) -> &[u8] {
+    if f.is_empty() {
+        b"-"
+    } else {
+        f
+    }
+}
+
+/// Number of decimal digits of `n`.
+pub fn decimal_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 10 {
+        n /= 10;
+        len += 1;
+    }
+    len
+}
+
+/// Appends `n` in decimal, without allocating.
+pub fn write_u64(out: &mut BytesMut, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends `<PRI>1 ` and the given header fields, each followed by SP. Returns nothing; the
+/// caller computed the length with [`header_len`].
+fn write_header(out: &mut BytesMut, pri: u8, fields: &[&[u8]]) {
+    out.extend_from_slice(b"<");
+    write_u64(out, u64::from(pri));
+    out.extend_from_slice(b">1 ");
+    for f in fields {
+        out.extend_from_slice(field(f));
+        out.extend_from_slice(b" ");
+    }
+}
+
+fn header_len(pri: u8, fields: &[&[u8]]) -> usize {
+    // "<" PRI ">1 " then each field and its SP.
+    1 + decimal_len(u64::from(pri)) + 3 + fields.iter().map(|f| field(f).len() + 1).sum::<usize>()
+}
+
+/// Writes `<PRI>1 FIELD… MSG`, octet-counted when `framed`.
+fn frame(out: &mut BytesMut, framed: bool, pri: u8, fields: &[&[u8]], msg: &[u8]) {
+    let len = header_len(pri, fields) + msg.len();
+    out.reserve(len + 11);
+    if framed {
+        write_u64(out, len as u64);
+        out.extend_from_slice(b" ");
+    }
+    write_header(out, pri, fields);
+    out.extend_from_slice(msg);
 }
 
 /// Syslog drain message `<PRI>1 TIME d.TOKEN SOURCE PROCID - - MSG`; octet-counted
 /// (`LEN ` prefix) when `framed`, bare for UDP.
+///
+/// The drain token stands in HOSTNAME so that the receiver can tell drains apart, as
+/// Logplex does. MSG is sent as stored, bytes and all.
 #[allow(clippy::too_many_arguments)]
 pub fn syslog_drain(
     out: &mut BytesMut,
@@ -23,24 +127,179 @@ pub fn syslog_drain(
     procid: &[u8],
     msg: &[u8],
 ) {
-    let _ = (out, framed, pri, timestamp, drain_token, source, procid, msg);
-    todo!()
+    frame(
+        out,
+        framed,
+        pri,
+        &[timestamp, drain_token, source, procid, b"-", b"-"],
+        msg,
+    );
 }
 
 /// HTTPS drain frame (Heroku's format): `LEN <PRI>1 TIME host SOURCE PROCID - MSG`.
-pub fn http_drain(out: &mut BytesMut, pri: u8, timestamp: &[u8], host: &[u8], source: &[u8], procid: &[u8], msg: &[u8]) {
-    let _ = (out, pri, timestamp, host, source, procid, msg);
-    todo!()
+///
+/// Heroku's HTTPS drains send no STRUCTURED-DATA field: the `-` is MSGID and MSG follows it.
+pub fn http_drain(
+    out: &mut BytesMut,
+    pri: u8,
+    timestamp: &[u8],
+    host: &[u8],
+    source: &[u8],
+    procid: &[u8],
+    msg: &[u8],
+) {
+    frame(
+        out,
+        true,
+        pri,
+        &[timestamp, host, source, procid, b"-"],
+        msg,
+    );
+}
+
+/// The L10 notice a drain receives first after its buffer overflowed:
+/// `<172>1 TIME host heroku logplex - Error L10 (output buffer overflow): N messages dropped since TIME.`
+/// (octet-counted when `framed`). As Heroku's, it has no STRUCTURED-DATA field.
+pub fn l10_drain(
+    out: &mut BytesMut,
+    framed: bool,
+    now_micros: i64,
+    host: &[u8],
+    dropped: u64,
+    since_micros: i64,
+) {
+    let mut now = [0u8; 32];
+    let now = rfc3339_micros_into(&mut now, now_micros);
+    let mut since = [0u8; 32];
+    let since = rfc3339_micros_into(&mut since, since_micros);
+    let head: &[u8] = b"Error L10 (output buffer overflow): ";
+    let mid: &[u8] = b" messages dropped since ";
+    let fields: [&[u8]; 5] = [now, host, b"heroku", b"logplex", b"-"];
+    let msg_len = head.len() + decimal_len(dropped) + mid.len() + since.len() + 1;
+    let len = header_len(172, &fields) + msg_len;
+    out.reserve(len + 11);
+    if framed {
+        write_u64(out, len as u64);
+        out.extend_from_slice(b" ");
+    }
+    write_header(out, 172, &fields);
+    out.extend_from_slice(head);
+    write_u64(out, dropped);
+    out.extend_from_slice(mid);
+    out.extend_from_slice(since);
+    out.extend_from_slice(b".");
+}
+
+/// The L11 session line a tail receives after it lost lines:
+/// `TIME heroku[logplex]: Error L11 (Tail buffer overflow) -> This tail session dropped N messages since TIME.`
+pub fn l11_line(out: &mut BytesMut, now_micros: i64, dropped: u64, since_micros: i64) {
+    rfc3339_micros(out, now_micros);
+    out.extend_from_slice(
+        b" heroku[logplex]: Error L11 (Tail buffer overflow) -> This tail session dropped ",
+    );
+    write_u64(out, dropped);
+    out.extend_from_slice(b" messages since ");
+    rfc3339_micros(out, since_micros);
+    out.extend_from_slice(b".");
 }
 
 /// Appends a UNIX time in microseconds as `2016-03-08T02:43:26.693600+00:00`.
 pub fn rfc3339_micros(out: &mut BytesMut, unix_micros: i64) {
-    let _ = (out, unix_micros);
-    todo!()
+    let mut buf = [0u8; 32];
+    out.extend_from_slice(rfc3339_micros_into(&mut buf, unix_micros));
 }
 
-/// The L11 session line.
-pub fn l11_line(out: &mut BytesMut, now_micros: i64, dropped: u64, since_micros: i64) {
-    let _ = (out, now_micros, dropped, since_micros);
-    todo!()
+/// Formats into a stack buffer; years outside 0..=9999 are clamped to them (a UNIX time that
+/// far away is a bug elsewhere, and the format has four digits of year).
+fn rfc3339_micros_into(buf: &mut [u8; 32], unix_micros: i64) -> &[u8] {
+    let secs = unix_micros.div_euclid(1_000_000);
+    let micros = unix_micros.rem_euclid(1_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
+    let (mut y, mut m, mut d) = civil_from_days(days);
+    let (mut hh, mut mm, mut ss, mut us) = (sod / 3600, sod / 60 % 60, sod % 60, micros);
+    if !(0..=9999).contains(&y) {
+        (m, d, hh, mm, ss) = if y < 0 {
+            (1, 1, 0, 0, 0)
+        } else {
+            (12, 31, 23, 59, 59)
+        };
+        us = if y < 0 { 0 } else { 999_999 };
+        y = y.clamp(0, 9999);
+    }
+    let mut put = |at: usize, v: u32, width: usize| {
+        let mut v = v;
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, y as u32, 4);
+    put(5, m, 2);
+    put(8, d, 2);
+    put(11, hh, 2);
+    put(14, mm, 2);
+    put(17, ss, 2);
+    put(20, us, 6);
+    buf[4] = b'-';
+    buf[7] = b'-';
+    buf[10] = b'T';
+    buf[13] = b':';
+    buf[16] = b':';
+    buf[19] = b'.';
+    buf[26..32].copy_from_slice(b"+00:00");
+    &buf[..]
+}
+
+/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (year, month, day) in the
+/// proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365; // [0, 399]
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11]
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32; // [1, 31]
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32; // [1, 12]
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(us: i64) -> String {
+        let mut b = BytesMut::new();
+        rfc3339_micros(&mut b, us);
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(ts(0), "1970-01-01T00:00:00.000000+00:00");
+        assert_eq!(
+            ts(1_457_404_999_693_600),
+            "2016-03-08T02:43:19.693600+00:00"
+        );
+        assert_eq!(ts(951_782_400_000_000), "2000-02-29T00:00:00.000000+00:00");
+        assert_eq!(ts(-1), "1969-12-31T23:59:59.999999+00:00");
+        assert_eq!(
+            ts(253_402_300_799_999_999),
+            "9999-12-31T23:59:59.999999+00:00"
+        );
+        assert_eq!(ts(i64::MAX), "9999-12-31T23:59:59.999999+00:00");
+        assert_eq!(ts(i64::MIN), "0000-01-01T00:00:00.000000+00:00");
+    }
+
+    #[test]
+    fn integers() {
+        for n in [0u64, 9, 10, 99, 100, 12345, u64::MAX] {
+            let mut b = BytesMut::new();
+            write_u64(&mut b, n);
+            assert_eq!(&b[..], n.to_string().as_bytes());
+            assert_eq!(decimal_len(n), n.to_string().len());
+        }
+    }
 }

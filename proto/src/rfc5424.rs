@@ -1,5 +1,13 @@
 //! RFC 5424 syslog messages, parsed with nom over `&[u8]` into a view that borrows the input.
+//!
+//! Two entry points: [`parse`] is the exact RFC 5424 grammar, [`parse_lenient`] accepts what
+//! real senders emit (log-shuttle and Heroku's HTTPS drains leave STRUCTURED-DATA out, most
+//! senders end a line with LF). Neither allocates: every field of [`Message`] is a slice of
+//! the input, and decoding (UTF-8, escapes) is left to whoever reads a field.
 
+use nom::bytes::complete::{tag, take_while1, take_while_m_n};
+use nom::error::ErrorKind;
+use nom::{Err as NomErr, IResult};
 use std::fmt;
 
 /// A parsed RFC 5424 message. Every field borrows the frame it was parsed from; fields that
@@ -12,9 +20,13 @@ pub struct Message<'a> {
     pub version: u16,
     /// TIMESTAMP as sent (`-` when nil).
     pub timestamp: &'a [u8],
+    /// HOSTNAME as sent; logplex drops it but drains may want it.
     pub hostname: &'a [u8],
+    /// APP-NAME: the token (`t.…`) on TCP and UDP input.
     pub app_name: &'a [u8],
+    /// PROCID: the dyno (`web.1`) or component (`router`) shown as `SOURCE[PROCID]`.
     pub procid: &'a [u8],
+    /// MSGID as sent (`-` for every Heroku producer).
     pub msgid: &'a [u8],
     /// STRUCTURED-DATA, validated, kept as one slice (`-` when nil).
     pub structured_data: &'a [u8],
@@ -23,56 +35,439 @@ pub struct Message<'a> {
 }
 
 impl Message<'_> {
+    /// Whether a field is the NILVALUE `-`; nil fields are kept as `b"-"` so that a field is
+    /// always a slice of the input.
     pub fn is_nil(field: &[u8]) -> bool {
         field == b"-"
     }
+    /// Facility (PRI / 8), for drains and filters that care.
     pub fn facility(&self) -> u8 {
         self.pri >> 3
     }
+    /// Severity (PRI % 8), for drains and filters that care.
     pub fn severity(&self) -> u8 {
         self.pri & 7
     }
 }
 
-/// What was wrong and where (byte offset into the input).
+/// What was wrong and where (byte offset into the input). Its `Display` is one sentence fit
+/// for a user (HTTP 400 bodies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParseError {
+    /// Which rule of the grammar failed.
     pub kind: ParseErrorKind,
+    /// Byte offset into the parsed input where the failing rule starts or stopped matching.
     pub offset: usize,
 }
 
+/// The grammar rule that failed; lets callers count parse failures by cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseErrorKind {
+    /// The input was empty.
     Empty,
+    /// `<PRI>` missing or malformed (no `<`, not 1-3 digits, leading zero, no `>`).
     Pri,
+    /// PRI above 191.
     PriOutOfRange,
+    /// VERSION is not 1-3 digits starting with a non-zero digit.
     Version,
+    /// TIMESTAMP is neither `-` nor RFC 3339 with a time zone.
     Timestamp,
+    /// HOSTNAME is not 1-255 printable US-ASCII characters.
     Hostname,
+    /// APP-NAME is not 1-48 printable US-ASCII characters.
     AppName,
+    /// PROCID is not 1-128 printable US-ASCII characters.
     ProcId,
+    /// MSGID is not 1-32 printable US-ASCII characters.
     MsgId,
+    /// STRUCTURED-DATA is neither `-` nor well-formed `[id param="value" ...]` elements.
     StructuredData,
     /// A required SP between header fields is missing.
     Space,
 }
 
+impl ParseErrorKind {
+    fn describe(self) -> &'static str {
+        use ParseErrorKind::*;
+        match self {
+            Empty => "the message is empty",
+            Pri => "the message must start with <PRI>, a number from 0 to 191 in angle brackets without leading zeros",
+            PriOutOfRange => "PRI must be a number from 0 to 191",
+            Version => "VERSION must be 1 to 3 digits not starting with 0 (usually 1)",
+            Timestamp => "TIMESTAMP must be '-' or like 2016-03-08T02:43:26.693600+00:00, with a time zone",
+            Hostname => "HOSTNAME must be 1 to 255 printable ASCII characters",
+            AppName => "APP-NAME must be 1 to 48 printable ASCII characters",
+            ProcId => "PROCID must be 1 to 128 printable ASCII characters",
+            MsgId => "MSGID must be 1 to 32 printable ASCII characters",
+            StructuredData => "STRUCTURED-DATA must be '-' or elements like [id key=\"value\"] with \\\", \\\\ and \\] escaped",
+            Space => "a single space is expected between the header fields and before MSG",
+        }
+    }
+}
+
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} at byte {}", self.kind, self.offset)
+        write!(
+            f,
+            "syslog message at byte {}: {}",
+            self.offset,
+            self.kind.describe()
+        )
     }
 }
 
 impl std::error::Error for ParseError {}
 
 /// Strict RFC 5424 grammar.
+///
+/// MSG is everything after the SP that follows STRUCTURED-DATA, byte for byte (a trailing LF
+/// is part of it); a UTF-8 BOM at its start is stripped.
 pub fn parse(input: &[u8]) -> Result<Message<'_>, ParseError> {
-    let _ = input;
-    todo!()
+    message(input, false)
 }
 
 /// What real senders emit: missing SD, trailing LF/CRLF, BOM before MSG.
+///
+/// Differences from [`parse`]:
+/// - STRUCTURED-DATA may be left out (`<190>1 TS host app web.1 - hello`, as log-shuttle and
+///   Heroku's HTTPS drains send): when what follows MSGID is not `-` + SP and not a
+///   well-formed SD element followed by SP or the end, SD is taken as nil and the rest is
+///   MSG. A message may also end right after MSGID.
+/// - one trailing LF or CRLF is trimmed from MSG.
+/// - PRI may have leading zeros (`<013>`), the fraction of a second may have up to 9 digits
+///   (Go's `RFC3339Nano`), and an unescaped `]` inside an SD PARAM-VALUE is accepted.
+///
+/// Still rejected, as in [`parse`]: PRI above 191 and timestamps without a time zone (their
+/// instant is unknowable, and the session line shows the timestamp as sent).
 pub fn parse_lenient(input: &[u8]) -> Result<Message<'_>, ParseError> {
-    let _ = input;
-    todo!()
+    message(input, true)
+}
+
+/// The nom error: only where it failed; which rule failed is added by [`step`].
+#[derive(Debug)]
+struct Fail<'a>(&'a [u8]);
+
+impl<'a> nom::error::ParseError<&'a [u8]> for Fail<'a> {
+    fn from_error_kind(input: &'a [u8], _: ErrorKind) -> Self {
+        Fail(input)
+    }
+    fn append(_: &'a [u8], _: ErrorKind, other: Self) -> Self {
+        other
+    }
+}
+
+type PResult<'a, O> = IResult<&'a [u8], O, Fail<'a>>;
+
+fn fail<O>(at: &[u8]) -> PResult<'_, O> {
+    Err(NomErr::Error(Fail(at)))
+}
+
+/// Runs one rule and names it in the error, with the offset counted from the whole input.
+#[inline(always)]
+fn step<'a, O>(
+    whole: &'a [u8],
+    kind: ParseErrorKind,
+    r: PResult<'a, O>,
+) -> Result<(&'a [u8], O), ParseError> {
+    r.map_err(|e| {
+        let at = match e {
+            NomErr::Error(Fail(at)) | NomErr::Failure(Fail(at)) => at.len(),
+            NomErr::Incomplete(_) => 0,
+        };
+        ParseError {
+            kind,
+            offset: whole.len() - at,
+        }
+    })
+}
+
+#[inline(always)]
+fn is_digit(b: u8) -> bool {
+    b.is_ascii_digit()
+}
+
+/// PRINTUSASCII = %d33-126
+#[inline(always)]
+fn is_print(b: u8) -> bool {
+    (33..=126).contains(&b)
+}
+
+/// SD-NAME characters: PRINTUSASCII except `=`, SP, `]`, `"`.
+#[inline(always)]
+fn is_sd_name(b: u8) -> bool {
+    is_print(b) && b != b'=' && b != b']' && b != b'"'
+}
+
+fn sp(i: &[u8]) -> PResult<'_, &[u8]> {
+    tag(&b" "[..])(i)
+}
+
+/// PRI = "<" PRIVAL ">"; returns the digits so that the caller can tell a malformed PRI from
+/// one out of range.
+fn pri(i: &[u8]) -> PResult<'_, &[u8]> {
+    let (i, _) = tag(&b"<"[..])(i)?;
+    let (i, digits) = take_while_m_n(1, 3, is_digit)(i)?;
+    let (i, _) = tag(&b">"[..])(i)?;
+    Ok((i, digits))
+}
+
+/// VERSION = NONZERO-DIGIT 0*2DIGIT
+fn version(i: &[u8]) -> PResult<'_, u16> {
+    let (rest, digits) = take_while_m_n(1, 3, is_digit)(i)?;
+    if digits[0] == b'0' || rest.first().is_some_and(|b| b.is_ascii_digit()) {
+        return fail(i);
+    }
+    Ok((
+        rest,
+        digits
+            .iter()
+            .fold(0u16, |n, d| n * 10 + u16::from(d - b'0')),
+    ))
+}
+
+fn two_digits(b: &[u8]) -> Option<u8> {
+    match b {
+        [a @ b'0'..=b'9', c @ b'0'..=b'9'] => Some((a - b'0') * 10 + (c - b'0')),
+        _ => None,
+    }
+}
+
+/// TIMESTAMP = NILVALUE / FULL-DATE "T" FULL-TIME, with TIME-SECFRAC of 1-6 digits (1-9 when
+/// lenient) and a mandatory TIME-OFFSET. Field ranges are checked, not calendar validity
+/// (February 31st passes, as in RFC 3339's grammar).
+fn timestamp(i: &[u8], max_frac: usize) -> PResult<'_, &[u8]> {
+    if let [b'-', rest @ ..] = i {
+        return Ok((rest, &i[..1]));
+    }
+    // "2016-03-08T02:43:26" is 19 fixed bytes.
+    let Some(h) = i.get(..19) else { return fail(i) };
+    let ok = h[..4].iter().all(u8::is_ascii_digit)
+        && h[4] == b'-'
+        && matches!(two_digits(&h[5..7]), Some(1..=12))
+        && h[7] == b'-'
+        && matches!(two_digits(&h[8..10]), Some(1..=31))
+        && h[10] == b'T'
+        && matches!(two_digits(&h[11..13]), Some(0..=23))
+        && h[13] == b':'
+        && matches!(two_digits(&h[14..16]), Some(0..=59))
+        && h[16] == b':'
+        && matches!(two_digits(&h[17..19]), Some(0..=59));
+    if !ok {
+        return fail(i);
+    }
+    let mut n = 19;
+    if i.get(n) == Some(&b'.') {
+        let (_, frac) = take_while_m_n(1, max_frac, is_digit)(&i[n + 1..])?;
+        n += 1 + frac.len();
+    }
+    match i.get(n) {
+        Some(b'Z') => n += 1,
+        Some(b'+' | b'-') => {
+            let Some(z) = i.get(n + 1..n + 6) else {
+                return fail(&i[n..]);
+            };
+            if !matches!(two_digits(&z[..2]), Some(0..=23))
+                || z[2] != b':'
+                || !matches!(two_digits(&z[3..5]), Some(0..=59))
+            {
+                return fail(&i[n..]);
+            }
+            n += 6;
+        }
+        _ => return fail(&i[n.min(i.len())..]),
+    }
+    // The next byte must end the field; anything else (a 7th fraction digit...) is wrong.
+    if i.get(n).is_some_and(|&b| b != b' ') {
+        return fail(&i[n..]);
+    }
+    Ok((&i[n..], &i[..n]))
+}
+
+/// A header field: NILVALUE / 1*max PRINTUSASCII, followed by SP or the end.
+fn header_field(i: &[u8], max: usize) -> PResult<'_, &[u8]> {
+    let (rest, f) = take_while1(is_print)(i)?;
+    if f.len() > max {
+        return fail(&i[max..]);
+    }
+    Ok((rest, f))
+}
+
+/// SD-NAME = 1*32 SD-NAME characters.
+fn sd_name(i: &[u8]) -> PResult<'_, &[u8]> {
+    let (rest, n) = take_while1(is_sd_name)(i)?;
+    if n.len() > 32 {
+        return fail(&i[32..]);
+    }
+    Ok((rest, n))
+}
+
+/// PARAM-VALUE up to its closing quote, escapes left in place. Strict: UTF-8 and every `]`
+/// escaped, as RFC 5424 says.
+fn param_value(i: &[u8], lenient: bool) -> PResult<'_, &[u8]> {
+    let mut n = 0;
+    while n < i.len() {
+        match i[n] {
+            b'\\' => n += 2,
+            b'"' => {
+                let v = &i[..n];
+                if !lenient && std::str::from_utf8(v).is_err() {
+                    return fail(i);
+                }
+                return Ok((&i[n..], v));
+            }
+            b']' if !lenient => return fail(&i[n..]),
+            _ => n += 1,
+        }
+    }
+    fail(&i[i.len()..])
+}
+
+/// SD-ELEMENT = "[" SD-ID *(SP SD-PARAM) "]", SD-PARAM = PARAM-NAME "=" %d34 PARAM-VALUE %d34
+fn sd_element(i: &[u8], lenient: bool) -> PResult<'_, ()> {
+    let (mut i, _) = tag(&b"["[..])(i)?;
+    (i, _) = sd_name(i)?;
+    loop {
+        if let [b']', rest @ ..] = i {
+            return Ok((rest, ()));
+        }
+        (i, _) = sp(i)?;
+        (i, _) = sd_name(i)?;
+        (i, _) = tag(&b"=\""[..])(i)?;
+        (i, _) = param_value(i, lenient)?;
+        (i, _) = tag(&b"\""[..])(i)?;
+    }
+}
+
+/// STRUCTURED-DATA = NILVALUE / 1*SD-ELEMENT, returned as one slice.
+fn structured_data(i: &[u8], lenient: bool) -> PResult<'_, &[u8]> {
+    if let [b'-', rest @ ..] = i {
+        return Ok((rest, &i[..1]));
+    }
+    let (mut rest, ()) = sd_element(i, lenient)?;
+    while rest.first() == Some(&b'[') {
+        (rest, ()) = sd_element(rest, lenient)?;
+    }
+    Ok((rest, &i[..i.len() - rest.len()]))
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+fn message(input: &[u8], lenient: bool) -> Result<Message<'_>, ParseError> {
+    use ParseErrorKind as K;
+    if input.is_empty() {
+        return Err(ParseError {
+            kind: K::Empty,
+            offset: 0,
+        });
+    }
+    let w = input;
+    let (i, digits) = step(w, K::Pri, pri(input))?;
+    let digits_at = w.len() - i.len() - 1 - digits.len();
+    if digits.len() > 1 && digits[0] == b'0' && !lenient {
+        return Err(ParseError {
+            kind: K::Pri,
+            offset: digits_at,
+        });
+    }
+    let prival = digits
+        .iter()
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    if prival > 191 {
+        return Err(ParseError {
+            kind: K::PriOutOfRange,
+            offset: digits_at,
+        });
+    }
+    let (i, version) = step(w, K::Version, version(i))?;
+    let (i, _) = step(w, K::Space, sp(i))?;
+    let (i, timestamp) = step(w, K::Timestamp, timestamp(i, if lenient { 9 } else { 6 }))?;
+    let (i, _) = step(w, K::Space, sp(i))?;
+    let (i, hostname) = step(w, K::Hostname, header_field(i, 255))?;
+    let (i, _) = step(w, K::Space, sp(i))?;
+    let (i, app_name) = step(w, K::AppName, header_field(i, 48))?;
+    let (i, _) = step(w, K::Space, sp(i))?;
+    let (i, procid) = step(w, K::ProcId, header_field(i, 128))?;
+    let (i, _) = step(w, K::Space, sp(i))?;
+    let (i, msgid) = step(w, K::MsgId, header_field(i, 32))?;
+
+    let (structured_data, msg): (&[u8], &[u8]) = if lenient {
+        match i {
+            [] | [b' '] => (b"-", &[]),
+            [b' ', rest @ ..] => match structured_data(rest, true) {
+                Ok(([], sd)) => (sd, &[]),
+                Ok(([b' ', msg @ ..], sd)) => (sd, msg),
+                _ => (b"-", rest),
+            },
+            _ => {
+                return Err(ParseError {
+                    kind: K::Space,
+                    offset: w.len() - i.len(),
+                })
+            }
+        }
+    } else {
+        let (i, _) = step(w, K::Space, sp(i))?;
+        let (i, sd) = step(w, K::StructuredData, structured_data(i, false))?;
+        match i {
+            [] => (sd, &[]),
+            [b' ', msg @ ..] => (sd, msg),
+            _ => {
+                return Err(ParseError {
+                    kind: K::Space,
+                    offset: w.len() - i.len(),
+                })
+            }
+        }
+    };
+    let mut msg = msg.strip_prefix(BOM).unwrap_or(msg);
+    if lenient {
+        if let Some(m) = msg.strip_suffix(b"\n") {
+            msg = m.strip_suffix(b"\r").unwrap_or(m);
+        }
+    }
+    Ok(Message {
+        pri: prival as u8,
+        version,
+        timestamp,
+        hostname,
+        app_name,
+        procid,
+        msgid,
+        structured_data,
+        msg,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_examples() {
+        // RFC 5424 §6.5, example 1 (with the BOM) and example 3.
+        let m = parse(b"<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - \xEF\xBB\xBF'su root' failed for lonvick on /dev/pts/8").unwrap();
+        assert_eq!(m.pri, 34);
+        assert_eq!(m.msgid, b"ID47");
+        assert_eq!(m.msg, b"'su root' failed for lonvick on /dev/pts/8");
+        let m = parse(br#"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"] An application event log entry..."#).unwrap();
+        assert_eq!(
+            m.structured_data,
+            br#"[exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"]"#
+        );
+        assert_eq!(m.msg, b"An application event log entry...");
+        // Example 4: two SD elements and no MSG.
+        let m = parse(br#"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut="3"][examplePriority@32473 class="high"]"#).unwrap();
+        assert_eq!(m.msg, b"");
+        assert!(m.structured_data.ends_with(br#"class="high"]"#));
+    }
+
+    #[test]
+    fn offsets_point_at_the_fault() {
+        let e = parse(b"<34>1 2003-10-11T22:14:15.003 host su - - - x").unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::Timestamp);
+        assert_eq!(e.offset, 29);
+        let e = parse(b"<192>1 - - - - - -").unwrap_err();
+        assert_eq!((e.kind, e.offset), (ParseErrorKind::PriOutOfRange, 1));
+    }
 }
