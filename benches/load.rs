@@ -28,11 +28,18 @@ struct Target {
     tcp: SocketAddr,
     http: SocketAddr,
     token: String,
-    _server: Option<(tokio_util::sync::CancellationToken, tempfile::TempDir, tokio::runtime::Runtime)>,
+    _server: Option<(
+        tokio_util::sync::CancellationToken,
+        tempfile::TempDir,
+        tokio::runtime::Runtime,
+    )>,
 }
 
 fn args() -> (String, HashMap<String, String>) {
-    let raw: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let raw: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let mut mode = "tcp".to_string();
     let mut kv = HashMap::new();
     let mut i = 0;
@@ -70,13 +77,23 @@ fn start_target(kv: &HashMap<String, String>) -> Target {
         return Target {
             api: api.parse().expect("--api ADDR"),
             key: kv.get("key").cloned().unwrap_or_default(),
-            tcp: kv.get("tcp").map(|a| a.parse().expect("--tcp ADDR")).unwrap_or(([127, 0, 0, 1], 6001).into()),
-            http: kv.get("http").map(|a| a.parse().expect("--http ADDR")).unwrap_or(([127, 0, 0, 1], 8601).into()),
+            tcp: kv
+                .get("tcp")
+                .map(|a| a.parse().expect("--tcp ADDR"))
+                .unwrap_or(([127, 0, 0, 1], 6001).into()),
+            http: kv
+                .get("http")
+                .map(|a| a.parse().expect("--http ADDR"))
+                .unwrap_or(([127, 0, 0, 1], 8601).into()),
             token: kv.get("token").cloned().unwrap_or_else(|| TOKEN.into()),
             _server: None,
         };
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[api]\nlisten = \"127.0.0.1:0\"\nauth_key = \"bench\"\n[ingest.http]\nlisten = \"127.0.0.1:0\"\n\
@@ -86,7 +103,9 @@ fn start_target(kv: &HashMap<String, String>) -> Target {
     );
     let config = logplex::config::Config::from_toml(&text).unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let server = rt.block_on(logplex::start(config, shutdown.clone())).unwrap();
+    let server = rt
+        .block_on(logplex::start(config, shutdown.clone()))
+        .unwrap();
     let addrs = server.addrs;
     rt.spawn(server.wait());
     Target {
@@ -106,11 +125,21 @@ async fn received(t: &Target, input: &str) -> u64 {
         .header("authorization", format!("Bearer {}", t.key))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let Ok(resp) = client.request(req).await else { return 0 };
-    let body = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let Ok(resp) = client.request(req).await else {
+        return 0;
+    };
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&body);
     let needle = format!("logplex_messages_received_total{{input=\"{input}\"}} ");
-    text.lines().find_map(|l| l.strip_prefix(&needle)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0) as u64
+    text.lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
 }
 
 async fn wait_received(t: &Target, input: &str, goal: u64, deadline: Instant) -> u64 {
@@ -139,7 +168,11 @@ async fn tcp(t: &Target, kv: &HashMap<String, String>) {
     let per = count / conns;
     // Build each connection's whole stream first, so the generator costs little while timed.
     let streams: Vec<Vec<u8>> = (0..conns)
-        .map(|c| (0..per).flat_map(|i| frame(&t.token, c * per + i)).collect())
+        .map(|c| {
+            (0..per)
+                .flat_map(|i| frame(&t.token, c * per + i))
+                .collect()
+        })
         .collect();
     let bytes: u64 = streams.iter().map(|s| s.len() as u64).sum();
     let base = received(t, "tcp").await;
@@ -159,7 +192,14 @@ async fn tcp(t: &Target, kv: &HashMap<String, String>) {
         let _ = tokio::time::timeout(max, task).await;
     }
     let got = wait_received(t, "tcp", base + per * conns, start + max).await - base;
-    report("tcp", conns, per * conns, got, bytes, start.elapsed().as_secs_f64());
+    report(
+        "tcp",
+        conns,
+        per * conns,
+        got,
+        bytes,
+        start.elapsed().as_secs_f64(),
+    );
 }
 
 async fn http(t: &Target, kv: &HashMap<String, String>) {
@@ -168,10 +208,16 @@ async fn http(t: &Target, kv: &HashMap<String, String>) {
     let batch = num(kv, "batch", 500);
     let max = Duration::from_secs(num(kv, "max-secs", 60));
     let batches = count / batch / conns;
-    let body: Bytes = (0..batch).flat_map(|i| frame(&t.token, i)).collect::<Vec<u8>>().into();
+    let body: Bytes = (0..batch)
+        .flat_map(|i| frame(&t.token, i))
+        .collect::<Vec<u8>>()
+        .into();
     let auth = format!(
         "Basic {}",
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("token:{}", t.token))
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("token:{}", t.token)
+        )
     );
     let base = received(t, "http").await;
     let start = Instant::now();
@@ -179,7 +225,9 @@ async fn http(t: &Target, kv: &HashMap<String, String>) {
     for _ in 0..conns {
         let (body, auth, addr) = (body.clone(), auth.clone(), t.http);
         tasks.push(tokio::spawn(async move {
-            let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1).build_http::<Full<Bytes>>();
+            let client = Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(1)
+                .build_http::<Full<Bytes>>();
             for _ in 0..batches {
                 let req = hyper::Request::post(format!("http://{addr}/logs"))
                     .header("content-type", "application/logplex-1")
@@ -198,11 +246,21 @@ async fn http(t: &Target, kv: &HashMap<String, String>) {
     }
     let sent = batches * batch * conns;
     let got = wait_received(t, "http", base + sent, start + max).await - base;
-    report("http", conns, sent, got, sent * body.len() as u64 / batch, start.elapsed().as_secs_f64());
+    report(
+        "http",
+        conns,
+        sent,
+        got,
+        sent * body.len() as u64 / batch,
+        start.elapsed().as_secs_f64(),
+    );
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// Sends at `--rate` msg/s with the send time in each line while a tail reads them back;
@@ -213,7 +271,9 @@ async fn latency(t: &Target, kv: &HashMap<String, String>) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let req = hyper::Request::post(format!("http://{}/v2/sessions", t.api))
         .header("authorization", format!("Bearer {}", t.key))
-        .body(Full::new(Bytes::from(r#"{"channel":"bench","tail":true,"num":0}"#)))
+        .body(Full::new(Bytes::from(
+            r#"{"channel":"bench","tail":true,"num":0}"#,
+        )))
         .unwrap();
     let resp = client.request(req).await.unwrap();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -221,7 +281,9 @@ async fn latency(t: &Target, kv: &HashMap<String, String>) {
     let url = v["url"].as_str().unwrap().to_string();
     let path = url.split_once("/sessions/").unwrap().1.to_string();
     let mut sock = tokio::net::TcpStream::connect(t.api).await.unwrap();
-    sock.write_all(format!("GET /sessions/{path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    sock.write_all(format!("GET /sessions/{path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let total = rate * secs;
     let reader = tokio::spawn(async move {
         let mut r = BufReader::new(sock);
@@ -234,7 +296,11 @@ async fn latency(t: &Target, kv: &HashMap<String, String>) {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => break,
             }
-            if let Some(ns) = line.split("sent=").nth(1).and_then(|v| v.trim().parse::<u64>().ok()) {
+            if let Some(ns) = line
+                .split("sent=")
+                .nth(1)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
                 lat.push(now_ns().saturating_sub(ns));
             }
         }
@@ -251,7 +317,11 @@ async fn latency(t: &Target, kv: &HashMap<String, String>) {
         let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
         buf.clear();
         while sent < due.min(total) {
-            let msg = format!("<190>1 2016-03-08T02:43:26.693600+00:00 host {} web.1 - - latency sent={}", t.token, now_ns());
+            let msg = format!(
+                "<190>1 2016-03-08T02:43:26.693600+00:00 host {} web.1 - - latency sent={}",
+                t.token,
+                now_ns()
+            );
             buf.extend_from_slice(format!("{} {}", msg.len(), msg).as_bytes());
             sent += 1;
         }
@@ -262,7 +332,12 @@ async fn latency(t: &Target, kv: &HashMap<String, String>) {
     }
     let mut lat = reader.await.unwrap();
     lat.sort_unstable();
-    let p = |q: f64| lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1e6;
+    let p = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1e6
+    };
     println!(
         "{{\"mode\":\"latency\",\"rate\":{rate},\"sent\":{sent},\"seen\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3}}}",
         lat.len(),
@@ -275,7 +350,11 @@ async fn latency(t: &Target, kv: &HashMap<String, String>) {
 fn main() {
     let (mode, kv) = args();
     let target = start_target(&kv);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         match mode.as_str() {
             "tcp" => tcp(&target, &kv).await,

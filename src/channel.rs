@@ -2,6 +2,7 @@
 //! broadcast that feeds its tails. Ingest pushes whole batches under one short lock.
 
 use crate::line::Line;
+use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,13 @@ struct History {
     next_seq: u64,
 }
 
+/// Something that sees every line stored in a channel, after it is stored: a drain's buffer,
+/// an alert rule's window. Called outside the history lock with the whole batch; it must not
+/// block (queue and return).
+pub trait Tap: Send + Sync {
+    fn lines(&self, channel: &Channel, lines: &[Line]);
+}
+
 /// One app's log stream.
 pub struct Channel {
     pub name: Arc<str>,
@@ -31,6 +39,8 @@ pub struct Channel {
     history: Mutex<History>,
     /// Tails subscribe here; a lagging tail loses its oldest lines (L11), never the sender.
     tail: broadcast::Sender<Line>,
+    /// Drains and alert rules of this channel, swapped by the registry when they change.
+    taps: ArcSwap<Vec<Arc<dyn Tap>>>,
 }
 
 impl Channel {
@@ -46,13 +56,21 @@ impl Channel {
                 next_seq: 1,
             }),
             tail,
+            taps: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// Replaces the taps (drains, alert rules) that see this channel's lines.
+    pub fn set_taps(&self, taps: Vec<Arc<dyn Tap>>) {
+        self.taps.store(Arc::new(taps));
     }
 
     /// Appends lines to the history (dropping the oldest beyond the caps) and to the tails.
     /// Returns how many were appended.
     pub fn push<I: IntoIterator<Item = Line>>(&self, lines: I) -> usize {
         let tails = self.tail.receiver_count() > 0;
+        let taps = self.taps.load();
+        let mut tapped: Vec<Line> = Vec::new();
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
         for mut line in lines {
@@ -71,6 +89,9 @@ impl Channel {
                 // Err only means every receiver went away meanwhile.
                 let _ = self.tail.send(line.clone());
             }
+            if !taps.is_empty() {
+                tapped.push(line.clone());
+            }
             h.lines.push_back(line);
             n += 1;
         }
@@ -79,6 +100,10 @@ impl Channel {
                 Some(old) => h.bytes -= old.weight(),
                 None => break,
             }
+        }
+        drop(h);
+        for tap in taps.iter() {
+            tap.lines(self, &tapped);
         }
         n
     }
@@ -136,10 +161,20 @@ mod tests {
 
     #[test]
     fn ring_keeps_the_last_lines() {
-        let c = Channel::new("demo", Limits { history_lines: 3, history_bytes: 1 << 20, tail_lines: 4 });
+        let c = Channel::new(
+            "demo",
+            Limits {
+                history_lines: 3,
+                history_bytes: 1 << 20,
+                tail_lines: 4,
+            },
+        );
         c.push((0..5).map(line));
         let (h, _) = c.read(10, 0, false, |_| true);
-        let msgs: Vec<_> = h.iter().map(|l| String::from_utf8_lossy(l.msg()).into_owned()).collect();
+        let msgs: Vec<_> = h
+            .iter()
+            .map(|l| String::from_utf8_lossy(l.msg()).into_owned())
+            .collect();
         assert_eq!(msgs, ["line 2", "line 3", "line 4"]);
         assert_eq!(h[0].seq, 3);
         let (h, _) = c.read(10, 4, false, |_| true);
@@ -150,7 +185,14 @@ mod tests {
 
     #[test]
     fn ring_keeps_to_its_byte_cap() {
-        let c = Channel::new("demo", Limits { history_lines: 100, history_bytes: 400, tail_lines: 4 });
+        let c = Channel::new(
+            "demo",
+            Limits {
+                history_lines: 100,
+                history_bytes: 400,
+                tail_lines: 4,
+            },
+        );
         c.push((0..50).map(line));
         let (n, bytes) = c.history_len();
         assert!(bytes <= 400 && n >= 1, "{n} {bytes}");
@@ -158,7 +200,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_lagging_tail_is_told_how_many_it_lost() {
-        let c = Channel::new("demo", Limits { history_lines: 100, history_bytes: 1 << 20, tail_lines: 4 });
+        let c = Channel::new(
+            "demo",
+            Limits {
+                history_lines: 100,
+                history_bytes: 1 << 20,
+                tail_lines: 4,
+            },
+        );
         let (_, rx) = c.read(0, 0, true, |_| true);
         let mut rx = rx.unwrap();
         c.push((0..10).map(line));

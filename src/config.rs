@@ -42,7 +42,11 @@ impl Listen {
 impl<'de> Deserialize<'de> for Listen {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Ok(if s == "off" { Listen::Off } else { Listen::Addr(s) })
+        Ok(if s == "off" {
+            Listen::Off
+        } else {
+            Listen::Addr(s)
+        })
     }
 }
 
@@ -59,7 +63,10 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: Listen::Addr("127.0.0.1:8001".into()), auth_key: String::new() }
+        ApiConfig {
+            listen: Listen::Addr("127.0.0.1:8001".into()),
+            auth_key: String::new(),
+        }
     }
 }
 
@@ -99,7 +106,10 @@ pub struct HttpIngestConfig {
 
 impl Default for HttpIngestConfig {
     fn default() -> Self {
-        HttpIngestConfig { listen: Listen::Addr("127.0.0.1:8601".into()), max_body: 4 * 1024 * 1024 }
+        HttpIngestConfig {
+            listen: Listen::Addr("127.0.0.1:8601".into()),
+            max_body: 4 * 1024 * 1024,
+        }
     }
 }
 
@@ -112,7 +122,9 @@ pub struct TcpIngestConfig {
 
 impl Default for TcpIngestConfig {
     fn default() -> Self {
-        TcpIngestConfig { listen: Listen::Addr("127.0.0.1:6001".into()) }
+        TcpIngestConfig {
+            listen: Listen::Addr("127.0.0.1:6001".into()),
+        }
     }
 }
 
@@ -125,7 +137,9 @@ pub struct UdpIngestConfig {
 
 impl Default for UdpIngestConfig {
     fn default() -> Self {
-        UdpIngestConfig { listen: Listen::Addr("127.0.0.1:6001".into()) }
+        UdpIngestConfig {
+            listen: Listen::Addr("127.0.0.1:6001".into()),
+        }
     }
 }
 
@@ -143,7 +157,11 @@ pub struct BuffersConfig {
 
 impl Default for BuffersConfig {
     fn default() -> Self {
-        BuffersConfig { history_lines: 1500, history_bytes: 1024 * 1024, tail_lines: 1024 }
+        BuffersConfig {
+            history_lines: 1500,
+            history_bytes: 1024 * 1024,
+            tail_lines: 1024,
+        }
     }
 }
 
@@ -161,7 +179,11 @@ pub struct DrainsConfig {
 
 impl Default for DrainsConfig {
     fn default() -> Self {
-        DrainsConfig { buffer_lines: 1024, max_per_channel: 5, tls_ca_file: None }
+        DrainsConfig {
+            buffer_lines: 1024,
+            max_per_channel: 5,
+            tls_ca_file: None,
+        }
     }
 }
 
@@ -174,7 +196,9 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: PathBuf::from("./data/logplex.db") }
+        StoreConfig {
+            path: PathBuf::from("./data/logplex.db"),
+        }
     }
 }
 
@@ -272,12 +296,15 @@ pub fn valid_channel_name(name: &str) -> bool {
     let b = name.as_bytes();
     (2..=63).contains(&b.len())
         && b[0].is_ascii_lowercase()
-        && b[1..].iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// Is `t` a token of the form `PREFIX` + UUID (e.g. `t.` + UUIDv4)?
 pub fn valid_token(t: &str, prefix: &str) -> bool {
-    t.strip_prefix(prefix).is_some_and(|u| uuid::Uuid::parse_str(u).is_ok() && u.len() == 36)
+    t.strip_prefix(prefix)
+        .is_some_and(|u| uuid::Uuid::parse_str(u).is_ok() && u.len() == 36)
 }
 
 impl Config {
@@ -305,14 +332,18 @@ impl Config {
             None => Config::default(),
         };
         config.apply_env();
-        config.validate().map_err(|problems| ConfigError { source, problems })?;
+        config
+            .validate()
+            .map_err(|problems| ConfigError { source, problems })?;
         Ok(config)
     }
 
     /// Parses TOML text (no validation, no environment).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text)
-            .map_err(|e| ConfigError { source: "(text)".into(), problems: vec![e.to_string().trim_end().to_string()] })
+        toml::from_str(text).map_err(|e| ConfigError {
+            source: "(text)".into(),
+            problems: vec![e.to_string().trim_end().to_string()],
+        })
     }
 
     /// Secrets from the environment win over the file: `LOGPLEX_AUTH_KEY`.
@@ -336,7 +367,9 @@ impl Config {
         for (key, l) in listeners {
             if let Listen::Addr(a) = l {
                 if a.parse::<SocketAddr>().is_err() {
-                    p.push(format!("{key}: {a:?} is not an address like \"127.0.0.1:8001\" or \"off\""));
+                    p.push(format!(
+                        "{key}: {a:?} is not an address like \"127.0.0.1:8001\" or \"off\""
+                    ));
                 }
             }
         }
@@ -344,7 +377,10 @@ impl Config {
             p.push("api.listen: the API cannot be \"off\"".into());
         }
         if !(64..=1 << 20).contains(&self.ingest.max_frame) {
-            p.push(format!("ingest.max_frame: {} is not between 64 and 1048576", self.ingest.max_frame));
+            p.push(format!(
+                "ingest.max_frame: {} is not between 64 and 1048576",
+                self.ingest.max_frame
+            ));
         }
         if self.ingest.max_connections == 0 {
             p.push("ingest.max_connections: must be at least 1".into());
@@ -353,7 +389,10 @@ impl Config {
             p.push("ingest.http.max_body: must be at least ingest.max_frame".into());
         }
         if self.buffers.history_lines == 0 || self.buffers.history_lines > 1_000_000 {
-            p.push(format!("buffers.history_lines: {} is not between 1 and 1000000", self.buffers.history_lines));
+            p.push(format!(
+                "buffers.history_lines: {} is not between 1 and 1000000",
+                self.buffers.history_lines
+            ));
         }
         if self.buffers.history_bytes < self.ingest.max_frame {
             p.push("buffers.history_bytes: must be at least ingest.max_frame".into());
@@ -366,7 +405,10 @@ impl Config {
         }
         if let Some(f) = &self.drains.tls_ca_file {
             if !f.exists() {
-                p.push(format!("drains.tls_ca_file: {} does not exist", f.display()));
+                p.push(format!(
+                    "drains.tls_ca_file: {} does not exist",
+                    f.display()
+                ));
             }
         }
         if self.store.path.as_os_str().is_empty() {
@@ -377,24 +419,35 @@ impl Config {
         for (i, c) in self.channels.iter().enumerate() {
             let at = format!("channels[{i}]");
             if !valid_channel_name(&c.name) {
-                p.push(format!("{at}.name: {:?} is not a channel name (^[a-z][a-z0-9-]{{1,62}}$)", c.name));
+                p.push(format!(
+                    "{at}.name: {:?} is not a channel name (^[a-z][a-z0-9-]{{1,62}}$)",
+                    c.name
+                ));
             }
             if !names.insert(c.name.as_str()) {
                 p.push(format!("{at}.name: {:?} is declared twice", c.name));
             }
             for (name, token) in &c.tokens {
-                if name.is_empty() || name.len() > 48 || !name.bytes().all(|b| b.is_ascii_graphic()) {
-                    p.push(format!("{at}.tokens: {name:?} is not a token name (1 to 48 printable ASCII)"));
+                if name.is_empty() || name.len() > 48 || !name.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    p.push(format!(
+                        "{at}.tokens: {name:?} is not a token name (1 to 48 printable ASCII)"
+                    ));
                 }
                 if !valid_token(token, "t.") {
-                    p.push(format!("{at}.tokens.{name}: {token:?} is not \"t.\" followed by a UUID"));
+                    p.push(format!(
+                        "{at}.tokens.{name}: {token:?} is not \"t.\" followed by a UUID"
+                    ));
                 }
                 if !tokens.insert(token.as_str()) {
                     p.push(format!("{at}.tokens.{name}: {token:?} is used twice"));
                 }
             }
             if c.drains.len() > self.drains.max_per_channel {
-                p.push(format!("{at}.drains: more than drains.max_per_channel ({})", self.drains.max_per_channel));
+                p.push(format!(
+                    "{at}.drains: more than drains.max_per_channel ({})",
+                    self.drains.max_per_channel
+                ));
             }
         }
         let mut alert_names = std::collections::HashSet::new();
@@ -407,11 +460,16 @@ impl Config {
                 p.push(format!("{at}.name: {:?} is declared twice", a.name));
             }
             if a.app != "*" && !valid_channel_name(&a.app) {
-                p.push(format!("{at}.app: {:?} is neither a channel name nor \"*\"", a.app));
+                p.push(format!(
+                    "{at}.app: {:?} is neither a channel name nor \"*\"",
+                    a.app
+                ));
             }
             match (&a.where_, &a.regex) {
                 (None, None) => p.push(format!("{at}: needs `where` or `regex`")),
-                (Some(_), Some(_)) => p.push(format!("{at}: has both `where` and `regex`; keep one")),
+                (Some(_), Some(_)) => {
+                    p.push(format!("{at}: has both `where` and `regex`; keep one"))
+                }
                 _ => {}
             }
             if a.threshold == 0 {
@@ -419,14 +477,22 @@ impl Config {
             }
             match parse_duration(&a.window) {
                 Some(d) if !d.is_zero() => {}
-                _ => p.push(format!("{at}.window: {:?} is not a duration above 0 like \"1m\"", a.window)),
+                _ => p.push(format!(
+                    "{at}.window: {:?} is not a duration above 0 like \"1m\"",
+                    a.window
+                )),
             }
             if parse_duration(&a.cooldown).is_none() {
-                p.push(format!("{at}.cooldown: {:?} is not a duration like \"5m\"", a.cooldown));
+                p.push(format!(
+                    "{at}.cooldown: {:?} is not a duration like \"5m\"",
+                    a.cooldown
+                ));
             }
             if let Some(w) = &a.webhook {
                 if !(w.starts_with("http://") || w.starts_with("https://")) {
-                    p.push(format!("{at}.webhook: {w:?} must be an http:// or https:// URL"));
+                    p.push(format!(
+                        "{at}.webhook: {w:?} must be an http:// or https:// URL"
+                    ));
                 }
             }
         }
@@ -449,7 +515,8 @@ mod tests {
 
     #[test]
     fn the_shipped_config_toml_is_valid() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
         let c = Config::from_toml(&text).unwrap();
         c.validate().unwrap();
         assert_eq!(c.api.listen, Listen::Addr("127.0.0.1:8001".into()));
@@ -472,7 +539,16 @@ mod tests {
         .unwrap();
         let p = c.validate().unwrap_err();
         let all = p.join("\n");
-        for needle in ["ingest.tcp.listen", "history_lines", "channels[0].name", "tokens.app", "threshold", "window", "webhook", "needs `where`"] {
+        for needle in [
+            "ingest.tcp.listen",
+            "history_lines",
+            "channels[0].name",
+            "tokens.app",
+            "threshold",
+            "window",
+            "webhook",
+            "needs `where`",
+        ] {
             assert!(all.contains(needle), "missing {needle} in {all}");
         }
     }

@@ -60,15 +60,22 @@ impl StreamBody {
 impl hyper::body::Body for StreamBody {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
 
 /// Serves HTTP/1.1 on `listener` with `handler` until `shutdown`; open connections are
 /// asked to finish their current request and close.
-pub async fn serve<H, F>(listener: TcpListener, tasks: TaskTracker, shutdown: CancellationToken, handler: Arc<H>)
-where
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    handler: Arc<H>,
+) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {

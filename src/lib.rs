@@ -18,7 +18,7 @@ pub mod session;
 pub mod shutdown;
 pub mod store;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 pub struct Shared {
     pub config: config::Config,
     pub registry: Arc<registry::Registry>,
-    pub metrics: metrics::Metrics,
+    pub metrics: Arc<metrics::Metrics>,
     pub sessions: session::Sessions,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
@@ -62,15 +62,29 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow:
 
 /// Opens the store, restores history, binds every listener and starts serving.
 pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyhow::Result<Server> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let tasks = TaskTracker::new();
+    let providers = providers(&Context {
+        config: &config,
+        metrics: &metrics,
+        tasks: &tasks,
+        shutdown: &shutdown,
+        runtime: tokio::runtime::Handle::current(),
+    })?;
     let cfg = config.clone();
-    let (store, admin_key, registry) = tokio::task::spawn_blocking(move || open_store(&cfg)).await??;
+    let (store, admin_key, registry) =
+        tokio::task::spawn_blocking(move || open_store(&cfg, providers)).await??;
 
-    let api_listener = bind_tcp(config.api.listen.addr(), "api.listen").await?.context("api.listen is off")?;
+    let api_listener = bind_tcp(config.api.listen.addr(), "api.listen")
+        .await?
+        .context("api.listen is off")?;
     let http_listener = bind_tcp(config.ingest.http.listen.addr(), "ingest.http.listen").await?;
     let tcp_listener = bind_tcp(config.ingest.tcp.listen.addr(), "ingest.tcp.listen").await?;
     let udp_socket = match config.ingest.udp.listen.addr() {
         Some(a) => Some(
-            tokio::net::UdpSocket::bind(a).await.with_context(|| format!("cannot bind ingest.udp.listen {a}"))?,
+            tokio::net::UdpSocket::bind(a)
+                .await
+                .with_context(|| format!("cannot bind ingest.udp.listen {a}"))?,
         ),
         None => None,
     };
@@ -84,9 +98,9 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
     let shared = Arc::new(Shared {
         config,
         registry,
-        metrics: metrics::Metrics::new(),
+        metrics,
         sessions: session::Sessions::default(),
-        tasks: TaskTracker::new(),
+        tasks,
         shutdown: shutdown.clone(),
         admin_key,
         api_addr: addrs.api,
@@ -111,7 +125,12 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
     {
         let s = shared.clone();
         let handler = Arc::new(move |req| api::handle(s.clone(), req));
-        shared.tasks.spawn(http::serve(api_listener, shared.tasks.clone(), shutdown.clone(), handler));
+        shared.tasks.spawn(http::serve(
+            api_listener,
+            shared.tasks.clone(),
+            shutdown.clone(),
+            handler,
+        ));
     }
     {
         let s = shared.clone();
@@ -132,7 +151,11 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         udp = ?addrs.udp,
         "logplex listening"
     );
-    Ok(Server { addrs, shared, intake })
+    Ok(Server {
+        addrs,
+        shared,
+        intake,
+    })
 }
 
 impl Server {
@@ -140,11 +163,17 @@ impl Server {
     pub async fn wait(self) -> anyhow::Result<()> {
         self.shared.shutdown.cancelled().await;
         self.intake.close();
-        if tokio::time::timeout(Duration::from_secs(10), self.intake.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.intake.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("intake did not stop within 10s");
         }
         self.shared.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(10), self.shared.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some tasks did not stop within 10s");
         }
         let shared = self.shared.clone();
@@ -154,16 +183,42 @@ impl Server {
     }
 }
 
-async fn bind_tcp(addr: Option<&str>, key: &str) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+/// What the parts that run beside ingest (drains, alerts) are built from.
+pub struct Context<'a> {
+    pub config: &'a config::Config,
+    pub metrics: &'a Arc<metrics::Metrics>,
+    /// Their tasks join this tracker, so shutdown waits for them.
+    pub tasks: &'a TaskTracker,
+    pub shutdown: &'a CancellationToken,
+    /// Taps are refreshed on the blocking pool; tasks are spawned onto this runtime.
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// The tap providers: every line stored in a channel is also given to these.
+fn providers(_ctx: &Context<'_>) -> anyhow::Result<Vec<Arc<dyn registry::TapProvider>>> {
+    Ok(Vec::new())
+}
+
+async fn bind_tcp(
+    addr: Option<&str>,
+    key: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
     match addr {
         None => Ok(None),
-        Some(a) => Ok(Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("cannot bind {key} {a}"))?)),
+        Some(a) => Ok(Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot bind {key} {a}"))?,
+        )),
     }
 }
 
 /// Opens and migrates the store, settles the admin key, applies config channels and
 /// restores saved history. Blocking.
-fn open_store(config: &config::Config) -> anyhow::Result<(store::Store, String, Arc<registry::Registry>)> {
+fn open_store(
+    config: &config::Config,
+    providers: Vec<Arc<dyn registry::TapProvider>>,
+) -> anyhow::Result<(store::Store, String, Arc<registry::Registry>)> {
     let st = store::Store::open(&config.store.path)?;
     let admin_key = st.call_blocking(|c| {
         if !config.api.auth_key.is_empty() {
@@ -172,7 +227,11 @@ fn open_store(config: &config::Config) -> anyhow::Result<(store::Store, String, 
         if let Some(k) = store::get_meta(c, "admin_key")? {
             return Ok(k);
         }
-        let key = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let key = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
         store::set_meta(c, "admin_key", &key)?;
         Ok(key)
     })?;
@@ -181,7 +240,11 @@ fn open_store(config: &config::Config) -> anyhow::Result<(store::Store, String, 
     }
     st.call_blocking(|c| {
         for ch in &config.channels {
-            let tokens: Vec<(String, String)> = ch.tokens.iter().map(|(n, t)| (n.clone(), t.clone())).collect();
+            let tokens: Vec<(String, String)> = ch
+                .tokens
+                .iter()
+                .map(|(n, t)| (n.clone(), t.clone()))
+                .collect();
             store::upsert_channel(c, &ch.name, &tokens)?;
         }
         Ok(())
@@ -191,15 +254,17 @@ fn open_store(config: &config::Config) -> anyhow::Result<(store::Store, String, 
         history_bytes: config.buffers.history_bytes,
         tail_lines: config.buffers.tail_lines,
     };
-    let registry = registry::Registry::load(st.clone(), limits)?;
+    let registry = registry::Registry::load(st.clone(), limits, providers)?;
     let saved = st.call_blocking(store::take_history)?;
     let snap = registry.snapshot();
     let mut restored = 0;
     for (name, lines) in saved {
-        let Some(ch) = snap.channel(&name) else { continue };
-        let lines = lines
-            .into_iter()
-            .filter_map(|l| line::Line::parse(Bytes::from(l.frame), Bytes::from(l.source.into_bytes())).ok());
+        let Some(ch) = snap.channel(&name) else {
+            continue;
+        };
+        let lines = lines.into_iter().filter_map(|l| {
+            line::Line::parse(Bytes::from(l.frame), Bytes::from(l.source.into_bytes())).ok()
+        });
         restored += ch.push(lines);
     }
     if restored > 0 {
@@ -210,7 +275,10 @@ fn open_store(config: &config::Config) -> anyhow::Result<(store::Store, String, 
 
 /// Writes the admin key where the CLI finds it, readable by the owner only.
 fn write_key_file(path: &std::path::Path, key: &str) -> anyhow::Result<()> {
-    if std::fs::read_to_string(path).map(|k| k.trim() == key).unwrap_or(false) {
+    if std::fs::read_to_string(path)
+        .map(|k| k.trim() == key)
+        .unwrap_or(false)
+    {
         return Ok(());
     }
     use std::io::Write;
@@ -234,10 +302,16 @@ fn save_history(shared: &Shared) -> anyhow::Result<usize> {
             let lines = c
                 .all_lines()
                 .into_iter()
-                .map(|l| store::SavedLine { source: String::from_utf8_lossy(&l.source).into_owned(), frame: l.frame.to_vec() })
+                .map(|l| store::SavedLine {
+                    source: String::from_utf8_lossy(&l.source).into_owned(),
+                    frame: l.frame.to_vec(),
+                })
                 .collect();
             (c.name.to_string(), lines)
         })
         .collect();
-    Ok(shared.registry.store().call_blocking(|c| store::save_history(c, &channels))?)
+    Ok(shared
+        .registry
+        .store()
+        .call_blocking(|c| store::save_history(c, &channels))?)
 }

@@ -37,7 +37,11 @@ impl Line {
             pri: m.pri,
             ts: span(frame, m.timestamp),
             procid: span(frame, m.procid),
-            msg: if m.msg.is_empty() { (0, 0) } else { span(frame, m.msg) },
+            msg: if m.msg.is_empty() {
+                (0, 0)
+            } else {
+                span(frame, m.msg)
+            },
         }
     }
 
@@ -61,8 +65,15 @@ impl Line {
         b.extend_from_slice(b" - - ");
         b.extend_from_slice(msg.as_bytes());
         let frame = b.freeze();
-        Line::parse(frame, Bytes::from_static(source.as_bytes()))
-            .unwrap_or_else(|_| Line { seq: 0, frame: Bytes::new(), source: Bytes::new(), pri: 172, ts: (0, 0), procid: (0, 0), msg: (0, 0) })
+        Line::parse(frame, Bytes::from_static(source.as_bytes())).unwrap_or_else(|_| Line {
+            seq: 0,
+            frame: Bytes::new(),
+            source: Bytes::new(),
+            pri: 172,
+            ts: (0, 0),
+            procid: (0, 0),
+            msg: (0, 0),
+        })
     }
 
     pub fn timestamp(&self) -> &[u8] {
@@ -84,7 +95,13 @@ impl Line {
 
     /// Appends the session line `TIMESTAMP SOURCE[PROCID]: MSG` (no newline).
     pub fn render(&self, out: &mut BytesMut) {
-        render::session_line(out, self.timestamp(), &self.source, self.procid(), self.msg());
+        render::session_line(
+            out,
+            self.timestamp(),
+            &self.source,
+            self.procid(),
+            self.msg(),
+        );
     }
 }
 

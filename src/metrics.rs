@@ -57,23 +57,38 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let received = IntCounterVec::new(
-            Opts::new("logplex_messages_received_total", "Messages received and stored, by input"),
+            Opts::new(
+                "logplex_messages_received_total",
+                "Messages received and stored, by input",
+            ),
             &["input"],
         )
         .expect("static metric definition");
         let rejected = IntCounterVec::new(
-            Opts::new("logplex_messages_rejected_total", "Messages not stored, by input and reason"),
+            Opts::new(
+                "logplex_messages_rejected_total",
+                "Messages not stored, by input and reason",
+            ),
             &["input", "reason"],
         )
         .expect("static metric definition");
-        let history_lines = IntGauge::new("logplex_history_lines", "Lines held in channel histories").expect("static");
-        let history_bytes = IntGauge::new("logplex_history_bytes", "Bytes held in channel histories").expect("static");
-        let channels = IntGauge::new("logplex_channels", "Channels").expect("static");
-        let sessions_open = IntGauge::new("logplex_sessions_open", "Session streams open").expect("static");
-        let tail_dropped =
-            IntCounter::new("logplex_tail_dropped_total", "Lines dropped by tails that could not keep up (L11)")
+        let history_lines =
+            IntGauge::new("logplex_history_lines", "Lines held in channel histories")
                 .expect("static");
-        let tcp_connections = IntGauge::new("logplex_tcp_connections", "Open syslog TCP connections").expect("static");
+        let history_bytes =
+            IntGauge::new("logplex_history_bytes", "Bytes held in channel histories")
+                .expect("static");
+        let channels = IntGauge::new("logplex_channels", "Channels").expect("static");
+        let sessions_open =
+            IntGauge::new("logplex_sessions_open", "Session streams open").expect("static");
+        let tail_dropped = IntCounter::new(
+            "logplex_tail_dropped_total",
+            "Lines dropped by tails that could not keep up (L11)",
+        )
+        .expect("static");
+        let tcp_connections =
+            IntGauge::new("logplex_tcp_connections", "Open syslog TCP connections")
+                .expect("static");
         for c in [
             Box::new(received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rejected.clone()),
@@ -88,7 +103,9 @@ impl Metrics {
         }
         #[cfg(target_os = "linux")]
         {
-            let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+            let _ = registry.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ));
         }
         Metrics {
             registry,

@@ -2,7 +2,7 @@
 //! store after every change and swapped atomically. The hot path reads it without locks and
 //! never touches SQLite.
 
-use crate::channel::{Channel, Limits};
+use crate::channel::{Channel, Limits, Tap};
 use crate::store::{self, ChannelRecord, Store, StoreError};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -45,17 +45,39 @@ impl Snapshot {
     }
 }
 
+/// Supplies the taps of each channel (a drain's buffer, an alert rule's window). After every
+/// store change the registry calls `refresh` (on the blocking pool, under the store lock,
+/// so it may read its own tables), then `taps` for each channel.
+pub trait TapProvider: Send + Sync {
+    fn refresh(
+        &self,
+        conn: &mut rusqlite::Connection,
+        channels: &[ChannelRecord],
+    ) -> Result<(), StoreError>;
+    fn taps(&self, channel: &Arc<Channel>) -> Vec<Arc<dyn Tap>>;
+}
+
 /// The live registry.
 pub struct Registry {
     store: Store,
     limits: Limits,
     current: ArcSwap<Snapshot>,
+    providers: Vec<Arc<dyn TapProvider>>,
 }
 
 impl Registry {
     /// Builds the first snapshot from the store (blocking; start-up only).
-    pub fn load(store: Store, limits: Limits) -> Result<Arc<Registry>, StoreError> {
-        let reg = Arc::new(Registry { store, limits, current: ArcSwap::from_pointee(Snapshot::default()) });
+    pub fn load(
+        store: Store,
+        limits: Limits,
+        providers: Vec<Arc<dyn TapProvider>>,
+    ) -> Result<Arc<Registry>, StoreError> {
+        let reg = Arc::new(Registry {
+            store,
+            limits,
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            providers,
+        });
         let r = reg.clone();
         reg.store.call_blocking(move |conn| r.rebuild(conn))?;
         Ok(reg)
@@ -99,12 +121,26 @@ impl Registry {
                 None => Arc::new(Channel::new(&rec.name, self.limits)),
             };
             for (name, token) in &rec.tokens {
-                let route = Route { channel: ch.clone(), source: Bytes::copy_from_slice(name.as_bytes()) };
+                let route = Route {
+                    channel: ch.clone(),
+                    source: Bytes::copy_from_slice(name.as_bytes()),
+                };
                 tokens.insert(token.as_bytes().to_vec().into_boxed_slice(), route);
             }
             channels.insert(ch.name.clone(), ch);
         }
-        self.current.store(Arc::new(Snapshot { tokens, channels, records }));
+        for p in &self.providers {
+            p.refresh(conn, &records)?;
+        }
+        for ch in channels.values() {
+            let taps: Vec<Arc<dyn Tap>> = self.providers.iter().flat_map(|p| p.taps(ch)).collect();
+            ch.set_taps(taps);
+        }
+        self.current.store(Arc::new(Snapshot {
+            tokens,
+            channels,
+            records,
+        }));
         Ok(())
     }
 }

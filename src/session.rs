@@ -70,7 +70,14 @@ impl Sessions {
     pub fn create(&self, spec: Spec) -> Uuid {
         let id = Uuid::new_v4();
         let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        m.insert(id, Entry { spec: Arc::new(spec), streams: 0, last_active: Instant::now() });
+        m.insert(
+            id,
+            Entry {
+                spec: Arc::new(spec),
+                streams: 0,
+                last_active: Instant::now(),
+            },
+        );
         id
     }
 
@@ -99,10 +106,20 @@ impl Sessions {
 }
 
 /// `GET /sessions/UUID`.
-pub fn stream(shared: &Arc<Shared>, id: &str, sse: bool, last_event_id: Option<u64>) -> Response<Body> {
-    let not_found = || crate::api::ApiError::not_found("Unknown or expired session.").into_response();
-    let Ok(id) = Uuid::parse_str(id) else { return not_found() };
-    let Some(spec) = shared.sessions.open(&id) else { return not_found() };
+pub fn stream(
+    shared: &Arc<Shared>,
+    id: &str,
+    sse: bool,
+    last_event_id: Option<u64>,
+) -> Response<Body> {
+    let not_found =
+        || crate::api::ApiError::not_found("Unknown or expired session.").into_response();
+    let Ok(id) = Uuid::parse_str(id) else {
+        return not_found();
+    };
+    let Some(spec) = shared.sessions.open(&id) else {
+        return not_found();
+    };
     let snap = shared.registry.snapshot();
     let Some(channel) = snap.channel(&spec.channel).cloned() else {
         shared.sessions.close(&id);
@@ -117,17 +134,31 @@ pub fn stream(shared: &Arc<Shared>, id: &str, sse: bool, last_event_id: Option<u
     let shared2 = shared.clone();
     shared.tasks.spawn(async move {
         shared2.metrics.sessions_open.inc();
-        let mut w = Writer { tx, sse, buf: BytesMut::with_capacity(CHUNK) };
+        let mut w = Writer {
+            tx,
+            sse,
+            buf: BytesMut::with_capacity(CHUNK),
+        };
         let _ = run(&shared2, &spec, &mut w, history, rx).await;
         shared2.metrics.sessions_open.dec();
         shared2.sessions.close(&id);
     });
     let mut r = Response::new(body);
     *r.status_mut() = StatusCode::OK;
-    let ctype = if sse { "text/event-stream" } else { "text/plain; charset=utf-8" };
+    let ctype = if sse {
+        "text/event-stream"
+    } else {
+        "text/plain; charset=utf-8"
+    };
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ctype));
-    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(ctype),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
     r
 }
 

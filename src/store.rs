@@ -99,7 +99,10 @@ impl Store {
     /// Opens (creating the folder and file if needed) and migrates the database.
     /// Blocking: call at start, before serving, or from `spawn_blocking`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open_err = |reason: String| StoreError::Open { path: path.display().to_string(), reason };
+        let open_err = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
@@ -123,7 +126,9 @@ impl Store {
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
-        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -142,7 +147,10 @@ impl Store {
     }
 
     /// Runs `f` with the connection on this thread (start-up and shutdown only).
-    pub fn call_blocking<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn call_blocking<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     }
@@ -155,10 +163,21 @@ pub fn list_channels(conn: &mut Connection) -> Result<Vec<ChannelRecord>, StoreE
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     for row in rows {
         let (name, created_at) = row?;
-        out.push(ChannelRecord { name, tokens: Vec::new(), created_at });
+        out.push(ChannelRecord {
+            name,
+            tokens: Vec::new(),
+            created_at,
+        });
     }
-    let mut stmt = conn.prepare("SELECT channel, name, token FROM tokens ORDER BY channel, created_at, name")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+    let mut stmt =
+        conn.prepare("SELECT channel, name, token FROM tokens ORDER BY channel, created_at, name")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
     for row in rows {
         let (channel, name, token) = row?;
         if let Ok(i) = out.binary_search_by(|c| c.name.as_str().cmp(&channel)) {
@@ -171,22 +190,46 @@ pub fn list_channels(conn: &mut Connection) -> Result<Vec<ChannelRecord>, StoreE
 /// One channel with its tokens.
 pub fn get_channel(conn: &mut Connection, name: &str) -> Result<ChannelRecord, StoreError> {
     let created_at: i64 = conn
-        .query_row("SELECT created_at FROM channels WHERE name = ?1", [name], |r| r.get(0))
+        .query_row(
+            "SELECT created_at FROM channels WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
         .optional()?
         .ok_or(StoreError::NotFound)?;
-    let mut stmt = conn.prepare("SELECT name, token FROM tokens WHERE channel = ?1 ORDER BY created_at, name")?;
+    let mut stmt = conn
+        .prepare("SELECT name, token FROM tokens WHERE channel = ?1 ORDER BY created_at, name")?;
     let tokens = stmt
-        .query_map([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .query_map([name], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(ChannelRecord { name: name.to_string(), tokens, created_at })
+    Ok(ChannelRecord {
+        name: name.to_string(),
+        tokens,
+        created_at,
+    })
 }
 
 /// Creates a channel with new tokens of the given names. `Conflict` if it exists.
-pub fn create_channel(conn: &mut Connection, name: &str, token_names: &[String]) -> Result<ChannelRecord, StoreError> {
+pub fn create_channel(
+    conn: &mut Connection,
+    name: &str,
+    token_names: &[String],
+) -> Result<ChannelRecord, StoreError> {
     let tx = conn.transaction()?;
     let ts = now();
-    tx.execute("INSERT INTO channels (name, created_at) VALUES (?1, ?2)", params![name, ts])
-        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict } else { e.into() })?;
+    tx.execute(
+        "INSERT INTO channels (name, created_at) VALUES (?1, ?2)",
+        params![name, ts],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict
+        } else {
+            e.into()
+        }
+    })?;
     for t in token_names {
         let token = format!("t.{}", uuid::Uuid::new_v4());
         tx.execute(
@@ -199,12 +242,22 @@ pub fn create_channel(conn: &mut Connection, name: &str, token_names: &[String])
 }
 
 /// Creates the channel if missing and sets the given fixed tokens (config channels).
-pub fn upsert_channel(conn: &mut Connection, name: &str, tokens: &[(String, String)]) -> Result<(), StoreError> {
+pub fn upsert_channel(
+    conn: &mut Connection,
+    name: &str,
+    tokens: &[(String, String)],
+) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     let ts = now();
-    tx.execute("INSERT OR IGNORE INTO channels (name, created_at) VALUES (?1, ?2)", params![name, ts])?;
+    tx.execute(
+        "INSERT OR IGNORE INTO channels (name, created_at) VALUES (?1, ?2)",
+        params![name, ts],
+    )?;
     for (tname, token) in tokens {
-        tx.execute("DELETE FROM tokens WHERE channel = ?1 AND name = ?2 AND token != ?3", params![name, tname, token])?;
+        tx.execute(
+            "DELETE FROM tokens WHERE channel = ?1 AND name = ?2 AND token != ?3",
+            params![name, tname, token],
+        )?;
         tx.execute(
             "INSERT INTO tokens (token, channel, name, created_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(token) DO UPDATE SET channel = excluded.channel, name = excluded.name",
@@ -228,29 +281,49 @@ pub fn delete_channel(conn: &mut Connection, name: &str) -> Result<(), StoreErro
 }
 
 /// Adds a token named `token_name` to a channel. `Conflict` if the name is taken.
-pub fn create_token(conn: &mut Connection, channel: &str, token_name: &str) -> Result<String, StoreError> {
+pub fn create_token(
+    conn: &mut Connection,
+    channel: &str,
+    token_name: &str,
+) -> Result<String, StoreError> {
     get_channel(conn, channel)?;
     let token = format!("t.{}", uuid::Uuid::new_v4());
     conn.execute(
         "INSERT INTO tokens (token, channel, name, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![token, channel, token_name, now()],
     )
-    .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict } else { e.into() })?;
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict
+        } else {
+            e.into()
+        }
+    })?;
     Ok(token)
 }
 
 /// Every drain, by channel then creation.
 pub fn list_drains(conn: &mut Connection) -> Result<Vec<DrainRecord>, StoreError> {
-    let mut stmt = conn.prepare("SELECT id, channel, token, url, created_at FROM drains ORDER BY channel, created_at, id")?;
+    let mut stmt = conn.prepare(
+        "SELECT id, channel, token, url, created_at FROM drains ORDER BY channel, created_at, id",
+    )?;
     let rows = stmt.query_map([], |r| {
-        Ok(DrainRecord { id: r.get(0)?, channel: r.get(1)?, token: r.get(2)?, url: r.get(3)?, created_at: r.get(4)? })
+        Ok(DrainRecord {
+            id: r.get(0)?,
+            channel: r.get(1)?,
+            token: r.get(2)?,
+            url: r.get(3)?,
+            created_at: r.get(4)?,
+        })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// The admin key kept in the store, if any.
 pub fn get_meta(conn: &mut Connection, key: &str) -> Result<Option<String>, StoreError> {
-    Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
 }
 
 /// Sets a meta value.
@@ -263,12 +336,16 @@ pub fn set_meta(conn: &mut Connection, key: &str, value: &str) -> Result<(), Sto
 }
 
 /// Replaces the saved history with `channels` (name → lines, oldest first).
-pub fn save_history(conn: &mut Connection, channels: &[(String, Vec<SavedLine>)]) -> Result<usize, StoreError> {
+pub fn save_history(
+    conn: &mut Connection,
+    channels: &[(String, Vec<SavedLine>)],
+) -> Result<usize, StoreError> {
     let tx = conn.transaction()?;
     tx.execute("DELETE FROM history", [])?;
     let mut n = 0;
     {
-        let mut stmt = tx.prepare("INSERT INTO history (channel, seq, source, frame) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut stmt = tx
+            .prepare("INSERT INTO history (channel, seq, source, frame) VALUES (?1, ?2, ?3, ?4)")?;
         for (channel, lines) in channels {
             for (i, l) in lines.iter().enumerate() {
                 stmt.execute(params![channel, i as i64, l.source, l.frame])?;
@@ -284,8 +361,15 @@ pub fn save_history(conn: &mut Connection, channels: &[(String, Vec<SavedLine>)]
 pub fn take_history(conn: &mut Connection) -> Result<Vec<(String, Vec<SavedLine>)>, StoreError> {
     let mut out: Vec<(String, Vec<SavedLine>)> = Vec::new();
     {
-        let mut stmt = conn.prepare("SELECT channel, source, frame FROM history ORDER BY channel, seq")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?)))?;
+        let mut stmt =
+            conn.prepare("SELECT channel, source, frame FROM history ORDER BY channel, seq")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
         for row in rows {
             let (channel, source, frame) = row?;
             match out.last_mut() {
@@ -314,16 +398,28 @@ mod tests {
         s.call_blocking(|c| {
             let ch = create_channel(c, "demo", &["app".into(), "heroku".into()])?;
             assert_eq!(ch.tokens.len(), 2);
-            assert!(matches!(create_channel(c, "demo", &[]), Err(StoreError::Conflict)));
+            assert!(matches!(
+                create_channel(c, "demo", &[]),
+                Err(StoreError::Conflict)
+            ));
             let t = create_token(c, "demo", "web")?;
             assert!(t.starts_with("t."));
-            assert!(matches!(create_token(c, "demo", "web"), Err(StoreError::Conflict)));
-            assert!(matches!(create_token(c, "nope", "web"), Err(StoreError::NotFound)));
+            assert!(matches!(
+                create_token(c, "demo", "web"),
+                Err(StoreError::Conflict)
+            ));
+            assert!(matches!(
+                create_token(c, "nope", "web"),
+                Err(StoreError::NotFound)
+            ));
             let all = list_channels(c)?;
             assert_eq!(all.len(), 1);
             assert_eq!(all[0].tokens.len(), 3);
             delete_channel(c, "demo")?;
-            assert!(matches!(delete_channel(c, "demo"), Err(StoreError::NotFound)));
+            assert!(matches!(
+                delete_channel(c, "demo"),
+                Err(StoreError::NotFound)
+            ));
             assert!(list_channels(c)?.is_empty());
             Ok(())
         })
@@ -351,7 +447,16 @@ mod tests {
         {
             let s = Store::open(&path).unwrap();
             s.call_blocking(|c| {
-                save_history(c, &[("demo".into(), vec![SavedLine { source: "app".into(), frame: b"<1>1 x".to_vec() }])])
+                save_history(
+                    c,
+                    &[(
+                        "demo".into(),
+                        vec![SavedLine {
+                            source: "app".into(),
+                            frame: b"<1>1 x".to_vec(),
+                        }],
+                    )],
+                )
             })
             .unwrap();
         }

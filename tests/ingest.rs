@@ -10,17 +10,33 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn logger_available() -> bool {
-    std::process::Command::new("logger").arg("--version").output().is_ok()
+    std::process::Command::new("logger")
+        .arg("--version")
+        .output()
+        .is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logger_rfc5424_octet_counted_over_tcp() {
-    assert!(logger_available(), "logger (bsdutils) is needed; .ci/run installs it");
+    assert!(
+        logger_available(),
+        "logger (bsdutils) is needed; .ci/run installs it"
+    );
     let s = TestServer::start().await;
     let token = s.create_app("demo").await;
     let port = s.addrs.tcp.unwrap().port().to_string();
     let st = tokio::process::Command::new("logger")
-        .args(["--rfc5424", "--octet-count", "-T", "-n", "127.0.0.1", "-P", &port, "-t", &token])
+        .args([
+            "--rfc5424",
+            "--octet-count",
+            "-T",
+            "-n",
+            "127.0.0.1",
+            "-P",
+            &port,
+            "-t",
+            &token,
+        ])
         .args(["-p", "user.info", "Started GET \"/\" for 127.0.0.1"])
         .status()
         .await
@@ -29,7 +45,10 @@ async fn logger_rfc5424_octet_counted_over_tcp() {
     let h = s.wait_history("demo", |h| !h.is_empty()).await;
     assert_eq!(h.len(), 1, "{h:?}");
     // logger sends its own timestamp and no PROCID.
-    assert!(h[0].ends_with(" app: Started GET \"/\" for 127.0.0.1"), "{h:?}");
+    assert!(
+        h[0].ends_with(" app: Started GET \"/\" for 127.0.0.1"),
+        "{h:?}"
+    );
     assert!(h[0].contains('T') && h[0].contains(':'), "{h:?}");
     s.stop().await;
 }
@@ -41,7 +60,17 @@ async fn logger_over_udp() {
     let token = s.create_app("demo").await;
     let port = s.addrs.udp.unwrap().port().to_string();
     let st = tokio::process::Command::new("logger")
-        .args(["--rfc5424", "-d", "-n", "127.0.0.1", "-P", &port, "-t", &token, "hello over udp"])
+        .args([
+            "--rfc5424",
+            "-d",
+            "-n",
+            "127.0.0.1",
+            "-P",
+            &port,
+            "-t",
+            &token,
+            "hello over udp",
+        ])
         .status()
         .await
         .unwrap();
@@ -62,13 +91,33 @@ async fn curl_posts_a_logplex_batch() {
         octet(&frame("anything", "web.2", "Completed 200 OK in 3ms"))
     );
     let out = tokio::process::Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-u", &format!("token:{token}")])
-        .args(["-H", "Content-Type: application/logplex-1", "-H", "Logplex-Msg-Count: 2", "--data-binary", &body])
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            &format!("token:{token}"),
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/logplex-1",
+            "-H",
+            "Logplex-Msg-Count: 2",
+            "--data-binary",
+            &body,
+        ])
         .arg(format!("http://{}/logs", s.addrs.http.unwrap()))
         .output()
         .await
         .expect("curl is needed; .ci/run installs it");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "204", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "204",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let h = s.history("demo", 10).await;
     assert_eq!(
         h,
@@ -80,11 +129,26 @@ async fn curl_posts_a_logplex_batch() {
     s.stop().await;
 }
 
-async fn post_logs(s: &TestServer, token: &str, body: Bytes, extra: &[(&str, &str)]) -> (u16, String) {
+async fn post_logs(
+    s: &TestServer,
+    token: &str,
+    body: Bytes,
+    extra: &[(&str, &str)],
+) -> (u16, String) {
     let auth = format!("Basic {}", base64_encode(&format!("token:{token}")));
-    let mut headers = vec![("authorization", auth.as_str()), ("content-type", "application/logplex-1")];
+    let mut headers = vec![
+        ("authorization", auth.as_str()),
+        ("content-type", "application/logplex-1"),
+    ];
     headers.extend_from_slice(extra);
-    let (st, b) = request_bytes(&format!("http://{}", s.addrs.http.unwrap()), "POST", "/logs", Some(body), &headers).await;
+    let (st, b) = request_bytes(
+        &format!("http://{}", s.addrs.http.unwrap()),
+        "POST",
+        "/logs",
+        Some(body),
+        &headers,
+    )
+    .await;
     (st, String::from_utf8_lossy(&b).into_owned())
 }
 
@@ -100,7 +164,13 @@ async fn http_bad_input_gets_a_clear_answer_and_stores_nothing() {
     let good = octet(&frame("x", "web.1", "good"));
 
     // Logplex-Msg-Count mismatch: 400 and nothing of the batch stored.
-    let (st, body) = post_logs(&s, &token, Bytes::from(good.repeat(2)), &[("logplex-msg-count", "3")]).await;
+    let (st, body) = post_logs(
+        &s,
+        &token,
+        Bytes::from(good.repeat(2)),
+        &[("logplex-msg-count", "3")],
+    )
+    .await;
     assert_eq!(st, 400, "{body}");
     assert!(!body.is_empty());
 
@@ -111,16 +181,36 @@ async fn http_bad_input_gets_a_clear_answer_and_stores_nothing() {
     assert!(body.contains("frame 1"), "{body}");
 
     // Unknown token: 401 with the challenge.
-    let auth = format!("Basic {}", base64_encode("token:t.00000000-0000-4000-8000-00000000dead"));
+    let auth = format!(
+        "Basic {}",
+        base64_encode("token:t.00000000-0000-4000-8000-00000000dead")
+    );
     let base = format!("http://{}", s.addrs.http.unwrap());
-    let (st, _) = request_with(&base, "POST", "/logs", Some(&good), &[("authorization", &auth), ("content-type", "application/logplex-1")]).await;
+    let (st, _) = request_with(
+        &base,
+        "POST",
+        "/logs",
+        Some(&good),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/logplex-1"),
+        ],
+    )
+    .await;
     assert_eq!(st, 401);
 
     // Wrong content type: 415.
     let (st, _) = post_logs(&s, &token, Bytes::from(good.clone()), &[]).await;
     assert_eq!(st, 204);
     let auth = format!("Basic {}", base64_encode(&format!("token:{token}")));
-    let (st, _) = request_with(&base, "POST", "/logs", Some(&good), &[("authorization", &auth), ("content-type", "text/plain")]).await;
+    let (st, _) = request_with(
+        &base,
+        "POST",
+        "/logs",
+        Some(&good),
+        &[("authorization", &auth), ("content-type", "text/plain")],
+    )
+    .await;
     assert_eq!(st, 415);
 
     // A 10 MB body: 413.
@@ -136,18 +226,34 @@ async fn http_bad_input_gets_a_clear_answer_and_stores_nothing() {
     }
     let bomb = enc.finish().unwrap();
     assert!(bomb.len() < 4 * 1024 * 1024);
-    let (st, _) = post_logs(&s, &token, Bytes::from(bomb), &[("content-encoding", "gzip")]).await;
+    let (st, _) = post_logs(
+        &s,
+        &token,
+        Bytes::from(bomb),
+        &[("content-encoding", "gzip")],
+    )
+    .await;
     assert_eq!(st, 413);
 
     // A gzip body that is fine.
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(octet(&frame("x", "web.1", "zipped")).as_bytes()).unwrap();
-    let (st, body) = post_logs(&s, &token, Bytes::from(enc.finish().unwrap()), &[("content-encoding", "gzip")]).await;
+    enc.write_all(octet(&frame("x", "web.1", "zipped")).as_bytes())
+        .unwrap();
+    let (st, body) = post_logs(
+        &s,
+        &token,
+        Bytes::from(enc.finish().unwrap()),
+        &[("content-encoding", "gzip")],
+    )
+    .await;
     assert_eq!(st, 204, "{body}");
 
     let h = s.history("demo", 100).await;
     assert_eq!(h.len(), 2, "only the two accepted batches: {h:?}");
-    assert!(h[0].ends_with("app[web.1]: good") && h[1].ends_with("app[web.1]: zipped"), "{h:?}");
+    assert!(
+        h[0].ends_with("app[web.1]: good") && h[1].ends_with("app[web.1]: zipped"),
+        "{h:?}"
+    );
     s.stop().await;
 }
 
@@ -160,7 +266,11 @@ async fn tcp_bad_frames_are_skipped_and_the_connection_kept() {
     stream += &octet(&frame(&token, "web.1", "one"));
     stream += &octet("<999>1 not a message"); // malformed: skipped
     stream += &octet(&frame(&token, "web.1", &"x".repeat(2000))); // over max_frame: skipped by length
-    stream += &octet(&frame("t.00000000-0000-4000-8000-00000000dead", "web.1", "unknown token")); // dropped
+    stream += &octet(&frame(
+        "t.00000000-0000-4000-8000-00000000dead",
+        "web.1",
+        "unknown token",
+    )); // dropped
     stream += "garbage bytes that are no frame\n"; // skipped to the next LF
     stream += &frame(&token, "web.2", "two"); // newline framing
     stream += "\n";
@@ -170,7 +280,9 @@ async fn tcp_bad_frames_are_skipped_and_the_connection_kept() {
     let msgs: Vec<&str> = h.iter().map(|l| l.split_once("]: ").unwrap().1).collect();
     assert_eq!(msgs, ["one", "two", "three"]);
     // The connection is still open and usable.
-    c.write_all(octet(&frame(&token, "web.1", "four")).as_bytes()).await.unwrap();
+    c.write_all(octet(&frame(&token, "web.1", "four")).as_bytes())
+        .await
+        .unwrap();
     let h = s.wait_history("demo", |h| h.len() >= 4).await;
     assert!(h[3].ends_with("]: four"), "{h:?}");
     let (_, metrics) = request(&s.api(), "GET", "/metrics", None).await;
@@ -191,10 +303,15 @@ async fn an_unrecoverable_count_closes_only_that_connection() {
     let mut bad = connect(s.addrs.tcp.unwrap()).await;
     bad.write_all(b"007 <190>1 x").await.unwrap(); // leading zero: cannot resynchronise
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), bad.read(&mut buf)).await.unwrap().unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(5), bad.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
     assert_eq!(n, 0, "the server closes the connection");
     let mut good = connect(s.addrs.tcp.unwrap()).await;
-    good.write_all(octet(&frame(&token, "web.1", "still fine")).as_bytes()).await.unwrap();
+    good.write_all(octet(&frame(&token, "web.1", "still fine")).as_bytes())
+        .await
+        .unwrap();
     let h = s.wait_history("demo", |h| !h.is_empty()).await;
     assert_eq!(h.len(), 1);
     s.stop().await;
@@ -210,11 +327,21 @@ async fn two_thousand_idle_connections_do_not_stop_others() {
         idle.push(connect(addr).await);
     }
     let mut c = connect(addr).await;
-    c.write_all(octet(&frame(&token, "web.1", "through")).as_bytes()).await.unwrap();
+    c.write_all(octet(&frame(&token, "web.1", "through")).as_bytes())
+        .await
+        .unwrap();
     let h = s.wait_history("demo", |h| !h.is_empty()).await;
     assert_eq!(h.len(), 1);
     let (_, metrics) = request(&s.api(), "GET", "/metrics", None).await;
-    assert!(metrics.contains("logplex_tcp_connections 2001"), "{}", metrics.lines().filter(|l| l.contains("tcp_conn")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        metrics.contains("logplex_tcp_connections 2001"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("tcp_conn"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     drop(idle);
     s.stop().await;
 }

@@ -58,21 +58,59 @@ async fn send_tcp(s: &TestServer, token: &str, lines: &[(&str, &str)]) {
 async fn history_filters_and_num() {
     let s = TestServer::start().await;
     let token = s.create_app("demo").await;
-    send_tcp(&s, &token, &[("web.1", "a GET 500"), ("web.2", "b"), ("worker.1", "c 500"), ("web.10", "d")]).await;
+    send_tcp(
+        &s,
+        &token,
+        &[
+            ("web.1", "a GET 500"),
+            ("web.2", "b"),
+            ("worker.1", "c 500"),
+            ("web.10", "d"),
+        ],
+    )
+    .await;
     s.wait_history("demo", |h| h.len() == 4).await;
     let sr = &s;
     let only = |json: &'static str| async move {
         let url = sr.session(json).await;
-        get_text(&url).await.lines().map(|l| l.split_once("]: ").unwrap().1.to_string()).collect::<Vec<_>>()
+        get_text(&url)
+            .await
+            .lines()
+            .map(|l| l.split_once("]: ").unwrap().1.to_string())
+            .collect::<Vec<_>>()
     };
-    assert_eq!(only(r#"{"channel":"demo","dyno":"web"}"#).await, ["a GET 500", "b", "d"]);
-    assert_eq!(only(r#"{"channel":"demo","dyno":"web.1"}"#).await, ["a GET 500"]);
-    assert_eq!(only(r#"{"channel":"demo","grep":"500"}"#).await, ["a GET 500", "c 500"]);
-    assert_eq!(only(r#"{"channel":"demo","source":"heroku"}"#).await, Vec::<String>::new());
+    assert_eq!(
+        only(r#"{"channel":"demo","dyno":"web"}"#).await,
+        ["a GET 500", "b", "d"]
+    );
+    assert_eq!(
+        only(r#"{"channel":"demo","dyno":"web.1"}"#).await,
+        ["a GET 500"]
+    );
+    assert_eq!(
+        only(r#"{"channel":"demo","grep":"500"}"#).await,
+        ["a GET 500", "c 500"]
+    );
+    assert_eq!(
+        only(r#"{"channel":"demo","source":"heroku"}"#).await,
+        Vec::<String>::new()
+    );
     assert_eq!(only(r#"{"channel":"demo","num":2}"#).await, ["c 500", "d"]);
-    let (st, body) = request(&s.api(), "POST", "/v2/sessions", Some(r#"{"channel":"demo","num":5000}"#)).await;
+    let (st, body) = request(
+        &s.api(),
+        "POST",
+        "/v2/sessions",
+        Some(r#"{"channel":"demo","num":5000}"#),
+    )
+    .await;
     assert_eq!(st, 422, "{body}");
-    let (st, body) = request(&s.api(), "POST", "/v2/sessions", Some(r#"{"channel":"nope"}"#)).await;
+    let (st, body) = request(
+        &s.api(),
+        "POST",
+        "/v2/sessions",
+        Some(r#"{"channel":"nope"}"#),
+    )
+    .await;
     assert_eq!(st, 404, "{body}");
     assert!(body.contains("\"id\":\"not_found\""), "{body}");
     s.stop().await;
@@ -101,14 +139,23 @@ async fn sse_resumes_with_last_event_id_without_repeating() {
     let url = s.session(r#"{"channel":"demo","tail":true}"#).await;
     let mut r = open_stream(&url, "Accept: text/event-stream\r\n").await;
     let seen = read_until(&mut r, "app[web.1]: two").await;
-    assert!(seen.contains("id: 1\n") || seen.contains("id: 1\r\n"), "{seen:?}");
-    assert!(seen.contains("data: 2016-03-08T02:43:26.693600+00:00 app[web.1]: one"), "{seen:?}");
+    assert!(
+        seen.contains("id: 1\n") || seen.contains("id: 1\r\n"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains("data: 2016-03-08T02:43:26.693600+00:00 app[web.1]: one"),
+        "{seen:?}"
+    );
     drop(r);
     send_tcp(&s, &token, &[("web.1", "three")]).await;
     s.wait_history("demo", |h| h.len() == 3).await;
     let mut r = open_stream(&url, "Accept: text/event-stream\r\nLast-Event-ID: 2\r\n").await;
     let seen = read_until(&mut r, "app[web.1]: three").await;
-    assert!(!seen.contains("]: one") && !seen.contains("]: two"), "repeated lines: {seen:?}");
+    assert!(
+        !seen.contains("]: one") && !seen.contains("]: two"),
+        "repeated lines: {seen:?}"
+    );
     assert!(seen.contains("id: 3"), "{seen:?}");
     s.stop().await;
 }
@@ -119,7 +166,9 @@ async fn a_tail_that_never_reads_slows_nothing_and_is_told_l11() {
     let token = s.create_app("demo").await;
     let url = s.session(r#"{"channel":"demo","tail":true}"#).await;
     let mut stuck = open_stream(&url, "").await; // never read until the end
-    let url2 = s.session(r#"{"channel":"demo","tail":true,"grep":"line 49999"}"#).await;
+    let url2 = s
+        .session(r#"{"channel":"demo","tail":true,"grep":"line 49999"}"#)
+        .await;
     let mut live = open_stream(&url2, "").await;
     let t0 = std::time::Instant::now();
     let mut c = connect(s.addrs.tcp.unwrap()).await;
@@ -130,7 +179,11 @@ async fn a_tail_that_never_reads_slows_nothing_and_is_told_l11() {
     }
     c.write_all(buf.as_bytes()).await.unwrap();
     read_until(&mut live, "line 49999").await;
-    assert!(t0.elapsed() < Duration::from_secs(10), "ingestion was slowed: {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "ingestion was slowed: {:?}",
+        t0.elapsed()
+    );
     // The stuck tail, read now, reports what it lost.
     let mut all = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
@@ -150,12 +203,17 @@ async fn a_tail_that_never_reads_slows_nothing_and_is_told_l11() {
     .await;
     let text = String::from_utf8_lossy(&all);
     assert!(
-        text.contains("heroku[logplex]: Error L11 (Tail buffer overflow) -> This tail session dropped"),
+        text.contains(
+            "heroku[logplex]: Error L11 (Tail buffer overflow) -> This tail session dropped"
+        ),
         "no L11 in {} bytes",
         text.len()
     );
     let (_, metrics) = request(&s.api(), "GET", "/metrics", None).await;
-    assert!(!metrics.contains("logplex_tail_dropped_total 0"), "{metrics}");
+    assert!(
+        !metrics.contains("logplex_tail_dropped_total 0"),
+        "{metrics}"
+    );
     s.stop().await;
 }
 
@@ -168,24 +226,53 @@ async fn api_auth_and_errors() {
     let (st, body) = request_with(&api, "GET", "/v2/channels", None, &[]).await;
     assert_eq!(st, 401);
     assert!(body.contains("\"id\":\"unauthorized\""), "{body}");
-    let (st, _) = request_with(&api, "GET", "/v2/channels", None, &[("authorization", "Bearer wrong")]).await;
+    let (st, _) = request_with(
+        &api,
+        "GET",
+        "/v2/channels",
+        None,
+        &[("authorization", "Bearer wrong")],
+    )
+    .await;
     assert_eq!(st, 401);
-    let basic = format!("Basic {}", { use base64::Engine; base64::engine::general_purpose::STANDARD.encode(format!("anyone:{KEY}")) });
-    let (st, body) = request_with(&api, "GET", "/v2/channels", None, &[("authorization", &basic)]).await;
+    let basic = format!("Basic {}", {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("anyone:{KEY}"))
+    });
+    let (st, body) = request_with(
+        &api,
+        "GET",
+        "/v2/channels",
+        None,
+        &[("authorization", &basic)],
+    )
+    .await;
     assert_eq!((st, body.trim()), (200, "[]"));
     let (st, _) = request(&api, "POST", "/v2/channels", Some(r#"{"name":"Bad Name"}"#)).await;
     assert_eq!(st, 422);
     s.create_app("demo").await;
     let (st, body) = request(&api, "POST", "/v2/channels", Some(r#"{"name":"demo"}"#)).await;
     assert_eq!(st, 409, "{body}");
-    let (st, body) = request(&api, "POST", "/v2/channels/demo/tokens", Some(r#"{"name":"web"}"#)).await;
+    let (st, body) = request(
+        &api,
+        "POST",
+        "/v2/channels/demo/tokens",
+        Some(r#"{"name":"web"}"#),
+    )
+    .await;
     assert_eq!(st, 201, "{body}");
     assert!(body.contains("\"token\":\"t."), "{body}");
     let (st, body) = request(&api, "GET", "/v2/channels/demo", None).await;
     assert_eq!(st, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["tokens"].as_object().unwrap().len(), 3);
-    let (st, _) = request(&api, "GET", "/sessions/00000000-0000-4000-8000-000000000000", None).await;
+    let (st, _) = request(
+        &api,
+        "GET",
+        "/sessions/00000000-0000-4000-8000-000000000000",
+        None,
+    )
+    .await;
     assert_eq!(st, 404);
     let (st, _) = request(&api, "DELETE", "/v2/channels/demo", None).await;
     assert_eq!(st, 204);
@@ -193,7 +280,10 @@ async fn api_auth_and_errors() {
     assert_eq!(st, 404);
     let (st, metrics) = request(&api, "GET", "/metrics", None).await;
     assert_eq!(st, 200);
-    assert!(metrics.contains("process_resident_memory_bytes"), "{metrics}");
+    assert!(
+        metrics.contains("process_resident_memory_bytes"),
+        "{metrics}"
+    );
     s.stop().await;
 }
 

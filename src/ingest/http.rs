@@ -15,7 +15,11 @@ use std::io::Read;
 use std::sync::Arc;
 
 /// Handles one request to the HTTP input.
-pub async fn handle(shared: Arc<Shared>, counters: InputCounters, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    counters: InputCounters,
+    req: Request<Incoming>,
+) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/logs") => match post_logs(&shared, &counters, req).await {
             Ok(n) => {
@@ -27,14 +31,29 @@ pub async fn handle(shared: Arc<Shared>, counters: InputCounters, req: Request<I
             Err((status, reason)) => {
                 let mut r = response(status, "text/plain; charset=utf-8", format!("{reason}\n"));
                 if status == StatusCode::UNAUTHORIZED {
-                    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=Logplex"));
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Basic realm=Logplex"),
+                    );
                 }
                 r
             }
         },
-        (_, "/logs") => response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST /logs\n"),
-        (&Method::GET, "/healthcheck") => response(StatusCode::OK, "application/json", "{\"status\":\"normal\"}\n"),
-        _ => response(StatusCode::NOT_FOUND, "text/plain", "not found: the log input is POST /logs\n"),
+        (_, "/logs") => response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use POST /logs\n",
+        ),
+        (&Method::GET, "/healthcheck") => response(
+            StatusCode::OK,
+            "application/json",
+            "{\"status\":\"normal\"}\n",
+        ),
+        _ => response(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: the log input is POST /logs\n",
+        ),
     }
 }
 
@@ -47,40 +66,76 @@ pub fn basic_password(headers: &HeaderMap) -> Option<String> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
     let s = String::from_utf8(decoded).ok()?;
     let (_, pass) = s.split_once(':')?;
     Some(pass.to_string())
 }
 
-async fn post_logs(shared: &Shared, counters: &InputCounters, req: Request<Incoming>) -> Result<usize, Rejection> {
+async fn post_logs(
+    shared: &Shared,
+    counters: &InputCounters,
+    req: Request<Incoming>,
+) -> Result<usize, Rejection> {
     let max_body = shared.config.ingest.http.max_body;
     let headers = req.headers();
-    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let mime = ctype.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/logplex-1") {
-        return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Type must be application/logplex-1, not {ctype:?}")));
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be application/logplex-1, not {ctype:?}"),
+        ));
     }
-    let token = basic_password(headers)
-        .ok_or((StatusCode::UNAUTHORIZED, "missing Basic authorization with the channel token as password".to_string()))?;
+    let token = basic_password(headers).ok_or((
+        StatusCode::UNAUTHORIZED,
+        "missing Basic authorization with the channel token as password".to_string(),
+    ))?;
     let snap = shared.registry.snapshot();
-    let route = snap.route(token.as_bytes()).ok_or_else(|| (StatusCode::UNAUTHORIZED, "unknown token".to_string()))?.clone();
+    let route = snap
+        .route(token.as_bytes())
+        .ok_or_else(|| (StatusCode::UNAUTHORIZED, "unknown token".to_string()))?
+        .clone();
     let expected = match headers.get("logplex-msg-count") {
         None => None,
         Some(v) => Some(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<usize>().ok())
-                .ok_or((StatusCode::BAD_REQUEST, "Logplex-Msg-Count is not a number".to_string()))?,
+                .ok_or((
+                    StatusCode::BAD_REQUEST,
+                    "Logplex-Msg-Count is not a number".to_string(),
+                ))?,
         ),
     };
-    let gzip = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    {
         None | Some("identity") => false,
         Some(e) if e.eq_ignore_ascii_case("gzip") => true,
-        Some(e) => return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Encoding {e:?} is not supported (use gzip)"))),
+        Some(e) => {
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Encoding {e:?} is not supported (use gzip)"),
+            ))
+        }
     };
-    let too_large = || (StatusCode::PAYLOAD_TOO_LARGE, format!("body over {max_body} bytes"));
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()) {
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over {max_body} bytes"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
         if len > max_body {
             return Err(too_large());
         }
@@ -88,16 +143,22 @@ async fn post_logs(shared: &Shared, counters: &InputCounters, req: Request<Incom
     let body = match Limited::new(req.into_body(), max_body).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return Err(too_large());
             }
-            return Err((StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")));
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            ));
         }
     };
     let body = if gzip {
         let mut out = Vec::with_capacity((body.len() * 4).min(max_body + 1));
         let mut dec = flate2::read::GzDecoder::new(&body[..]).take(max_body as u64 + 1);
-        dec.read_to_end(&mut out).map_err(|e| (StatusCode::BAD_REQUEST, format!("bad gzip body: {e}")))?;
+        dec.read_to_end(&mut out)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad gzip body: {e}")))?;
         if out.len() > max_body {
             return Err(too_large());
         }
@@ -105,10 +166,11 @@ async fn post_logs(shared: &Shared, counters: &InputCounters, req: Request<Incom
     } else {
         body
     };
-    let frames = logplex_proto::split_batch(&body, shared.config.ingest.max_frame, expected).map_err(|e| {
-        counters.reject(Reject::Malformed, 1);
-        (StatusCode::BAD_REQUEST, e.to_string())
-    })?;
+    let frames = logplex_proto::split_batch(&body, shared.config.ingest.max_frame, expected)
+        .map_err(|e| {
+            counters.reject(Reject::Malformed, 1);
+            (StatusCode::BAD_REQUEST, e.to_string())
+        })?;
     let mut lines = Vec::with_capacity(frames.len());
     for (i, f) in frames.iter().enumerate() {
         match logplex_proto::parse_lenient(f) {

@@ -25,9 +25,21 @@ pub struct Router<'a> {
 }
 
 impl<'a> Router<'a> {
-    pub fn new(snap: &'a Snapshot, counters: &'a InputCounters, pending: &'a mut Vec<Line>) -> Self {
+    pub fn new(
+        snap: &'a Snapshot,
+        counters: &'a InputCounters,
+        pending: &'a mut Vec<Line>,
+    ) -> Self {
         pending.clear();
-        Router { snap, counters, channel: None, pending, stored: 0, unknown: 0, malformed: 0 }
+        Router {
+            snap,
+            counters,
+            channel: None,
+            pending,
+            stored: 0,
+            unknown: 0,
+            malformed: 0,
+        }
     }
 
     /// Parses one frame and queues it for its token's channel; counts what it cannot route.
@@ -51,7 +63,8 @@ impl<'a> Router<'a> {
                 self.channel = Some(route.channel.clone());
             }
         }
-        self.pending.push(Line::from_parsed(&frame, &m, &route.source));
+        self.pending
+            .push(Line::from_parsed(&frame, &m, &route.source));
     }
 
     fn flush(&mut self) {

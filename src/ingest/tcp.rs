@@ -75,11 +75,19 @@ async fn connection(
         let mut router = Router::new(&snap, counters, &mut pending);
         let mut fatal = None;
         loop {
-            let step = if eof { codec.decode_eof(&mut buf) } else { codec.decode(&mut buf) };
+            let step = if eof {
+                codec.decode_eof(&mut buf)
+            } else {
+                codec.decode(&mut buf)
+            };
             match step {
                 Ok(Some(Decoded::Frame(f))) => router.frame(f),
                 Ok(Some(Decoded::Skipped(e))) => {
-                    let why = if matches!(e, FrameError::TooLong { .. }) { Reject::TooLong } else { Reject::Malformed };
+                    let why = if matches!(e, FrameError::TooLong { .. }) {
+                        Reject::TooLong
+                    } else {
+                        Reject::Malformed
+                    };
                     counters.reject(why, 1);
                     tracing::debug!("skipped a frame: {e}");
                 }

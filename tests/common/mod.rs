@@ -51,7 +51,12 @@ impl TestServer {
         let server = logplex::start(c, shutdown.clone()).await.unwrap();
         let addrs = server.addrs;
         let handle = tokio::spawn(server.wait());
-        TestServer { addrs, shutdown, handle: Some(handle), dir }
+        TestServer {
+            addrs,
+            shutdown,
+            handle: Some(handle),
+            dir,
+        }
     }
 
     pub fn api(&self) -> String {
@@ -62,16 +67,24 @@ impl TestServer {
     pub async fn stop(mut self) -> tempfile::TempDir {
         self.shutdown.cancel();
         if let Some(h) = self.handle.take() {
-            tokio::time::timeout(Duration::from_secs(30), h).await.unwrap().unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(30), h)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
         }
         self.dir
     }
 
     /// Creates a channel with `app` and `heroku` tokens; returns the `app` token.
     pub async fn create_app(&self, name: &str) -> String {
-        let (status, body) =
-            request(&self.api(), "POST", "/v2/channels", Some(&format!(r#"{{"name":"{name}","tokens":["app","heroku"]}}"#)))
-                .await;
+        let (status, body) = request(
+            &self.api(),
+            "POST",
+            "/v2/channels",
+            Some(&format!(r#"{{"name":"{name}","tokens":["app","heroku"]}}"#)),
+        )
+        .await;
         assert_eq!(status, 201, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         v["tokens"]["app"].as_str().unwrap().to_string()
@@ -79,7 +92,9 @@ impl TestServer {
 
     /// Reads the history of a channel through a session (what `logplex logs` shows).
     pub async fn history(&self, channel: &str, num: usize) -> Vec<String> {
-        let url = self.session(&format!(r#"{{"channel":"{channel}","num":{num}}}"#)).await;
+        let url = self
+            .session(&format!(r#"{{"channel":"{channel}","num":{num}}}"#))
+            .await;
         let body = get_text(&url).await;
         body.lines().map(str::to_string).collect()
     }
@@ -93,7 +108,11 @@ impl TestServer {
     }
 
     /// Polls the history until `pred` holds (bounded: 5 s).
-    pub async fn wait_history(&self, channel: &str, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
+    pub async fn wait_history(
+        &self,
+        channel: &str,
+        pred: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             let h = self.history(channel, 1500).await;
@@ -107,12 +126,32 @@ impl TestServer {
 
 /// An API request with the admin key; returns status and body text.
 pub async fn request(base: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    request_with(base, method, path, body, &[("authorization", &format!("Bearer {KEY}"))]).await
+    request_with(
+        base,
+        method,
+        path,
+        body,
+        &[("authorization", &format!("Bearer {KEY}"))],
+    )
+    .await
 }
 
 /// A request with explicit headers.
-pub async fn request_with(base: &str, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> (u16, String) {
-    let (s, b) = request_bytes(base, method, path, body.map(|b| Bytes::from(b.to_string())), headers).await;
+pub async fn request_with(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let (s, b) = request_bytes(
+        base,
+        method,
+        path,
+        body.map(|b| Bytes::from(b.to_string())),
+        headers,
+    )
+    .await;
     (s, String::from_utf8_lossy(&b).into_owned())
 }
 
@@ -124,14 +163,23 @@ pub async fn request_bytes(
     headers: &[(&str, &str)],
 ) -> (u16, Bytes) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = hyper::Request::builder().method(method).uri(format!("{base}{path}"));
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
     let req = req.body(Full::new(body.unwrap_or_default())).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req)).await.unwrap().unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .unwrap()
+        .unwrap();
     let status = resp.status().as_u16();
-    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await.unwrap().unwrap().to_bytes();
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
     (status, body)
 }
 

@@ -2,6 +2,9 @@
 //! Every route but `/healthcheck` and `/sessions/UUID` needs the admin key (Basic with any
 //! user, or Bearer), compared in constant time. Errors are one JSON shape.
 
+pub mod alerts;
+pub mod platform;
+
 use crate::config::valid_channel_name;
 use crate::http::{json, response, Body};
 use crate::session::Spec;
@@ -27,7 +30,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, id: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, id, message: message.into() }
+        ApiError {
+            status,
+            id,
+            message: message.into(),
+        }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -36,9 +43,15 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_params", message)
     }
     pub fn into_response(self) -> Response<Body> {
-        let mut r = json(self.status, &json!({"id": self.id, "message": self.message}));
+        let mut r = json(
+            self.status,
+            &json!({"id": self.id, "message": self.message}),
+        );
         if self.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=Logplex"));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=Logplex"),
+            );
         }
         r
     }
@@ -48,16 +61,22 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ApiError::not_found("Not found."),
-            StoreError::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", "It already exists."),
+            StoreError::Conflict => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", "It already exists.")
+            }
             other => {
                 tracing::error!("store: {other}");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal error; see the server log.")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "Internal error; see the server log.",
+                )
             }
         }
     }
 }
 
-type ApiResult = Result<Response<Body>, ApiError>;
+pub type ApiResult = Result<Response<Body>, ApiError>;
 
 /// Handles one API request.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
@@ -69,13 +88,20 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
 
 /// Is the request authorised with the admin key (Bearer, or Basic with any user)?
 pub fn authorised(headers: &HeaderMap, key: &str) -> bool {
-    let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
+    let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
     let presented = match v.split_once(' ') {
         Some((s, rest)) if s.eq_ignore_ascii_case("bearer") => rest.trim().to_string(),
-        Some((s, _)) if s.eq_ignore_ascii_case("basic") => match crate::ingest::http::basic_password(headers) {
-            Some(p) => p,
-            None => return false,
-        },
+        Some((s, _)) if s.eq_ignore_ascii_case("basic") => {
+            match crate::ingest::http::basic_password(headers) {
+                Some(p) => p,
+                None => return false,
+            }
+        }
         _ => return false,
     };
     !key.is_empty() && bool::from(presented.as_bytes().ct_eq(key.as_bytes()))
@@ -96,13 +122,24 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|a| a.contains("text/event-stream"));
-            let last = h.get("last-event-id").and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-            return Ok(crate::session::stream(shared, id, sse, if sse { last } else { None }));
+            let last = h
+                .get("last-event-id")
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+            return Ok(crate::session::stream(
+                shared,
+                id,
+                sse,
+                if sse { last } else { None },
+            ));
         }
         _ => {}
     }
     if !authorised(req.headers(), &shared.admin_key) {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Missing or wrong admin key."));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Missing or wrong admin key.",
+        ));
     }
     let host = req
         .headers()
@@ -120,18 +157,34 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
         (&Method::POST, ["v2", "channels"]) => create_channel(shared, req).await,
         (&Method::GET, ["v2", "channels", name]) => {
             let snap = shared.registry.snapshot();
-            let rec = snap.records().iter().find(|r| r.name == *name).ok_or_else(|| unknown_app(name))?;
+            let rec = snap
+                .records()
+                .iter()
+                .find(|r| r.name == *name)
+                .ok_or_else(|| unknown_app(name))?;
             Ok(json(StatusCode::OK, &channel_json(rec)))
         }
         (&Method::DELETE, ["v2", "channels", name]) => {
             let n = name.to_string();
-            shared.registry.change(move |c| store::delete_channel(c, &n)).await.map_err(|e| not_found_as(e, name))?;
+            shared
+                .registry
+                .change(move |c| store::delete_channel(c, &n))
+                .await
+                .map_err(|e| not_found_as(e, name))?;
             Ok(no_content())
         }
         (&Method::GET, ["v2", "channels", name, "tokens"]) => {
             let snap = shared.registry.snapshot();
-            let rec = snap.records().iter().find(|r| r.name == *name).ok_or_else(|| unknown_app(name))?;
-            let list: Vec<_> = rec.tokens.iter().map(|(n, t)| json!({"name": n, "token": t})).collect();
+            let rec = snap
+                .records()
+                .iter()
+                .find(|r| r.name == *name)
+                .ok_or_else(|| unknown_app(name))?;
+            let list: Vec<_> = rec
+                .tokens
+                .iter()
+                .map(|(n, t)| json!({"name": n, "token": t}))
+                .collect();
             Ok(json(StatusCode::OK, &serde_json::Value::Array(list)))
         }
         (&Method::POST, ["v2", "channels", name, "tokens"]) => {
@@ -139,30 +192,37 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
             create_token(shared, &name, req).await
         }
         (&Method::POST, ["v2", "sessions"]) => create_session(shared, &host, req).await,
+        (_, ["v2", "alerts", ..]) | (_, ["v2", "channels", _, "alerts", ..]) => {
+            alerts::route(shared, &method, &segs, req).await
+        }
+        (_, ["apps", ..]) => platform::route(shared, &method, &segs, &host, req).await,
         _ => Err(ApiError::not_found(format!("No route {method} {path}."))),
     }
 }
 
-fn no_content() -> Response<Body> {
+pub(crate) fn no_content() -> Response<Body> {
     let mut r = Response::new(crate::http::empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
     r
 }
 
-fn unknown_app(name: &str) -> ApiError {
+pub(crate) fn unknown_app(name: &str) -> ApiError {
     ApiError::not_found(format!("Couldn't find that app: {name}."))
 }
 
-fn not_found_as(e: StoreError, name: &str) -> ApiError {
+pub(crate) fn not_found_as(e: StoreError, name: &str) -> ApiError {
     match e {
         StoreError::NotFound => unknown_app(name),
         other => other.into(),
     }
 }
 
-fn channel_json(rec: &store::ChannelRecord) -> serde_json::Value {
-    let tokens: serde_json::Map<String, serde_json::Value> =
-        rec.tokens.iter().map(|(n, t)| (n.clone(), serde_json::Value::String(t.clone()))).collect();
+pub(crate) fn channel_json(rec: &store::ChannelRecord) -> serde_json::Value {
+    let tokens: serde_json::Map<String, serde_json::Value> = rec
+        .tokens
+        .iter()
+        .map(|(n, t)| (n.clone(), serde_json::Value::String(t.clone())))
+        .collect();
     json!({"name": rec.name, "tokens": tokens})
 }
 
@@ -178,22 +238,41 @@ fn metrics(shared: &Shared) -> Response<Body> {
     shared.metrics.history_lines.set(lines as i64);
     shared.metrics.history_bytes.set(bytes as i64);
     shared.metrics.channels.set(n);
-    response(StatusCode::OK, "text/plain; version=0.0.4", shared.metrics.render())
+    response(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        shared.metrics.render(),
+    )
 }
 
 /// Reads a JSON body of at most 64 KiB.
-async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, ApiError> {
+pub(crate) async fn read_json<T: for<'de> Deserialize<'de>>(
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
     let body: Bytes = match Limited::new(req.into_body(), 64 * 1024).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", "Request body over 64 KiB."))
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                "Request body over 64 KiB.",
+            ))
         }
     };
-    serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("Invalid JSON body: {e}.")))
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("Invalid JSON body: {e}."),
+        )
+    })
 }
 
 fn valid_token_name(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 48 && n.bytes().all(|b| b.is_ascii_graphic() && b != b'[' && b != b']')
+    !n.is_empty()
+        && n.len() <= 48
+        && n.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'[' && b != b']')
 }
 
 #[derive(Deserialize)]
@@ -213,16 +292,26 @@ async fn create_channel(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResu
         )));
     }
     if let Some(t) = body.tokens.iter().find(|t| !valid_token_name(t)) {
-        return Err(ApiError::invalid(format!("Token name {t:?} must be 1 to 48 printable characters.")));
+        return Err(ApiError::invalid(format!(
+            "Token name {t:?} must be 1 to 48 printable characters."
+        )));
     }
     let mut tokens = body.tokens;
     tokens.sort();
     tokens.dedup();
     let name = body.name.clone();
-    let rec = shared.registry.change(move |c| store::create_channel(c, &name, &tokens)).await.map_err(|e| match e {
-        StoreError::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", format!("App {} already exists.", body.name)),
-        other => other.into(),
-    })?;
+    let rec = shared
+        .registry
+        .change(move |c| store::create_channel(c, &name, &tokens))
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("App {} already exists.", body.name),
+            ),
+            other => other.into(),
+        })?;
     Ok(json(StatusCode::CREATED, &channel_json(&rec)))
 }
 
@@ -235,16 +324,28 @@ struct NewToken {
 async fn create_token(shared: &Arc<Shared>, channel: &str, req: Request<Incoming>) -> ApiResult {
     let body: NewToken = read_json(req).await?;
     if !valid_token_name(&body.name) {
-        return Err(ApiError::invalid(format!("Token name {:?} must be 1 to 48 printable characters.", body.name)));
+        return Err(ApiError::invalid(format!(
+            "Token name {:?} must be 1 to 48 printable characters.",
+            body.name
+        )));
     }
     let (ch, tn) = (channel.to_string(), body.name.clone());
-    let token = shared.registry.change(move |c| store::create_token(c, &ch, &tn)).await.map_err(|e| match e {
-        StoreError::Conflict => {
-            ApiError::new(StatusCode::CONFLICT, "conflict", format!("App {channel} already has a token named {}.", body.name))
-        }
-        other => not_found_as(other, channel),
-    })?;
-    Ok(json(StatusCode::CREATED, &json!({"name": body.name, "token": token})))
+    let token = shared
+        .registry
+        .change(move |c| store::create_token(c, &ch, &tn))
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("App {channel} already has a token named {}.", body.name),
+            ),
+            other => not_found_as(other, channel),
+        })?;
+    Ok(json(
+        StatusCode::CREATED,
+        &json!({"name": body.name, "token": token}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -264,7 +365,9 @@ async fn create_session(shared: &Arc<Shared>, host: &str, req: Request<Incoming>
     let max = shared.config.buffers.history_lines;
     let num = b.num.unwrap_or(100);
     if num > max {
-        return Err(ApiError::invalid(format!("num {num} is over the history size ({max}).")));
+        return Err(ApiError::invalid(format!(
+            "num {num} is over the history size ({max})."
+        )));
     }
     if shared.registry.snapshot().channel(&b.channel).is_none() {
         return Err(unknown_app(&b.channel));
@@ -278,5 +381,8 @@ async fn create_session(shared: &Arc<Shared>, host: &str, req: Request<Incoming>
         dyno: nonempty(b.dyno),
         grep: nonempty(b.grep),
     });
-    Ok(json(StatusCode::CREATED, &json!({"url": format!("http://{host}/sessions/{id}")})))
+    Ok(json(
+        StatusCode::CREATED,
+        &json!({"url": format!("http://{host}/sessions/{id}")}),
+    ))
 }
