@@ -443,6 +443,11 @@ impl Config {
                     p.push(format!("{at}.tokens.{name}: {token:?} is used twice"));
                 }
             }
+            for (j, url) in c.drains.iter().enumerate() {
+                if let Err(e) = crate::drain::DrainUrl::parse(url) {
+                    p.push(format!("{at}.drains[{j}]: {e}"));
+                }
+            }
             if c.drains.len() > self.drains.max_per_channel {
                 p.push(format!(
                     "{at}.drains: more than drains.max_per_channel ({})",

@@ -9,6 +9,7 @@ pub mod api;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod drain;
 pub mod http;
 pub mod ingest;
 pub mod line;
@@ -53,6 +54,7 @@ pub struct Server {
     shared: Arc<Shared>,
     /// Intake (listeners and their connections), stopped first on shutdown.
     intake: TaskTracker,
+    after_intake: CancellationToken,
 }
 
 /// Runs the router until `shutdown` is cancelled.
@@ -64,11 +66,13 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow:
 pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyhow::Result<Server> {
     let metrics = Arc::new(metrics::Metrics::new());
     let tasks = TaskTracker::new();
+    let after_intake = CancellationToken::new();
     let providers = providers(&Context {
         config: &config,
         metrics: &metrics,
         tasks: &tasks,
         shutdown: &shutdown,
+        after_intake: &after_intake,
         runtime: tokio::runtime::Handle::current(),
     })?;
     let cfg = config.clone();
@@ -155,6 +159,7 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         addrs,
         shared,
         intake,
+        after_intake,
     })
 }
 
@@ -169,6 +174,7 @@ impl Server {
         {
             tracing::warn!("intake did not stop within 10s");
         }
+        self.after_intake.cancel();
         self.shared.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), self.shared.tasks.wait())
             .await
@@ -190,13 +196,16 @@ pub struct Context<'a> {
     /// Their tasks join this tracker, so shutdown waits for them.
     pub tasks: &'a TaskTracker,
     pub shutdown: &'a CancellationToken,
+    /// Cancelled once intake has stopped after shutdown: drains flush then.
+    pub after_intake: &'a CancellationToken,
     /// Taps are refreshed on the blocking pool; tasks are spawned onto this runtime.
     pub runtime: tokio::runtime::Handle,
 }
 
 /// The tap providers: every line stored in a channel is also given to these.
-fn providers(_ctx: &Context<'_>) -> anyhow::Result<Vec<Arc<dyn registry::TapProvider>>> {
-    Ok(Vec::new())
+fn providers(ctx: &Context<'_>) -> anyhow::Result<Vec<Arc<dyn registry::TapProvider>>> {
+    let drains: Arc<dyn registry::TapProvider> = Arc::new(drain::Drains::new(ctx)?);
+    Ok(vec![drains])
 }
 
 async fn bind_tcp(
@@ -246,6 +255,13 @@ fn open_store(
                 .map(|(n, t)| (n.clone(), t.clone()))
                 .collect();
             store::upsert_channel(c, &ch.name, &tokens)?;
+            for url in &ch.drains {
+                match store::create_drain(c, &ch.name, url, usize::MAX) {
+                    Ok(_) | Err(store::AddDrain::Duplicate) => {}
+                    Err(store::AddDrain::Limit(_)) => {}
+                    Err(store::AddDrain::Store(e)) => return Err(e),
+                }
+            }
         }
         Ok(())
     })?;

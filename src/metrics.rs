@@ -1,7 +1,9 @@
 //! Prometheus metrics, registered once. Hot paths hold the resolved children
 //! ([`InputCounters`]) and add per read or per batch, not per message.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Every series logplex exports.
 pub struct Metrics {
@@ -14,6 +16,24 @@ pub struct Metrics {
     pub sessions_open: IntGauge,
     pub tail_dropped: IntCounter,
     pub tcp_connections: IntGauge,
+    pub drain_sent: IntCounterVec,
+    pub drain_dropped: IntCounterVec,
+    pub drain_retried: IntCounterVec,
+    pub drain_buffered: IntGaugeVec,
+    pub drain_connected: IntGaugeVec,
+    pub drains: IntGaugeVec,
+}
+
+/// The series of one drain type (`syslog`, `syslog_tls`, `syslog_udp`, `http`, `https`),
+/// resolved when a drain starts. Labels stay low-cardinality: no URLs, no tokens.
+#[derive(Clone)]
+pub struct DrainCounters {
+    pub sent: IntCounter,
+    pub dropped: IntCounter,
+    pub retried: IntCounter,
+    pub buffered: IntGauge,
+    pub connected: IntGauge,
+    pub drains: IntGauge,
 }
 
 /// Why a message was not stored (the `reason` label).
@@ -89,6 +109,33 @@ impl Metrics {
         let tcp_connections =
             IntGauge::new("logplex_tcp_connections", "Open syslog TCP connections")
                 .expect("static");
+        let by_type = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["type"]).expect("static")
+        };
+        let gauge_by_type = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &["type"]).expect("static")
+        };
+        let drain_sent = by_type(
+            "logplex_drain_sent_total",
+            "Messages delivered to drains, by drain type",
+        );
+        let drain_dropped = by_type(
+            "logplex_drain_dropped_total",
+            "Messages drains dropped (buffer full, or batch refused), by type (L10)",
+        );
+        let drain_retried = by_type(
+            "logplex_drain_retried_total",
+            "Drain deliveries retried or reconnects, by type",
+        );
+        let drain_buffered = gauge_by_type(
+            "logplex_drain_buffered",
+            "Messages waiting in drain buffers, by type",
+        );
+        let drain_connected = gauge_by_type(
+            "logplex_drain_connected",
+            "Drains with an open connection, by type",
+        );
+        let drains = gauge_by_type("logplex_drains", "Drains running, by type");
         for c in [
             Box::new(received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rejected.clone()),
@@ -98,6 +145,12 @@ impl Metrics {
             Box::new(sessions_open.clone()),
             Box::new(tail_dropped.clone()),
             Box::new(tcp_connections.clone()),
+            Box::new(drain_sent.clone()),
+            Box::new(drain_dropped.clone()),
+            Box::new(drain_retried.clone()),
+            Box::new(drain_buffered.clone()),
+            Box::new(drain_connected.clone()),
+            Box::new(drains.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -117,6 +170,24 @@ impl Metrics {
             sessions_open,
             tail_dropped,
             tcp_connections,
+            drain_sent,
+            drain_dropped,
+            drain_retried,
+            drain_buffered,
+            drain_connected,
+            drains,
+        }
+    }
+
+    /// The series of one drain type.
+    pub fn drain(&self, kind: &str) -> DrainCounters {
+        DrainCounters {
+            sent: self.drain_sent.with_label_values(&[kind]),
+            dropped: self.drain_dropped.with_label_values(&[kind]),
+            retried: self.drain_retried.with_label_values(&[kind]),
+            buffered: self.drain_buffered.with_label_values(&[kind]),
+            connected: self.drain_connected.with_label_values(&[kind]),
+            drains: self.drains.with_label_values(&[kind]),
         }
     }
 

@@ -467,3 +467,81 @@ mod tests {
         assert!(s.call_blocking(take_history).unwrap().is_empty());
     }
 }
+
+/// Drains of one channel.
+pub fn channel_drains(
+    conn: &mut Connection,
+    channel: &str,
+) -> Result<Vec<DrainRecord>, StoreError> {
+    get_channel(conn, channel)?;
+    Ok(list_drains(conn)?
+        .into_iter()
+        .filter(|d| d.channel == channel)
+        .collect())
+}
+
+/// Why a drain cannot be added.
+#[derive(Debug)]
+pub enum AddDrain {
+    Store(StoreError),
+    Duplicate,
+    Limit(usize),
+}
+
+impl From<rusqlite::Error> for AddDrain {
+    fn from(e: rusqlite::Error) -> Self {
+        AddDrain::Store(e.into())
+    }
+}
+
+/// Adds a drain (a new `d.` token) unless the URL is already a drain of the channel or the
+/// channel has `max` drains.
+pub fn create_drain(
+    conn: &mut Connection,
+    channel: &str,
+    url: &str,
+    max: usize,
+) -> Result<DrainRecord, AddDrain> {
+    let existing = channel_drains(conn, channel).map_err(AddDrain::Store)?;
+    if existing.iter().any(|d| d.url == url) {
+        return Err(AddDrain::Duplicate);
+    }
+    if existing.len() >= max {
+        return Err(AddDrain::Limit(max));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let token = format!("d.{}", uuid::Uuid::new_v4());
+    let created_at = now();
+    conn.execute(
+        "INSERT INTO drains (id, channel, token, url, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, channel, token, url, created_at],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            AddDrain::Duplicate
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(DrainRecord {
+        id,
+        channel: channel.to_string(),
+        token,
+        url: url.to_string(),
+        created_at,
+    })
+}
+
+/// Removes the drain of `channel` whose id, token or URL is `which`; returns it.
+pub fn delete_drain(
+    conn: &mut Connection,
+    channel: &str,
+    which: &str,
+) -> Result<DrainRecord, StoreError> {
+    let d = channel_drains(conn, channel)?
+        .into_iter()
+        .find(|d| d.id == which || d.token == which || d.url == which)
+        .ok_or(StoreError::NotFound)?;
+    conn.execute("DELETE FROM drains WHERE id = ?1", [&d.id])?;
+    Ok(d)
+}

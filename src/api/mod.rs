@@ -192,6 +192,29 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
             create_token(shared, &name, req).await
         }
         (&Method::POST, ["v2", "sessions"]) => create_session(shared, &host, req).await,
+        (&Method::GET, ["v2", "channels", name, "drains"]) => {
+            let n = name.to_string();
+            let list = shared
+                .registry
+                .store()
+                .call(move |c| store::channel_drains(c, &n))
+                .await
+                .map_err(|e| not_found_as(e, name))?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::Value::Array(list.iter().map(drain_json).collect()),
+            ))
+        }
+        (&Method::POST, ["v2", "channels", name, "drains"]) => {
+            let name = name.to_string();
+            let body: NewDrain = read_json(req).await?;
+            let d = add_drain(shared, &name, &body.url).await?;
+            Ok(json(StatusCode::CREATED, &drain_json(&d)))
+        }
+        (&Method::DELETE, ["v2", "channels", name, "drains", which]) => {
+            remove_drain(shared, name, which).await?;
+            Ok(no_content())
+        }
         (_, ["v2", "alerts", ..]) | (_, ["v2", "channels", _, "alerts", ..]) => {
             alerts::route(shared, &method, &segs, req).await
         }
@@ -313,6 +336,59 @@ async fn create_channel(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResu
             other => other.into(),
         })?;
     Ok(json(StatusCode::CREATED, &channel_json(&rec)))
+}
+
+#[derive(Deserialize)]
+struct NewDrain {
+    url: String,
+}
+
+/// `{"id","token","url"}` of a drain.
+pub(crate) fn drain_json(d: &store::DrainRecord) -> serde_json::Value {
+    json!({"id": d.id, "token": d.token, "url": d.url})
+}
+
+/// Validates and adds a drain; it starts at once (the registry refreshes the drains).
+pub(crate) async fn add_drain(
+    shared: &Arc<Shared>,
+    channel: &str,
+    url: &str,
+) -> Result<store::DrainRecord, ApiError> {
+    crate::drain::DrainUrl::parse(url).map_err(ApiError::invalid)?;
+    let max = shared.config.drains.max_per_channel;
+    let (ch, u) = (channel.to_string(), url.to_string());
+    let r = shared
+        .registry
+        .change(move |c| Ok(store::create_drain(c, &ch, &u, max)))
+        .await?;
+    r.map_err(|e| match e {
+        store::AddDrain::Duplicate => ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("{url} is already a drain of {channel}."),
+        ),
+        store::AddDrain::Limit(n) => ApiError::invalid(format!(
+            "App {channel} already has {n} drains, the most allowed (drains.max_per_channel)."
+        )),
+        store::AddDrain::Store(e) => not_found_as(e, channel),
+    })
+}
+
+/// Removes a drain by id, token or URL; it stops at once.
+pub(crate) async fn remove_drain(
+    shared: &Arc<Shared>,
+    channel: &str,
+    which: &str,
+) -> Result<store::DrainRecord, ApiError> {
+    let (ch, w) = (channel.to_string(), which.to_string());
+    shared
+        .registry
+        .change(move |c| store::delete_drain(c, &ch, &w))
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found(format!("No drain {which} on {channel}.")),
+            other => other.into(),
+        })
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,177 @@
+//! A drain's bounded buffer. Full means drop-oldest: the lines that go are counted, and the
+//! drain's next delivery starts with the L10 frame saying how many and since when.
+
+use crate::line::{now_micros, Line};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+struct Inner {
+    q: VecDeque<Line>,
+    /// Dropped and not yet announced.
+    dropped: u64,
+    /// When the first of those was dropped.
+    since: i64,
+}
+
+/// Lines waiting for one drain.
+pub struct Buffer {
+    inner: Mutex<Inner>,
+    cap: usize,
+    pub notify: Notify,
+}
+
+/// Lines dropped and not yet announced: how many, since when (µs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub count: u64,
+    pub since: i64,
+}
+
+impl Buffer {
+    pub fn new(cap: usize) -> Buffer {
+        Buffer {
+            inner: Mutex::new(Inner {
+                q: VecDeque::with_capacity(cap.min(1024)),
+                dropped: 0,
+                since: 0,
+            }),
+            cap: cap.max(1),
+            notify: Notify::new(),
+        }
+    }
+
+    fn drop_oldest(inner: &mut Inner, cap: usize) -> u64 {
+        let mut n = 0;
+        while inner.q.len() > cap {
+            inner.q.pop_front();
+            n += 1;
+        }
+        if n > 0 {
+            if inner.dropped == 0 {
+                inner.since = now_micros();
+            }
+            inner.dropped += n;
+        }
+        n
+    }
+
+    /// Appends lines; returns how many old ones were dropped to make room.
+    pub fn push(&self, lines: &[Line]) -> u64 {
+        let n = {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            g.q.extend(lines.iter().cloned());
+            Self::drop_oldest(&mut g, self.cap)
+        };
+        self.notify.notify_one();
+        n
+    }
+
+    /// Takes up to `max` lines (at least one if any) whose frames total at most `max_bytes`,
+    /// and the drop count to announce first.
+    pub fn take(&self, max: usize, max_bytes: usize) -> (Vec<Line>, Option<Dropped>) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::with_capacity(max.min(g.q.len()));
+        let mut bytes = 0;
+        while out.len() < max {
+            let Some(front) = g.q.front() else { break };
+            bytes += front.frame.len() + 64;
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            if let Some(l) = g.q.pop_front() {
+                out.push(l);
+            }
+        }
+        let dropped = (g.dropped > 0).then(|| Dropped {
+            count: g.dropped,
+            since: g.since,
+        });
+        g.dropped = 0;
+        (out, dropped)
+    }
+
+    /// Puts a batch that could not be delivered back in front (dropping the oldest if the
+    /// buffer filled meanwhile); returns how many were dropped.
+    pub fn unshift(&self, lines: Vec<Line>, dropped: Option<Dropped>) -> u64 {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for l in lines.into_iter().rev() {
+            g.q.push_front(l);
+        }
+        if let Some(d) = dropped {
+            g.since = if g.dropped == 0 {
+                d.since
+            } else {
+                g.since.min(d.since)
+            };
+            g.dropped += d.count;
+        }
+        Self::drop_oldest(&mut g, self.cap)
+    }
+
+    /// Counts lines that were taken and then lost (a rejected HTTP batch), to announce.
+    pub fn lost(&self, n: u64) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if n > 0 {
+            if g.dropped == 0 {
+                g.since = now_micros();
+            }
+            g.dropped += n;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).q.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Has something to deliver (lines or a drop to announce)?
+    pub fn pending(&self) -> bool {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        !g.q.is_empty() || g.dropped > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn line(i: usize) -> Line {
+        Line::parse(
+            Bytes::from(format!("<190>1 2016-03-08T02:43:26Z h t.x web.1 - - {i}")),
+            Bytes::from_static(b"app"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn full_drops_oldest_and_counts() {
+        let b = Buffer::new(3);
+        let lines: Vec<Line> = (0..5).map(line).collect();
+        assert_eq!(b.push(&lines), 2);
+        let (got, d) = b.take(10, 1 << 20);
+        assert_eq!(
+            got.iter().map(|l| l.msg().to_vec()).collect::<Vec<_>>(),
+            [b"2".to_vec(), b"3".to_vec(), b"4".to_vec()]
+        );
+        assert_eq!(d.map(|d| d.count), Some(2));
+        assert_eq!(b.take(10, 1 << 20).1, None, "announced once");
+    }
+
+    #[test]
+    fn unshift_keeps_order_and_the_drop_count() {
+        let b = Buffer::new(4);
+        b.push(&(0..6).map(line).collect::<Vec<_>>());
+        let (got, d) = b.take(2, 1 << 20);
+        b.push(&[line(6)]);
+        assert_eq!(b.unshift(got, d), 1);
+        let (got, d) = b.take(10, 1 << 20);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].msg(), b"3");
+        assert_eq!(d.unwrap().count, 3);
+    }
+}

@@ -1,0 +1,240 @@
+//! Drains: every line of a channel goes to each of its drains (CONTRACT §6). One task per
+//! drain with its own bounded buffer (drop-oldest, announced with L10); a slow or dead drain
+//! never slows ingestion, tails or other drains. Drains are added and removed at run time:
+//! the registry refreshes this provider after every store change.
+
+pub mod backoff;
+pub mod buffer;
+pub mod http;
+pub mod syslog;
+pub mod tls;
+pub mod url;
+
+use crate::channel::{Channel, Tap};
+use crate::line::Line;
+use crate::metrics::{DrainCounters, Metrics};
+use crate::registry::TapProvider;
+use crate::store::{self, ChannelRecord, StoreError};
+use buffer::Buffer;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+pub use url::{DrainUrl, Kind};
+
+/// How long a drain may take to flush its buffer at shutdown.
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// One running drain.
+pub struct Drain {
+    pub id: String,
+    /// `d.` + UUID: the HOSTNAME of syslog frames, `Logplex-Drain-Token` of HTTP batches.
+    pub token: Bytes,
+    pub url: DrainUrl,
+    pub buffer: Buffer,
+    pub counters: DrainCounters,
+    /// Cancelled when the drain is removed (no flush).
+    pub removed: CancellationToken,
+    /// The channel, for in-band lines (L14).
+    channel: Mutex<Weak<Channel>>,
+}
+
+impl Drain {
+    /// Puts a line of logplex's own into the drain's channel (history, tails, drains).
+    pub fn announce(&self, msg: &str) {
+        let ch = self
+            .channel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upgrade();
+        if let Some(ch) = ch {
+            ch.push([Line::internal("heroku", "logplex", msg)]);
+        }
+    }
+}
+
+impl Tap for Drain {
+    fn lines(&self, _channel: &Channel, lines: &[Line]) {
+        let dropped = self.buffer.push(lines);
+        if dropped > 0 {
+            self.counters.dropped.inc_by(dropped);
+        }
+        self.counters
+            .buffered
+            .add(lines.len() as i64 - dropped as i64);
+    }
+}
+
+/// What drain tasks share.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub tls: tls::Tls,
+    /// Cancelled once intake has stopped: drains then flush under [`FLUSH_DEADLINE`].
+    pub flush: CancellationToken,
+    pub buffer_lines: usize,
+}
+
+/// The drains of every channel; a [`TapProvider`] for the registry.
+pub struct Drains {
+    shared: Arc<Shared>,
+    running: Mutex<HashMap<String, Arc<Drain>>>,
+    tasks: TaskTracker,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Drains {
+    pub fn new(ctx: &crate::Context<'_>) -> anyhow::Result<Drains> {
+        let tls = tls::Tls::new(ctx.config.drains.tls_ca_file.as_deref())?;
+        Ok(Drains {
+            shared: Arc::new(Shared {
+                metrics: ctx.metrics.clone(),
+                tls,
+                flush: ctx.after_intake.clone(),
+                buffer_lines: ctx.config.drains.buffer_lines,
+            }),
+            running: Mutex::new(HashMap::new()),
+            tasks: ctx.tasks.clone(),
+            runtime: ctx.runtime.clone(),
+        })
+    }
+
+    fn start(&self, rec: &store::DrainRecord) -> Option<Arc<Drain>> {
+        let url = match DrainUrl::parse(&rec.url) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(drain = %rec.token, "drain not started: {e}");
+                return None;
+            }
+        };
+        let counters = self.shared.metrics.drain(url.kind.label());
+        counters.drains.inc();
+        let d = Arc::new(Drain {
+            id: rec.id.clone(),
+            token: Bytes::from(rec.token.clone()),
+            url,
+            buffer: Buffer::new(self.shared.buffer_lines),
+            counters,
+            removed: CancellationToken::new(),
+            channel: Mutex::new(Weak::new()),
+        });
+        tracing::info!(drain = %rec.token, url = %d.url.redacted, channel = %rec.channel, "drain started");
+        let shared = self.shared.clone();
+        let task = d.clone();
+        self.tasks.spawn_on(
+            async move {
+                match task.url.kind {
+                    Kind::Syslog | Kind::SyslogTls => syslog::run_stream(&task, &shared).await,
+                    Kind::SyslogUdp => syslog::run_udp(&task, &shared).await,
+                    Kind::Http | Kind::Https => http::run(&task, &shared).await,
+                }
+                task.counters.drains.dec();
+                task.counters.buffered.sub(task.buffer.len() as i64);
+            },
+            &self.runtime,
+        );
+        Some(d)
+    }
+}
+
+impl TapProvider for Drains {
+    fn refresh(
+        &self,
+        conn: &mut rusqlite::Connection,
+        _channels: &[ChannelRecord],
+    ) -> Result<(), StoreError> {
+        let records = store::list_drains(conn)?;
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.retain(|id, d| {
+            let keep = records.iter().any(|r| &r.id == id);
+            if !keep {
+                tracing::info!(drain = ?d.token, "drain removed");
+                d.removed.cancel();
+            }
+            keep
+        });
+        for rec in &records {
+            if !running.contains_key(&rec.id) {
+                if let Some(d) = self.start(rec) {
+                    running.insert(rec.id.clone(), d);
+                }
+            }
+        }
+        // Remember which channel each drain belongs to, for `taps`.
+        CHANNEL_OF.with(|m| {
+            let mut m = m.borrow_mut();
+            m.clear();
+            for r in &records {
+                m.insert(r.id.clone(), r.channel.clone());
+            }
+        });
+        Ok(())
+    }
+
+    fn taps(&self, channel: &Arc<Channel>) -> Vec<Arc<dyn Tap>> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        CHANNEL_OF.with(|m| {
+            let m = m.borrow();
+            running
+                .values()
+                .filter(|d| m.get(&d.id).is_some_and(|c| **c == *channel.name))
+                .map(|d| {
+                    *d.channel.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(channel);
+                    d.clone() as Arc<dyn Tap>
+                })
+                .collect()
+        })
+    }
+}
+
+thread_local! {
+    /// drain id → channel, from the last `refresh` on this thread (the registry calls
+    /// `refresh` then `taps` on the same thread, under the store lock).
+    static CHANNEL_OF: std::cell::RefCell<HashMap<String, String>> = std::cell::RefCell::new(HashMap::new());
+}
+
+/// Waits until the drain has something to send. Returns false when the drain should stop:
+/// removed, or flushing and nothing left.
+pub async fn wait_for_work(d: &Drain, shared: &Shared, idle: Option<Duration>) -> Wait {
+    loop {
+        if d.removed.is_cancelled() {
+            return Wait::Stop;
+        }
+        if d.buffer.pending() {
+            return Wait::Work;
+        }
+        if shared.flush.is_cancelled() {
+            return Wait::Stop;
+        }
+        let idle_sleep = async {
+            match idle {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = d.buffer.notify.notified() => {}
+            _ = d.removed.cancelled() => return Wait::Stop,
+            _ = shared.flush.cancelled() => {}
+            _ = idle_sleep => return Wait::Idle,
+        }
+    }
+}
+
+/// What [`wait_for_work`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wait {
+    Work,
+    Idle,
+    Stop,
+}
+
+/// Sleeps `d` unless the drain is removed (false) or flushing (returns at once, true).
+pub async fn pause(drain: &Drain, shared: &Shared, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = drain.removed.cancelled() => false,
+        _ = shared.flush.cancelled() => true,
+    }
+}
