@@ -91,7 +91,9 @@ pub enum Command {
     /// Forward every line of an app to a syslog or HTTP(S) URL.
     #[command(name = "drains:add")]
     DrainsAdd {
-        url: String,
+        /// `syslog://`, `syslog+tls://`, `syslog+udp://`, `http://` or `https://`.
+        #[arg(value_name = "URL")]
+        drain_url: String,
         #[command(flatten)]
         app: AppArg,
         #[command(flatten)]
@@ -219,9 +221,11 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             logs::run(&client, &args).await
         }
         Command::Drains { app, server } => ok(commands::drains(&connect(&server)?, &app.app).await),
-        Command::DrainsAdd { url, app, server } => {
-            ok(commands::drains_add(&connect(&server)?, &app.app, &url).await)
-        }
+        Command::DrainsAdd {
+            drain_url,
+            app,
+            server,
+        } => ok(commands::drains_add(&connect(&server)?, &app.app, &drain_url).await),
         Command::DrainsRemove { drain, app, server } => {
             ok(commands::drains_remove(&connect(&server)?, &app.app, &drain).await)
         }
@@ -279,4 +283,59 @@ pub(crate) fn default_config() -> crate::config::Config {
             Config::from_toml(&text).ok()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    /// The binary's shape: these commands flattened into the top level.
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn colon_names_and_trailing_command_parse() {
+        let cli =
+            Cli::try_parse_from(["logplex", "drains:add", "syslog://h:1", "-a", "demo"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::DrainsAdd { ref drain_url, .. } if drain_url == "syslog://h:1")
+        );
+        let cli = Cli::try_parse_from([
+            "logplex",
+            "shuttle",
+            "-a",
+            "demo",
+            "--no-drop",
+            "--",
+            "ls",
+            "-l",
+        ])
+        .unwrap();
+        let Command::Shuttle(s) = cli.command else {
+            panic!("shuttle")
+        };
+        assert_eq!(s.command, ["ls", "-l"]);
+        assert!(s.no_drop);
+        let e = Cli::try_parse_from([
+            "logplex",
+            "alerts:add",
+            "x",
+            "-a",
+            "demo",
+            "--where",
+            "a=1",
+            "--regex",
+            "b",
+        ]);
+        assert!(e.is_err());
+    }
 }

@@ -613,12 +613,13 @@ impl Sink {
             match self.post(body.clone(), count).await {
                 Outcome::Delivered => return,
                 Outcome::Refused(why) => {
-                    eprintln!("logplex: {why}; {count} lines lost.");
+                    eprintln!("logplex: {why}; {} lost.", lines(count));
                     return;
                 }
                 Outcome::Retry(why) if attempt == ATTEMPTS => {
                     eprintln!(
-                        "logplex: {why}; gave up after {ATTEMPTS} tries, {count} lines lost."
+                        "logplex: {why}; gave up after {ATTEMPTS} tries, {} lost.",
+                        lines(count)
                     );
                 }
                 Outcome::Retry(why) => {
@@ -673,6 +674,14 @@ impl Sink {
             Err(_) => String::new(),
         };
         input_refusal(url, status, &reason)
+    }
+}
+
+fn lines(n: usize) -> String {
+    if n == 1 {
+        "1 line".into()
+    } else {
+        format!("{n} lines")
     }
 }
 
