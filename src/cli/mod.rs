@@ -38,6 +38,8 @@ pub struct AppArg {
     pub app: String,
 }
 
+/// The client commands. The variants with many options hold them boxed so that the binary's
+/// own command enum, which embeds this one next to `serve`, stays small.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// List apps (channels).

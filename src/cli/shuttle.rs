@@ -882,6 +882,70 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn batches_are_posted_as_logplex_1() {
+        use hyper::server::conn::http1;
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let tx = tx.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body.collect().await?.to_bytes();
+                    let _ = tx.send((parts.headers, body));
+                    Ok::<_, hyper::Error>(
+                        hyper::Response::builder()
+                            .status(204)
+                            .body(Full::new(Bytes::new()))
+                            .unwrap(),
+                    )
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+
+        let token = framer().token;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("token:{token}"));
+        let sink = Rc::new(Sink {
+            http: http_client(),
+            url: format!("http://{addr}/logs").parse().unwrap(),
+            auth: HeaderValue::from_str(&format!("Basic {auth}")).unwrap(),
+        });
+        let input: LineStream = Box::pin(stream::iter([Ok(b"one".to_vec()), Ok(b"two".to_vec())]));
+        let settings = Settings {
+            batch_size: 500,
+            wait: Duration::from_millis(250),
+            max_line_length: 10_000,
+            back_buff: 50,
+            policy: FullPolicy::DropOldest,
+        };
+        assert!(pump(input, true, settings, framer(), sink).await);
+
+        let (headers, body) = rx.recv().await.unwrap();
+        assert_eq!(headers["content-type"], "application/logplex-1");
+        assert_eq!(headers["logplex-msg-count"], "2");
+        assert_eq!(headers["user-agent"], SHUTTLE_USER_AGENT);
+        assert_eq!(
+            headers["authorization"].to_str().unwrap(),
+            format!("Basic {auth}")
+        );
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        let frames: Vec<&str> = body.split(" <190>1 ").collect();
+        assert_eq!(frames.len(), 3, "{body}");
+        assert!(
+            body.ends_with(&format!("host {token} web.1 - - two")),
+            "{body}"
+        );
+    }
+
     #[test]
     fn ingest_urls() {
         assert_eq!(
