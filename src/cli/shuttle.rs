@@ -319,12 +319,17 @@ async fn pump(
                 Some(Ok(line)) => {
                     let now = OffsetDateTime::now_utc();
                     let ts = timestamp(now);
+                    let mut closed = false;
                     for piece in split_line(&line, s.max_line_length) {
-                        batcher.add(&ts, piece, |b| outbox.push(b, now));
+                        batcher.add(&ts, piece, |b| {
+                            outbox.push(b, now);
+                            closed = true;
+                        });
                     }
+                    // The wait counts from the first line of the batch being filled.
                     if batcher.is_empty() {
                         deadline = None;
-                    } else if deadline.is_none() {
+                    } else if deadline.is_none() || closed {
                         deadline = Some(Instant::now() + s.wait);
                     }
                 }
