@@ -1,0 +1,308 @@
+//! The request-and-print commands: `apps`, `tokens`, `drains` and `alerts` with their
+//! `:create`/`:add`/`:remove` forms. Each is one or two API calls; listings print one
+//! item per line so they can be piped, notes about empty listings go to stderr.
+
+use super::client::{segment, CliError, Client};
+use super::AlertAddArgs;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+
+/// A channel as the API returns it.
+#[derive(Deserialize)]
+pub(crate) struct Channel {
+    pub name: String,
+    /// Token name → token.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, String>,
+}
+
+/// A drain as the API returns it. The id is kept as raw JSON: it is only echoed back in
+/// the DELETE path, whatever its type.
+#[derive(Deserialize)]
+struct Drain {
+    id: Value,
+    #[serde(default)]
+    token: String,
+    url: String,
+}
+
+/// The path of an app.
+pub(crate) fn app_path(app: &str) -> String {
+    format!("/v2/channels/{}", segment(app))
+}
+
+/// Writes `text` to stdout. A reader that went away (`| head`) is not an error.
+pub(crate) fn emit(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::Io(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn token_lines(tokens: &BTreeMap<String, String>) -> String {
+    tokens
+        .iter()
+        .map(|(name, token)| format!("{name} {token}\n"))
+        .collect()
+}
+
+pub async fn apps(c: &Client) -> Result<(), CliError> {
+    let channels: Vec<Channel> = c.get("/v2/channels").await?;
+    if channels.is_empty() {
+        eprintln!("No apps yet; create one with `logplex apps:create APP`.");
+    }
+    emit(
+        &channels
+            .iter()
+            .map(|ch| format!("{}\n", ch.name))
+            .collect::<String>(),
+    )
+}
+
+pub async fn apps_create(c: &Client, app: &str) -> Result<(), CliError> {
+    #[derive(Serialize)]
+    struct Create<'a> {
+        name: &'a str,
+        tokens: [&'a str; 2],
+    }
+    let ch: Channel = c
+        .post(
+            "/v2/channels",
+            &Create {
+                name: app,
+                tokens: ["app", "heroku"],
+            },
+        )
+        .await?;
+    emit(&format!("Created {}\n{}", ch.name, token_lines(&ch.tokens)))
+}
+
+pub async fn apps_destroy(c: &Client, app: &str) -> Result<(), CliError> {
+    c.delete(&app_path(app)).await.map_err(|e| e.in_app(app))?;
+    emit(&format!("Destroyed {app}\n"))
+}
+
+pub async fn tokens(c: &Client, app: &str) -> Result<(), CliError> {
+    let ch: Channel = c.get(&app_path(app)).await.map_err(|e| e.in_app(app))?;
+    emit(&token_lines(&ch.tokens))
+}
+
+/// Creates the token `name` on `app` and returns it.
+pub(crate) async fn create_token(c: &Client, app: &str, name: &str) -> Result<String, CliError> {
+    #[derive(Deserialize)]
+    struct Created {
+        token: String,
+    }
+    let path = format!("{}/tokens", app_path(app));
+    let created: Created = c
+        .post(&path, &serde_json::json!({ "name": name }))
+        .await
+        .map_err(|e| e.in_app(app))?;
+    Ok(created.token)
+}
+
+pub async fn tokens_create(c: &Client, app: &str, name: &str) -> Result<(), CliError> {
+    let token = create_token(c, app, name).await?;
+    emit(&format!("{name} {token}\n"))
+}
+
+async fn list_drains(c: &Client, app: &str) -> Result<Vec<Drain>, CliError> {
+    c.get(&format!("{}/drains", app_path(app)))
+        .await
+        .map_err(|e| e.in_app(app))
+}
+
+pub async fn drains(c: &Client, app: &str) -> Result<(), CliError> {
+    let drains = list_drains(c, app).await?;
+    if drains.is_empty() {
+        eprintln!("{app} has no drains.");
+    }
+    emit(
+        &drains
+            .iter()
+            .map(|d| format!("{} ({})\n", d.url, d.token))
+            .collect::<String>(),
+    )
+}
+
+pub async fn drains_add(c: &Client, app: &str, url: &str) -> Result<(), CliError> {
+    let d: Drain = c
+        .post(
+            &format!("{}/drains", app_path(app)),
+            &serde_json::json!({ "url": url }),
+        )
+        .await
+        .map_err(|e| e.in_app(app))?;
+    emit(&format!(
+        "Successfully added drain {} ({})\n",
+        d.url, d.token
+    ))
+}
+
+pub async fn drains_remove(c: &Client, app: &str, which: &str) -> Result<(), CliError> {
+    let drains = list_drains(c, app).await?;
+    let Some(d) = drains.iter().find(|d| d.url == which || d.token == which) else {
+        return Err(CliError::NotFound(format!("no drain {which} on {app}")));
+    };
+    let id = match &d.id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    c.delete(&format!("{}/drains/{}", app_path(app), segment(&id)))
+        .await?;
+    emit(&format!("Successfully removed drain {}\n", d.url))
+}
+
+/// Renders one rule as `NAME key=value ...`: the rule's known fields in the order of
+/// CONTRACT §8, then any other field the server adds, `null`s left out.
+fn rule_line(rule: &Value) -> String {
+    const ORDER: [&str; 10] = [
+        "app",
+        "source",
+        "dyno",
+        "where",
+        "regex",
+        "threshold",
+        "window",
+        "cooldown",
+        "webhook",
+        "state",
+    ];
+    let Some(obj) = rule.as_object() else {
+        return format!("{rule}");
+    };
+    let mut line = match obj.get("name") {
+        Some(Value::String(n)) => n.clone(),
+        _ => "(unnamed)".to_string(),
+    };
+    let known = ORDER.iter().filter_map(|k| obj.get_key_value(*k));
+    let rest = obj
+        .iter()
+        .filter(|(k, _)| k.as_str() != "name" && !ORDER.contains(&k.as_str()));
+    for (k, v) in known.chain(rest) {
+        let v = match v {
+            Value::Null => continue,
+            Value::String(s) if s.is_empty() || s.contains([' ', '"', '=', '\\']) => {
+                format!("{s:?}")
+            }
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        line.push_str(&format!(" {k}={v}"));
+    }
+    line
+}
+
+async fn list_alerts(c: &Client, app: &str) -> Result<Vec<Value>, CliError> {
+    c.get(&format!("{}/alerts", app_path(app)))
+        .await
+        .map_err(|e| e.in_app(app))
+}
+
+pub async fn alerts(c: &Client, app: Option<&str>) -> Result<(), CliError> {
+    let rules: Vec<Value> = match app {
+        Some(app) => list_alerts(c, app).await?,
+        None => c.get("/v2/alerts").await?,
+    };
+    if rules.is_empty() {
+        eprintln!(
+            "No alert rules{}.",
+            app.map(|a| format!(" on {a}")).unwrap_or_default()
+        );
+    }
+    emit(
+        &rules
+            .iter()
+            .map(|r| rule_line(r) + "\n")
+            .collect::<String>(),
+    )
+}
+
+/// Checks what the server would only reject as 422, so that bad usage exits 2.
+pub fn check_alert_args(a: &AlertAddArgs) -> Result<(), CliError> {
+    for (flag, d) in [("--window", &a.window), ("--cooldown", &a.cooldown)] {
+        if !matches!(crate::config::parse_duration(d), Some(d) if !d.is_zero()) {
+            return Err(CliError::Usage(format!(
+                "{flag}: {d:?} is not a duration like 30s, 1m or 1h"
+            )));
+        }
+    }
+    if a.threshold == 0 {
+        return Err(CliError::Usage("--threshold: must be at least 1".into()));
+    }
+    Ok(())
+}
+
+pub async fn alerts_add(c: &Client, a: &AlertAddArgs) -> Result<(), CliError> {
+    #[derive(Serialize)]
+    struct Rule<'a> {
+        name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dyno: Option<&'a str>,
+        #[serde(rename = "where", skip_serializing_if = "Option::is_none")]
+        where_: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        regex: Option<&'a str>,
+        threshold: u64,
+        window: &'a str,
+        cooldown: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        webhook: Option<&'a str>,
+    }
+    let rule = Rule {
+        name: &a.name,
+        source: a.source.as_deref(),
+        dyno: a.dyno.as_deref(),
+        where_: a.where_.as_deref(),
+        regex: a.regex.as_deref(),
+        threshold: a.threshold,
+        window: &a.window,
+        cooldown: &a.cooldown,
+        webhook: a.webhook.as_deref(),
+    };
+    let app = &a.app.app;
+    let created: Value = c
+        .post(&format!("{}/alerts", app_path(app)), &rule)
+        .await
+        .map_err(|e| e.in_app(app))?;
+    emit(&format!("Added alert {}\n", rule_line(&created)))
+}
+
+pub async fn alerts_remove(c: &Client, app: &str, name: &str) -> Result<(), CliError> {
+    let rules = list_alerts(c, app).await?;
+    if !rules
+        .iter()
+        .any(|r| r.get("name").and_then(Value::as_str) == Some(name))
+    {
+        return Err(CliError::NotFound(format!("no alert {name:?} on {app}")));
+    }
+    c.delete(&format!("{}/alerts/{}", app_path(app), segment(name)))
+        .await?;
+    emit(&format!("Removed alert {name} from {app}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_print_on_one_line() {
+        let rule = serde_json::json!({
+            "name": "http-5xx", "app": "demo", "where": "status>=500", "regex": null,
+            "threshold": 5, "window": "1m", "cooldown": "5m", "source": "heroku", "origin": "api"
+        });
+        assert_eq!(
+            rule_line(&rule),
+            r#"http-5xx app=demo source=heroku where="status>=500" threshold=5 window=1m cooldown=5m origin=api"#
+        );
+        let rule = serde_json::json!({"name": "slow", "regex": "took \\d+ms"});
+        assert_eq!(rule_line(&rule), r#"slow regex="took \\d+ms""#);
+    }
+}
