@@ -149,7 +149,7 @@ impl TapProvider for Drains {
         running.retain(|id, d| {
             let keep = records.iter().any(|r| &r.id == id);
             if !keep {
-                tracing::info!(drain = ?d.token, "drain removed");
+                tracing::info!(drain = %String::from_utf8_lossy(&d.token), "drain removed");
                 d.removed.cancel();
             }
             keep

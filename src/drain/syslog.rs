@@ -166,7 +166,7 @@ pub async fn run_stream(d: &Drain, shared: &Shared) {
                 Err(e) => {
                     match e {
                         ConnectError::Certificate(why) => {
-                            tracing::warn!(drain = ?d.token, url = %d.url.redacted, "TLS certificate refused: {why}");
+                            tracing::warn!(drain = %String::from_utf8_lossy(&d.token), url = %d.url.redacted, "TLS certificate refused: {why}");
                             if !cert_announced {
                                 d.announce(&format!(
                                     "Error L14 (certificate validation): drain {} ({}:{}): {why}",
@@ -178,7 +178,7 @@ pub async fn run_stream(d: &Drain, shared: &Shared) {
                             }
                         }
                         ConnectError::Io(e) => {
-                            tracing::debug!(drain = ?d.token, url = %d.url.redacted, "connect: {e}");
+                            tracing::debug!(drain = %String::from_utf8_lossy(&d.token), url = %d.url.redacted, "connect: {e}");
                         }
                     }
                     d.counters.retried.inc();
@@ -236,7 +236,7 @@ pub async fn run_udp(d: &Drain, shared: &Shared) {
         match r {
             Ok(s) => break s,
             Err(e) => {
-                tracing::debug!(drain = ?d.token, "udp: {e}");
+                tracing::debug!(drain = %String::from_utf8_lossy(&d.token), "udp: {e}");
                 if !pause(d, shared, backoff.next_delay()).await || shared.flush.is_cancelled() {
                     return;
                 }
