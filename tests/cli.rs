@@ -1,0 +1,271 @@
+//! The real binary: `logplex serve` in a temporary directory, driven by the project's own
+//! client commands (`apps:create`, `tokens`, `logs`, `shuttle`, `drains`) and by `logger`;
+//! SIGTERM then `serve` again keeps the history.
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_logplex");
+
+/// A free port on 127.0.0.1 for both TCP and UDP.
+fn free_port() -> u16 {
+    for _ in 0..50 {
+        let t = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = t.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+struct Ports {
+    api: u16,
+    http: u16,
+    syslog: u16,
+}
+
+fn write_config(dir: &Path) -> Ports {
+    let p = Ports {
+        api: free_port(),
+        http: free_port(),
+        syslog: free_port(),
+    };
+    let text = format!(
+        "[api]\nlisten = \"127.0.0.1:{}\"\n[ingest.http]\nlisten = \"127.0.0.1:{}\"\n\
+         [ingest.tcp]\nlisten = \"127.0.0.1:{}\"\n[ingest.udp]\nlisten = \"127.0.0.1:{}\"\n\
+         [store]\npath = \"{}\"\n",
+        p.api,
+        p.http,
+        p.syslog,
+        p.syslog,
+        dir.join("data/logplex.db").display()
+    );
+    std::fs::write(dir.join("config.toml"), text).unwrap();
+    p
+}
+
+fn serve(dir: &Path, p: &Ports) -> Child {
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.join("config.toml"))
+        .env_remove("LOGPLEX_AUTH_KEY")
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", p.api)).is_err() {
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn stop(mut child: Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "serve exited with {st}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a client command in `dir` (where `./config.toml` tells it the data directory).
+fn client(dir: &Path, p: &Ports, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut c = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("LOGPLEX_URL", format!("http://127.0.0.1:{}", p.api))
+        .env("LOGPLEX_INGEST_URL", format!("http://127.0.0.1:{}", p.http))
+        .env_remove("LOGPLEX_AUTH_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = c.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    c.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn wait_logs(dir: &Path, p: &Ports, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let o = client(dir, p, &["logs", "-a", "demo", "-n", "100"], None);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let lines: Vec<String> = text(&o).lines().map(str::to_string).collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_logger_logs_shuttle_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = write_config(d);
+    let server = serve(d, &p);
+
+    // The admin key was made on first start, readable by the owner only.
+    let key = d.join("data/admin.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let o = client(d, &p, &["apps:create", "demo"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = client(d, &p, &["apps"], None);
+    assert_eq!(text(&o).trim(), "demo");
+    let o = client(d, &p, &["tokens", "-a", "demo"], None);
+    let token = text(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("app "))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(token.starts_with("t."), "{token}");
+
+    let st = Command::new("logger")
+        .args([
+            "--rfc5424",
+            "--octet-count",
+            "-T",
+            "-n",
+            "127.0.0.1",
+            "-P",
+            &p.syslog.to_string(),
+            "-t",
+            &token,
+        ])
+        .arg("from logger")
+        .status()
+        .expect("logger (bsdutils) is needed");
+    assert!(st.success());
+    let o = client(
+        d,
+        &p,
+        &["shuttle", "-a", "demo", "-d", "worker.1"],
+        Some("from shuttle 1\nfrom shuttle 2\n"),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let lines = wait_logs(d, &p, 3);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.ends_with(" app: from logger")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with(" app[worker.1]: from shuttle 2")),
+        "{lines:?}"
+    );
+    let o = client(
+        d,
+        &p,
+        &["logs", "-a", "demo", "-d", "worker", "-n", "1"],
+        None,
+    );
+    assert_eq!(text(&o).lines().count(), 1);
+    assert!(
+        text(&o).ends_with("app[worker.1]: from shuttle 2\n"),
+        "{}",
+        text(&o)
+    );
+    let o = client(
+        d,
+        &p,
+        &["logs", "-a", "demo", "--grep", "logger", "--json"],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(text(&o).trim()).unwrap();
+    assert_eq!(v["message"], "from logger");
+
+    stop(server);
+    let server = serve(d, &p);
+    let after = wait_logs(d, &p, 3);
+    assert_eq!(after, lines, "history survives SIGTERM and a new serve");
+    stop(server);
+}
+
+#[test]
+fn client_errors_are_one_sentence_with_the_right_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = write_config(d);
+    // Server down.
+    let o = Command::new(BIN)
+        .args(["apps"])
+        .env("LOGPLEX_URL", format!("http://127.0.0.1:{}", p.api))
+        .env("LOGPLEX_AUTH_KEY", "k")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot reach the server"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Bad usage.
+    let o = Command::new(BIN).args(["logs"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    // Unknown app and wrong key against a running server.
+    let server = serve(d, &p);
+    let o = client(d, &p, &["logs", "-a", "nope"], None);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown app \"nope\""));
+    let o = Command::new(BIN)
+        .args(["apps"])
+        .env("LOGPLEX_URL", format!("http://127.0.0.1:{}", p.api))
+        .env("LOGPLEX_AUTH_KEY", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refused the admin key"));
+    stop(server);
+}
+
+#[test]
+fn a_bad_config_is_reported_whole_before_anything_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[buffers]\nhistory_lines = 0\n[ingest.tcp]\nlisten = \"nowhere\"\n",
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("history_lines") && err.contains("ingest.tcp.listen"),
+        "{err}"
+    );
+}
