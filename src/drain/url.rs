@@ -95,7 +95,7 @@ impl DrainUrl {
                 ))
             }
         };
-        if !http && !(u.path().is_empty() || u.path() == "/") {
+        if !(http || u.path().is_empty() || u.path() == "/") {
             return Err("A syslog drain URL has no path.".into());
         }
         let decode = |s: &str| {

@@ -1,0 +1,618 @@
+//! Drains against real receivers: rsyslog (TCP and TLS, started privately on 127.0.0.1 with
+//! its own config), a real HTTP server, a UDP socket; and the faults of the drains issue,
+//! each with exact accounting: delivered + dropped (as reported by L10) == sent.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+/// A child process killed (by its own PID) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Our Python receiver (tests/support/receiver.py); returns it and its port.
+fn receiver(dir: &Path, name: &str, args: &[&str]) -> (Proc, u16, PathBuf) {
+    let port_file = dir.join(format!("{name}.port"));
+    let out = dir.join(format!("{name}.out"));
+    let _ = std::fs::remove_file(&port_file);
+    let child = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/receiver.py"
+        ))
+        .args(args)
+        .arg("--port-file")
+        .arg(&port_file)
+        .arg("--out")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("python3 is needed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            break p.trim().parse::<u16>().unwrap();
+        }
+        assert!(Instant::now() < deadline, "receiver did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (Proc(child), port, out)
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Polls a file until it has `n` lines (bounded).
+async fn wait_lines(path: &Path, n: usize, secs: u64) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let l = read_lines(path);
+        if l.len() >= n || Instant::now() > deadline {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A private rsyslogd listening on `port` (TLS when `tls` = (ca, cert, key)), writing
+/// `HOSTNAME APP-NAME PROCID MSG` per message to the returned file.
+fn rsyslog(dir: &Path, port: u16, tls: Option<(&Path, &Path, &Path)>) -> (Proc, PathBuf) {
+    let work = dir.join(format!("rsyslog-{port}"));
+    std::fs::create_dir_all(&work).unwrap();
+    let out = work.join("out.log");
+    let (global, module) = match tls {
+        None => (format!("global(workDirectory=\"{}\")", work.display()), "module(load=\"imtcp\")".to_string()),
+        Some((ca, cert, key)) => (
+            format!(
+                "global(workDirectory=\"{}\" DefaultNetstreamDriverCAFile=\"{}\" \
+                 DefaultNetstreamDriverCertFile=\"{}\" DefaultNetstreamDriverKeyFile=\"{}\")",
+                work.display(),
+                ca.display(),
+                cert.display(),
+                key.display()
+            ),
+            "module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")"
+                .to_string(),
+        ),
+    };
+    let conf = format!(
+        "{global}\n{module}\ninput(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
+         template(name=\"t\" type=\"string\" string=\"%hostname% %app-name% %procid% %msg%\\n\")\n\
+         *.* action(type=\"omfile\" file=\"{}\" template=\"t\")\n",
+        out.display()
+    );
+    let conf_path = work.join("rsyslog.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new("rsyslogd")
+        .args(["-n", "-f"])
+        .arg(&conf_path)
+        .arg("-i")
+        .arg(work.join("rsyslogd.pid"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("rsyslogd is needed; .ci/run installs rsyslog and rsyslog-gnutls");
+    wait_for_port(port);
+    (Proc(child), out)
+}
+
+async fn send_lines(s: &TestServer, token: &str, prefix: &str, n: usize) {
+    let mut c = connect(s.addrs.tcp.unwrap()).await;
+    let mut buf = String::new();
+    for i in 0..n {
+        buf += &octet(&frame(token, "web.1", &format!("{prefix} {i}")));
+    }
+    c.write_all(buf.as_bytes()).await.unwrap();
+    c.shutdown().await.unwrap();
+}
+
+async fn add_drain(s: &TestServer, app: &str, url: &str) -> String {
+    let (st, body) = request(
+        &s.api(),
+        "POST",
+        &format!("/v2/channels/{app}/drains"),
+        Some(&format!(r#"{{"url":"{url}"}}"#)),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// (delivered lines matching `prefix`, dropped as announced by L10 frames).
+fn account(lines: &[String], prefix: &str) -> (usize, u64) {
+    let delivered = lines.iter().filter(|l| l.contains(prefix)).count();
+    let dropped = lines
+        .iter()
+        .filter_map(|l| l.split("Error L10 (output buffer overflow): ").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    (delivered, dropped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsyslog_receives_a_syslog_drain() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    let port = free_port();
+    let (_rs, out) = rsyslog(s.dir.path(), port, None);
+    let drain = add_drain(&s, "demo", &format!("syslog://127.0.0.1:{port}")).await;
+    send_lines(&s, &token, "to rsyslog", 500).await;
+    let got = wait_lines(&out, 500, 10).await;
+    assert_eq!(got.len(), 500, "{:?}", got.last());
+    for (i, l) in got.iter().enumerate() {
+        assert_eq!(l, &format!("{drain} app web.1 to rsyslog {i}"));
+    }
+    s.stop().await;
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl.
+fn make_certs(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(&d)
+            .output()
+            .expect("openssl is needed");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=logplex test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (d.join("ca.pem"), d.join("server.pem"), d.join("server.key"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsyslog_receives_a_tls_drain_and_a_wrong_certificate_is_l14() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(dir.path(), "good");
+    let (_other_ca, bad_cert, bad_key) = make_certs(dir.path(), "other");
+    let mut c = test_config(dir.path());
+    c.drains.tls_ca_file = Some(ca.clone());
+    let s = TestServer::start_in(dir, c).await;
+    let token = s.create_app("demo").await;
+    let good_port = free_port();
+    let (_good, good_out) = rsyslog(s.dir.path(), good_port, Some((&ca, &cert, &key)));
+    let bad_port = free_port();
+    let (_bad, bad_out) = rsyslog(s.dir.path(), bad_port, Some((&ca, &bad_cert, &bad_key)));
+    let drain = add_drain(&s, "demo", &format!("syslog+tls://127.0.0.1:{good_port}")).await;
+    add_drain(&s, "demo", &format!("syslog+tls://127.0.0.1:{bad_port}")).await;
+    send_lines(&s, &token, "over tls", 200).await;
+    let got = wait_lines(&good_out, 200, 10).await;
+    let ours: Vec<&String> = got.iter().filter(|l| l.contains("over tls")).collect();
+    assert_eq!(ours.len(), 200);
+    assert_eq!(ours[199], &format!("{drain} app web.1 over tls 199"));
+    // The other receiver's certificate is not from our CA: L14 in the channel, nothing sent.
+    let h = s
+        .wait_history("demo", |h| h.iter().any(|l| l.contains("Error L14")))
+        .await;
+    let l14 = h
+        .iter()
+        .find(|l| l.contains("Error L14"))
+        .expect("an L14 line");
+    assert!(
+        l14.contains("heroku[logplex]: Error L14 (certificate validation): "),
+        "{l14}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        read_lines(&bad_out).is_empty(),
+        "nothing may reach a receiver we do not trust"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_drain_sends_one_datagram_per_message() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let drain = add_drain(&s, "demo", &format!("syslog+udp://127.0.0.1:{port}")).await;
+    send_lines(&s, &token, "udp", 3).await;
+    let mut buf = [0u8; 2048];
+    for i in 0..3 {
+        let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let got = String::from_utf8_lossy(&buf[..n]);
+        assert_eq!(
+            got,
+            format!("<190>1 2016-03-08T02:43:26.693600+00:00 {drain} app web.1 - - udp {i}")
+        );
+    }
+    s.stop().await;
+}
+
+fn http_requests(out: &Path) -> Vec<serde_json::Value> {
+    read_lines(out)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn wait_http(
+    out: &Path,
+    pred: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = http_requests(out);
+        if pred(&r) || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_drain_headers_framing_and_retry_on_429() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    let (_r, port, out) = receiver(s.dir.path(), "http", &["http", "--statuses", "429,200"]);
+    let drain = add_drain(
+        &s,
+        "demo",
+        &format!("http://user:secret@127.0.0.1:{port}/logs"),
+    )
+    .await;
+    send_lines(&s, &token, "over http", 20).await;
+    let reqs = wait_http(&out, |r| {
+        r.iter()
+            .filter(|q| q["status"] == 200)
+            .map(|q| q["frames"].as_array().unwrap().len())
+            .sum::<usize>()
+            >= 20
+    })
+    .await;
+    assert!(reqs.len() >= 2, "{reqs:?}");
+    assert_eq!(reqs[0]["status"], 429);
+    // The retry carries the same frame id and the same frames.
+    assert_eq!(
+        reqs[0]["headers"]["logplex-frame-id"],
+        reqs[1]["headers"]["logplex-frame-id"]
+    );
+    assert_eq!(reqs[0]["frames"], reqs[1]["frames"]);
+    let h = &reqs[1]["headers"];
+    assert_eq!(h["content-type"], "application/logplex-1");
+    assert_eq!(h["logplex-drain-token"], drain.as_str());
+    assert!(h["user-agent"].as_str().unwrap().starts_with("logplex/"));
+    assert_eq!(h["authorization"], "Basic dXNlcjpzZWNyZXQ=");
+    assert_eq!(reqs[1]["path"], "/logs");
+    let delivered: Vec<String> = reqs
+        .iter()
+        .filter(|q| q["status"] == 200)
+        .flat_map(|q| {
+            let frames = q["frames"].as_array().unwrap();
+            assert_eq!(
+                q["headers"]["logplex-msg-count"],
+                frames.len().to_string().as_str()
+            );
+            assert_eq!(q["trailing"], "");
+            frames
+                .iter()
+                .map(|f| f.as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(delivered.len(), 20);
+    assert_eq!(
+        delivered[0],
+        "<190>1 2016-03-08T02:43:26.693600+00:00 host app web.1 - over http 0"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_400_drops_the_batch_without_retry_and_l10_counts_it() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    let (_r, port, out) = receiver(s.dir.path(), "http", &["http", "--statuses", "400,200"]);
+    add_drain(&s, "demo", &format!("http://127.0.0.1:{port}/")).await;
+    send_lines(&s, &token, "first", 10).await;
+    let reqs = wait_http(&out, |r| !r.is_empty()).await;
+    let refused = reqs[0]["frames"].as_array().unwrap().len();
+    assert_eq!(reqs[0]["status"], 400);
+    send_lines(&s, &token, "second", 5).await;
+    let delivered = |r: &[serde_json::Value]| {
+        r.iter()
+            .filter(|q| q["status"] == 200)
+            .flat_map(|q| q["frames"].as_array().unwrap().clone())
+            .collect::<Vec<_>>()
+    };
+    let reqs = wait_http(&out, |r| {
+        delivered(r)
+            .iter()
+            .filter(|f| f.as_str().unwrap().contains(" second "))
+            .count()
+            == 5
+    })
+    .await;
+    // A 400 is not retried: every request carries its own frame id.
+    let mut ids: Vec<&str> = reqs
+        .iter()
+        .map(|q| q["headers"]["logplex-frame-id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), reqs.len(), "a refused batch was sent again");
+    let frames: Vec<String> = delivered(&reqs)
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    let l10 = frames
+        .iter()
+        .find(|f| f.contains("Error L10"))
+        .expect("an L10 frame after the refused batch");
+    assert!(
+        l10.starts_with("<172>1 ")
+            && l10.contains(" host heroku logplex - Error L10 (output buffer overflow): "),
+        "{l10}"
+    );
+    let (first_delivered, dropped) = account(&frames, " first ");
+    assert_eq!(dropped as usize, refused);
+    assert_eq!(
+        first_delivered + dropped as usize,
+        10,
+        "delivered + dropped == sent"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_down_from_the_start_then_up_exact_accounting() {
+    let s = TestServer::start_with(|c| c.drains.buffer_lines = 100).await;
+    let token = s.create_app("demo").await;
+    let port = free_port();
+    add_drain(&s, "demo", &format!("syslog://127.0.0.1:{port}")).await;
+    send_lines(&s, &token, "early", 1000).await;
+    s.wait_history("demo", |h| h.len() >= 1000).await;
+    let (_r, _, out) = receiver(s.dir.path(), "late", &["tcp", "--port", &port.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (delivered, dropped) = loop {
+        let (d, x) = account(&read_lines(&out), "early");
+        if d as u64 + x >= 1000 || Instant::now() > deadline {
+            break (d, x);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        delivered as u64 + dropped,
+        1000,
+        "delivered {delivered} + dropped {dropped}"
+    );
+    assert!(delivered <= 100 && dropped >= 900);
+    let got = read_lines(&out);
+    assert!(
+        got[0].contains("Error L10"),
+        "the L10 frame comes first: {:?}",
+        got.first()
+    );
+    assert!(got.last().unwrap().ends_with("early 999"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_that_dies_and_comes_back_exact_accounting() {
+    let s = TestServer::start_with(|c| c.drains.buffer_lines = 100).await;
+    let token = s.create_app("demo").await;
+    let (r1, port, out1) = receiver(s.dir.path(), "one", &["tcp"]);
+    add_drain(&s, "demo", &format!("syslog://127.0.0.1:{port}")).await;
+    send_lines(&s, &token, "before", 50).await;
+    assert_eq!(wait_lines(&out1, 50, 10).await.len(), 50);
+    drop(r1); // the receiver dies
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send_lines(&s, &token, "during", 500).await;
+    s.wait_history("demo", |h| {
+        h.iter().filter(|l| l.contains("during")).count() == 500
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_r2, _, out2) = receiver(s.dir.path(), "two", &["tcp", "--port", &port.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (delivered, dropped) = loop {
+        let (d, x) = account(&read_lines(&out2), "during");
+        if d as u64 + x >= 500 || Instant::now() > deadline {
+            break (d, x);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        delivered as u64 + dropped,
+        500,
+        "delivered {delivered} + dropped {dropped}"
+    );
+    assert_eq!(account(&read_lines(&out1), "before").0, 50);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_slows_neither_ingestion_nor_another_drain() {
+    let s = TestServer::start_with(|c| c.drains.buffer_lines = 500).await;
+    let token = s.create_app("demo").await;
+    let (_slow, slow_port, slow_out) =
+        receiver(s.dir.path(), "slow", &["tcp", "--read-delay-ms", "20"]);
+    let (_fast, fast_port, fast_out) = receiver(s.dir.path(), "fast", &["tcp"]);
+    add_drain(&s, "demo", &format!("syslog://127.0.0.1:{slow_port}")).await;
+    add_drain(&s, "demo", &format!("syslog://127.0.0.1:{fast_port}")).await;
+    let n = 20_000;
+    let t0 = Instant::now();
+    send_lines(&s, &token, "burst", n).await;
+    s.wait_history("demo", |h| {
+        h.last()
+            .is_some_and(|l| l.ends_with(&format!("burst {}", n - 1)))
+    })
+    .await;
+    let ingest = t0.elapsed();
+    assert!(ingest < Duration::from_secs(5), "ingestion took {ingest:?}");
+    let fast = wait_lines(&fast_out, n, 20).await;
+    let (fd, fx) = account(&fast, "burst");
+    assert_eq!(fd as u64 + fx, n as u64);
+    assert!(
+        fd as u64 + fx == n as u64 && fd >= n / 2,
+        "the fast drain kept up: {fd} delivered, {fx} dropped"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (sd, sx) = loop {
+        let (d, x) = account(&read_lines(&slow_out), "burst");
+        if d as u64 + x >= n as u64 || Instant::now() > deadline {
+            break (d, x);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        sd as u64 + sx,
+        n as u64,
+        "slow: delivered {sd} + dropped {sx}"
+    );
+    assert!(sx > 0, "the slow drain had to drop");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_api_validation_and_limits() {
+    let s = TestServer::start_with(|c| c.drains.max_per_channel = 2).await;
+    s.create_app("demo").await;
+    let api = s.api();
+    let post = |url: &str| {
+        let body = format!(r#"{{"url":"{url}"}}"#);
+        let api = api.clone();
+        async move { request(&api, "POST", "/v2/channels/demo/drains", Some(&body)).await }
+    };
+    for (url, needle) in [
+        ("ftp://x:1", "Scheme"),
+        ("syslog://x", "needs a port"),
+        ("syslog://u:p@x:1", "Credentials"),
+    ] {
+        let (st, body) = post(url).await;
+        assert_eq!(st, 422, "{url}: {body}");
+        assert!(
+            body.contains(needle) && body.contains("invalid_params"),
+            "{body}"
+        );
+    }
+    assert_eq!(post("syslog://127.0.0.1:9").await.0, 201);
+    let (st, body) = post("syslog://127.0.0.1:9").await;
+    assert_eq!(st, 409, "{body}");
+    assert_eq!(post("http://127.0.0.1:9/").await.0, 201);
+    let (st, body) = post("syslog+udp://127.0.0.1:9").await;
+    assert_eq!(st, 422, "{body}");
+    assert!(body.contains("most allowed"), "{body}");
+    let (st, body) = request(&api, "GET", "/v2/channels/demo/drains", None).await;
+    assert_eq!(st, 200);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.len(), 2);
+    let id = list[0]["id"].as_str().unwrap();
+    assert_eq!(
+        request(
+            &api,
+            "DELETE",
+            &format!("/v2/channels/demo/drains/{id}"),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        request(
+            &api,
+            "DELETE",
+            &format!("/v2/channels/demo/drains/{id}"),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        request(&api, "GET", "/v2/channels/nope/drains", None)
+            .await
+            .0,
+        404
+    );
+    s.stop().await;
+}
