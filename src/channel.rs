@@ -65,11 +65,21 @@ impl Channel {
         self.taps.store(Arc::new(taps));
     }
 
-    /// Appends lines to the history (dropping the oldest beyond the caps) and to the tails.
-    /// Returns how many were appended.
+    /// Appends lines to the history (dropping the oldest beyond the caps), the tails and the
+    /// taps (drains, alerts). Returns how many were appended.
     pub fn push<I: IntoIterator<Item = Line>>(&self, lines: I) -> usize {
-        let tails = self.tail.receiver_count() > 0;
-        let taps = self.taps.load();
+        self.append(lines, true)
+    }
+
+    /// Puts saved lines back into the history at start: no tails, drains or alerts see them
+    /// again.
+    pub fn restore<I: IntoIterator<Item = Line>>(&self, lines: I) -> usize {
+        self.append(lines, false)
+    }
+
+    fn append<I: IntoIterator<Item = Line>>(&self, lines: I, live: bool) -> usize {
+        let tails = live && self.tail.receiver_count() > 0;
+        let taps = if live { self.taps.load_full() } else { Arc::new(Vec::new()) };
         let mut tapped: Vec<Line> = Vec::new();
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;

@@ -281,7 +281,7 @@ fn open_store(
         let lines = lines.into_iter().filter_map(|l| {
             line::Line::parse(Bytes::from(l.frame), Bytes::from(l.source.into_bytes())).ok()
         });
-        restored += ch.push(lines);
+        restored += ch.restore(lines);
     }
     if restored > 0 {
         tracing::info!(lines = restored, "history restored");
