@@ -64,6 +64,9 @@ fn bench(c: &mut Criterion) {
                     .sum::<usize>()
             })
         });
+        g.bench_function(BenchmarkId::new("split_batch", FRAMES), |b| {
+            b.iter(|| split_batch(black_box(&body), 10240, None).unwrap().len())
+        });
         g.bench_function(BenchmarkId::new("parse_lenient_hot_frame", FRAMES), |b| {
             // One frame parsed 100k times: the parser without memory traffic.
             let f = &frames[0];

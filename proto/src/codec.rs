@@ -29,7 +29,13 @@ pub enum Decoded {
 #[derive(Debug)]
 pub enum FrameError {
     /// Frame longer than the limit; skipped exactly when its length is known.
-    TooLong { len: Option<usize>, limit: usize },
+    TooLong {
+        /// The frame's length: its octet count, or the line's length when its LF arrived
+        /// together with it; `None` for a line whose end was not seen yet.
+        len: Option<usize>,
+        /// The codec's `max_frame`.
+        limit: usize,
+    },
     /// The octet count was not a valid count (leading zero, sign, too many digits...).
     BadCount,
     /// A byte that starts neither framing.
