@@ -132,8 +132,10 @@ pub fn parse(input: &[u8]) -> Result<Message<'_>, ParseError> {
 /// Differences from [`parse`]:
 /// - STRUCTURED-DATA may be left out (`<190>1 TS host app web.1 - hello`, as log-shuttle and
 ///   Heroku's HTTPS drains send): when what follows MSGID is not `-` + SP and not a
-///   well-formed SD element followed by SP or the end, SD is taken as nil and the rest is
-///   MSG. A message may also end right after MSGID.
+///   well-formed SD followed by SP or the end, SD is taken as nil and the rest is MSG. An SD
+///   element only counts as SD when it looks like one (an SD-ID with `@` or registered by
+///   IANA, or parameters), so `web.1 - [req-id] Started GET` keeps its tag in MSG. A
+///   message may also end right after MSGID. A left-out SD reads as the static `b"-"`.
 /// - one trailing LF or CRLF is trimmed from MSG.
 /// - PRI may have leading zeros (`<013>`), the fraction of a second may have up to 9 digits
 ///   (Go's `RFC3339Nano`), and an unescaped `]` inside an SD PARAM-VALUE is accepted.
@@ -407,6 +409,26 @@ fn structured_data(i: &[u8], lenient: bool) -> PResult<'_, &[u8]> {
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// The NILVALUE; also what a left-out STRUCTURED-DATA reads as (the one field that is then
+/// not a slice of the input).
+const NIL: &[u8] = b"-";
+
+/// SD-IDs without `@` that IANA registered (RFC 5424 §7, RFC 5674, RFC 5675).
+const IANA_SD_IDS: [&[u8]; 5] = [b"timeQuality", b"origin", b"meta", b"alarm", b"snmp"];
+
+/// Whether a well-formed SD at the start of what may be MSG is really SD. Used only when SD
+/// may have been left out: a message like `[8601b555-6a83] Started GET` (Rails' tagged
+/// logging) is also a well-formed SD element. Real SD has an `enterprise@number` or
+/// registered SD-ID, or parameters.
+fn plausible_sd(sd: &[u8]) -> bool {
+    let id_end = sd
+        .iter()
+        .position(|&b| b == b' ' || b == b']')
+        .unwrap_or(sd.len());
+    let id = &sd[1.min(id_end)..id_end];
+    sd.get(id_end) == Some(&b' ') || id.contains(&b'@') || IANA_SD_IDS.contains(&id)
+}
+
 fn message(input: &[u8], lenient: bool) -> Result<Message<'_>, ParseError> {
     use ParseErrorKind as K;
     if input.is_empty() {
@@ -445,13 +467,16 @@ fn message(input: &[u8], lenient: bool) -> Result<Message<'_>, ParseError> {
     let (i, _) = step(w, K::Space, sp(i))?;
     let (i, msgid) = step(w, K::MsgId, header_field(i, 32))?;
 
+    // MSG is always a slice of the input, even when empty, so that callers can cut it out of
+    // the frame with `Bytes::slice_ref`.
+    let end = &w[w.len()..];
     let (structured_data, msg): (&[u8], &[u8]) = if lenient {
         match i {
-            [] | [b' '] => (b"-", &[]),
+            [] | [b' '] => (NIL, end),
             [b' ', rest @ ..] => match structured_data(rest, true) {
-                Ok(([], sd)) => (sd, &[]),
-                Ok(([b' ', msg @ ..], sd)) => (sd, msg),
-                _ => (b"-", rest),
+                Ok(([], sd)) if sd == NIL || plausible_sd(sd) => (sd, end),
+                Ok(([b' ', msg @ ..], sd)) if sd == NIL || plausible_sd(sd) => (sd, msg),
+                _ => (NIL, rest),
             },
             _ => {
                 return Err(ParseError {
@@ -464,7 +489,7 @@ fn message(input: &[u8], lenient: bool) -> Result<Message<'_>, ParseError> {
         let (i, _) = step(w, K::Space, sp(i))?;
         let (i, sd) = step(w, K::StructuredData, structured_data(i, false))?;
         match i {
-            [] => (sd, &[]),
+            [] => (sd, end),
             [b' ', msg @ ..] => (sd, msg),
             _ => {
                 return Err(ParseError {
