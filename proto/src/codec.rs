@@ -237,8 +237,9 @@ impl Decoder for SyslogCodec {
             }
             match src.first() {
                 None => return Ok(None),
-                // Empty lines, and the LF many senders put after an octet-counted frame.
-                Some(b'\n') => src.advance(1),
+                // Empty lines, the LF many senders put after an octet-counted frame, and
+                // stray blanks between frames (tolerated as in logplex-1 bodies).
+                Some(b'\n' | b' ' | b'\t') => src.advance(1),
                 Some(b'\r') => match src.get(1) {
                     None => return Ok(None),
                     Some(b'\n') => src.advance(2),
