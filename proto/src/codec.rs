@@ -376,6 +376,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn encode_then_decode() {
+        let mut codec = SyslogCodec::default();
+        let mut buf = BytesMut::new();
+        for m in [&b"<13>1 - h a - - - one"[..], b"x", &[b'y'; 10240]] {
+            codec.encode(m, &mut buf).unwrap();
+        }
+        assert!(buf.starts_with(b"21 <13>1"));
+        for m in [&b"<13>1 - h a - - - one"[..], b"x", &[b'y'; 10240]] {
+            match codec.decode(&mut buf) {
+                Ok(Some(Decoded::Frame(f))) => assert_eq!(&f[..], m),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
     fn counts() {
         assert_eq!(octet_count(b"12 x"), Count::Len { len: 12, header: 3 });
         assert_eq!(octet_count(b"12"), Count::Incomplete);
