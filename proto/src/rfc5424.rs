@@ -124,7 +124,7 @@ impl std::error::Error for ParseError {}
 /// MSG is everything after the SP that follows STRUCTURED-DATA, byte for byte (a trailing LF
 /// is part of it); a UTF-8 BOM at its start is stripped.
 pub fn parse(input: &[u8]) -> Result<Message<'_>, ParseError> {
-    message(input, false)
+    message::<false>(input)
 }
 
 /// What real senders emit: missing SD, trailing LF/CRLF, BOM before MSG.
@@ -143,7 +143,7 @@ pub fn parse(input: &[u8]) -> Result<Message<'_>, ParseError> {
 /// Still rejected, as in [`parse`]: PRI above 191 and timestamps without a time zone (their
 /// instant is unknowable, and the session line shows the timestamp as sent).
 pub fn parse_lenient(input: &[u8]) -> Result<Message<'_>, ParseError> {
-    message(input, true)
+    message::<true>(input)
 }
 
 /// The nom error: only where it failed; which rule failed is added by [`step`].
@@ -450,7 +450,9 @@ fn plausible_sd(sd: &[u8]) -> bool {
     sd.get(id_end) == Some(&b' ') || id.contains(&b'@') || IANA_SD_IDS.contains(&id)
 }
 
-fn message(input: &[u8], lenient: bool) -> Result<Message<'_>, ParseError> {
+/// Both grammars; `LENIENT` is a const so that each entry point gets its own straight code.
+fn message<const LENIENT: bool>(input: &[u8]) -> Result<Message<'_>, ParseError> {
+    let lenient = LENIENT;
     use ParseErrorKind as K;
     if input.is_empty() {
         return Err(ParseError {
