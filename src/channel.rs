@@ -79,7 +79,11 @@ impl Channel {
 
     fn append<I: IntoIterator<Item = Line>>(&self, lines: I, live: bool) -> usize {
         let tails = live && self.tail.receiver_count() > 0;
-        let taps = if live { self.taps.load_full() } else { Arc::new(Vec::new()) };
+        let taps = if live {
+            self.taps.load_full()
+        } else {
+            Arc::new(Vec::new())
+        };
         let mut tapped: Vec<Line> = Vec::new();
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;

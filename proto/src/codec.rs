@@ -29,7 +29,13 @@ pub enum Decoded {
 #[derive(Debug)]
 pub enum FrameError {
     /// Frame longer than the limit; skipped exactly when its length is known.
-    TooLong { len: Option<usize>, limit: usize },
+    TooLong {
+        /// The frame's length: its octet count, or the line's length when its LF arrived
+        /// together with it; `None` for a line whose end was not seen yet.
+        len: Option<usize>,
+        /// The codec's `max_frame`.
+        limit: usize,
+    },
     /// The octet count was not a valid count (leading zero, sign, too many digits...).
     BadCount,
     /// A byte that starts neither framing.
@@ -231,8 +237,9 @@ impl Decoder for SyslogCodec {
             }
             match src.first() {
                 None => return Ok(None),
-                // Empty lines, and the LF many senders put after an octet-counted frame.
-                Some(b'\n') => src.advance(1),
+                // Empty lines, the LF many senders put after an octet-counted frame, and
+                // stray blanks between frames (tolerated as in logplex-1 bodies).
+                Some(b'\n' | b' ' | b'\t') => src.advance(1),
                 Some(b'\r') => match src.get(1) {
                     None => return Ok(None),
                     Some(b'\n') => src.advance(2),
@@ -367,6 +374,23 @@ impl Encoder<&[u8]> for SyslogCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encode_then_decode() {
+        let mut codec = SyslogCodec::default();
+        let mut buf = BytesMut::new();
+        for m in [&b"<13>1 - h a - - - one"[..], b"x", &[b'y'; 10240]] {
+            codec.encode(m, &mut buf).unwrap();
+        }
+        assert!(buf.starts_with(b"21 <13>1"));
+        for m in [&b"<13>1 - h a - - - one"[..], b"x", &[b'y'; 10240]] {
+            match codec.decode(&mut buf) {
+                Ok(Some(Decoded::Frame(f))) => assert_eq!(&f[..], m),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(buf.is_empty());
+    }
 
     #[test]
     fn counts() {

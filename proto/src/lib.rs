@@ -5,6 +5,8 @@
 //! HTTP batch, the renderers of the `heroku logs` session line and of drain frames, and
 //! logfmt for Heroku router lines. No sockets, no runtime, no allocation per message.
 
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod logfmt;
 pub mod logplex1;

@@ -4,7 +4,8 @@
 //! batch), so [`split_batch`] validates the whole body before the caller stores anything.
 //! Frames are `Bytes` slices of the body: no copy, one `Vec` per batch.
 
-use crate::codec::{octet_count, Count, CountProblem};
+pub use crate::codec::CountProblem;
+use crate::codec::{octet_count, Count};
 use bytes::Bytes;
 use std::fmt;
 
@@ -12,21 +13,42 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchError {
     /// Frame N (0-based) at byte offset is malformed.
-    Malformed { frame: usize, offset: usize },
+    Malformed {
+        /// 0-based index of the frame.
+        frame: usize,
+        /// Byte offset of the frame's start in the body.
+        offset: usize,
+    },
     /// Frame N announces more bytes than the frame limit.
     TooLong {
+        /// 0-based index of the frame.
         frame: usize,
+        /// The frame's octet count.
         len: usize,
+        /// The limit it exceeds (`ingest.max_frame`).
         limit: usize,
     },
     /// The body ends inside frame N (its count or its message).
-    Truncated { frame: usize, offset: usize },
+    Truncated {
+        /// 0-based index of the frame.
+        frame: usize,
+        /// Byte offset of the frame's start in the body.
+        offset: usize,
+    },
     /// `Logplex-Msg-Count` does not match the frames in the body.
-    CountMismatch { expected: usize, found: usize },
+    CountMismatch {
+        /// The header's value.
+        expected: usize,
+        /// Frames in the body.
+        found: usize,
+    },
     /// Frame N's octet count at byte offset is not a valid count; says why.
     BadCount {
+        /// 0-based index of the frame.
         frame: usize,
+        /// Byte offset of the frame's start in the body.
         offset: usize,
+        /// What is wrong with the count.
         problem: CountProblem,
     },
 }

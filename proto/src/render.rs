@@ -293,6 +293,66 @@ mod tests {
         assert_eq!(ts(i64::MIN), "0000-01-01T00:00:00.000000+00:00");
     }
 
+    fn text(f: impl FnOnce(&mut BytesMut)) -> String {
+        let mut b = BytesMut::new();
+        f(&mut b);
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    const T0: i64 = 1_457_404_999_693_600;
+    const T1: i64 = 1_457_405_059_000_000;
+
+    #[test]
+    fn overflow_notices() {
+        let body = "<172>1 2016-03-08T02:44:19.000000+00:00 host heroku logplex - Error L10 (output buffer overflow): 500 messages dropped since 2016-03-08T02:43:19.693600+00:00.";
+        assert_eq!(text(|b| l10_drain(b, false, T1, b"host", 500, T0)), body);
+        assert_eq!(
+            text(|b| l10_drain(b, true, T1, b"host", 500, T0)),
+            format!("{} {body}", body.len())
+        );
+        assert_eq!(
+            text(|b| l11_line(b, T1, 3, T0)),
+            "2016-03-08T02:44:19.000000+00:00 heroku[logplex]: Error L11 (Tail buffer overflow) -> This tail session dropped 3 messages since 2016-03-08T02:43:19.693600+00:00."
+        );
+    }
+
+    #[test]
+    fn drain_frames() {
+        assert_eq!(
+            text(|b| syslog_drain(
+                b,
+                true,
+                190,
+                b"2016-03-08T02:43:26.693600+00:00",
+                b"d.TOKEN",
+                b"app",
+                b"web.1",
+                b"hi"
+            )),
+            "64 <190>1 2016-03-08T02:43:26.693600+00:00 d.TOKEN app web.1 - - hi"
+        );
+        assert_eq!(
+            text(|b| syslog_drain(b, false, 0, b"", b"d.T", b"app", b"", b"")),
+            "<0>1 - d.T app - - - "
+        );
+        assert_eq!(
+            text(|b| http_drain(
+                b,
+                40,
+                b"2012-11-30T06:45:29+00:00",
+                b"host",
+                b"app",
+                b"web.3",
+                b"up"
+            )),
+            "51 <40>1 2012-11-30T06:45:29+00:00 host app web.3 - up"
+        );
+        assert_eq!(
+            text(|b| session_line(b, b"TS", b"heroku", b"-", b"x")),
+            "TS heroku: x"
+        );
+    }
+
     #[test]
     fn integers() {
         for n in [0u64, 9, 10, 99, 100, 12345, u64::MAX] {

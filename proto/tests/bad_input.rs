@@ -351,7 +351,7 @@ fn mixed_good_and_bad_frames_in_one_stream() {
     input.extend_from_slice(b"\n"); //          a LF after it, as many senders do
     input.extend_from_slice(b"garbage line\n"); // skipped: BadStart
     input.extend_from_slice(GOOD); //            2: good, newline
-    input.extend_from_slice(b"\r\n\n\n"); //    CRLF, then empty lines (silent)
+    input.extend_from_slice(b"\r\n\n \n\t"); // CRLF, then empty lines and blanks (silent)
     input.extend_from_slice(&octet(&[b'z'; 150])); // skipped: TooLong, exact length
     input.extend_from_slice(b"<13>1 "); //      skipped: an over-long line
     input.extend_from_slice(&[b'y'; 300]);
