@@ -5,6 +5,7 @@
 //! intake, ends sessions and saves history. [`run`] does both; the binary and the
 //! integration tests call it (tests bind port 0 and read the addresses from [`start`]).
 
+pub mod alert;
 pub mod api;
 pub mod channel;
 pub mod cli;
@@ -195,8 +196,8 @@ pub struct Context<'a> {
 }
 
 /// The tap providers: every line stored in a channel is also given to these.
-fn providers(_ctx: &Context<'_>) -> anyhow::Result<Vec<Arc<dyn registry::TapProvider>>> {
-    Ok(Vec::new())
+fn providers(ctx: &Context<'_>) -> anyhow::Result<Vec<Arc<dyn registry::TapProvider>>> {
+    Ok(vec![alert::AlertManager::start(ctx)?])
 }
 
 async fn bind_tcp(

@@ -1,7 +1,9 @@
 //! Prometheus metrics, registered once. Hot paths hold the resolved children
 //! ([`InputCounters`]) and add per read or per batch, not per message.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Every series logplex exports.
 pub struct Metrics {
@@ -14,6 +16,14 @@ pub struct Metrics {
     pub sessions_open: IntGauge,
     pub tail_dropped: IntCounter,
     pub tcp_connections: IntGauge,
+    /// Alert rules that fired, by rule name (`logplex_alerts_fired_total{alert}`).
+    pub alerts_fired: IntCounterVec,
+    /// (rule, channel) pairs firing now, by rule name.
+    pub alerts_firing: IntGaugeVec,
+    /// Alert notifications dropped because their queue was full (drop-newest).
+    pub alert_notices_dropped: IntCounter,
+    /// Webhook deliveries by result: `delivered`, `refused` (4xx), `failed` (gave up).
+    pub alert_webhooks: IntCounterVec,
 }
 
 /// Why a message was not stored (the `reason` label).
@@ -89,6 +99,35 @@ impl Metrics {
         let tcp_connections =
             IntGauge::new("logplex_tcp_connections", "Open syslog TCP connections")
                 .expect("static");
+        let alerts_fired = IntCounterVec::new(
+            Opts::new(
+                "logplex_alerts_fired_total",
+                "Alert rules that fired, by rule",
+            ),
+            &["alert"],
+        )
+        .expect("static metric definition");
+        let alerts_firing = IntGaugeVec::new(
+            Opts::new(
+                "logplex_alerts_firing",
+                "Channels on which an alert rule is firing now, by rule",
+            ),
+            &["alert"],
+        )
+        .expect("static metric definition");
+        let alert_notices_dropped = IntCounter::new(
+            "logplex_alert_notifications_dropped_total",
+            "Alert notifications dropped because the notification queue was full",
+        )
+        .expect("static");
+        let alert_webhooks = IntCounterVec::new(
+            Opts::new(
+                "logplex_alert_webhooks_total",
+                "Alert webhook deliveries, by result (delivered, refused, failed)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rejected.clone()),
@@ -98,6 +137,10 @@ impl Metrics {
             Box::new(sessions_open.clone()),
             Box::new(tail_dropped.clone()),
             Box::new(tcp_connections.clone()),
+            Box::new(alerts_fired.clone()),
+            Box::new(alerts_firing.clone()),
+            Box::new(alert_notices_dropped.clone()),
+            Box::new(alert_webhooks.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -117,6 +160,10 @@ impl Metrics {
             sessions_open,
             tail_dropped,
             tcp_connections,
+            alerts_fired,
+            alerts_firing,
+            alert_notices_dropped,
+            alert_webhooks,
         }
     }
 
