@@ -63,11 +63,14 @@ pub const MAX_THRESHOLD: u64 = 1_000_000_000;
 const OPERATORS: &str = "use =, !=, <, <=, > or >=";
 
 /// One `key OP value` term of a predicate.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Term {
     key: Vec<u8>,
     op: CmpOp,
     value: Vec<u8>,
+    /// Finds `key=` in MSG: a line without it cannot have the pair, and most lines are
+    /// rejected by this one vectorised search before any logfmt parsing.
+    finder: memchr::memmem::Finder<'static>,
 }
 
 /// What a line's MSG must satisfy.
@@ -95,8 +98,7 @@ impl Matcher {
         match self {
             Matcher::Regex(re) => re.is_match(msg),
             Matcher::Where(terms) => terms.iter().all(|t| {
-                // A cheap pre-check: a line without the key's bytes cannot have the key.
-                memchr::memmem::find(msg, &t.key).is_some()
+                t.finder.find(msg).is_some()
                     && logfmt::get(msg, &t.key).is_some_and(|v| logfmt::compare(&v, t.op, &t.value))
             }),
         }
@@ -221,7 +223,10 @@ fn parse_predicate(text: &str) -> Result<Vec<Term>, RuleError> {
                 op.as_str()
             )));
         }
+        let mut needle = key.to_vec();
+        needle.push(b'=');
         terms.push(Term {
+            finder: memchr::memmem::Finder::new(&needle).into_owned(),
             key: key.to_vec(),
             op,
             value,
