@@ -8,6 +8,12 @@
 //! cargo bench --bench load -- latency [--rate 100000] [--secs 3]
 //! options for an external router: --api 127.0.0.1:8001 --key KEY --tcp 127.0.0.1:6001
 //!                                 --http 127.0.0.1:8601 --token t.<uuid>
+//! alert rules added through the API before the run (none by default):
+//!   --rules-here N       N rules on `bench` (status>=500, a `Completed 5\d\d` regex,
+//!                        code=H12 and at=error, in turn), no source/dyno filter
+//!   --rules-here-source S  give those rules `source = S` (e.g. heroku: filtered out early)
+//!   --rules-elsewhere N  N rules on another channel, `other`
+//!   --rules-star N       N rules on every app like the shipped default (heroku, router)
 //! ```
 //! Every loop is bounded in count and time (`--max-secs`, default 60).
 
@@ -140,6 +146,72 @@ async fn received(t: &Target, input: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&needle))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(0.0) as u64
+}
+
+async fn api_post(t: &Target, path: &str, body: String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = hyper::Request::post(format!("http://{}{path}", t.api))
+        .header("authorization", format!("Bearer {}", t.key))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = client.request(req).await.expect("API request");
+    let status = resp.status();
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        status.is_success() || status == hyper::StatusCode::CONFLICT,
+        "POST {path}: {status} {}",
+        String::from_utf8_lossy(&text)
+    );
+}
+
+/// Adds the alert rules asked for with `--rules-here`, `--rules-elsewhere`, `--rules-star`.
+async fn add_rules(t: &Target, kv: &HashMap<String, String>) {
+    let kinds = [
+        r#""where":"status>=500""#,
+        r#""regex":"Completed 5\\d\\d""#,
+        r#""where":"code=H12 and at=error""#,
+    ];
+    let mut added = Vec::new();
+    let here = num(kv, "rules-here", 0);
+    // `--rules-here-source heroku`: the same rules, filtered out by source before matching.
+    let src = kv
+        .get("rules-here-source")
+        .map(|s| format!(r#""source":"{s}","#))
+        .unwrap_or_default();
+    for i in 0..here {
+        let m = kinds[i as usize % kinds.len()];
+        let body = format!(r#"{{"name":"here-{i}",{src}{m},"threshold":5,"window":"1m"}}"#);
+        api_post(t, "/v2/channels/bench/alerts", body).await;
+    }
+    let elsewhere = num(kv, "rules-elsewhere", 0);
+    if elsewhere > 0 {
+        api_post(
+            t,
+            "/v2/channels",
+            r#"{"name":"other","tokens":["app"]}"#.into(),
+        )
+        .await;
+    }
+    for i in 0..elsewhere {
+        let m = kinds[i as usize % kinds.len()];
+        let body = format!(r#"{{"name":"else-{i}",{m},"threshold":5,"window":"1m"}}"#);
+        api_post(t, "/v2/channels/other/alerts", body).await;
+    }
+    let star = num(kv, "rules-star", 0);
+    for i in 0..star {
+        let body = format!(
+            r#"{{"name":"star-{i}","source":"heroku","dyno":"router","where":"status>=500","threshold":5,"window":"1m"}}"#
+        );
+        api_post(t, "/v2/channels/%2A/alerts", body).await;
+    }
+    for (k, n) in [("here", here), ("elsewhere", elsewhere), ("star", star)] {
+        if n > 0 {
+            added.push(format!("{n} {k}"));
+        }
+    }
+    if !added.is_empty() {
+        eprintln!("alert rules: {}", added.join(", "));
+    }
 }
 
 async fn wait_received(t: &Target, input: &str, goal: u64, deadline: Instant) -> u64 {
@@ -356,6 +428,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
+        add_rules(&target, &kv).await;
         match mode.as_str() {
             "tcp" => tcp(&target, &kv).await,
             "http" => http(&target, &kv).await,

@@ -226,7 +226,7 @@ pub struct ChannelConfig {
 }
 
 /// `[[alerts]]`: a rule of CONTRACT §8.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertConfig {
     pub name: String,
@@ -475,7 +475,15 @@ impl Config {
                 (Some(_), Some(_)) => {
                     p.push(format!("{at}: has both `where` and `regex`; keep one"))
                 }
-                _ => {}
+                (w, r) => {
+                    if let Err(e) = crate::alert::rule::Matcher::compile(w.as_deref(), r.as_deref())
+                    {
+                        p.push(format!("{at}: {e}"));
+                    }
+                }
+            }
+            if let (false, Err(e)) = (a.name.is_empty(), crate::alert::rule::check_name(&a.name)) {
+                p.push(format!("{at}.name: {e}"));
             }
             if a.threshold == 0 {
                 p.push(format!("{at}.threshold: must be at least 1"));
@@ -494,11 +502,15 @@ impl Config {
                 ));
             }
             if let Some(w) = &a.webhook {
-                if !(w.starts_with("http://") || w.starts_with("https://")) {
-                    p.push(format!(
-                        "{at}.webhook: {w:?} must be an http:// or https:// URL"
-                    ));
+                if let Err(e) = crate::alert::rule::check_webhook(w) {
+                    p.push(format!("{at}.webhook: {e}"));
                 }
+            }
+            if a.threshold > crate::alert::rule::MAX_THRESHOLD {
+                p.push(format!(
+                    "{at}.threshold: must be at most {}",
+                    crate::alert::rule::MAX_THRESHOLD
+                ));
             }
         }
         if p.is_empty() {

@@ -5,6 +5,7 @@
 //! intake, ends sessions and saves history. [`run`] does both; the binary and the
 //! integration tests call it (tests bind port 0 and read the addresses from [`start`]).
 
+pub mod alert;
 pub mod api;
 pub mod channel;
 pub mod cli;
@@ -205,7 +206,7 @@ pub struct Context<'a> {
 /// The tap providers: every line stored in a channel is also given to these.
 fn providers(ctx: &Context<'_>) -> anyhow::Result<Vec<Arc<dyn registry::TapProvider>>> {
     let drains: Arc<dyn registry::TapProvider> = Arc::new(drain::Drains::new(ctx)?);
-    Ok(vec![drains])
+    Ok(vec![drains, alert::AlertManager::start(ctx)?])
 }
 
 async fn bind_tcp(

@@ -22,6 +22,14 @@ pub struct Metrics {
     pub drain_buffered: IntGaugeVec,
     pub drain_connected: IntGaugeVec,
     pub drains: IntGaugeVec,
+    /// Alert rules that fired, by rule name (`logplex_alerts_fired_total{alert}`).
+    pub alerts_fired: IntCounterVec,
+    /// (rule, channel) pairs firing now, by rule name.
+    pub alerts_firing: IntGaugeVec,
+    /// Alert notifications dropped because their queue was full (drop-newest).
+    pub alert_notices_dropped: IntCounter,
+    /// Webhook deliveries by result: `delivered`, `refused` (4xx), `failed` (gave up).
+    pub alert_webhooks: IntCounterVec,
 }
 
 /// The series of one drain type (`syslog`, `syslog_tls`, `syslog_udp`, `http`, `https`),
@@ -136,6 +144,35 @@ impl Metrics {
             "Drains with an open connection, by type",
         );
         let drains = gauge_by_type("logplex_drains", "Drains running, by type");
+        let alerts_fired = IntCounterVec::new(
+            Opts::new(
+                "logplex_alerts_fired_total",
+                "Alert rules that fired, by rule",
+            ),
+            &["alert"],
+        )
+        .expect("static metric definition");
+        let alerts_firing = IntGaugeVec::new(
+            Opts::new(
+                "logplex_alerts_firing",
+                "Channels on which an alert rule is firing now, by rule",
+            ),
+            &["alert"],
+        )
+        .expect("static metric definition");
+        let alert_notices_dropped = IntCounter::new(
+            "logplex_alert_notifications_dropped_total",
+            "Alert notifications dropped because the notification queue was full",
+        )
+        .expect("static");
+        let alert_webhooks = IntCounterVec::new(
+            Opts::new(
+                "logplex_alert_webhooks_total",
+                "Alert webhook deliveries, by result (delivered, refused, failed)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rejected.clone()),
@@ -151,6 +188,10 @@ impl Metrics {
             Box::new(drain_buffered.clone()),
             Box::new(drain_connected.clone()),
             Box::new(drains.clone()),
+            Box::new(alerts_fired.clone()),
+            Box::new(alerts_firing.clone()),
+            Box::new(alert_notices_dropped.clone()),
+            Box::new(alert_webhooks.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -176,6 +217,10 @@ impl Metrics {
             drain_buffered,
             drain_connected,
             drains,
+            alerts_fired,
+            alerts_firing,
+            alert_notices_dropped,
+            alert_webhooks,
         }
     }
 

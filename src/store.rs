@@ -82,6 +82,25 @@ const MIGRATIONS: &[&str] = &[
         frame BLOB NOT NULL,
         PRIMARY KEY (channel, seq)
      );",
+    // 2: alert rules added through the API (config rules live in config.toml). `app` is a
+    // channel name or `*`, so it cannot be a foreign key; a trigger removes a channel's rules
+    // with it.
+    "CREATE TABLE alerts (
+        app TEXT NOT NULL,
+        name TEXT NOT NULL,
+        source TEXT,
+        dyno TEXT,
+        cond TEXT,
+        regex TEXT,
+        threshold INTEGER NOT NULL,
+        win TEXT NOT NULL,
+        cooldown TEXT NOT NULL,
+        webhook TEXT,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (app, name)
+     );
+     CREATE TRIGGER alerts_go_with_their_channel AFTER DELETE ON channels
+     BEGIN DELETE FROM alerts WHERE app = OLD.name; END;",
 ];
 
 fn now() -> i64 {
@@ -382,6 +401,78 @@ pub fn take_history(conn: &mut Connection) -> Result<Vec<(String, Vec<SavedLine>
     Ok(out)
 }
 
+/// Every alert rule added through the API, by app then creation.
+pub fn list_alerts(conn: &mut Connection) -> Result<Vec<crate::config::AlertConfig>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT app, name, source, dyno, cond, regex, threshold, win, cooldown, webhook
+         FROM alerts ORDER BY app, created_at, name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(crate::config::AlertConfig {
+            app: r.get(0)?,
+            name: r.get(1)?,
+            source: r.get(2)?,
+            dyno: r.get(3)?,
+            where_: r.get(4)?,
+            regex: r.get(5)?,
+            threshold: r.get::<_, i64>(6)?.max(0) as u64,
+            window: r.get(7)?,
+            cooldown: r.get(8)?,
+            webhook: r.get(9)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Adds an alert rule (already validated). `NotFound` if its channel does not exist (unless
+/// `app` is `*`), `Conflict` if the channel has a rule of that name.
+pub fn create_alert(
+    conn: &mut Connection,
+    rule: &crate::config::AlertConfig,
+) -> Result<(), StoreError> {
+    if rule.app != "*" {
+        get_channel(conn, &rule.app)?;
+    }
+    conn.execute(
+        "INSERT INTO alerts (app, name, source, dyno, cond, regex, threshold, win, cooldown,
+                             webhook, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        params![
+            rule.app,
+            rule.name,
+            rule.source,
+            rule.dyno,
+            rule.where_,
+            rule.regex,
+            i64::try_from(rule.threshold).unwrap_or(i64::MAX),
+            rule.window,
+            rule.cooldown,
+            rule.webhook,
+            now()
+        ],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(())
+}
+
+/// Removes the rule `name` of `app` (a channel or `*`). `NotFound` if there is none.
+pub fn delete_alert(conn: &mut Connection, app: &str, name: &str) -> Result<(), StoreError> {
+    let n = conn.execute(
+        "DELETE FROM alerts WHERE app = ?1 AND name = ?2",
+        params![app, name],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,4 +635,55 @@ pub fn delete_drain(
         .ok_or(StoreError::NotFound)?;
     conn.execute("DELETE FROM drains WHERE id = ?1", [&d.id])?;
     Ok(d)
+}
+
+#[cfg(test)]
+mod alert_tests {
+    use super::*;
+    use crate::config::AlertConfig;
+
+    fn rule(app: &str, name: &str) -> AlertConfig {
+        AlertConfig {
+            name: name.into(),
+            app: app.into(),
+            source: Some("heroku".into()),
+            dyno: None,
+            where_: Some("status>=500".into()),
+            regex: None,
+            threshold: 5,
+            window: "1m".into(),
+            cooldown: "5m".into(),
+            webhook: Some("http://127.0.0.1:9/hook".into()),
+        }
+    }
+
+    #[test]
+    fn alerts_round_trip_and_go_with_their_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("l.db")).unwrap();
+        s.call_blocking(|c| {
+            create_channel(c, "demo", &[])?;
+            create_alert(c, &rule("demo", "a"))?;
+            create_alert(c, &rule("*", "a"))?;
+            assert!(matches!(
+                create_alert(c, &rule("demo", "a")),
+                Err(StoreError::Conflict)
+            ));
+            assert!(matches!(
+                create_alert(c, &rule("nope", "a")),
+                Err(StoreError::NotFound)
+            ));
+            let all = list_alerts(c)?;
+            assert_eq!(all, vec![rule("*", "a"), rule("demo", "a")]);
+            delete_channel(c, "demo")?;
+            assert_eq!(list_alerts(c)?, vec![rule("*", "a")]);
+            delete_alert(c, "*", "a")?;
+            assert!(matches!(
+                delete_alert(c, "*", "a"),
+                Err(StoreError::NotFound)
+            ));
+            Ok(())
+        })
+        .unwrap();
+    }
 }

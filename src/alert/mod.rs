@@ -1,0 +1,428 @@
+//! Alerts (CONTRACT §8): rules from `config.toml` and the API watch channels for matching
+//! lines and, when `threshold` of them fall within `window`, put a line in the channel, POST
+//! a webhook and move Prometheus series.
+//!
+//! The [`AlertManager`] is a [`TapProvider`]: after every store change it reloads the rules
+//! (compiling only new or changed ones) and gives each channel that has rules one tap. A
+//! channel without rules gets no tap and pays nothing. The tap runs on the ingest path with
+//! each stored batch: it filters and matches without locks, then takes one short lock per
+//! (rule, channel) with matches. Notifications leave through a bounded queue (full: the
+//! newest is dropped and counted) to one task that writes the in-band line and starts the
+//! webhook deliveries; a ticker resolves windows that emptied.
+//!
+//! Config rules are kept in memory and merged with the stored ones at each refresh (like
+//! config channels, they come back from the config at every start); the API lists them with
+//! `"origin":"config"` and refuses to change them.
+
+pub mod rule;
+pub mod webhook;
+pub mod window;
+
+use crate::channel::{Channel, Tap};
+use crate::config::AlertConfig;
+use crate::line::Line;
+use crate::metrics::Metrics;
+use crate::registry::TapProvider;
+use crate::store::{self, ChannelRecord, StoreError};
+use bytes::{Bytes, BytesMut};
+use prometheus::{IntCounter, IntGauge};
+use rule::Rule;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use window::{Snapshot, Transition, WindowState};
+
+/// Notifications waiting for the notification task; beyond this the newest are dropped.
+pub const QUEUE: usize = 1024;
+/// Webhook deliveries in flight at once; beyond this a notification's POST is dropped.
+pub const DELIVERIES: usize = 64;
+/// How often firing windows are checked for resolving (and cooled-down ones for firing).
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// One rule watching one channel: its window and the metric children it moves.
+pub struct Watch {
+    pub rule: Arc<Rule>,
+    channel: Weak<Channel>,
+    channel_name: Arc<str>,
+    state: Mutex<WindowState>,
+    fired: IntCounter,
+    firing: IntGauge,
+}
+
+impl Watch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WindowState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A state change on its way to the notification task.
+struct Notice {
+    watch: Arc<Watch>,
+    snap: Snapshot,
+}
+
+/// Where transitions are reported: metrics at once, the rest through the queue.
+#[derive(Clone)]
+struct Notifier {
+    tx: mpsc::Sender<Notice>,
+    dropped: IntCounter,
+}
+
+impl Notifier {
+    fn notify(&self, watch: &Arc<Watch>, snap: Snapshot) {
+        match snap.transition {
+            Transition::Fire => {
+                watch.fired.inc();
+                watch.firing.inc();
+            }
+            Transition::Resolve => watch.firing.dec(),
+        }
+        let notice = Notice {
+            watch: watch.clone(),
+            snap,
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(notice) {
+            self.dropped.inc();
+        }
+    }
+}
+
+/// The rules and their windows.
+pub struct AlertManager {
+    config_rules: Vec<AlertConfig>,
+    inner: Mutex<Inner>,
+    notifier: Notifier,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Default)]
+struct Inner {
+    rules: Vec<Arc<Rule>>,
+    /// (app, rule name, channel) → watch; kept across refreshes while the rule's definition
+    /// and the channel stay the same, so windows are not reset by unrelated changes.
+    watches: HashMap<(String, String, Arc<str>), Arc<Watch>>,
+}
+
+impl AlertManager {
+    /// Compiles the config rules and starts the notification task and the ticker.
+    pub fn start(ctx: &crate::Context<'_>) -> anyhow::Result<Arc<AlertManager>> {
+        for (i, a) in ctx.config.alerts.iter().enumerate() {
+            Rule::compile(a, "config").map_err(|e| anyhow::anyhow!("alerts[{i}]: {e}"))?;
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let mgr = Arc::new(AlertManager {
+            config_rules: ctx.config.alerts.clone(),
+            inner: Mutex::new(Inner::default()),
+            notifier: Notifier {
+                tx,
+                dropped: ctx.metrics.alert_notices_dropped.clone(),
+            },
+            metrics: ctx.metrics.clone(),
+        });
+        let deliveries = Deliveries {
+            client: webhook::client(),
+            slots: Arc::new(Semaphore::new(DELIVERIES)),
+            tasks: ctx.tasks.clone(),
+            shutdown: ctx.shutdown.clone(),
+            delivered: ctx.metrics.alert_webhooks.with_label_values(&["delivered"]),
+            refused: ctx.metrics.alert_webhooks.with_label_values(&["refused"]),
+            failed: ctx.metrics.alert_webhooks.with_label_values(&["failed"]),
+        };
+        ctx.tasks
+            .spawn_on(notify_loop(rx, deliveries), &ctx.runtime);
+        ctx.tasks.spawn_on(
+            tick_loop(Arc::downgrade(&mgr), ctx.shutdown.clone()),
+            &ctx.runtime,
+        );
+        Ok(mgr)
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every (rule, channel) window checked once: resolves the ones that emptied, fires
+    /// the ones whose cooldown ended while still over threshold.
+    pub fn tick(&self) {
+        let watches: Vec<Arc<Watch>> = self.inner().watches.values().cloned().collect();
+        let now = Instant::now();
+        for w in &watches {
+            let snap = w.lock().check(now);
+            if let Some(s) = snap {
+                self.notifier.notify(w, s);
+            }
+        }
+    }
+}
+
+impl TapProvider for AlertManager {
+    fn refresh(
+        &self,
+        conn: &mut rusqlite::Connection,
+        channels: &[ChannelRecord],
+    ) -> Result<(), StoreError> {
+        let stored = store::list_alerts(conn)?;
+        let mut inner = self.inner();
+        let mut rules: Vec<Arc<Rule>> = Vec::with_capacity(self.config_rules.len() + stored.len());
+        let specs = self
+            .config_rules
+            .iter()
+            .map(|s| (s, "config"))
+            .chain(stored.iter().map(|s| (s, "api")));
+        for (spec, origin) in specs {
+            if origin == "api"
+                && self
+                    .config_rules
+                    .iter()
+                    .any(|c| c.app == spec.app && c.name == spec.name)
+            {
+                tracing::warn!(
+                    alert = %spec.name, app = %spec.app,
+                    "a stored alert rule has the name of a config rule; the config rule wins"
+                );
+                continue;
+            }
+            if let Some(r) = inner
+                .rules
+                .iter()
+                .find(|r| r.origin == origin && r.spec == *spec)
+            {
+                rules.push(r.clone());
+                continue;
+            }
+            match Rule::compile(spec, origin) {
+                Ok(r) => rules.push(Arc::new(r)),
+                Err(e) => {
+                    tracing::error!(alert = %spec.name, app = %spec.app, "alert rule skipped: {e}")
+                }
+            }
+        }
+        let names: HashSet<&str> = channels.iter().map(|c| c.name.as_str()).collect();
+        inner.watches.retain(|_, w| {
+            let keep = names.contains(&*w.channel_name)
+                && w.rule.watches(&w.channel_name)
+                && rules.iter().any(|r| Arc::ptr_eq(r, &w.rule));
+            if !keep && w.lock().firing() {
+                w.firing.dec();
+            }
+            keep
+        });
+        inner.rules = rules;
+        Ok(())
+    }
+
+    fn taps(&self, channel: &Arc<Channel>) -> Vec<Arc<dyn Tap>> {
+        let mut inner = self.inner();
+        let Inner { rules, watches } = &mut *inner;
+        let mut mine = Vec::new();
+        for r in rules.iter().filter(|r| r.watches(&channel.name)) {
+            let key = (
+                r.spec.app.clone(),
+                r.spec.name.clone(),
+                channel.name.clone(),
+            );
+            let weak = Arc::downgrade(channel);
+            let current = watches
+                .get(&key)
+                .filter(|w| Arc::ptr_eq(&w.rule, r) && Weak::ptr_eq(&w.channel, &weak))
+                .cloned();
+            let w = match current {
+                Some(w) => w,
+                None => {
+                    let w = Arc::new(Watch {
+                        rule: r.clone(),
+                        channel: weak,
+                        channel_name: channel.name.clone(),
+                        state: Mutex::new(WindowState::new(r.window, r.threshold, r.cooldown)),
+                        fired: self.metrics.alerts_fired.with_label_values(&[&r.spec.name]),
+                        firing: self
+                            .metrics
+                            .alerts_firing
+                            .with_label_values(&[&r.spec.name]),
+                    });
+                    if let Some(old) = watches.insert(key, w.clone()) {
+                        if old.lock().firing() {
+                            old.firing.dec();
+                        }
+                    }
+                    w
+                }
+            };
+            mine.push(w);
+        }
+        if mine.is_empty() {
+            return Vec::new();
+        }
+        vec![Arc::new(AlertTap {
+            watches: mine,
+            notifier: self.notifier.clone(),
+        })]
+    }
+}
+
+/// The alert rules of one channel, called with every stored batch.
+struct AlertTap {
+    watches: Vec<Arc<Watch>>,
+    notifier: Notifier,
+}
+
+impl Tap for AlertTap {
+    fn lines(&self, _channel: &Channel, lines: &[Line]) {
+        let mut now: Option<(Instant, i64)> = None;
+        for w in &self.watches {
+            // The last SAMPLES matching lines, by index, in a small ring: no allocation.
+            let mut ring = [0usize; window::SAMPLES];
+            let mut n = 0usize;
+            for (i, l) in lines.iter().enumerate() {
+                if w.rule.counts(l) {
+                    ring[n % window::SAMPLES] = i;
+                    n += 1;
+                }
+            }
+            if n == 0 {
+                continue;
+            }
+            let (t, wall) = *now.get_or_insert_with(|| (Instant::now(), crate::line::now_micros()));
+            let kept = n.min(window::SAMPLES);
+            let start = if n > window::SAMPLES {
+                n % window::SAMPLES
+            } else {
+                0
+            };
+            let samples = (0..kept).map(|k| lines[ring[(start + k) % window::SAMPLES]].clone());
+            let snap = w.lock().record(t, wall, n as u64, samples);
+            if let Some(s) = snap {
+                self.notifier.notify(w, s);
+            }
+        }
+    }
+}
+
+/// What the notification task needs to start webhook deliveries.
+struct Deliveries {
+    client: webhook::HttpClient,
+    slots: Arc<Semaphore>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    delivered: IntCounter,
+    refused: IntCounter,
+    failed: IntCounter,
+}
+
+fn rfc3339(us: Option<i64>) -> serde_json::Value {
+    match us {
+        Some(us) => {
+            let mut b = BytesMut::with_capacity(32);
+            logplex_proto::render::rfc3339_micros(&mut b, us);
+            serde_json::Value::String(String::from_utf8_lossy(&b).into_owned())
+        }
+        None => serde_json::Value::Null,
+    }
+}
+
+/// The in-band line's text: `Alert http-5xx firing: 7 matching lines in 60s`.
+pub fn message(rule: &Rule, transition: Transition, count: u64) -> String {
+    let state = match transition {
+        Transition::Fire => "firing",
+        Transition::Resolve => "resolved",
+    };
+    format!(
+        "Alert {} {state}: {count} matching lines in {}",
+        rule.spec.name,
+        rule.window_text()
+    )
+}
+
+/// The webhook body of CONTRACT §8.
+fn webhook_body(w: &Watch, snap: &Snapshot) -> Bytes {
+    let r = &w.rule;
+    let window_seconds = if r.window.subsec_nanos() == 0 {
+        serde_json::json!(r.window.as_secs())
+    } else {
+        serde_json::json!(r.window.as_secs_f64())
+    };
+    let samples: Vec<String> = snap
+        .samples
+        .iter()
+        .map(|l| {
+            let mut b = BytesMut::with_capacity(l.frame.len() + 16);
+            l.render(&mut b);
+            String::from_utf8_lossy(&b).into_owned()
+        })
+        .collect();
+    let body = serde_json::json!({
+        "alert": r.spec.name,
+        "app": &*w.channel_name,
+        "state": match snap.transition { Transition::Fire => "firing", Transition::Resolve => "resolved" },
+        "count": snap.count,
+        "threshold": r.threshold,
+        "window_seconds": window_seconds,
+        "first_at": rfc3339(snap.first_us),
+        "last_at": rfc3339(snap.last_us),
+        "samples": samples,
+    });
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// Writes each notification's line into its channel and starts its webhook delivery.
+async fn notify_loop(mut rx: mpsc::Receiver<Notice>, d: Deliveries) {
+    loop {
+        let n = tokio::select! {
+            n = rx.recv() => match n { Some(n) => n, None => return },
+            _ = d.shutdown.cancelled() => return,
+        };
+        let rule = n.watch.rule.clone();
+        let text = message(&rule, n.snap.transition, n.snap.count);
+        tracing::info!(app = %n.watch.channel_name, "{text}");
+        if let Some(ch) = n.watch.channel.upgrade() {
+            ch.push([Line::internal("heroku", "alerts", &text)]);
+        }
+        let Some(url) = rule.webhook.clone() else {
+            continue;
+        };
+        // Deliveries run beside each other, so a dead webhook delays no other alert.
+        let Ok(slot) = d.slots.clone().try_acquire_owned() else {
+            tracing::warn!(alert = %rule.spec.name, "too many webhook deliveries in flight; this one is dropped");
+            d.failed.inc();
+            continue;
+        };
+        let body = webhook_body(&n.watch, &n.snap);
+        let (client, stop) = (d.client.clone(), d.shutdown.clone());
+        let (ok, refused, failed) = (d.delivered.clone(), d.refused.clone(), d.failed.clone());
+        d.tasks.spawn(async move {
+            let _slot = slot;
+            match webhook::deliver(&client, &url, body, &stop).await {
+                webhook::Outcome::Delivered { .. } => ok.inc(),
+                webhook::Outcome::Refused(status) => {
+                    refused.inc();
+                    tracing::warn!(alert = %rule.spec.name, %url, "webhook refused the notification: {status}");
+                }
+                webhook::Outcome::GaveUp { attempts, last_error } => {
+                    failed.inc();
+                    tracing::warn!(alert = %rule.spec.name, %url, "webhook failed {attempts} times; last: {last_error}");
+                }
+                webhook::Outcome::Cancelled => {}
+            }
+        });
+    }
+}
+
+/// Checks every window once per [`TICK`] until shutdown.
+async fn tick_loop(mgr: Weak<AlertManager>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match mgr.upgrade() {
+            Some(m) => m.tick(),
+            None => return,
+        }
+    }
+}

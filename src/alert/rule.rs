@@ -1,0 +1,564 @@
+//! Alert rules, compiled once: the line filter (source, dyno), the matcher (a logfmt
+//! predicate or a regex on MSG) and the numbers (threshold, window, cooldown), with one
+//! sentence per way a rule can be wrong, shared by the API (422) and config validation.
+
+use crate::config::{parse_duration, AlertConfig};
+use crate::line::Line;
+use logplex_proto::logfmt::{self, CmpOp};
+use std::fmt;
+use std::time::Duration;
+
+/// Why a rule cannot be used; `Display` is the sentence shown to the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleError {
+    Name(String),
+    App(String),
+    NoMatcher,
+    BothMatchers,
+    Regex { regex: String, reason: String },
+    Predicate { text: String, reason: String },
+    Threshold,
+    Window(String),
+    Cooldown(String),
+    Webhook { url: String, reason: &'static str },
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleError::Name(n) => write!(
+                f,
+                "Alert name {n:?} must be 1 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit."
+            ),
+            RuleError::App(a) => write!(f, "App {a:?} is neither a channel name nor \"*\"."),
+            RuleError::NoMatcher => write!(
+                f,
+                "A rule needs \"where\" (a logfmt predicate like status>=500) or \"regex\"."
+            ),
+            RuleError::BothMatchers => {
+                write!(f, "A rule takes either \"where\" or \"regex\", not both.")
+            }
+            RuleError::Regex { regex, reason } => {
+                write!(f, "Regex {regex:?} does not compile: {reason}.")
+            }
+            RuleError::Predicate { text, reason } => write!(f, "Predicate {text:?} {reason}."),
+            RuleError::Threshold => write!(f, "Threshold must be between 1 and {MAX_THRESHOLD}."),
+            RuleError::Window(w) => write!(
+                f,
+                "Window {w:?} must be a duration above 0, like \"30s\", \"1m\" or \"1h\"."
+            ),
+            RuleError::Cooldown(c) => {
+                write!(f, "Cooldown {c:?} must be a duration, like \"0s\" or \"5m\".")
+            }
+            RuleError::Webhook { url, reason } => write!(f, "Webhook {url:?} {reason}."),
+        }
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+/// Largest threshold (it is stored as an SQLite integer and compared with window counts).
+pub const MAX_THRESHOLD: u64 = 1_000_000_000;
+
+const OPERATORS: &str = "use =, !=, <, <=, > or >=";
+
+/// One `key OP value` term of a predicate.
+#[derive(Debug, Clone)]
+pub struct Term {
+    key: Vec<u8>,
+    op: CmpOp,
+    value: Vec<u8>,
+    /// Finds `key=` in MSG: a line without it cannot have the pair, and most lines are
+    /// rejected by this one vectorised search before any logfmt parsing.
+    finder: memchr::memmem::Finder<'static>,
+}
+
+/// What a line's MSG must satisfy.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// Every term holds (`and`). The first value of each key counts, as in `logfmt::get`.
+    Where(Vec<Term>),
+    Regex(regex::bytes::Regex),
+}
+
+impl Matcher {
+    /// Compiles `where` or `regex` (exactly one must be given).
+    pub fn compile(where_: Option<&str>, regex: Option<&str>) -> Result<Matcher, RuleError> {
+        match (where_, regex) {
+            (Some(_), Some(_)) => Err(RuleError::BothMatchers),
+            (None, None) => Err(RuleError::NoMatcher),
+            (Some(w), None) => parse_predicate(w).map(Matcher::Where),
+            (None, Some(r)) => compile_regex(r).map(Matcher::Regex),
+        }
+    }
+
+    /// Does MSG match? Never allocates for bare values.
+    #[inline]
+    pub fn matches(&self, msg: &[u8]) -> bool {
+        match self {
+            Matcher::Regex(re) => re.is_match(msg),
+            Matcher::Where(terms) => terms.iter().all(|t| {
+                t.finder.find(msg).is_some()
+                    && logfmt::get(msg, &t.key).is_some_and(|v| logfmt::compare(&v, t.op, &t.value))
+            }),
+        }
+    }
+}
+
+fn compile_regex(r: &str) -> Result<regex::bytes::Regex, RuleError> {
+    regex::bytes::RegexBuilder::new(r)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| {
+            // The crate's message is several lines (the pattern, a caret, then `error: …`);
+            // the last line is the reason.
+            let text = e.to_string();
+            let last = text.lines().last().unwrap_or("").trim();
+            let reason = last.strip_prefix("error: ").unwrap_or(last);
+            RuleError::Regex {
+                regex: r.to_string(),
+                reason: reason.trim_end_matches('.').to_string(),
+            }
+        })
+}
+
+fn is_key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b'#' | b'@' | b':')
+}
+
+fn is_op_byte(b: u8) -> bool {
+    b.is_ascii_punctuation() && !is_key_byte(b) && b != b'"' && b != b'\''
+}
+
+/// Parses `key OP value [and key OP value ...]`. Values are bare words or double-quoted.
+fn parse_predicate(text: &str) -> Result<Vec<Term>, RuleError> {
+    let err = |reason: String| RuleError::Predicate {
+        text: text.to_string(),
+        reason,
+    };
+    let mut terms = Vec::new();
+    let mut rest = text.as_bytes().trim_ascii_start();
+    if rest.is_empty() {
+        return Err(err("is empty".into()));
+    }
+    loop {
+        // key
+        let k = rest
+            .iter()
+            .position(|&b| !is_key_byte(b))
+            .unwrap_or(rest.len());
+        let key = &rest[..k];
+        rest = rest[k..].trim_ascii_start();
+        if key.is_empty() {
+            let at = String::from_utf8_lossy(rest);
+            return Err(err(if at.is_empty() {
+                "ends without a term; join terms with \"and\"".into()
+            } else {
+                format!("needs a key before {at:?}")
+            }));
+        }
+        let key_s = String::from_utf8_lossy(key).into_owned();
+        // operator
+        let o = rest
+            .iter()
+            .position(|&b| !is_op_byte(b))
+            .unwrap_or(rest.len());
+        let op_text = &rest[..o];
+        if op_text.is_empty() {
+            return Err(err(format!("has no operator after {key_s:?}; {OPERATORS}")));
+        }
+        let op = CmpOp::parse(op_text).ok_or_else(|| {
+            err(format!(
+                "has an unknown operator {:?}; {OPERATORS}",
+                String::from_utf8_lossy(op_text)
+            ))
+        })?;
+        rest = rest[o..].trim_ascii_start();
+        // value
+        let (value, used) = match rest.first() {
+            Some(b'"') => {
+                let body = &rest[1..];
+                let mut n = 0;
+                let mut out = Vec::new();
+                loop {
+                    match body.get(n) {
+                        None => {
+                            return Err(err(format!("has an unterminated quote after {key_s:?}")))
+                        }
+                        Some(b'\\') if matches!(body.get(n + 1), Some(b'"' | b'\\')) => {
+                            out.push(body[n + 1]);
+                            n += 2;
+                        }
+                        Some(b'"') => break,
+                        Some(&b) => {
+                            out.push(b);
+                            n += 1;
+                        }
+                    }
+                }
+                (out, n + 2)
+            }
+            _ => {
+                let n = rest
+                    .iter()
+                    .position(|b| b.is_ascii_whitespace())
+                    .unwrap_or(rest.len());
+                (rest[..n].to_vec(), n)
+            }
+        };
+        if value.is_empty() && used == 0 {
+            return Err(err(format!(
+                "needs a value after {:?}",
+                format!("{key_s}{}", op.as_str())
+            )));
+        }
+        let numeric = std::str::from_utf8(&value)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .is_some_and(f64::is_finite);
+        if !matches!(op, CmpOp::Eq | CmpOp::Ne) && !numeric {
+            return Err(err(format!(
+                "compares {key_s:?} with {:?} by {:?}, which needs a number",
+                String::from_utf8_lossy(&value),
+                op.as_str()
+            )));
+        }
+        let mut needle = key.to_vec();
+        needle.push(b'=');
+        terms.push(Term {
+            finder: memchr::memmem::Finder::new(&needle).into_owned(),
+            key: key.to_vec(),
+            op,
+            value,
+        });
+        rest = rest[used..].trim_ascii_start();
+        if rest.is_empty() {
+            return Ok(terms);
+        }
+        match rest.strip_prefix(b"and") {
+            Some(r) if r.first().is_some_and(|b| b.is_ascii_whitespace()) || r.is_empty() => {
+                rest = r.trim_ascii_start();
+            }
+            _ => {
+                return Err(err(format!(
+                    "has {:?} after a term; join terms with \"and\"",
+                    String::from_utf8_lossy(rest)
+                )))
+            }
+        }
+    }
+}
+
+/// Is `name` usable as an alert name (a URL segment and a metric label)?
+pub fn check_name(name: &str) -> Result<(), RuleError> {
+    let b = name.as_bytes();
+    let ok = (1..=64).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RuleError::Name(name.to_string()))
+    }
+}
+
+/// Checks a webhook URL: `http://host[:port]/path`. https is refused until logplex has a
+/// TLS client for webhooks, so that a rule never silently fails to deliver.
+pub fn check_webhook(url: &str) -> Result<hyper::Uri, RuleError> {
+    let bad = |reason| RuleError::Webhook {
+        url: url.to_string(),
+        reason,
+    };
+    if url.starts_with("https://") {
+        return Err(bad(
+            "uses https, which alert webhooks do not support yet; use an http:// URL",
+        ));
+    }
+    if !url.starts_with("http://") {
+        return Err(bad("must be an http:// URL"));
+    }
+    let uri: hyper::Uri = url.parse().map_err(|_| bad("is not a valid URL"))?;
+    if uri.host().map_or(true, str::is_empty) {
+        return Err(bad("has no host"));
+    }
+    Ok(uri)
+}
+
+/// A rule ready to run.
+#[derive(Debug)]
+pub struct Rule {
+    /// As configured or posted; also the identity used to keep window state across
+    /// refreshes (a rule whose definition changed starts a fresh window).
+    pub spec: AlertConfig,
+    /// Where it came from: `config` or `api`.
+    pub origin: &'static str,
+    pub matcher: Matcher,
+    pub source: Option<Box<[u8]>>,
+    pub dyno: Option<Box<[u8]>>,
+    pub threshold: u64,
+    pub window: Duration,
+    pub cooldown: Duration,
+    pub webhook: Option<hyper::Uri>,
+}
+
+impl Rule {
+    /// Checks every field and compiles the rule; the first problem is the error.
+    pub fn compile(spec: &AlertConfig, origin: &'static str) -> Result<Rule, RuleError> {
+        check_name(&spec.name)?;
+        if spec.app != "*" && !crate::config::valid_channel_name(&spec.app) {
+            return Err(RuleError::App(spec.app.clone()));
+        }
+        let matcher = Matcher::compile(spec.where_.as_deref(), spec.regex.as_deref())?;
+        if spec.threshold == 0 || spec.threshold > MAX_THRESHOLD {
+            return Err(RuleError::Threshold);
+        }
+        let window = parse_duration(&spec.window)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| RuleError::Window(spec.window.clone()))?;
+        let cooldown = parse_duration(&spec.cooldown)
+            .ok_or_else(|| RuleError::Cooldown(spec.cooldown.clone()))?;
+        let webhook = spec.webhook.as_deref().map(check_webhook).transpose()?;
+        let nonempty = |o: &Option<String>| {
+            o.as_deref()
+                .filter(|s| !s.is_empty())
+                .map(|s| s.as_bytes().into())
+        };
+        Ok(Rule {
+            spec: spec.clone(),
+            origin,
+            matcher,
+            source: nonempty(&spec.source),
+            dyno: nonempty(&spec.dyno),
+            threshold: spec.threshold,
+            window,
+            cooldown,
+            webhook,
+        })
+    }
+
+    /// Does the rule watch this channel?
+    pub fn watches(&self, channel: &str) -> bool {
+        self.spec.app == "*" || self.spec.app == channel
+    }
+
+    /// Does this line count? Source (exact), dyno (`web` matches `web` and `web.N`), then
+    /// the matcher on MSG. The alert lines logplex writes itself never count.
+    #[inline]
+    pub fn counts(&self, line: &Line) -> bool {
+        let procid = line.procid();
+        if &line.source[..] == b"heroku" && procid == b"alerts" {
+            return false;
+        }
+        if let Some(s) = &self.source {
+            if line.source[..] != s[..] {
+                return false;
+            }
+        }
+        if let Some(d) = &self.dyno {
+            let ok = procid == &d[..]
+                || (procid.len() > d.len()
+                    && procid.starts_with(d)
+                    && procid[d.len()] == b'.'
+                    && !d.contains(&b'.'));
+            if !ok {
+                return false;
+            }
+        }
+        self.matcher.matches(line.msg())
+    }
+
+    /// The window as people write it: `60s`, or `500ms` below a second.
+    pub fn window_text(&self) -> String {
+        if self.window.subsec_nanos() == 0 {
+            format!("{}s", self.window.as_secs())
+        } else {
+            format!("{}ms", self.window.as_millis())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn spec(where_: Option<&str>, regex: Option<&str>) -> AlertConfig {
+        AlertConfig {
+            name: "http-5xx".into(),
+            app: "*".into(),
+            source: None,
+            dyno: None,
+            where_: where_.map(str::to_string),
+            regex: regex.map(str::to_string),
+            threshold: 5,
+            window: "1m".into(),
+            cooldown: "5m".into(),
+            webhook: None,
+        }
+    }
+
+    fn line(source: &'static str, procid: &str, msg: &str) -> Line {
+        let f = format!("<190>1 2016-03-08T02:43:26.693600+00:00 host t.x {procid} - - {msg}");
+        Line::parse(Bytes::from(f), Bytes::from_static(source.as_bytes())).unwrap()
+    }
+
+    const ROUTER: &str = r#"at=error code=H12 desc="Request timeout" method=GET path="/" host=demo.herokuapp.com fwd="1.2.3.4" dyno=web.1 connect=0ms service=30000ms status=503 bytes=0"#;
+    const ROUTER_OK: &str = r#"at=info method=GET path="/" host=demo.herokuapp.com fwd="1.2.3.4" dyno=web.1 connect=0ms service=12ms status=200 bytes=1200"#;
+
+    fn err(where_: Option<&str>, regex: Option<&str>) -> String {
+        Matcher::compile(where_, regex).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn predicates_match_router_lines() {
+        for (p, bad, ok) in [
+            ("status>=500", true, false),
+            ("code=H12", true, false),
+            ("at=error and status>=500", true, false),
+            ("code = \"H12\"", true, false),
+            ("status<500", false, true),
+            ("status!=200 and desc=\"Request timeout\"", true, false),
+        ] {
+            let m = Matcher::compile(Some(p), None).unwrap();
+            assert_eq!(m.matches(ROUTER.as_bytes()), bad, "{p} on 503");
+            assert_eq!(m.matches(ROUTER_OK.as_bytes()), ok, "{p} on 200");
+        }
+        let m = Matcher::compile(Some("status>=500"), None).unwrap();
+        assert!(!m.matches(b"Completed 500 Internal Server Error in 2ms"));
+    }
+
+    #[test]
+    fn regex_matches_rails_lines() {
+        let m = Matcher::compile(None, Some(r"Completed 5\d\d")).unwrap();
+        assert!(m.matches(b"Completed 500 Internal Server Error in 2ms"));
+        assert!(!m.matches(b"Completed 200 OK in 2ms"));
+    }
+
+    #[test]
+    fn bad_predicates_say_what_is_wrong() {
+        assert_eq!(
+            err(Some("status=>500"), None),
+            r#"Predicate "status=>500" has an unknown operator "=>"; use =, !=, <, <=, > or >=."#
+        );
+        assert_eq!(
+            err(Some("status~5"), None),
+            r#"Predicate "status~5" has an unknown operator "~"; use =, !=, <, <=, > or >=."#
+        );
+        assert_eq!(
+            err(Some("status 500"), None),
+            r#"Predicate "status 500" has no operator after "status"; use =, !=, <, <=, > or >=."#
+        );
+        assert_eq!(
+            err(Some("status>=abc"), None),
+            r#"Predicate "status>=abc" compares "status" with "abc" by ">=", which needs a number."#
+        );
+        assert_eq!(
+            err(Some("at=error or status>=500"), None),
+            r#"Predicate "at=error or status>=500" has "or status>=500" after a term; join terms with "and"."#
+        );
+        assert_eq!(
+            err(Some("at=error and"), None),
+            r#"Predicate "at=error and" ends without a term; join terms with "and"."#
+        );
+        assert_eq!(err(Some(" "), None), r#"Predicate " " is empty."#);
+        assert_eq!(
+            err(Some(">=5"), None),
+            r#"Predicate ">=5" needs a key before ">=5"."#
+        );
+        assert_eq!(
+            err(Some("code="), None),
+            r#"Predicate "code=" needs a value after "code="."#
+        );
+    }
+
+    #[test]
+    fn a_regex_that_does_not_compile_says_why() {
+        assert_eq!(
+            err(None, Some(r"Completed 5\d\d(")),
+            r#"Regex "Completed 5\\d\\d(" does not compile: unclosed group."#
+        );
+        assert_eq!(
+            err(Some("a=1"), Some("x")),
+            r#"A rule takes either "where" or "regex", not both."#
+        );
+        assert_eq!(
+            err(None, None),
+            r#"A rule needs "where" (a logfmt predicate like status>=500) or "regex"."#
+        );
+    }
+
+    #[test]
+    fn bad_numbers_and_webhooks() {
+        let bad = |f: &dyn Fn(&mut AlertConfig)| {
+            let mut s = spec(Some("status>=500"), None);
+            f(&mut s);
+            Rule::compile(&s, "api").unwrap_err().to_string()
+        };
+        assert_eq!(
+            bad(&|s| s.threshold = 0),
+            "Threshold must be between 1 and 1000000000."
+        );
+        assert_eq!(
+            bad(&|s| s.window = "0s".into()),
+            r#"Window "0s" must be a duration above 0, like "30s", "1m" or "1h"."#
+        );
+        assert_eq!(
+            bad(&|s| s.window = "soon".into()),
+            r#"Window "soon" must be a duration above 0, like "30s", "1m" or "1h"."#
+        );
+        assert_eq!(
+            bad(&|s| s.cooldown = "5".into()),
+            r#"Cooldown "5" must be a duration, like "0s" or "5m"."#
+        );
+        assert_eq!(
+            bad(&|s| s.webhook = Some("ftp://example.com/hook".into())),
+            r#"Webhook "ftp://example.com/hook" must be an http:// URL."#
+        );
+        assert_eq!(
+            bad(&|s| s.webhook = Some("https://example.com/hook".into())),
+            r#"Webhook "https://example.com/hook" uses https, which alert webhooks do not support yet; use an http:// URL."#
+        );
+        assert_eq!(
+            bad(&|s| s.webhook = Some("http://".into())),
+            r#"Webhook "http://" is not a valid URL."#
+        );
+        assert_eq!(
+            bad(&|s| s.name = "5xx alerts".into()),
+            r#"Alert name "5xx alerts" must be 1 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit."#
+        );
+        assert_eq!(
+            bad(&|s| s.app = "Demo".into()),
+            r#"App "Demo" is neither a channel name nor "*"."#
+        );
+    }
+
+    #[test]
+    fn source_and_dyno_filter_before_matching() {
+        let mut s = spec(Some("status>=500"), None);
+        s.source = Some("heroku".into());
+        s.dyno = Some("router".into());
+        let r = Rule::compile(&s, "config").unwrap();
+        assert!(r.counts(&line("heroku", "router", ROUTER)));
+        assert!(!r.counts(&line("app", "router", ROUTER)));
+        assert!(!r.counts(&line("heroku", "web.1", ROUTER)));
+        assert!(!r.counts(&line("heroku", "router", ROUTER_OK)));
+
+        let mut s = spec(None, Some(r"Completed 5\d\d"));
+        s.dyno = Some("web".into());
+        let r = Rule::compile(&s, "config").unwrap();
+        let rails = "Completed 500 Internal Server Error in 2ms";
+        assert!(r.counts(&line("app", "web.1", rails)));
+        assert!(r.counts(&line("app", "web", rails)));
+        assert!(!r.counts(&line("app", "webby.1", rails)));
+        assert!(!r.counts(&line("app", "worker.1", rails)));
+        // logplex's own alert line never counts, even for a rule that would match it.
+        let s = spec(None, Some("Alert"));
+        let r = Rule::compile(&s, "config").unwrap();
+        assert!(!r.counts(&Line::internal(
+            "heroku",
+            "alerts",
+            "Alert x firing: 5 matching lines in 60s"
+        )));
+    }
+}
