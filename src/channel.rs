@@ -30,6 +30,24 @@ struct History {
 /// block (queue and return).
 pub trait Tap: Send + Sync {
     fn lines(&self, channel: &Channel, lines: &[Line]);
+
+    /// `Some` while a healthy consumer is merely behind (a drain whose receiver keeps up but
+    /// which has not had the CPU yet) and `incoming` more lines would fill it past half:
+    /// intake may wait on the `Notify`, briefly, before pushing them. A slow, stalled or
+    /// disconnected consumer returns `None`: it never slows intake, it drops its oldest
+    /// lines instead.
+    fn pressure(&self, incoming: usize) -> Option<&tokio::sync::Notify> {
+        let _ = incoming;
+        None
+    }
+
+    /// The bound of the consumer's buffer, if it has one that intake should pace itself to.
+    fn capacity(&self) -> Option<usize> {
+        None
+    }
+
+    /// Intake waited the whole budget and the consumer did not catch up: treat it as slow.
+    fn too_slow(&self) {}
 }
 
 /// One app's log stream.
@@ -69,6 +87,51 @@ impl Channel {
     /// taps (drains, alerts). Returns how many were appended.
     pub fn push<I: IntoIterator<Item = Line>>(&self, lines: I) -> usize {
         self.append(lines, true)
+    }
+
+    /// Pushes `n` lines like [`Channel::push`], in chunks of an eighth of the smallest tap
+    /// buffer, first giving taps that are behind but healthy (see [`Tap::pressure`]) time to
+    /// make room, up to `budget` in all. On a loaded machine this keeps a drain that is only
+    /// short of CPU from dropping lines. The wait is bounded and a tap that uses it all is
+    /// marked slow, so a slow receiver never holds intake back.
+    pub async fn push_paced<I: Iterator<Item = Line>>(
+        &self,
+        lines: I,
+        n: usize,
+        budget: std::time::Duration,
+    ) -> usize {
+        let taps = self.taps.load_full();
+        let Some(chunk) = taps
+            .iter()
+            .filter_map(|t| t.capacity())
+            .min()
+            .map(|c| (c / 8).max(1))
+        else {
+            return self.push(lines);
+        };
+        let deadline = tokio::time::Instant::now() + budget;
+        let mut lines = lines;
+        let (mut left, mut stored) = (n, 0);
+        while left > 0 {
+            let k = left.min(chunk);
+            for tap in taps.iter() {
+                while let Some(room) = tap.pressure(k) {
+                    let wait = room.notified();
+                    tokio::pin!(wait);
+                    wait.as_mut().enable();
+                    if tap.pressure(k).is_none() {
+                        break;
+                    }
+                    if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                        tap.too_slow();
+                        break;
+                    }
+                }
+            }
+            stored += self.push(lines.by_ref().take(k));
+            left -= k;
+        }
+        stored
     }
 
     /// Puts saved lines back into the history at start: no tails, drains or alerts see them

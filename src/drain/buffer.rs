@@ -3,6 +3,7 @@
 
 use crate::line::{now_micros, Line};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tokio::sync::Notify;
 
@@ -18,6 +19,8 @@ struct Inner {
 pub struct Buffer {
     inner: Mutex<Inner>,
     cap: usize,
+    /// Lines queued, readable without the lock (for intake's `pressure` check).
+    len: AtomicUsize,
     pub notify: Notify,
 }
 
@@ -37,6 +40,7 @@ impl Buffer {
                 since: 0,
             }),
             cap: cap.max(1),
+            len: AtomicUsize::new(0),
             notify: Notify::new(),
         }
     }
@@ -61,7 +65,9 @@ impl Buffer {
         let n = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             g.q.extend(lines.iter().cloned());
-            Self::drop_oldest(&mut g, self.cap)
+            let n = Self::drop_oldest(&mut g, self.cap);
+            self.len.store(g.q.len(), Ordering::Relaxed);
+            n
         };
         self.notify.notify_one();
         n
@@ -88,6 +94,7 @@ impl Buffer {
             since: g.since,
         });
         g.dropped = 0;
+        self.len.store(g.q.len(), Ordering::Relaxed);
         (out, dropped)
     }
 
@@ -106,7 +113,9 @@ impl Buffer {
             };
             g.dropped += d.count;
         }
-        Self::drop_oldest(&mut g, self.cap)
+        let n = Self::drop_oldest(&mut g, self.cap);
+        self.len.store(g.q.len(), Ordering::Relaxed);
+        n
     }
 
     /// Counts lines that were taken and then lost (a rejected HTTP batch), to announce.
@@ -121,7 +130,11 @@ impl Buffer {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).q.len()
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cap
     }
 
     pub fn is_empty(&self) -> bool {

@@ -55,7 +55,7 @@ pub async fn run(d: &Drain, shared: &Shared) {
         if wait_for_work(d, shared, None).await != Wait::Work {
             return;
         }
-        let (lines, dropped) = d.buffer.take(usize::MAX, BATCH_BYTES);
+        let (lines, dropped) = d.take(usize::MAX, BATCH_BYTES);
         out.clear();
         let mut count = lines.len();
         if let Some(dr) = dropped {
@@ -93,7 +93,10 @@ pub async fn run(d: &Drain, shared: &Shared) {
                     tracing::warn!(drain = %token, "cannot build the request: {e}");
                     0
                 }),
-                Ok(req) => match tokio::time::timeout(REQUEST_TIMEOUT, client.request(req)).await {
+                Ok(req) => match d
+                    .writing(tokio::time::timeout(REQUEST_TIMEOUT, client.request(req)))
+                    .await
+                {
                     Err(_) => Outcome::Retry("timed out".into()),
                     Ok(Err(e)) => Outcome::Retry(e.to_string()),
                     Ok(Ok(resp)) => {
@@ -110,6 +113,7 @@ pub async fn run(d: &Drain, shared: &Shared) {
             };
             match outcome {
                 Outcome::Delivered => {
+                    d.set_connected(true);
                     d.counters.sent.inc_by(n);
                     d.counters.buffered.sub(n as i64);
                     backoff.reset();
@@ -121,6 +125,7 @@ pub async fn run(d: &Drain, shared: &Shared) {
                     break;
                 }
                 Outcome::Retry(why) => {
+                    d.set_connected(false);
                     tracing::debug!(drain = %token, url = %d.url.redacted, attempt, "batch not delivered: {why}");
                     let out_of_time = flush_deadline.is_some_and(|t| Instant::now() > t);
                     if attempt >= MAX_ATTEMPTS || out_of_time {

@@ -18,8 +18,10 @@ use crate::store::{self, ChannelRecord, StoreError};
 use buffer::Buffer;
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 pub use url::{DrainUrl, Kind};
@@ -39,6 +41,51 @@ pub struct Drain {
     pub removed: CancellationToken,
     /// The channel, for in-band lines (L14).
     channel: Mutex<Weak<Channel>>,
+    /// Flow state read by intake (see [`Tap::pressure`]): believed able to deliver (true
+    /// from the start, false from a failed connect or write until the next success), when
+    /// the write under way started (µs, 0 when none), marked slow by intake.
+    pub healthy: AtomicBool,
+    connected: AtomicBool,
+    pub writing_since: AtomicI64,
+    pub slow: AtomicBool,
+    /// Signalled each time the drain takes lines out of its buffer.
+    pub space: Notify,
+}
+
+/// A write pending longer than this means the receiver is slow, not that we are short of CPU.
+const STALLED_WRITE_MICROS: i64 = 100_000;
+
+impl Drain {
+    /// Takes a batch out of the buffer, wakes intake waiting for room, and clears the slow
+    /// mark once the buffer is mostly empty again.
+    pub fn take(&self, max: usize, max_bytes: usize) -> (Vec<Line>, Option<buffer::Dropped>) {
+        let r = self.buffer.take(max, max_bytes);
+        if self.buffer.len() * 4 <= self.buffer.capacity() {
+            self.slow.store(false, Ordering::Relaxed);
+        }
+        self.space.notify_waiters();
+        r
+    }
+
+    /// Runs a write or request, marking it under way for [`Tap::pressure`].
+    pub async fn writing<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.writing_since
+            .store(crate::line::now_micros().max(1), Ordering::Relaxed);
+        let r = f.await;
+        self.writing_since.store(0, Ordering::Relaxed);
+        r
+    }
+
+    pub fn set_connected(&self, up: bool) {
+        self.healthy.store(up, Ordering::Relaxed);
+        if self.connected.swap(up, Ordering::Relaxed) != up {
+            if up {
+                self.counters.connected.inc();
+            } else {
+                self.counters.connected.dec();
+            }
+        }
+    }
 }
 
 impl Drain {
@@ -64,6 +111,30 @@ impl Tap for Drain {
         self.counters
             .buffered
             .add(lines.len() as i64 - dropped as i64);
+    }
+
+    fn capacity(&self) -> Option<usize> {
+        Some(self.buffer.capacity())
+    }
+
+    fn pressure(&self, incoming: usize) -> Option<&Notify> {
+        if self.buffer.len() + incoming <= self.buffer.capacity() / 2
+            || !self.healthy.load(Ordering::Relaxed)
+            || self.slow.load(Ordering::Relaxed)
+        {
+            return None;
+        }
+        let since = self.writing_since.load(Ordering::Relaxed);
+        if since != 0 && crate::line::now_micros() - since > STALLED_WRITE_MICROS {
+            tracing::trace!(drain = %String::from_utf8_lossy(&self.token), "write stalled; not pacing intake");
+            return None;
+        }
+        Some(&self.space)
+    }
+
+    fn too_slow(&self) {
+        tracing::debug!(drain = %String::from_utf8_lossy(&self.token), "drain did not catch up; marked slow");
+        self.slow.store(true, Ordering::Relaxed);
     }
 }
 
@@ -118,6 +189,11 @@ impl Drains {
             counters,
             removed: CancellationToken::new(),
             channel: Mutex::new(Weak::new()),
+            healthy: AtomicBool::new(true),
+            connected: AtomicBool::new(false),
+            writing_since: AtomicI64::new(0),
+            slow: AtomicBool::new(false),
+            space: Notify::new(),
         });
         tracing::info!(drain = %rec.token, url = %d.url.redacted, channel = %rec.channel, "drain started");
         let shared = self.shared.clone();

@@ -143,8 +143,10 @@ pub async fn run_stream(d: &Drain, shared: &Shared) {
         match wait_for_work(d, shared, conn.as_ref().map(|_| IDLE_CLOSE)).await {
             Wait::Stop => return,
             Wait::Idle => {
+                // Closed for idleness, not failure: still healthy for intake's pacing.
                 conn = None;
-                d.counters.connected.dec();
+                d.set_connected(false);
+                d.healthy.store(true, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
             Wait::Work => {}
@@ -154,13 +156,14 @@ pub async fn run_stream(d: &Drain, shared: &Shared) {
             .is_some_and(|(c, at)| at.elapsed() > MAX_AGE || c.closed())
         {
             conn = None;
-            d.counters.connected.dec();
+            d.set_connected(false);
+            d.healthy.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         if conn.is_none() {
             match connect(d, shared).await {
                 Ok(c) => {
                     conn = Some((c, Instant::now()));
-                    d.counters.connected.inc();
+                    d.set_connected(true);
                     cert_announced = false;
                 }
                 Err(e) => {
@@ -192,11 +195,14 @@ pub async fn run_stream(d: &Drain, shared: &Shared) {
         let Some((c, _)) = conn.as_mut() else {
             continue;
         };
-        let (lines, dropped) = d.buffer.take(BATCH_LINES, BATCH_BYTES);
+        let (lines, dropped) = d.take(BATCH_LINES, BATCH_BYTES);
         out.clear();
         render_batch(&mut out, d, true, &lines, dropped);
         let n = lines.len() as u64;
-        match tokio::time::timeout(WRITE_TIMEOUT, c.write_all(&out)).await {
+        match d
+            .writing(tokio::time::timeout(WRITE_TIMEOUT, c.write_all(&out)))
+            .await
+        {
             Ok(Ok(())) => {
                 d.counters.sent.inc_by(n);
                 d.counters.buffered.sub(n as i64);
@@ -209,7 +215,7 @@ pub async fn run_stream(d: &Drain, shared: &Shared) {
                 d.counters.buffered.sub(lost as i64);
                 d.counters.retried.inc();
                 conn = None;
-                d.counters.connected.dec();
+                d.set_connected(false);
                 if flush_deadline.is_some() || !pause(d, shared, backoff.next_delay()).await {
                     return;
                 }
@@ -243,13 +249,13 @@ pub async fn run_udp(d: &Drain, shared: &Shared) {
             }
         }
     };
-    d.counters.connected.inc();
+    d.set_connected(true);
     let mut out = BytesMut::with_capacity(16 * 1024);
     loop {
         if wait_for_work(d, shared, None).await != Wait::Work {
             break;
         }
-        let (lines, dropped) = d.buffer.take(BATCH_LINES, BATCH_BYTES);
+        let (lines, dropped) = d.take(BATCH_LINES, BATCH_BYTES);
         d.counters.buffered.sub(lines.len() as i64);
         if let Some(dr) = dropped {
             out.clear();
@@ -279,5 +285,5 @@ pub async fn run_udp(d: &Drain, shared: &Shared) {
             d.counters.dropped.inc_by(lost);
         }
     }
-    d.counters.connected.dec();
+    d.set_connected(false);
 }

@@ -181,7 +181,15 @@ async fn post_logs(
             }
         }
     }
-    let n = route.channel.push(lines);
+    let count = lines.len();
+    let n = route
+        .channel
+        .push_paced(
+            lines.into_iter(),
+            count,
+            std::time::Duration::from_millis(100),
+        )
+        .await;
     counters.received.inc_by(n as u64);
     Ok(n)
 }

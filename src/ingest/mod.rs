@@ -13,20 +13,20 @@ use bytes::Bytes;
 use std::sync::Arc;
 
 /// Routes frames by their APP-NAME token and pushes runs of lines for the same channel
-/// under one lock. One per read (TCP) or datagram burst (UDP); `pending` is reused.
+/// together. One per read (TCP) or datagram (UDP); `pending` is reused.
 pub struct Router<'a> {
-    snap: &'a Snapshot,
+    snap: Arc<Snapshot>,
     counters: &'a InputCounters,
-    channel: Option<Arc<Channel>>,
     pending: &'a mut Vec<Line>,
-    stored: u64,
+    /// Consecutive lines of one channel: the channel and how many.
+    runs: Vec<(Arc<Channel>, usize)>,
     unknown: u64,
     malformed: u64,
 }
 
 impl<'a> Router<'a> {
     pub fn new(
-        snap: &'a Snapshot,
+        snap: Arc<Snapshot>,
         counters: &'a InputCounters,
         pending: &'a mut Vec<Line>,
     ) -> Self {
@@ -34,9 +34,8 @@ impl<'a> Router<'a> {
         Router {
             snap,
             counters,
-            channel: None,
             pending,
-            stored: 0,
+            runs: Vec::new(),
             unknown: 0,
             malformed: 0,
         }
@@ -56,30 +55,17 @@ impl<'a> Router<'a> {
             self.unknown += 1;
             return;
         };
-        match &self.channel {
-            Some(c) if Arc::ptr_eq(c, &route.channel) => {}
-            _ => {
-                self.flush();
-                self.channel = Some(route.channel.clone());
-            }
+        match self.runs.last_mut() {
+            Some((c, n)) if Arc::ptr_eq(c, &route.channel) => *n += 1,
+            _ => self.runs.push((route.channel.clone(), 1)),
         }
         self.pending
             .push(Line::from_parsed(&frame, &m, &route.source));
     }
 
-    fn flush(&mut self) {
-        if let Some(c) = &self.channel {
-            if !self.pending.is_empty() {
-                self.stored += c.push(self.pending.drain(..)) as u64;
-            }
-        }
-    }
-
-    /// Pushes what is queued and adds the counts to the input's metrics.
-    pub fn finish(mut self) {
-        self.flush();
-        if self.stored > 0 {
-            self.counters.received.inc_by(self.stored);
+    fn count(&self, stored: u64) {
+        if stored > 0 {
+            self.counters.received.inc_by(stored);
         }
         if self.unknown > 0 {
             self.counters.reject(Reject::UnknownToken, self.unknown);
@@ -87,5 +73,28 @@ impl<'a> Router<'a> {
         if self.malformed > 0 {
             self.counters.reject(Reject::Malformed, self.malformed);
         }
+    }
+
+    /// Pushes what is queued and adds the counts to the input's metrics.
+    pub fn finish(self) {
+        let mut lines = self.pending.drain(..);
+        let mut stored = 0;
+        for (ch, n) in &self.runs {
+            stored += ch.push(lines.by_ref().take(*n)) as u64;
+        }
+        drop(lines);
+        self.count(stored);
+    }
+
+    /// Like [`Router::finish`], pacing each run to the channel's drains (see
+    /// [`Channel::push_paced`]).
+    pub async fn finish_paced(self, budget: std::time::Duration) {
+        let mut lines = self.pending.drain(..);
+        let mut stored = 0;
+        for (ch, n) in &self.runs {
+            stored += ch.push_paced(lines.by_ref().take(*n), *n, budget).await as u64;
+        }
+        drop(lines);
+        self.count(stored);
     }
 }

@@ -16,6 +16,8 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 const READ_CHUNK: usize = 64 * 1024;
+/// Longest a read waits for healthy drains to catch up (see `Channel::make_room`).
+const ROOM_BUDGET: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Accepts connections until shutdown.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -71,8 +73,7 @@ async fn connection(
             _ = shutdown.cancelled() => 0,
         };
         let eof = n == 0;
-        let snap = shared.registry.snapshot();
-        let mut router = Router::new(&snap, counters, &mut pending);
+        let mut router = Router::new(shared.registry.snapshot(), counters, &mut pending);
         let mut fatal = None;
         loop {
             let step = if eof {
@@ -99,7 +100,7 @@ async fn connection(
                 }
             }
         }
-        router.finish();
+        router.finish_paced(ROOM_BUDGET).await;
         if let Some(e) = fatal {
             return Err(e);
         }

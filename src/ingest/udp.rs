@@ -36,9 +36,9 @@ pub async fn serve(sock: UdpSocket, shared: Arc<Shared>, shutdown: CancellationT
             counters.reject(Reject::TooLong, 1);
             continue;
         }
-        let snap = shared.registry.snapshot();
-        let mut router = Router::new(&snap, &counters, &mut pending);
+        let mut router = Router::new(shared.registry.snapshot(), &counters, &mut pending);
         router.frame(datagram);
+        // UDP has no flow control: no pacing to drains here.
         router.finish();
     }
 }
