@@ -6,7 +6,9 @@
 //! batch when it is full or `--wait` old, queues it in the bounded [`Outbox`] and keeps
 //! one request in flight. A full outbox either drops its oldest batch and says so in-band
 //! with an L12 line (`--drop`, the default) or stops reading until there is room
-//! (`--no-drop`), which makes the writer block on its pipe.
+//! (`--no-drop`), which makes the writer block on its pipe. A batch that cannot be
+//! delivered (tries used up, or refused with a 4xx other than 429) is lost: it is told on
+//! stderr and, like log-shuttle, in-band with an L13 line in front of the next batch sent.
 
 use super::client::{http_client, normalize_base, CliError, HttpClient};
 use super::{AppArg, ServerArgs};
@@ -30,8 +32,8 @@ use tokio::time::Instant;
 
 /// Frames go out at this priority: local7.info, as log-shuttle sends them.
 const PRI_LINE: u8 = 190;
-/// The L12 notice: local5.warning, as log-shuttle sends it.
-const PRI_L12: u8 = 172;
+/// The L12 and L13 notices: local5.warning, as log-shuttle sends them.
+const PRI_NOTICE: u8 = 172;
 /// A batch is closed before its body passes this size, far below the input's default
 /// `ingest.http.max_body` (4 MiB), whatever `--batch-size` and `--max-line-length` say.
 const MAX_BATCH_BYTES: usize = 1 << 20;
@@ -295,7 +297,9 @@ async fn pump(
 ) -> bool {
     let mut batcher = Batcher::new(framer, s.batch_size);
     let mut outbox = Outbox::new(s.back_buff, s.policy);
-    let mut inflight: Option<Pin<Box<dyn Future<Output = ()>>>> = None;
+    let mut inflight: Option<Inflight> = None;
+    // Lines of batches that could not be delivered, not yet reported in-band (L13).
+    let mut lost: Option<Tally> = None;
     let mut input_open = true;
     let mut interrupted = false;
     // When the partial batch must go, counted from its first line.
@@ -303,14 +307,36 @@ async fn pump(
     let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
     loop {
         if inflight.is_none() {
-            if let Some((mut batch, drops)) = outbox.pop() {
-                if let Some(d) = drops {
-                    batch = batch.after_l12(&batcher.framer, d, OffsetDateTime::now_utc());
-                }
-                inflight = Some(Box::pin(sink.clone().deliver(batch)));
+            if let Some((batch, dropped)) = outbox.pop() {
+                let notices = Notices {
+                    dropped,
+                    lost: lost.take(),
+                };
+                let own = batch.count;
+                let batch = batch.with_notices(&batcher.framer, notices, OffsetDateTime::now_utc());
+                let sink = sink.clone();
+                inflight = Some(Box::pin(async move {
+                    if sink.deliver(batch, own).await {
+                        None
+                    } else {
+                        Some(Lost {
+                            lines: own,
+                            notices,
+                        })
+                    }
+                }));
             }
         }
         if !input_open && batcher.is_empty() && outbox.is_empty() && inflight.is_none() {
+            // Notices put back by the loss of the batch that carried them have nothing
+            // left to ride on; the lost lines themselves were told on stderr already.
+            if let Some(d) = outbox.drops.take() {
+                eprintln!(
+                    "logplex: {} dropped since {} could not be reported in-band.",
+                    lines(d.count as usize),
+                    timestamp(d.since)
+                );
+            }
             return true;
         }
         let room = outbox.policy == FullPolicy::DropOldest || !outbox.is_full();
@@ -350,7 +376,22 @@ async fn pump(
                     outbox.push(b, OffsetDateTime::now_utc());
                 }
             }
-            () = poll_inflight(&mut inflight) => inflight = None,
+            done = poll_inflight(&mut inflight) => {
+                inflight = None;
+                if let Some(Lost { lines: n, notices }) = done {
+                    // The notices the batch carried were not seen either: report them again,
+                    // with the lines of the batch itself counted as lost from now.
+                    Tally::add(&mut outbox.drops, notices.dropped);
+                    Tally::add(&mut lost, notices.lost);
+                    Tally::add(
+                        &mut lost,
+                        Some(Tally {
+                            count: n as u64,
+                            since: OffsetDateTime::now_utc(),
+                        }),
+                    );
+                }
+            }
             r = &mut ctrl_c => {
                 if interrupted || r.is_err() {
                     return false;
@@ -382,7 +423,16 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn poll_inflight(f: &mut Option<Pin<Box<dyn Future<Output = ()>>>>) {
+/// The request in flight; it resolves to the batch's loss, if it could not be delivered.
+type Inflight = Pin<Box<dyn Future<Output = Option<Lost>>>>;
+
+/// A batch that could not be delivered: its own lines, and the notices it carried.
+struct Lost {
+    lines: usize,
+    notices: Notices,
+}
+
+async fn poll_inflight(f: &mut Option<Inflight>) -> Option<Lost> {
     match f {
         Some(f) => f.await,
         None => std::future::pending().await,
@@ -441,12 +491,12 @@ impl Framer {
         frame(out, PRI_LINE, ts, "host", &self.token, &self.procid, msg);
     }
 
-    /// Appends log-shuttle's own notice of lines it dropped.
-    fn l12(&self, out: &mut BytesMut, ts: &str, drops: Drops) {
-        let msg = l12_message(drops.count, &timestamp(drops.since));
+    /// Appends one of log-shuttle's own notices (L12, L13): `heroku` as HOSTNAME and
+    /// `log-shuttle` as PROCID, byte for byte what log-shuttle sends.
+    fn notice(&self, out: &mut BytesMut, ts: &str, msg: &str) {
         frame(
             out,
-            PRI_L12,
+            PRI_NOTICE,
             ts,
             "heroku",
             &self.token,
@@ -472,6 +522,11 @@ fn l12_message(count: u64, since: &str) -> String {
     format!("Error L12: {count} messages dropped since {since}.")
 }
 
+/// The text of the L13 line, as log-shuttle words it.
+fn l13_message(count: u64, since: &str) -> String {
+    format!("Error L13: {count} messages lost since {since}.")
+}
+
 /// A logplex-1 body under construction and the number of frames in it.
 #[derive(Debug, Default)]
 struct Batch {
@@ -480,15 +535,25 @@ struct Batch {
 }
 
 impl Batch {
-    /// This batch behind an L12 frame reporting `drops`.
-    fn after_l12(self, framer: &Framer, drops: Drops, now: OffsetDateTime) -> Batch {
-        let mut body = BytesMut::with_capacity(self.body.len() + 160);
-        framer.l12(&mut body, &timestamp(now), drops);
-        body.extend_from_slice(&self.body);
-        Batch {
-            body,
-            count: self.count + 1,
+    /// This batch behind the L12 and L13 frames of `notices` (in log-shuttle's order:
+    /// dropped, then lost), or as it is when there is nothing to report.
+    fn with_notices(self, framer: &Framer, notices: Notices, now: OffsetDateTime) -> Batch {
+        if notices.is_empty() {
+            return self;
         }
+        let ts = timestamp(now);
+        let mut body = BytesMut::with_capacity(self.body.len() + 320);
+        let mut count = self.count;
+        if let Some(d) = notices.dropped {
+            framer.notice(&mut body, &ts, &l12_message(d.count, &timestamp(d.since)));
+            count += 1;
+        }
+        if let Some(l) = notices.lost {
+            framer.notice(&mut body, &ts, &l13_message(l.count, &timestamp(l.since)));
+            count += 1;
+        }
+        body.extend_from_slice(&self.body);
+        Batch { body, count }
     }
 }
 
@@ -539,11 +604,38 @@ enum FullPolicy {
     Block,
 }
 
-/// Lines dropped since a time, not yet reported.
+/// Lines dropped (L12) or lost (L13) since a time, not yet reported in-band.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Drops {
+struct Tally {
     count: u64,
     since: OffsetDateTime,
+}
+
+impl Tally {
+    /// Adds `more` to `slot`, keeping the earlier `since`.
+    fn add(slot: &mut Option<Tally>, more: Option<Tally>) {
+        let Some(more) = more else { return };
+        match slot {
+            Some(t) => {
+                t.count += more.count;
+                t.since = t.since.min(more.since);
+            }
+            None => *slot = Some(more),
+        }
+    }
+}
+
+/// What the next batch sent reports in front of its lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Notices {
+    dropped: Option<Tally>,
+    lost: Option<Tally>,
+}
+
+impl Notices {
+    fn is_empty(&self) -> bool {
+        self.dropped.is_none() && self.lost.is_none()
+    }
 }
 
 /// The bounded queue of closed batches waiting behind the one in flight.
@@ -551,7 +643,8 @@ struct Outbox {
     queue: VecDeque<Batch>,
     capacity: usize,
     policy: FullPolicy,
-    drops: Option<Drops>,
+    /// Lines of batches dropped while full, until the next [`Outbox::pop`] reports them.
+    drops: Option<Tally>,
 }
 
 impl Outbox {
@@ -575,18 +668,20 @@ impl Outbox {
     fn push(&mut self, batch: Batch, now: OffsetDateTime) {
         if self.is_full() && self.policy == FullPolicy::DropOldest {
             if let Some(old) = self.queue.pop_front() {
-                let d = self.drops.get_or_insert(Drops {
-                    count: 0,
-                    since: now,
-                });
-                d.count += old.count as u64;
+                Tally::add(
+                    &mut self.drops,
+                    Some(Tally {
+                        count: old.count as u64,
+                        since: now,
+                    }),
+                );
             }
         }
         self.queue.push_back(batch);
     }
 
     /// The next batch to send, with the drops to report in front of it.
-    fn pop(&mut self) -> Option<(Batch, Option<Drops>)> {
+    fn pop(&mut self) -> Option<(Batch, Option<Tally>)> {
         let batch = self.queue.pop_front()?;
         Some((batch, self.drops.take()))
     }
@@ -609,22 +704,23 @@ enum Outcome {
 }
 
 impl Sink {
-    /// Sends one batch, retrying with backoff; failures are told on stderr, never fatal.
-    async fn deliver(self: Rc<Self>, batch: Batch) {
+    /// Sends one batch, retrying with backoff; `false` when it is lost, which is told on
+    /// stderr (never fatal). `own_lines` is the batch's count without its notices.
+    async fn deliver(&self, batch: Batch, own_lines: usize) -> bool {
         let count = batch.count;
         let body = batch.body.freeze();
         let mut delay = Duration::from_millis(500);
         for attempt in 1..=ATTEMPTS {
             match self.post(body.clone(), count).await {
-                Outcome::Delivered => return,
+                Outcome::Delivered => return true,
                 Outcome::Refused(why) => {
-                    eprintln!("logplex: {why}; {} lost.", lines(count));
-                    return;
+                    eprintln!("logplex: {why}; {} lost.", lines(own_lines));
+                    return false;
                 }
                 Outcome::Retry(why) if attempt == ATTEMPTS => {
                     eprintln!(
                         "logplex: {why}; gave up after {ATTEMPTS} tries, {} lost.",
-                        lines(count)
+                        lines(own_lines)
                     );
                 }
                 Outcome::Retry(why) => {
@@ -636,6 +732,7 @@ impl Sink {
                 }
             }
         }
+        false
     }
 
     async fn post(&self, body: Bytes, count: usize) -> Outcome {
@@ -823,20 +920,20 @@ mod tests {
         assert_eq!(first.count, 5);
         assert_eq!(
             drops,
-            Some(Drops {
+            Some(Tally {
                 count: 7,
                 since: t0
             })
         );
-        let (second, drops) = o.pop().unwrap();
-        assert_eq!((second.count, drops), (6, None));
+        let (second, none) = o.pop().unwrap();
+        assert_eq!((second.count, none), (6, None));
         assert!(o.pop().is_none());
 
-        let with = first.after_l12(
+        let with = first.with_notices(
             &framer(),
-            Drops {
-                count: 7,
-                since: t0,
+            Notices {
+                dropped: drops,
+                lost: None,
             },
             t0,
         );
@@ -850,6 +947,75 @@ mod tests {
         assert!(
             text.starts_with(&format!("{} {head}", head.len())),
             "{text}"
+        );
+    }
+
+    /// log-shuttle's own batch tests pin the frames byte for byte: with the token `token`
+    /// and 5 lines, the L12 frame is 138 bytes and the L13 frame 135.
+    #[test]
+    fn notices_match_log_shuttle_byte_for_byte() {
+        let t0 = datetime!(2016-03-08 02:43:26.5 UTC);
+        let framer = Framer {
+            token: "token".into(),
+            procid: "web.1".into(),
+        };
+        let five = |since| Some(Tally { count: 5, since });
+        let batch = batch_of(2).with_notices(
+            &framer,
+            Notices {
+                dropped: five(t0),
+                lost: five(t0 + Duration::from_secs(1)),
+            },
+            t0,
+        );
+        assert_eq!(batch.count, 4);
+        let text = String::from_utf8(batch.body.to_vec()).unwrap();
+        let ts = "2016-03-08T02:43:26.500000+00:00";
+        let later = "2016-03-08T02:43:27.500000+00:00";
+        let expected = format!(
+            "138 <172>1 {ts} heroku token log-shuttle - - \
+             Error L12: 5 messages dropped since {ts}.\
+             135 <172>1 {ts} heroku token log-shuttle - - \
+             Error L13: 5 messages lost since {later}."
+        );
+        assert!(text.starts_with(&expected), "{text}");
+
+        let plain = batch_of(2).with_notices(&framer, Notices::default(), t0);
+        assert_eq!(plain.count, 2);
+        assert_eq!(
+            plain.body,
+            batch_of(2).body,
+            "nothing to report, nothing added"
+        );
+    }
+
+    #[test]
+    fn tallies_add_up_from_the_earliest_time() {
+        let t0 = datetime!(2016-03-08 02:43:26 UTC);
+        let mut slot = None;
+        Tally::add(&mut slot, None);
+        assert_eq!(slot, None);
+        let later = t0 + Duration::from_secs(5);
+        Tally::add(
+            &mut slot,
+            Some(Tally {
+                count: 2,
+                since: later,
+            }),
+        );
+        Tally::add(
+            &mut slot,
+            Some(Tally {
+                count: 3,
+                since: t0,
+            }),
+        );
+        assert_eq!(
+            slot,
+            Some(Tally {
+                count: 5,
+                since: t0
+            })
         );
     }
 
