@@ -25,9 +25,10 @@ struct History {
     next_seq: u64,
 }
 
-/// Something that sees every line stored in a channel, after it is stored: a drain's buffer,
-/// an alert rule's window. Called outside the history lock with the whole batch; it must not
-/// block (queue and return).
+/// Something that sees every line stored in a channel, as it is stored: a drain's buffer, an
+/// alert rule's window. Called with the channel's history lock held, with the new lines in
+/// place (no copy): it must not block (queue and return) and must not call back into the
+/// channel.
 pub trait Tap: Send + Sync {
     fn lines(&self, channel: &Channel, lines: &[Line]);
 
@@ -142,14 +143,10 @@ impl Channel {
 
     fn append<I: IntoIterator<Item = Line>>(&self, lines: I, live: bool) -> usize {
         let tails = live && self.tail.receiver_count() > 0;
-        let taps = if live {
-            self.taps.load_full()
-        } else {
-            Arc::new(Vec::new())
-        };
-        let mut tapped: Vec<Line> = Vec::new();
+        let taps = self.taps.load();
+        let tapped = live && !taps.is_empty();
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        let mut n = 0;
+        let first = h.lines.len();
         for mut line in lines {
             if h.arena.capacity() - h.arena.len() < line.frame.len() {
                 // Small channels get small chunks; busy ones grow to 64 KiB.
@@ -166,21 +163,31 @@ impl Channel {
                 // Err only means every receiver went away meanwhile.
                 let _ = self.tail.send(line.clone());
             }
-            if !taps.is_empty() {
-                tapped.push(line.clone());
-            }
             h.lines.push_back(line);
-            n += 1;
+        }
+        let n = h.lines.len() - first;
+        if tapped {
+            // The new lines, in place: taps see them without a copy (so under the lock, which
+            // also gives every tap the channel's order).
+            let (a, b) = h.lines.as_slices();
+            let (s1, s2): (&[Line], &[Line]) = if first < a.len() {
+                (&a[first..], b)
+            } else {
+                (&[], &b[first - a.len()..])
+            };
+            for tap in taps.iter() {
+                for part in [s1, s2] {
+                    if !part.is_empty() {
+                        tap.lines(self, part);
+                    }
+                }
+            }
         }
         while h.lines.len() > self.limits.history_lines || h.bytes > self.limits.history_bytes {
             match h.lines.pop_front() {
                 Some(old) => h.bytes -= old.weight(),
                 None => break,
             }
-        }
-        drop(h);
-        for tap in taps.iter() {
-            tap.lines(self, &tapped);
         }
         n
     }

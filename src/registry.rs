@@ -3,9 +3,9 @@
 //! never touches SQLite.
 
 use crate::channel::{Channel, Limits, Tap};
+use crate::line::Source;
 use crate::store::{self, ChannelRecord, Store, StoreError};
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub struct Route {
     pub channel: Arc<Channel>,
     /// The token's name, shown as SOURCE.
-    pub source: Bytes,
+    pub source: Source,
 }
 
 /// One consistent view of channels and tokens.
@@ -123,7 +123,7 @@ impl Registry {
             for (name, token) in &rec.tokens {
                 let route = Route {
                     channel: ch.clone(),
-                    source: Bytes::copy_from_slice(name.as_bytes()),
+                    source: Source::new(name.as_bytes()),
                 };
                 tokens.insert(token.as_bytes().to_vec().into_boxed_slice(), route);
             }

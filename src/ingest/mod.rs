@@ -6,7 +6,7 @@ pub mod tcp;
 pub mod udp;
 
 use crate::channel::Channel;
-use crate::line::Line;
+use crate::line::{Fields, Line};
 use crate::metrics::{InputCounters, Reject};
 use crate::registry::Snapshot;
 use bytes::Bytes;
@@ -59,8 +59,8 @@ impl<'a> Router<'a> {
             Some((c, n)) if Arc::ptr_eq(c, &route.channel) => *n += 1,
             _ => self.runs.push((route.channel.clone(), 1)),
         }
-        self.pending
-            .push(Line::from_parsed(&frame, &m, &route.source));
+        let fields = Fields::of(&frame, &m);
+        self.pending.push(Line::new(frame, fields, route.source));
     }
 
     fn count(&self, stored: u64) {
