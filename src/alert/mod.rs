@@ -257,27 +257,57 @@ impl TapProvider for AlertManager {
         if mine.is_empty() {
             return Vec::new();
         }
+        let prefilter = prefilter(&mine);
         vec![Arc::new(AlertTap {
             watches: mine,
+            prefilter,
             notifier: self.notifier.clone(),
         })]
     }
 }
 
+/// One scan for every literal some rule of the channel needs: a line with none of them
+/// cannot match any rule, and most lines are dropped by it (measured with 3 rules on the
+/// benchmark channel: 22% -> see the note of the commit). `None` when some rule has no
+/// required literal.
+fn prefilter(watches: &[Arc<Watch>]) -> Option<aho_corasick::packed::Searcher> {
+    let mut lits = Vec::new();
+    for w in watches {
+        lits.extend(w.rule.matcher.required_literals()?);
+    }
+    // The SIMD (Teddy) searcher; `None` where the CPU lacks it or there are too many.
+    aho_corasick::packed::Config::new()
+        .builder()
+        .extend(&lits)
+        .build()
+}
+
 /// The alert rules of one channel, called with every stored batch.
 struct AlertTap {
     watches: Vec<Arc<Watch>>,
+    prefilter: Option<aho_corasick::packed::Searcher>,
     notifier: Notifier,
 }
 
 impl Tap for AlertTap {
     fn lines(&self, _channel: &Channel, lines: &[Line]) {
         let mut now: Option<(Instant, i64)> = None;
+        // The lines that could match some rule (all of them without a prefilter).
+        let candidates: Vec<usize> = match &self.prefilter {
+            Some(ac) => (0..lines.len())
+                .filter(|&i| ac.find(lines[i].msg()).is_some())
+                .collect(),
+            None => (0..lines.len()).collect(),
+        };
+        if candidates.is_empty() {
+            return;
+        }
         for w in &self.watches {
             // The last SAMPLES matching lines, by index, in a small ring: no allocation.
             let mut ring = [0usize; window::SAMPLES];
             let mut n = 0usize;
-            for (i, l) in lines.iter().enumerate() {
+            for &i in &candidates {
+                let l = &lines[i];
                 if w.rule.counts(l) {
                     ring[n % window::SAMPLES] = i;
                     n += 1;

@@ -78,17 +78,107 @@ pub struct Term {
 pub enum Matcher {
     /// Every term holds (`and`). The first value of each key counts, as in `logfmt::get`.
     Where(Vec<Term>),
-    Regex(regex::bytes::Regex),
+    Regex(RegexMatcher),
+}
+
+/// A compiled regex matched with a cache of this thread's own: no shared pool, so ingest
+/// threads on different cores do not contend.
+#[derive(Debug, Clone)]
+pub struct RegexMatcher {
+    re: regex_automata::meta::Regex,
+    id: usize,
+    pattern: String,
+}
+
+static NEXT_REGEX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+thread_local! {
+    /// Caches by regex id; bounded: cleared when rules churn past 256 regexes.
+    static CACHES: std::cell::RefCell<Vec<(usize, regex_automata::meta::Cache)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl RegexMatcher {
+    fn new(pattern: &str) -> Result<RegexMatcher, RuleError> {
+        // The regex crate's own compile gives the error messages users see.
+        compile_regex(pattern)?;
+        let re = regex_automata::meta::Builder::new()
+            .syntax(regex_automata::util::syntax::Config::new().utf8(false))
+            .configure(
+                regex_automata::meta::Config::new()
+                    .utf8_empty(false)
+                    .nfa_size_limit(Some(1 << 20)),
+            )
+            .build(pattern)
+            .map_err(|e| RuleError::Regex {
+                regex: pattern.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(RegexMatcher {
+            re,
+            id: NEXT_REGEX.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            pattern: pattern.to_string(),
+        })
+    }
+
+    pub fn is_match(&self, hay: &[u8]) -> bool {
+        let input = regex_automata::Input::new(hay).earliest(true);
+        CACHES.with(|c| {
+            let mut c = c.borrow_mut();
+            // A handful of regexes per process: a linear scan beats hashing.
+            let i = match c.iter().position(|(id, _)| *id == self.id) {
+                Some(i) => i,
+                None => {
+                    if c.len() >= 256 {
+                        c.clear();
+                    }
+                    c.push((self.id, self.re.create_cache()));
+                    c.len() - 1
+                }
+            };
+            self.re.search_half_with(&mut c[i].1, &input).is_some()
+        })
+    }
 }
 
 impl Matcher {
+    /// Byte strings one of which every matching MSG contains, or `None` when no such set is
+    /// known: a predicate needs its first `key=`; a regex, one of its literal prefixes.
+    pub fn required_literals(&self) -> Option<Vec<Vec<u8>>> {
+        match self {
+            Matcher::Where(terms) => {
+                let t = terms.first()?;
+                let mut k = t.key.clone();
+                k.push(b'=');
+                Some(vec![k])
+            }
+            Matcher::Regex(r) => {
+                use regex_syntax::hir::literal::{ExtractKind, Extractor};
+                let hir = regex_syntax::ParserBuilder::new()
+                    .utf8(false)
+                    .build()
+                    .parse(&r.pattern)
+                    .ok()?;
+                let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+                let lits = seq.literals()?;
+                if lits.is_empty()
+                    || lits.len() > 64
+                    || lits.iter().any(|l| l.as_bytes().is_empty())
+                {
+                    return None;
+                }
+                Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect())
+            }
+        }
+    }
+
     /// Compiles `where` or `regex` (exactly one must be given).
     pub fn compile(where_: Option<&str>, regex: Option<&str>) -> Result<Matcher, RuleError> {
         match (where_, regex) {
             (Some(_), Some(_)) => Err(RuleError::BothMatchers),
             (None, None) => Err(RuleError::NoMatcher),
             (Some(w), None) => parse_predicate(w).map(Matcher::Where),
-            (None, Some(r)) => compile_regex(r).map(Matcher::Regex),
+            (None, Some(r)) => RegexMatcher::new(r).map(Matcher::Regex),
         }
     }
 
@@ -426,6 +516,27 @@ mod tests {
         }
         let m = Matcher::compile(Some("status>=500"), None).unwrap();
         assert!(!m.matches(b"Completed 500 Internal Server Error in 2ms"));
+    }
+
+    #[test]
+    fn required_literals_for_the_prefilter() {
+        let lits =
+            |w: Option<&str>, r: Option<&str>| Matcher::compile(w, r).unwrap().required_literals();
+        assert_eq!(
+            lits(Some("status>=500 and at=error"), None),
+            Some(vec![b"status=".to_vec()])
+        );
+        let rails = lits(None, Some(r"Completed 5\d\d")).unwrap();
+        assert!(
+            !rails.is_empty() && rails.iter().all(|l| l.starts_with(b"Completed 5")),
+            "{rails:?}"
+        );
+        assert_eq!(
+            lits(None, Some(".*")),
+            None,
+            "no literal: every line is a candidate"
+        );
+        assert_eq!(lits(None, Some("a|.*b")), None);
     }
 
     #[test]

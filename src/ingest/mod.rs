@@ -8,7 +8,7 @@ pub mod udp;
 use crate::channel::Channel;
 use crate::line::{Fields, Line};
 use crate::metrics::{InputCounters, Reject};
-use crate::registry::Snapshot;
+use crate::registry::{Route, Snapshot};
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -20,6 +20,9 @@ pub struct Router<'a> {
     pending: &'a mut Vec<Line>,
     /// Consecutive lines of one channel: the channel and how many.
     runs: Vec<(Arc<Channel>, usize)>,
+    /// The last token seen and its route: a connection almost always sends one token, so
+    /// this skips hashing it for every line.
+    last: Option<(Vec<u8>, Route)>,
     unknown: u64,
     malformed: u64,
 }
@@ -36,6 +39,7 @@ impl<'a> Router<'a> {
             counters,
             pending,
             runs: Vec::new(),
+            last: None,
             unknown: 0,
             malformed: 0,
         }
@@ -51,10 +55,15 @@ impl<'a> Router<'a> {
                 return;
             }
         };
-        let Some(route) = self.snap.route(m.app_name) else {
-            self.unknown += 1;
-            return;
-        };
+        let hit = matches!(&self.last, Some((t, _)) if t[..] == *m.app_name);
+        if !hit {
+            let Some(route) = self.snap.route(m.app_name) else {
+                self.unknown += 1;
+                return;
+            };
+            self.last = Some((m.app_name.to_vec(), route.clone()));
+        }
+        let Some((_, route)) = &self.last else { return };
         match self.runs.last_mut() {
             Some((c, n)) if Arc::ptr_eq(c, &route.channel) => *n += 1,
             _ => self.runs.push((route.channel.clone(), 1)),
