@@ -110,6 +110,15 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// A uniqueness violation is a `Conflict`; anything else stays a database error.
+fn conflict(e: rusqlite::Error) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict
+    } else {
+        e.into()
+    }
+}
+
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
@@ -242,13 +251,7 @@ pub fn create_channel(
         "INSERT INTO channels (name, created_at) VALUES (?1, ?2)",
         params![name, ts],
     )
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            StoreError::Conflict
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(conflict)?;
     for t in token_names {
         let token = format!("t.{}", uuid::Uuid::new_v4());
         tx.execute(
@@ -311,13 +314,7 @@ pub fn create_token(
         "INSERT INTO tokens (token, channel, name, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![token, channel, token_name, now()],
     )
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            StoreError::Conflict
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(conflict)?;
     Ok(token)
 }
 
@@ -451,13 +448,7 @@ pub fn create_alert(
             now()
         ],
     )
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            StoreError::Conflict
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(conflict)?;
     Ok(())
 }
 

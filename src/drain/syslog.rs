@@ -101,6 +101,20 @@ async fn connect(d: &Drain, shared: &Shared) -> Result<Conn, ConnectError> {
     }
 }
 
+/// `<PRI>1 TIME d.TOKEN SOURCE PROCID - - MSG`, octet-counted when `framed`.
+fn render_line(out: &mut BytesMut, d: &Drain, framed: bool, l: &Line) {
+    render::syslog_drain(
+        out,
+        framed,
+        l.pri,
+        l.timestamp(),
+        &d.token,
+        &l.source,
+        l.procid(),
+        l.msg(),
+    );
+}
+
 /// Renders a batch: the L10 frame first if lines were dropped, then each line.
 fn render_batch(
     out: &mut BytesMut,
@@ -113,16 +127,7 @@ fn render_batch(
         render::l10_drain(out, framed, now_micros(), &d.token, dr.count, dr.since);
     }
     for l in lines {
-        render::syslog_drain(
-            out,
-            framed,
-            l.pri,
-            l.timestamp(),
-            &d.token,
-            &l.source,
-            l.procid(),
-            l.msg(),
-        );
+        render_line(out, d, framed, l);
     }
 }
 
@@ -265,16 +270,7 @@ pub async fn run_udp(d: &Drain, shared: &Shared) {
         let mut lost = 0;
         for l in &lines {
             out.clear();
-            render::syslog_drain(
-                &mut out,
-                false,
-                l.pri,
-                l.timestamp(),
-                &d.token,
-                &l.source,
-                l.procid(),
-                l.msg(),
-            );
+            render_line(&mut out, d, false, l);
             if sock.send(&out).await.is_err() {
                 lost += 1;
             }

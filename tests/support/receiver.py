@@ -19,14 +19,18 @@ def write_port(path, port):
     os.rename(tmp, path)
 
 def split_frames(data):
+    """Whole octet-counted frames of `data`, and what is left (a partial frame)."""
     frames, i = [], 0
     while i < len(data):
-        while i < len(data) and data[i:i+1] in (b"\n", b" "):
-            i += 1
-        sp = data.find(b" ", i)
+        j = i
+        while j < len(data) and data[j:j+1] in (b"\n", b" "):
+            j += 1
+        sp = data.find(b" ", j)
         if sp < 0:
             break
-        n = int(data[i:sp])
+        n = int(data[j:sp])
+        if len(data) < sp + 1 + n:
+            break
         frames.append(data[sp+1:sp+1+n])
         i = sp + 1 + n
     return frames, data[i:]
@@ -57,20 +61,8 @@ def tcp(args):
             if not d:
                 break
             buf += d
-            # Parse only whole frames; a partial one waits for more bytes.
-            frames = []
-            while True:
-                i = 0
-                while i < len(buf) and buf[i:i+1] in (b"\n", b" "):
-                    i += 1
-                sp = buf.find(b" ", i)
-                if sp < 0:
-                    break
-                n = int(buf[i:sp])
-                if len(buf) < sp + 1 + n:
-                    break
-                frames.append(buf[sp+1:sp+1+n])
-                buf = buf[sp+1+n:]
+            # Only whole frames; a partial one waits for more bytes.
+            frames, buf = split_frames(buf)
             for fr in frames:
                 with lock:
                     out.write(fr.replace(b"\n", b"\\n") + b"\n")
