@@ -607,3 +607,47 @@ async fn drain_api_validation_and_limits() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_flushes_drain_buffers() {
+    let s = TestServer::start_with(|c| c.drains.buffer_lines = 50_000).await;
+    let token = s.create_app("demo").await;
+    // A receiver that reads nothing for its first 1.5 s: the drain's writes stall, so lines
+    // pile up in its buffer (intake is not held back by a stalled drain).
+    let (_r, port, out) = receiver(s.dir.path(), "flush", &["tcp", "--start-delay-ms", "1500"]);
+    add_drain(&s, "demo", &format!("syslog://127.0.0.1:{port}")).await;
+    let n = 30_000;
+    let mut c = connect(s.addrs.tcp.unwrap()).await;
+    let pad = "p".repeat(200);
+    let mut buf = String::new();
+    for i in 0..n {
+        buf += &octet(&frame(&token, "web.1", &format!("at exit {i} {pad}")));
+    }
+    c.write_all(buf.as_bytes()).await.unwrap();
+    c.shutdown().await.unwrap();
+    s.wait_history("demo", |h| {
+        h.last()
+            .is_some_and(|l| l.contains(&format!("at exit {} ", n - 1)))
+    })
+    .await;
+    let (_, metrics) = request(&s.api(), "GET", "/metrics", None).await;
+    let buffered: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("logplex_drain_buffered{type=\"syslog\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        buffered > 0,
+        "the drain should still hold lines at shutdown"
+    );
+    // Stop now: what the drain still holds is sent (within the flush deadline) before exit.
+    let dir = s.stop().await;
+    let (delivered, dropped) = wait_accounted(&out, "at exit", n as u64, 10).await;
+    assert_eq!(
+        (delivered, dropped),
+        (n, 0),
+        "{buffered} were buffered at shutdown"
+    );
+    drop(dir);
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Test receivers for drains, bound on 127.0.0.1 only, bounded in time.
 
-  receiver.py tcp  --port-file F --out F [--close-after N] [--read-delay-ms MS] [--max-secs S]
+  receiver.py tcp  --port-file F --out F [--close-after N] [--read-delay-ms MS]
+                   [--start-delay-ms MS] [--max-secs S]
       accepts syslog connections, splits octet-counted frames, appends each message (one
       per line) to --out; --close-after N closes the first connection after N messages.
   receiver.py http --port-file F --out F [--statuses 429,200] [--max-secs S]
@@ -51,6 +52,8 @@ def tcp(args):
             first[0] = False
         buf, count = b"", 0
         conn.settimeout(1.0)
+        if args.start_delay_ms:
+            time.sleep(args.start_delay_ms / 1000.0)
         while True:
             try:
                 d = conn.recv(4096 if args.read_delay_ms else 262144)
@@ -120,6 +123,7 @@ if __name__ == "__main__":
     p.add_argument("--out", required=True)
     p.add_argument("--close-after", type=int, default=0)
     p.add_argument("--read-delay-ms", type=int, default=0)
+    p.add_argument("--start-delay-ms", type=int, default=0)
     p.add_argument("--statuses", default="200")
     p.add_argument("--max-secs", type=float, default=60)
     a = p.parse_args()
