@@ -92,14 +92,14 @@ impl Channel {
 
     /// Pushes `n` lines like [`Channel::push`], in chunks of an eighth of the smallest tap
     /// buffer, first giving taps that are behind but healthy (see [`Tap::pressure`]) time to
-    /// make room, up to `budget` in all. On a loaded machine this keeps a drain that is only
+    /// make room, until `deadline` (one per read, whatever the number of channels in it). On a loaded machine this keeps a drain that is only
     /// short of CPU from dropping lines. The wait is bounded and a tap that uses it all is
     /// marked slow, so a slow receiver never holds intake back.
     pub async fn push_paced<I: Iterator<Item = Line>>(
         &self,
         lines: I,
         n: usize,
-        budget: std::time::Duration,
+        deadline: tokio::time::Instant,
     ) -> usize {
         let taps = self.taps.load_full();
         let Some(chunk) = taps
@@ -110,7 +110,6 @@ impl Channel {
         else {
             return self.push(lines);
         };
-        let deadline = tokio::time::Instant::now() + budget;
         let mut lines = lines;
         let (mut left, mut stored) = (n, 0);
         while left > 0 {
@@ -142,10 +141,12 @@ impl Channel {
     }
 
     fn append<I: IntoIterator<Item = Line>>(&self, lines: I, live: bool) -> usize {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        // Read under the lock: a tail subscribes (in `read`) under it too, so a line is either
+        // in the history it copies or sent to it, never neither.
         let tails = live && self.tail.receiver_count() > 0;
         let taps = self.taps.load();
         let tapped = live && !taps.is_empty();
-        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let first = h.lines.len();
         for mut line in lines {
             if h.arena.capacity() - h.arena.len() < line.frame.len() {

@@ -132,6 +132,13 @@ impl Registry {
         for p in &self.providers {
             p.refresh(conn, &records)?;
         }
+        // A deleted channel's drains and rules stop seeing lines at once (an HTTP batch may
+        // still hold its route while its body uploads).
+        for (name, ch) in old.channels.iter() {
+            if !channels.contains_key(name) {
+                ch.set_taps(Vec::new());
+            }
+        }
         for ch in channels.values() {
             let taps: Vec<Arc<dyn Tap>> = self.providers.iter().flat_map(|p| p.taps(ch)).collect();
             ch.set_taps(taps);

@@ -136,6 +136,7 @@ pub fn stream(
         shared2.metrics.sessions_open.inc();
         let mut w = Writer {
             tx,
+            shutdown: shared2.shutdown.clone(),
             sse,
             buf: BytesMut::with_capacity(CHUNK),
         };
@@ -164,6 +165,7 @@ pub fn stream(
 
 struct Writer {
     tx: mpsc::Sender<Bytes>,
+    shutdown: tokio_util::sync::CancellationToken,
     sse: bool,
     buf: BytesMut,
 }
@@ -186,10 +188,11 @@ impl Writer {
         }
     }
 
-    /// Turns the rendered line at `start..` into `data:` lines (one per LF in MSG).
+    /// Turns the rendered line at `start..` into `data:` lines (one per CR or LF in MSG, so a
+    /// line can never start an SSE field of its own, such as `id:`).
     fn sse_data(&mut self, start: usize) {
         let rendered = self.buf.split_off(start);
-        for part in rendered[..].split(|b| *b == b'\n') {
+        for part in rendered[..].split(|b| *b == b'\n' || *b == b'\r') {
             self.buf.extend_from_slice(b"data: ");
             self.buf.extend_from_slice(part);
             self.buf.extend_from_slice(b"\n");
@@ -212,7 +215,11 @@ impl Writer {
             return Ok(());
         }
         let chunk = self.buf.split().freeze();
-        self.tx.send(chunk).await.map_err(|_| Gone)
+        // A client that stops reading must not hold up shutdown.
+        tokio::select! {
+            r = self.tx.send(chunk) => r.map_err(|_| Gone),
+            _ = self.shutdown.cancelled() => Err(Gone),
+        }
     }
 
     async fn maybe_flush(&mut self) -> Result<(), Gone> {

@@ -301,3 +301,31 @@ async fn history_survives_a_graceful_restart() {
     assert!(h[1].ends_with("app[web.1]: kept 2"));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_cannot_inject_sse_fields() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    send_tcp(
+        &s,
+        &token,
+        &[
+            ("web.1", "evil\rid: 99999\rdata: forged"),
+            ("web.1", "after"),
+        ],
+    )
+    .await;
+    s.wait_history("demo", |h| h.len() >= 2).await;
+    let url = s.session(r#"{"channel":"demo"}"#).await;
+    let mut r = open_stream(&url, "Accept: text/event-stream\r\n").await;
+    let seen = read_until(&mut r, "app[web.1]: after").await;
+    for line in seen.lines() {
+        let line = line.trim_end_matches('\r');
+        assert!(
+            !line.starts_with("id: 99999"),
+            "a log line set the event id: {seen:?}"
+        );
+    }
+    assert!(seen.contains("data: id: 99999"), "{seen:?}");
+    s.stop().await;
+}

@@ -13,6 +13,8 @@ struct Inner {
     dropped: u64,
     /// When the first of those was dropped.
     since: i64,
+    /// The drain's task has ended: nothing is queued any more.
+    closed: bool,
 }
 
 /// Lines waiting for one drain.
@@ -38,6 +40,7 @@ impl Buffer {
                 q: VecDeque::with_capacity(cap.min(1024)),
                 dropped: 0,
                 since: 0,
+                closed: false,
             }),
             cap: cap.max(1),
             len: AtomicUsize::new(0),
@@ -60,10 +63,14 @@ impl Buffer {
         n
     }
 
-    /// Appends lines; returns how many old ones were dropped to make room.
+    /// Appends lines; returns how many were dropped to make room (all of them once the
+    /// buffer is closed).
     pub fn push(&self, lines: &[Line]) -> u64 {
         let n = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if g.closed {
+                return lines.len() as u64;
+            }
             g.q.extend(lines.iter().cloned());
             let n = Self::drop_oldest(&mut g, self.cap);
             self.len.store(g.q.len(), Ordering::Relaxed);
@@ -127,6 +134,17 @@ impl Buffer {
             }
             g.dropped += n;
         }
+    }
+
+    /// Ends the buffer when its drain's task ends: empties it and refuses lines from then on.
+    /// Returns how many lines it still held.
+    pub fn close(&self) -> usize {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.closed = true;
+        let n = g.q.len();
+        g.q.clear();
+        self.len.store(0, Ordering::Relaxed);
+        n
     }
 
     pub fn len(&self) -> usize {

@@ -134,6 +134,8 @@ pub async fn run(d: &Drain, shared: &Shared) {
                     }
                     d.counters.retried.inc();
                     if !pause(d, shared, backoff.next_delay()).await {
+                        // Removed while retrying: the batch is dropped, and counted.
+                        drop_batch(d, n, dropped);
                         return;
                     }
                     if shared.flush.is_cancelled() && flush_deadline.is_none() {

@@ -205,8 +205,13 @@ impl Drains {
                     Kind::SyslogUdp => syslog::run_udp(&task, &shared).await,
                     Kind::Http | Kind::Https => http::run(&task, &shared).await,
                 }
+                task.set_connected(false);
                 task.counters.drains.dec();
-                task.counters.buffered.sub(task.buffer.len() as i64);
+                // Lines still queued (flush deadline passed, or removed): dropped. The buffer
+                // is closed, so lines stored later by a stale tap list are not kept either.
+                let left = task.buffer.close();
+                task.counters.buffered.sub(left as i64);
+                task.counters.dropped.inc_by(left as u64);
             },
             &self.runtime,
         );

@@ -204,8 +204,13 @@ pub async fn run_stream(d: &Drain, shared: &Shared) {
         out.clear();
         render_batch(&mut out, d, true, &lines, dropped);
         let n = lines.len() as u64;
+        // While flushing at shutdown, a write may not outlast the flush deadline.
+        let limit = match flush_deadline {
+            Some(t) => WRITE_TIMEOUT.min(t.saturating_duration_since(Instant::now())),
+            None => WRITE_TIMEOUT,
+        };
         match d
-            .writing(tokio::time::timeout(WRITE_TIMEOUT, c.write_all(&out)))
+            .writing(tokio::time::timeout(limit, c.write_all(&out)))
             .await
         {
             Ok(Ok(())) => {

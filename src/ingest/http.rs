@@ -187,7 +187,7 @@ async fn post_logs(
         .push_paced(
             lines.into_iter(),
             count,
-            std::time::Duration::from_millis(100),
+            tokio::time::Instant::now() + std::time::Duration::from_millis(100),
         )
         .await;
     counters.received.inc_by(n as u64);

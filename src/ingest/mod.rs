@@ -98,10 +98,11 @@ impl<'a> Router<'a> {
     /// Like [`Router::finish`], pacing each run to the channel's drains (see
     /// [`Channel::push_paced`]).
     pub async fn finish_paced(self, budget: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + budget;
         let mut lines = self.pending.drain(..);
         let mut stored = 0;
         for (ch, n) in &self.runs {
-            stored += ch.push_paced(lines.by_ref().take(*n), *n, budget).await as u64;
+            stored += ch.push_paced(lines.by_ref().take(*n), *n, deadline).await as u64;
         }
         drop(lines);
         self.count(stored);
