@@ -126,6 +126,7 @@ pub async fn run(d: &Drain, shared: &Shared) {
                 }
                 Outcome::Retry(why) => {
                     d.set_connected(false);
+                    d.failed();
                     tracing::debug!(drain = %token, url = %d.url.redacted, attempt, "batch not delivered: {why}");
                     let out_of_time = flush_deadline.is_some_and(|t| Instant::now() > t);
                     if attempt >= MAX_ATTEMPTS || out_of_time {

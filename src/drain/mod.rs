@@ -37,6 +37,8 @@ pub struct Drain {
     pub url: DrainUrl,
     pub buffer: Buffer,
     pub counters: DrainCounters,
+    /// The channel's name (a drain belongs to one channel for its whole life).
+    pub channel_name: String,
     /// Cancelled when the drain is removed (no flush).
     pub removed: CancellationToken,
     /// The channel, for in-band lines (L14).
@@ -76,8 +78,12 @@ impl Drain {
         r
     }
 
+    /// A connection opened (the drain is healthy again) or closed (for any reason: idleness
+    /// and age are not failures, see [`Drain::failed`]).
     pub fn set_connected(&self, up: bool) {
-        self.healthy.store(up, Ordering::Relaxed);
+        if up {
+            self.healthy.store(true, Ordering::Relaxed);
+        }
         if self.connected.swap(up, Ordering::Relaxed) != up {
             if up {
                 self.counters.connected.inc();
@@ -85,6 +91,12 @@ impl Drain {
                 self.counters.connected.dec();
             }
         }
+    }
+
+    /// A connect, write or request failed: intake stops pacing itself to this drain until it
+    /// delivers again.
+    pub fn failed(&self) {
+        self.healthy.store(false, Ordering::Relaxed);
     }
 }
 
@@ -187,6 +199,7 @@ impl Drains {
             url,
             buffer: Buffer::new(self.shared.buffer_lines),
             counters,
+            channel_name: rec.channel.clone(),
             removed: CancellationToken::new(),
             channel: Mutex::new(Weak::new()),
             healthy: AtomicBool::new(true),
@@ -242,37 +255,20 @@ impl TapProvider for Drains {
                 }
             }
         }
-        // Remember which channel each drain belongs to, for `taps`.
-        CHANNEL_OF.with(|m| {
-            let mut m = m.borrow_mut();
-            m.clear();
-            for r in &records {
-                m.insert(r.id.clone(), r.channel.clone());
-            }
-        });
         Ok(())
     }
 
     fn taps(&self, channel: &Arc<Channel>) -> Vec<Arc<dyn Tap>> {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        CHANNEL_OF.with(|m| {
-            let m = m.borrow();
-            running
-                .values()
-                .filter(|d| m.get(&d.id).is_some_and(|c| **c == *channel.name))
-                .map(|d| {
-                    *d.channel.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(channel);
-                    d.clone() as Arc<dyn Tap>
-                })
-                .collect()
-        })
+        running
+            .values()
+            .filter(|d| *d.channel_name == *channel.name)
+            .map(|d| {
+                *d.channel.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(channel);
+                d.clone() as Arc<dyn Tap>
+            })
+            .collect()
     }
-}
-
-thread_local! {
-    /// drain id → channel, from the last `refresh` on this thread (the registry calls
-    /// `refresh` then `taps` on the same thread, under the store lock).
-    static CHANNEL_OF: std::cell::RefCell<HashMap<String, String>> = std::cell::RefCell::new(HashMap::new());
 }
 
 /// Waits until the drain has something to send. Returns false when the drain should stop:

@@ -148,10 +148,8 @@ pub async fn run_stream(d: &Drain, shared: &Shared) {
         match wait_for_work(d, shared, conn.as_ref().map(|_| IDLE_CLOSE)).await {
             Wait::Stop => return,
             Wait::Idle => {
-                // Closed for idleness, not failure: still healthy for intake's pacing.
                 conn = None;
                 d.set_connected(false);
-                d.healthy.store(true, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
             Wait::Work => {}
@@ -162,7 +160,6 @@ pub async fn run_stream(d: &Drain, shared: &Shared) {
         {
             conn = None;
             d.set_connected(false);
-            d.healthy.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         if conn.is_none() {
             match connect(d, shared).await {
@@ -189,6 +186,7 @@ pub async fn run_stream(d: &Drain, shared: &Shared) {
                             tracing::debug!(drain = %String::from_utf8_lossy(&d.token), url = %d.url.redacted, "connect: {e}");
                         }
                     }
+                    d.failed();
                     d.counters.retried.inc();
                     if flush_deadline.is_some() || !pause(d, shared, backoff.next_delay()).await {
                         return;
@@ -226,6 +224,7 @@ pub async fn run_stream(d: &Drain, shared: &Shared) {
                 d.counters.retried.inc();
                 conn = None;
                 d.set_connected(false);
+                d.failed();
                 if flush_deadline.is_some() || !pause(d, shared, backoff.next_delay()).await {
                     return;
                 }
@@ -253,6 +252,7 @@ pub async fn run_udp(d: &Drain, shared: &Shared) {
             Ok(s) => break s,
             Err(e) => {
                 tracing::debug!(drain = %String::from_utf8_lossy(&d.token), "udp: {e}");
+                d.failed();
                 if !pause(d, shared, backoff.next_delay()).await || shared.flush.is_cancelled() {
                     return;
                 }
