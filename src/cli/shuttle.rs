@@ -13,7 +13,7 @@
 use super::client::{http_client, normalize_base, CliError, HttpClient};
 use super::{AppArg, ServerArgs};
 use base64::Engine;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use clap::Args;
 use futures_util::stream::{self, Stream, StreamExt};
 use http_body_util::{BodyExt, Full};
@@ -441,12 +441,9 @@ async fn poll_inflight(f: &mut Option<Inflight>) -> Option<Lost> {
 
 /// `2016-03-08T02:43:26.693600+00:00`: UTC, microseconds, as Logplex writes it.
 fn timestamp(t: OffsetDateTime) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00"
-    );
-    t.to_offset(time::UtcOffset::UTC)
-        .format(FORMAT)
-        .unwrap_or_default()
+    let mut b = BytesMut::with_capacity(32);
+    logplex_proto::render::rfc3339_micros(&mut b, (t.unix_timestamp_nanos() / 1000) as i64);
+    String::from_utf8_lossy(&b).into_owned()
 }
 
 /// Cuts `line` into pieces of at most `max` bytes without splitting a UTF-8 character
@@ -506,15 +503,19 @@ impl Framer {
     }
 }
 
-/// Appends one octet-counted RFC 5424 frame with empty MSGID and SD.
+/// Appends one octet-counted RFC 5424 frame with empty MSGID and SD (the proto renderer
+/// of syslog drain frames: HOSTNAME, APP-NAME, PROCID in that order).
 fn frame(out: &mut BytesMut, pri: u8, ts: &str, host: &str, app: &str, procid: &str, msg: &[u8]) {
-    let header = format!("<{pri}>1 {ts} {host} {app} {procid} - - ");
-    let len = header.len() + msg.len();
-    out.reserve(len + 8);
-    out.put_slice(len.to_string().as_bytes());
-    out.put_u8(b' ');
-    out.put_slice(header.as_bytes());
-    out.put_slice(msg);
+    logplex_proto::render::syslog_drain(
+        out,
+        true,
+        pri,
+        ts.as_bytes(),
+        host.as_bytes(),
+        app.as_bytes(),
+        procid.as_bytes(),
+        msg,
+    );
 }
 
 /// The text of the L12 line, as log-shuttle words it.
