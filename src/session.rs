@@ -139,6 +139,7 @@ pub fn stream(
             shutdown: shared2.shutdown.clone(),
             sse,
             buf: BytesMut::with_capacity(CHUNK),
+            scratch: BytesMut::new(),
         };
         let _ = run(&shared2, &spec, &mut w, history, rx).await;
         shared2.metrics.sessions_open.dec();
@@ -168,6 +169,8 @@ struct Writer {
     shutdown: tokio_util::sync::CancellationToken,
     sse: bool,
     buf: BytesMut,
+    /// SSE only: where a line is rendered before it is cut into `data:` lines (reused).
+    scratch: BytesMut,
 }
 
 /// The client has gone.
@@ -177,35 +180,34 @@ impl Writer {
     fn line(&mut self, line: &Line) {
         if self.sse {
             self.buf.extend_from_slice(b"id: ");
-            self.buf.extend_from_slice(line.seq.to_string().as_bytes());
+            logplex_proto::render::write_u64(&mut self.buf, line.seq);
             self.buf.extend_from_slice(b"\n");
-            let start = self.buf.len();
-            line.render(&mut self.buf);
-            self.sse_data(start);
+            line.render(&mut self.scratch);
+            self.sse_data();
         } else {
             line.render(&mut self.buf);
             self.buf.extend_from_slice(b"\n");
         }
     }
 
-    /// Turns the rendered line at `start..` into `data:` lines (one per CR or LF in MSG, so a
+    /// Turns the line rendered in `scratch` into `data:` lines (one per CR or LF in MSG, so a
     /// line can never start an SSE field of its own, such as `id:`).
-    fn sse_data(&mut self, start: usize) {
-        let rendered = self.buf.split_off(start);
-        for part in rendered[..].split(|b| *b == b'\n' || *b == b'\r') {
+    fn sse_data(&mut self) {
+        for part in self.scratch[..].split(|b| *b == b'\n' || *b == b'\r') {
             self.buf.extend_from_slice(b"data: ");
             self.buf.extend_from_slice(part);
             self.buf.extend_from_slice(b"\n");
         }
         self.buf.extend_from_slice(b"\n");
+        self.scratch.clear();
     }
 
     fn l11(&mut self, dropped: u64, since: i64) {
-        let start = self.buf.len();
-        logplex_proto::render::l11_line(&mut self.buf, now_micros(), dropped, since);
         if self.sse {
-            self.sse_data(start);
+            logplex_proto::render::l11_line(&mut self.scratch, now_micros(), dropped, since);
+            self.sse_data();
         } else {
+            logplex_proto::render::l11_line(&mut self.buf, now_micros(), dropped, since);
             self.buf.extend_from_slice(b"\n");
         }
     }
