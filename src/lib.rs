@@ -77,7 +77,7 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         runtime: tokio::runtime::Handle::current(),
     })?;
     let cfg = config.clone();
-    let (store, admin_key, registry) =
+    let (admin_key, registry) =
         tokio::task::spawn_blocking(move || open_store(&cfg, providers)).await??;
 
     let api_listener = bind_tcp(config.api.listen.addr(), "api.listen")
@@ -99,7 +99,6 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         tcp: tcp_listener.as_ref().map(|l| l.local_addr()).transpose()?,
         udp: udp_socket.as_ref().map(|s| s.local_addr()).transpose()?,
     };
-    let _ = store;
     let shared = Arc::new(Shared {
         config,
         registry,
@@ -228,7 +227,7 @@ async fn bind_tcp(
 fn open_store(
     config: &config::Config,
     providers: Vec<Arc<dyn registry::TapProvider>>,
-) -> anyhow::Result<(store::Store, String, Arc<registry::Registry>)> {
+) -> anyhow::Result<(String, Arc<registry::Registry>)> {
     let st = store::Store::open(&config.store.path)?;
     let admin_key = st.call_blocking(|c| {
         if !config.api.auth_key.is_empty() {
@@ -287,7 +286,7 @@ fn open_store(
     if restored > 0 {
         tracing::info!(lines = restored, "history restored");
     }
-    Ok((st, admin_key, registry))
+    Ok((admin_key, registry))
 }
 
 /// Writes the admin key where the CLI finds it, readable by the owner only.
