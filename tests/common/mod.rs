@@ -204,3 +204,52 @@ pub fn octet(m: &str) -> String {
 pub async fn connect(addr: SocketAddr) -> tokio::net::TcpStream {
     tokio::net::TcpStream::connect(addr).await.unwrap()
 }
+
+/// Is the outside tool `tool` (a program on PATH, or an absolute path) available to this
+/// test? When it is not, the test says so on the terminal (past cargo's output capture)
+/// as `SKIP <test>: needs <tool> (<how to install>)` and should return at once; with
+/// `LOGPLEX_REQUIRE_PEERS=1` (set by `.ci/run`) a missing tool fails the test instead.
+///
+/// ```ignore
+/// if !common::need("rsyslogd", "apt-get install rsyslog") { return; }
+/// ```
+pub fn need(tool: &str, install: &str) -> bool {
+    if tool_path(tool).is_some() {
+        return true;
+    }
+    skip(&format!("needs {tool} ({install})"))
+}
+
+/// Where `tool` is: itself when it is a path to a file, else its first match on PATH.
+pub fn tool_path(tool: &str) -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(tool);
+    if p.components().count() > 1 {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(tool))
+        .find(|c| c.is_file())
+}
+
+/// Reports the current test as skipped for `why` (see [`need`]); returns false so a test can
+/// `return` on it. Panics instead when `LOGPLEX_REQUIRE_PEERS=1`.
+pub fn skip(why: &str) -> bool {
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| s.rsplit_once('-').map(|(a, _)| a.to_string()).unwrap_or(s))
+        .unwrap_or_default();
+    let line = format!("SKIP {exe}::{name}: {why}");
+    if std::env::var("LOGPLEX_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
+        panic!("{line}; LOGPLEX_REQUIRE_PEERS=1 forbids skipping");
+    }
+    // Written to the stderr handle itself, not with eprintln!, so cargo's capture of a
+    // passing test's output does not hide it.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    false
+}
