@@ -62,6 +62,11 @@ pub(super) struct Writer {
     next_tick: Instant,
     /// Lines of the current job not written yet (lost if it fails).
     unwritten: u64,
+    /// Where the current job starts. `append` promises only that the end of the job
+    /// carrying a line reaches the position it returned (records are laid out by channel,
+    /// not in append order), so durability is published at job ends only, and a failed job
+    /// fails every waiter from its start.
+    job_start: Lsn,
 }
 
 impl Writer {
@@ -77,6 +82,7 @@ impl Writer {
             failed: None,
             next_tick: Instant::now(),
             unwritten: 0,
+            job_start: base + len,
         }
     }
 
@@ -87,6 +93,7 @@ impl Writer {
             if !job.batch.is_empty() {
                 debug_assert_eq!(job.start, self.base + self.len);
                 self.unwritten = job.lines;
+                self.job_start = job.start;
                 if let Err((stage, e)) = self.write(job.batch) {
                     self.fail(stage, &e);
                 }
@@ -99,8 +106,9 @@ impl Writer {
                     }
                 };
                 if due {
-                    if let Err(e) = self.fsync() {
-                        self.fail(Stage::Fsync, &e);
+                    match self.fsync() {
+                        Ok(()) => self.publish_durable(self.base + self.len),
+                        Err(e) => self.fail(Stage::Fsync, &e),
                     }
                 }
             }
@@ -126,20 +134,22 @@ impl Writer {
         let inner = self.inner.clone();
         let opts = &inner.opts;
         let mut f = lock(&inner.front);
-        loop {
+        let flush = loop {
             let now = Instant::now();
             let mut until = self.next_tick;
-            let mut go = f.run != Run::Open || now >= self.next_tick;
-            if let Some(fl) = &self.failed {
-                go |= now >= fl.retry_at;
-                until = until.min(fl.retry_at);
-            }
+            let closing = f.run != Run::Open;
+            let mut flush = closing;
             if let Some(since) = f.since {
                 let due = since + opts.flush_delay;
-                go |= now >= due
+                flush |= now >= due
                     || f.bytes >= opts.flush_bytes
                     || f.bytes >= opts.max_pending_bytes / 2;
                 until = until.min(due);
+            }
+            let mut go = flush || now >= self.next_tick;
+            if let Some(fl) = &self.failed {
+                go |= now >= fl.retry_at;
+                until = until.min(fl.retry_at);
             }
             if opts.fsync == Fsync::Interval
                 && self.failed.is_none()
@@ -150,19 +160,27 @@ impl Writer {
                 until = until.min(due);
             }
             if go {
-                break;
+                break flush;
             }
             f = inner
                 .wake
                 .wait_timeout(f, until.saturating_duration_since(now))
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
+        };
+        let start = f.reserved;
+        if !flush {
+            return Job {
+                batch: HashMap::new(),
+                start,
+                lines: 0,
+                closing: false,
+            };
         }
         let batch = std::mem::take(&mut f.pending);
         let bytes = std::mem::take(&mut f.bytes) as u64;
         let lines = std::mem::take(&mut f.lines);
         f.since = None;
-        let start = f.reserved;
         f.reserved += bytes;
         Job {
             batch,
@@ -249,7 +267,6 @@ impl Writer {
             h.observe(took.as_secs_f64());
         }
         self.last_fsync = Instant::now();
-        self.publish_durable(self.base + self.len);
         Ok(())
     }
 
@@ -310,7 +327,6 @@ impl Writer {
         }
         self.base = next;
         self.len = 0;
-        self.publish_durable(next);
         self.retention();
         Ok(())
     }
@@ -326,9 +342,16 @@ impl Writer {
         };
         let reason: Arc<str> = format!("log {what} failed: {e}").into();
         inner.counters.write_failures.fetch_add(1, Relaxed);
-        let keep = match stage {
-            Stage::Write => self.len,
-            Stage::Fsync => self.durable.saturating_sub(self.base).min(self.len),
+        let (keep, lost_from) = match stage {
+            // What was written stays (earlier jobs become durable at recovery); waiters of
+            // this job are failed even for its records written before the failure (a retry
+            // by the caller may duplicate those, never lose them).
+            Stage::Write => (self.len, self.job_start),
+            // Nothing after the last published fsync can be trusted.
+            Stage::Fsync => (
+                self.durable.saturating_sub(self.base).min(self.len),
+                self.durable,
+            ),
         };
         let mut lost = std::mem::take(&mut self.unwritten);
         if keep < self.len {
@@ -356,7 +379,7 @@ impl Writer {
             if l.len() == LOST_KEPT {
                 l.pop_front();
             }
-            l.push_back((self.base + keep + 1, resume, reason.clone()));
+            l.push_back((lost_from + 1, resume, reason.clone()));
         }
         inner.progress.send_modify(|p| p.losses += 1);
         inner.room.notify_waiters();
@@ -392,7 +415,6 @@ impl Writer {
     fn try_recover(&mut self, fl: &Failed) -> io::Result<()> {
         self.file.set_len(fl.keep)?;
         self.file.sync_all()?;
-        self.publish_durable(self.base + fl.keep);
         let probe = self.inner.dir.join("probe.tmp");
         let r = (|| {
             let f = File::create(&probe)?;
@@ -402,7 +424,11 @@ impl Writer {
         let _ = std::fs::remove_file(&probe);
         r?;
         sync_dir(&self.inner.dir)?;
-        self.seal_and_continue(fl.resume)
+        self.seal_and_continue(fl.resume)?;
+        // Everything kept is synced; the positions up to `resume` are lost (told to
+        // waiters through `Inner::lost`), none are handed out again.
+        self.publish_durable(fl.resume);
+        Ok(())
     }
 
     /// Deletes whole sealed segments, oldest first, while the log is over `max_bytes` or
