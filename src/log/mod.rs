@@ -29,6 +29,8 @@
 //!   reason, the lines of the failed flush are counted as lost, and the I/O thread retries
 //!   every [`Options::retry_interval`] until the disk works again.
 
+#![warn(missing_docs)]
+
 mod index;
 mod read;
 mod record;
@@ -71,6 +73,7 @@ pub struct Options {
     /// A segment is sealed once the next record would take it past this size (a record
     /// bigger than a segment gets a segment of its own).
     pub segment_bytes: u64,
+    /// When to fsync (the `[log] fsync` mode).
     pub fsync: Fsync,
     /// The longest time written lines wait for an fsync in [`Fsync::Interval`] mode.
     pub fsync_interval: Duration,
@@ -114,8 +117,10 @@ impl Default for Options {
 /// Errors at the log's boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// An I/O error at open or in a read.
     #[error("log I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// Another process (or `Log`) has the directory open.
     #[error("the log directory {0} is in use by another process")]
     Locked(PathBuf),
     /// The log cannot write (disk full, I/O error); it retries by itself.
@@ -129,11 +134,22 @@ pub enum LogError {
     #[error("the log's pending memory is full ({0} bytes)")]
     Full(usize),
     #[error("seq {got} of channel {channel} is not above its last seq {last}")]
-    SeqNotIncreasing { channel: u64, last: u64, got: u64 },
+    /// An append whose first seq is not above the channel's last one.
+    SeqNotIncreasing {
+        /// The channel appended to.
+        channel: u64,
+        /// Its last seq (appended or stored).
+        last: u64,
+        /// The first seq of the refused append.
+        got: u64,
+    },
+    /// A line the log does not store (source over 48 bytes, frame over [`MAX_FRAME`], seq 0).
     #[error("invalid line: {0}")]
     Invalid(&'static str),
+    /// The log was closed.
     #[error("the log is closed")]
     Closed,
+    /// [`Log::close`] gave up waiting for the last write and fsync.
     #[error("the log did not finish writing within {0:?}")]
     CloseTimeout(Duration),
 }
@@ -141,10 +157,13 @@ pub enum LogError {
 /// Whether the log can write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
+    /// Writes work.
     Ok,
     /// A write or fsync failed; appends fail until a retry succeeds.
     Degraded {
+        /// What failed, with the OS error.
         reason: Arc<str>,
+        /// When the log became degraded.
         since: SystemTime,
     },
 }
@@ -152,15 +171,21 @@ pub enum Health {
 /// Counters since open (and the log's size now).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Lines accepted by `append`.
     pub appended_lines: u64,
+    /// Records written to segments.
     pub written_records: u64,
+    /// Lines written to segments.
     pub written_lines: u64,
+    /// Bytes written to segments.
     pub written_bytes: u64,
     /// Writes of pending records (one per flush and segment touched).
     pub writes: u64,
+    /// Fsyncs of segment data.
     pub fsyncs: u64,
     /// Sum of fsync latencies, µs.
     pub fsync_us: u64,
+    /// Failed writes and fsyncs (each made the log degraded).
     pub write_failures: u64,
     /// Lines accepted by `append` then lost by a failed write or fsync.
     pub lost_lines: u64,
@@ -170,9 +195,13 @@ pub struct Stats {
     pub rejected_failed_lines: u64,
     /// Records found corrupt by a read (skipped).
     pub read_corrupt_records: u64,
+    /// Segments deleted by retention.
     pub deleted_segments: u64,
+    /// Segments now (sealed and active).
     pub segments: u64,
+    /// Bytes of all segments now.
     pub bytes: u64,
+    /// Bytes appended and not written yet.
     pub pending_bytes: u64,
 }
 

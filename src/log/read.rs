@@ -20,10 +20,13 @@ use std::sync::Arc;
 /// A line read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
+    /// The line's number in its channel.
     pub seq: u64,
     /// Receive time (µs since the epoch) of the record the line is in.
     pub recv_us: i64,
+    /// The source name given to `append` (e.g. `app`, `heroku`).
     pub source: Bytes,
+    /// The frame given to `append`, as stored.
     pub frame: Bytes,
 }
 

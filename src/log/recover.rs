@@ -25,17 +25,21 @@ use std::time::{Duration, Instant};
 pub struct Recovery {
     /// Per channel, the last seq stored: channels resume numbering after it.
     pub last_seq: HashMap<ChannelId, u64>,
+    /// Segments found (sealed and active).
     pub segments: usize,
+    /// Bytes of all segments after recovery.
     pub bytes: u64,
     /// Valid records found by scans (the last segment, and sealed ones rebuilt).
     pub records_scanned: u64,
     /// Corrupt records skipped because valid ones follow them.
     pub records_skipped: u64,
+    /// Bytes of the skipped records.
     pub bytes_skipped: u64,
     /// Bytes of torn or corrupt tails cut off.
     pub torn_bytes: u64,
     /// Sealed segments whose index was missing or bad and was rebuilt by a scan.
     pub indexes_rebuilt: usize,
+    /// How long the open took.
     pub took: Duration,
 }
 

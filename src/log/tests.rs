@@ -636,3 +636,38 @@ fn close_is_bounded_with_many_channels_pending() {
     assert_eq!(rec.last_seq.len(), 20_000);
     assert_eq!(seqs(&all(&log, 12_345)), vec![1, 2]);
 }
+
+#[test]
+fn a_resolved_waiter_finds_its_lines_even_when_its_write_spans_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        flush_delay: Duration::from_millis(50),
+        ..opts()
+    };
+    let (log, _) = Log::open(dir.path(), o).unwrap();
+    let log = Arc::new(log);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for round in 0..5u64 {
+            // 60 channels × ~700 bytes in one write: about ten segments rolled mid-write.
+            let mut tasks = Vec::new();
+            for ch in 0..60u64 {
+                let lsn = put(&log, ch, 1 + round * 8, 8);
+                let log = log.clone();
+                tasks.push(tokio::spawn(async move {
+                    log.durable(lsn).await.unwrap();
+                    let got = log.read_after(ch, round * 8, 100, usize::MAX).unwrap();
+                    assert_eq!(got.lines.len(), 8, "round {round} channel {ch}");
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    });
+    assert!(log.stats().segments > 20, "{:?}", log.stats());
+}
