@@ -1,0 +1,466 @@
+//! The I/O thread: writes pending records, fsyncs by mode, seals segments, applies
+//! retention, and retries the disk while the log is degraded.
+//!
+//! It is the only writer of segment files. It holds no lock during I/O: it takes the pending
+//! batches under the append lock, writes them, then publishes the new index entries under
+//! the read lock and the durable position through the watch.
+
+use super::index::{self, Entry};
+use super::record::{self, HEADER_LEN};
+use super::recover::{compact_forgotten, create_segment, sync_dir};
+use super::{
+    lock, now_us, seg_name, ActiveView, ChannelId, Fsync, Health, Inner, Lsn, PendingRecord, Run,
+    Sealed, LOST_KEPT,
+};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often retention runs besides after every seal.
+const TICK: Duration = Duration::from_secs(1);
+/// Bytes written and fsynced by a degraded log to tell whether the disk works again.
+const PROBE_BYTES: usize = 1 << 20;
+
+/// Where a failure happened: decides what is kept of the active segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// A write: what was written before it stays.
+    Write,
+    /// An fsync: only what an earlier fsync covered stays.
+    Fsync,
+}
+
+struct Failed {
+    /// Bytes of the active segment to keep.
+    keep: u64,
+    /// Base of the segment the log continues in (past every position handed out).
+    resume: Lsn,
+    retry_at: Instant,
+}
+
+struct Job {
+    batch: HashMap<ChannelId, Vec<PendingRecord>>,
+    start: Lsn,
+    lines: u64,
+    closing: bool,
+}
+
+pub(super) struct Writer {
+    inner: Arc<Inner>,
+    file: Arc<File>,
+    base: Lsn,
+    /// Bytes written to the active segment (the offset of the next record).
+    len: u64,
+    durable: Lsn,
+    last_fsync: Instant,
+    buf: Vec<u8>,
+    failed: Option<Failed>,
+    next_tick: Instant,
+    /// Lines of the current job not written yet (lost if it fails).
+    unwritten: u64,
+    /// Where the current job starts. `append` promises only that the end of the job
+    /// carrying a line reaches the position it returned (records are laid out by channel,
+    /// not in append order), so durability is published at job ends only, and a failed job
+    /// fails every waiter from its start.
+    job_start: Lsn,
+}
+
+impl Writer {
+    pub fn new(inner: Arc<Inner>, file: Arc<File>, base: Lsn, len: u64) -> Writer {
+        Writer {
+            inner,
+            file,
+            base,
+            len,
+            durable: base + len,
+            last_fsync: Instant::now(),
+            buf: Vec::new(),
+            failed: None,
+            next_tick: Instant::now(),
+            unwritten: 0,
+            job_start: base + len,
+        }
+    }
+
+    pub fn run(mut self) {
+        loop {
+            let job = self.next_job();
+            self.inner.room.notify_waiters();
+            if !job.batch.is_empty() {
+                debug_assert_eq!(job.start, self.base + self.len);
+                self.unwritten = job.lines;
+                self.job_start = job.start;
+                if let Err((stage, e)) = self.write(job.batch) {
+                    self.fail(stage, &e);
+                }
+            }
+            if self.failed.is_none() && self.base + self.len > self.durable {
+                let due = match self.inner.opts.fsync {
+                    Fsync::Batch => true,
+                    Fsync::Interval => {
+                        job.closing || self.last_fsync.elapsed() >= self.inner.opts.fsync_interval
+                    }
+                };
+                if due {
+                    match self.fsync() {
+                        Ok(()) => self.publish_durable(self.base + self.len),
+                        Err(e) => self.fail(Stage::Fsync, &e),
+                    }
+                }
+            }
+            if job.closing {
+                self.inner.progress.send_modify(|p| p.closed = true);
+                lock(&self.inner.front).run = Run::Closed;
+                self.inner.room.notify_waiters();
+                return;
+            }
+            let now = Instant::now();
+            if self.failed.as_ref().is_some_and(|f| now >= f.retry_at) {
+                self.retry();
+            }
+            if now >= self.next_tick {
+                self.retention();
+                self.next_tick = now + TICK;
+            }
+        }
+    }
+
+    /// Waits for something to do, then takes the pending batches.
+    fn next_job(&mut self) -> Job {
+        let inner = self.inner.clone();
+        let opts = &inner.opts;
+        let mut f = lock(&inner.front);
+        let flush = loop {
+            let now = Instant::now();
+            let mut until = self.next_tick;
+            let closing = f.run != Run::Open;
+            let mut flush = closing;
+            if let Some(since) = f.since {
+                let due = since + opts.flush_delay;
+                flush |= now >= due
+                    || f.bytes >= opts.flush_bytes
+                    || f.bytes >= opts.max_pending_bytes / 2;
+                until = until.min(due);
+            }
+            let mut go = flush || now >= self.next_tick;
+            if let Some(fl) = &self.failed {
+                go |= now >= fl.retry_at;
+                until = until.min(fl.retry_at);
+            }
+            if opts.fsync == Fsync::Interval
+                && self.failed.is_none()
+                && self.base + self.len > self.durable
+            {
+                let due = self.last_fsync + opts.fsync_interval;
+                go |= now >= due;
+                until = until.min(due);
+            }
+            if go {
+                break flush;
+            }
+            f = inner
+                .wake
+                .wait_timeout(f, until.saturating_duration_since(now))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        };
+        let start = f.reserved;
+        if !flush {
+            return Job {
+                batch: HashMap::new(),
+                start,
+                lines: 0,
+                closing: false,
+            };
+        }
+        let batch = std::mem::take(&mut f.pending);
+        let bytes = std::mem::take(&mut f.bytes) as u64;
+        let lines = std::mem::take(&mut f.lines);
+        f.since = None;
+        f.reserved += bytes;
+        Job {
+            batch,
+            start,
+            lines,
+            closing: f.run != Run::Open,
+        }
+    }
+
+    /// Writes a batch: one write per segment it touches, sealing full segments.
+    fn write(
+        &mut self,
+        batch: HashMap<ChannelId, Vec<PendingRecord>>,
+    ) -> Result<(), (Stage, io::Error)> {
+        let seg_bytes = self.inner.opts.segment_bytes;
+        self.buf.clear();
+        let mut entries: Vec<(ChannelId, Entry)> = Vec::new();
+        let mut lines = 0u64;
+        for (ch, recs) in batch {
+            for r in recs {
+                let len = (HEADER_LEN + r.body.len()) as u64;
+                let at = self.len + self.buf.len() as u64;
+                if at > 0 && at + len > seg_bytes {
+                    self.write_part(&mut entries, &mut lines)
+                        .map_err(|e| (Stage::Write, e))?;
+                    self.roll()?;
+                }
+                let off = self.len + self.buf.len() as u64;
+                record::put_record(&mut self.buf, ch, r.first_seq, r.count, r.recv_us, &r.body);
+                entries.push((
+                    ch,
+                    Entry {
+                        off,
+                        len: len as u32,
+                        count: r.count,
+                        first_seq: r.first_seq,
+                        recv_us: r.recv_us,
+                    },
+                ));
+                lines += u64::from(r.count);
+            }
+        }
+        self.write_part(&mut entries, &mut lines)
+            .map_err(|e| (Stage::Write, e))
+    }
+
+    /// Writes the buffer at the end of the active segment and publishes its entries.
+    fn write_part(
+        &mut self,
+        entries: &mut Vec<(ChannelId, Entry)>,
+        lines: &mut u64,
+    ) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all_at(&self.buf, self.len)?;
+        self.len += self.buf.len() as u64;
+        let c = &self.inner.counters;
+        c.writes.fetch_add(1, Relaxed);
+        c.written_bytes.fetch_add(self.buf.len() as u64, Relaxed);
+        c.written_records.fetch_add(entries.len() as u64, Relaxed);
+        c.written_lines.fetch_add(*lines, Relaxed);
+        self.unwritten = self.unwritten.saturating_sub(*lines);
+        {
+            let mut s = lock(&self.inner.segs);
+            for (ch, e) in entries.drain(..) {
+                s.active.index.add(ch, e);
+            }
+            s.active.len = self.len;
+        }
+        self.buf.clear();
+        *lines = 0;
+        Ok(())
+    }
+
+    fn fsync(&mut self) -> io::Result<()> {
+        let t = Instant::now();
+        self.file.sync_data()?;
+        let took = t.elapsed();
+        let c = &self.inner.counters;
+        c.fsyncs.fetch_add(1, Relaxed);
+        c.fsync_us.fetch_add(took.as_micros() as u64, Relaxed);
+        if let Some(h) = &self.inner.opts.fsync_seconds {
+            h.observe(took.as_secs_f64());
+        }
+        self.last_fsync = Instant::now();
+        Ok(())
+    }
+
+    fn publish_durable(&mut self, end: Lsn) {
+        if end > self.durable {
+            self.durable = end;
+            self.inner.progress.send_modify(|p| p.durable = end);
+        }
+    }
+
+    /// Seals the active segment (fsync, index beside it) and continues in a new one that
+    /// starts where it ends.
+    fn roll(&mut self) -> Result<(), (Stage, io::Error)> {
+        self.fsync().map_err(|e| (Stage::Fsync, e))?;
+        self.seal_and_continue(self.base + self.len)
+            .map_err(|e| (Stage::Write, e))
+    }
+
+    /// Writes the index of the active segment (as long as `self.len`), then opens the
+    /// segment at `next` and makes it active. An empty active segment is not sealed but
+    /// removed (after the new one exists, so a base is never handed out twice).
+    fn seal_and_continue(&mut self, next: Lsn) -> io::Result<()> {
+        let dir = &self.inner.dir;
+        let (base, len) = (self.base, self.len);
+        let sealed = if len > 0 {
+            let (bytes, table) = {
+                let s = lock(&self.inner.segs);
+                index::encode(base, len, &s.active.index)
+            };
+            let idx_path = seg_name(dir, base, "idx");
+            index::write_file(&idx_path, &bytes)?;
+            Some((table, File::open(&idx_path)?, idx_path))
+        } else {
+            None
+        };
+        let file = Arc::new(create_segment(dir, next)?);
+        let old = std::mem::replace(&mut self.file, file.clone());
+        {
+            let mut s = lock(&self.inner.segs);
+            if let Some((table, idx, idx_path)) = sealed {
+                s.sealed.push_back(Arc::new(Sealed {
+                    len,
+                    file: old,
+                    idx_path,
+                    idx,
+                    log_path: seg_name(dir, base, "log"),
+                    table,
+                }));
+            }
+            s.active = ActiveView {
+                file,
+                len: 0,
+                index: Default::default(),
+            };
+        }
+        if len == 0 {
+            let _ = std::fs::remove_file(seg_name(dir, base, "log"));
+        }
+        self.base = next;
+        self.len = 0;
+        self.retention();
+        Ok(())
+    }
+
+    /// Enters the degraded state after a failed write or fsync: what was not durably kept is
+    /// lost (counted, and its positions told to `durable` waiters), appends fail until a
+    /// retry succeeds.
+    fn fail(&mut self, stage: Stage, e: &io::Error) {
+        let inner = &*self.inner;
+        let what = match stage {
+            Stage::Write => "write",
+            Stage::Fsync => "fsync",
+        };
+        let reason: Arc<str> = format!("log {what} failed: {e}").into();
+        inner.counters.write_failures.fetch_add(1, Relaxed);
+        let (keep, lost_from) = match stage {
+            // What was written stays (earlier jobs become durable at recovery); waiters of
+            // this job are failed even for its records written before the failure (a retry
+            // by the caller may duplicate those, never lose them).
+            Stage::Write => (self.len, self.job_start),
+            // Nothing after the last published fsync can be trusted.
+            Stage::Fsync => (
+                self.durable.saturating_sub(self.base).min(self.len),
+                self.durable,
+            ),
+        };
+        let mut lost = std::mem::take(&mut self.unwritten);
+        if keep < self.len {
+            let mut s = lock(&inner.segs);
+            lost += s.active.index.truncate(keep);
+            s.active.len = keep;
+        }
+        self.len = keep;
+        let resume = {
+            let mut f = lock(&inner.front);
+            lost += f.lines;
+            f.pending.clear();
+            f.reserved += std::mem::take(&mut f.bytes) as u64;
+            f.lines = 0;
+            f.since = None;
+            f.health = Health::Degraded {
+                reason: reason.clone(),
+                since: SystemTime::now(),
+            };
+            f.reserved
+        };
+        inner.counters.lost_lines.fetch_add(lost, Relaxed);
+        {
+            let mut l = lock(&inner.lost);
+            if l.len() == LOST_KEPT {
+                l.pop_front();
+            }
+            l.push_back((lost_from + 1, resume, reason.clone()));
+        }
+        inner.progress.send_modify(|p| p.losses += 1);
+        inner.room.notify_waiters();
+        tracing::warn!(%reason, lost_lines = lost, "the log cannot write: appends fail until the disk works again");
+        self.failed = Some(Failed {
+            keep,
+            resume,
+            retry_at: Instant::now() + inner.opts.retry_interval,
+        });
+    }
+
+    /// Tries the disk again: cuts what the failure left after the kept bytes, writes and
+    /// fsyncs a probe, then continues in a new segment past the lost positions.
+    fn retry(&mut self) {
+        let Some(fl) = self.failed.take() else {
+            return;
+        };
+        match self.try_recover(&fl) {
+            Ok(()) => {
+                lock(&self.inner.front).health = Health::Ok;
+                tracing::info!("the log writes again");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the log still cannot write");
+                self.failed = Some(Failed {
+                    retry_at: Instant::now() + self.inner.opts.retry_interval,
+                    ..fl
+                });
+            }
+        }
+    }
+
+    fn try_recover(&mut self, fl: &Failed) -> io::Result<()> {
+        self.file.set_len(fl.keep)?;
+        self.file.sync_all()?;
+        let probe = self.inner.dir.join("probe.tmp");
+        let r = (|| {
+            let f = File::create(&probe)?;
+            f.write_all_at(&vec![0u8; PROBE_BYTES], 0)?;
+            f.sync_data()
+        })();
+        let _ = std::fs::remove_file(&probe);
+        r?;
+        sync_dir(&self.inner.dir)?;
+        self.seal_and_continue(fl.resume)?;
+        // Everything kept is synced; the positions up to `resume` are lost (told to
+        // waiters through `Inner::lost`), none are handed out again.
+        self.publish_durable(fl.resume);
+        Ok(())
+    }
+
+    /// Deletes whole sealed segments, oldest first, while the log is over `max_bytes` or
+    /// their newest record is older than `max_age`.
+    fn retention(&mut self) {
+        let inner = &*self.inner;
+        let cutoff = now_us().saturating_sub(inner.opts.max_age.as_micros() as i64);
+        let mut gone = Vec::new();
+        {
+            let mut s = lock(&inner.segs);
+            let mut total = s.bytes();
+            while let Some(first) = s.sealed.front() {
+                if total <= inner.opts.max_bytes && first.table.max_us >= cutoff {
+                    break;
+                }
+                total -= first.len;
+                if let Some(g) = s.sealed.pop_front() {
+                    gone.push(g);
+                }
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        for g in &gone {
+            for p in [&g.log_path, &g.idx_path] {
+                if let Err(e) = std::fs::remove_file(p) {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot delete a log segment");
+                }
+            }
+            inner.counters.deleted_segments.fetch_add(1, Relaxed);
+        }
+        compact_forgotten(inner);
+    }
+}
