@@ -14,6 +14,7 @@ pub mod drain;
 pub mod http;
 pub mod ingest;
 pub mod line;
+pub mod logmetrics;
 pub mod metrics;
 pub mod registry;
 pub mod session;

@@ -1,0 +1,547 @@
+//! Metrics from the logs: request counts, errors and latency per channel from the Heroku
+//! router's lines, and l2met `count#`, `sample#` and `measure#` values from any line, rolled
+//! up by minute for 24 hours.
+//!
+//! # What is read
+//! - Router lines (SOURCE `heroku`, PROCID `router`): `status` (a request, by class),
+//!   `code=Hnn`, `service` and `connect` in ms, `bytes`.
+//! - Any other line with `count#NAME[=N]`, `sample#NAME=V[unit]` or `measure#NAME=V[unit]`
+//!   pairs (Heroku's runtime metrics `sample#memory_total=212.3MB` included). A value keeps
+//!   the unit it was sent in; a name keeps the unit of its first value and values in
+//!   another unit are left out. At most [`Limits::max_names`] names (all kinds together)
+//!   for the last 24 hours; values of further names are counted and left out.
+//! - Any other line costs one `memchr` for `#`. Values that do not parse are counted in
+//!   [`Counters::malformed`] and left out, never guessed.
+//!
+//! Time is the caller's clock when the line is stored (Unix seconds), not the line's
+//! TIMESTAMP, which a dyno or a replay may set to anything.
+//!
+//! # Periods and roll-ups
+//! Lines go to an open 10-second period; when it ends it is kept (compact,
+//! postcard-encoded) and merged into the open minute, a minute into the open hour. Kept:
+//! - 10-second periods for 5 minutes: alert windows up to 5 minutes are exact to 10 s;
+//! - minutes for 24 hours, with their sketches for the last 2 hours; older minutes keep
+//!   their counts (requests, codes, bytes, l2met counts, samples, measure counts) and the
+//!   p95 of service time, so counts are exact to the minute over any range of 24 hours;
+//! - hours (sketches only) for 24 hours, so quantiles over a longer range merge whole hours
+//!   (an hour is in the range when more than half of it is).
+//!
+//! Quantiles come from DDSketch-style sketches: logarithmic buckets of relative width 2α,
+//! α = [`ALPHA`] = 0.9 %, so any quantile of any merge of periods is within 0.9 % of the
+//! exact one (plus 0.05 % for rounding to 4 digits in [`Summary`]). We chose it over an HDR
+//! histogram because l2met values are any floats in any unit (`load_avg_1m=0.2`, negative
+//! measures, bytes up to 10¹⁰), which HDR's integers in a declared range do not fit, and
+//! because closed periods must be small: a sketch keeps only its non-empty buckets, 2–4
+//! bytes each, where an HDR histogram of 1 % over 1 ms–30 s is a dense array of about 1,150
+//! counters.
+//!
+//! # Memory per channel
+//! Closed periods are postcard bytes, at most [`Limits::max_bytes`] (8 MiB by default).
+//! When over it, detail goes first (the sketches of the oldest minutes, which their hour
+//! still has, then 10-second periods, which their minute still has), then data, oldest
+//! first, counted in [`Counters::evicted`]. The open periods are three dense aggregates:
+//! 2 router sketches and one per measure name, each a window of at most 2 × 2048 counts
+//! of 8 bytes but in practice only the keys in use (≈ 400 for ms latencies); plus the
+//! names, under 100 bytes each. MEMORY-NUMBERS-PLACEHOLDER
+//!
+//! # Use
+//! The ingest path calls [`LogMetrics::observe`] under the channel's lock; nothing here
+//! locks. A query takes a [`Snapshot`] under that lock (the closed periods are shared, the
+//! open ones copied) and computes without it: [`Snapshot::summary`] for the API's JSON,
+//! [`Snapshot::value`] for a [`Metric`] of an alert rule. [`LogMetrics::counters`] gives the
+//! cumulative counters for Prometheus (labels: status class, H-code). [`LogMetrics::encode`]
+//! and [`LogMetrics::decode`] carry the roll-ups over a restart.
+
+mod extract;
+mod names;
+mod period;
+mod persist;
+mod query;
+mod sketch;
+
+pub use extract::Kind;
+pub use persist::DecodeError;
+pub use query::{
+    ByStatus, L2metSummary, MeasureStat, MeasureSummary, Metric, MetricError, MinuteSummary,
+    Quantile, Quantiles, RouterSummary, SampleStat, SampleSummary, Snapshot, Summary, Time,
+};
+pub use sketch::ALPHA;
+
+use names::Names;
+use period::{Agg, Parts, Record, CLASSES, CODES};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Seconds in a fine period, kept for short alert windows.
+pub const FINE: i64 = 10;
+/// Seconds in a minute period.
+pub const MINUTE: i64 = 60;
+/// Seconds in an hour period.
+pub const HOUR: i64 = 3600;
+/// How far back queries reach: 24 hours.
+pub const RETENTION: Duration = Duration::from_secs(86_400);
+/// Closed 10-second periods kept: 5 minutes.
+const FINE_KEPT: i64 = 30;
+/// Closed minutes that keep their sketches: 2 hours (older ones keep counts only).
+const FULL_MINUTES: i64 = 120;
+/// Minutes kept: 24 hours, the open one included.
+const MINUTES_KEPT: i64 = 1440;
+/// Closed hours kept (their sketches only).
+const HOURS_KEPT: i64 = 24;
+/// What a kept record costs beside its bytes: the `Arc` header and the ring entry.
+const RECORD_OVERHEAD: usize = 16 + std::mem::size_of::<Closed>();
+
+/// The bounds of one channel's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Distinct l2met names (all kinds together) kept for the last 24 hours; values of
+    /// further names are left out and counted in [`Counters::names_over_limit`].
+    pub max_names: usize,
+    /// Bytes of closed periods kept; past it, detail is dropped oldest first (see the
+    /// module doc).
+    pub max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_names: 200,
+            max_bytes: 8 << 20,
+        }
+    }
+}
+
+/// A closed period as kept: its start and its postcard bytes, shared with snapshots.
+#[derive(Debug, Clone)]
+struct Closed {
+    start: i64,
+    /// Minute records: whether the sketches are still there.
+    full: bool,
+    data: Arc<[u8]>,
+}
+
+/// The cumulative counters of a channel since it was made (or restored), for Prometheus.
+/// Their labels are bounded: status class (5), H-code (100); never a path or a dyno.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counters {
+    /// Router requests by status class, `1xx` to `5xx`.
+    pub requests: [u64; CLASSES],
+    /// Router lines by H-code, `H00` to `H99`.
+    pub h_codes: [u64; CODES],
+    /// Bytes of router responses.
+    pub bytes: u64,
+    /// l2met names kept now (a gauge).
+    pub names: u64,
+    /// l2met values left out because their name was over [`Limits::max_names`].
+    pub names_over_limit: u64,
+    /// Values left out because they did not parse (`service=abc`) or came in another unit
+    /// than their name's.
+    pub malformed: u64,
+    /// Closed periods dropped to stay within [`Limits::max_bytes`] (data lost, not only
+    /// detail).
+    pub evicted: u64,
+}
+
+impl Counters {
+    /// Requests by status class label: `("1xx", n)` … `("5xx", n)`.
+    pub fn by_status(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .into_iter()
+            .zip(self.requests)
+    }
+
+    /// The H-codes seen, by label: `("H12", n)`; codes never seen are left out.
+    pub fn h_codes(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.h_codes
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(c, &n)| (h_code_label(c), n))
+    }
+}
+
+/// `H00` … `H99`.
+fn h_code_label(c: usize) -> &'static str {
+    const fn labels() -> [[u8; 3]; CODES] {
+        let mut out = [[b'H', b'0', b'0']; CODES];
+        let mut i = 0;
+        while i < CODES {
+            out[i][1] = b'0' + (i / 10) as u8;
+            out[i][2] = b'0' + (i % 10) as u8;
+            i += 1;
+        }
+        out
+    }
+    static LABELS: [[u8; 3]; CODES] = labels();
+    LABELS
+        .get(c)
+        .and_then(|l| std::str::from_utf8(l).ok())
+        .unwrap_or("H??")
+}
+
+/// Cumulative counts of the closed 10-second periods.
+#[derive(Debug, Clone, Default)]
+struct Totals {
+    requests: [u64; CLASSES],
+    h_codes: Vec<u64>,
+    bytes: u64,
+}
+
+impl Totals {
+    fn add(&mut self, a: &Agg) {
+        self.h_codes.resize(CODES, 0);
+        for (t, n) in self.requests.iter_mut().zip(a.requests) {
+            *t += n;
+        }
+        for (t, n) in self.h_codes.iter_mut().zip(a.h_codes) {
+            *t += n;
+        }
+        self.bytes += a.bytes;
+    }
+}
+
+fn floor(t: i64, len: i64) -> i64 {
+    t.div_euclid(len) * len
+}
+
+fn ceil(t: i64, len: i64) -> i64 {
+    floor(t + len - 1, len)
+}
+
+/// The metrics of one channel (see the module doc). Not synchronised: the channel's lock
+/// guards it.
+#[derive(Debug)]
+pub struct LogMetrics {
+    limits: Limits,
+    /// When the metrics were started (Unix seconds): nothing before.
+    origin: i64,
+    names: Names,
+    /// The open periods: `fine` gets the lines; it is merged into `minute` when it closes,
+    /// `minute` into `hour` (sketches only).
+    fine: Agg,
+    minute: Agg,
+    hour: Agg,
+    fines: VecDeque<Closed>,
+    minutes: VecDeque<Closed>,
+    hours: VecDeque<Closed>,
+    /// Bytes of the closed periods, with [`RECORD_OVERHEAD`] each.
+    closed_bytes: usize,
+    /// Minutes from here on keep their sketches; older ones are thin.
+    sketch_floor: i64,
+    /// 10-second periods from here on are all kept (older ones may have been dropped to
+    /// stay within the budget).
+    fine_floor: i64,
+    totals: Totals,
+    names_over_limit: u64,
+    malformed: u64,
+    evicted: u64,
+}
+
+impl LogMetrics {
+    /// Empty metrics started at `now` (Unix seconds).
+    pub fn new(now: i64, limits: Limits) -> LogMetrics {
+        let fs = floor(now, FINE);
+        LogMetrics {
+            limits,
+            origin: now,
+            names: Names::default(),
+            fine: Agg::new(fs),
+            minute: Agg::new(floor(now, MINUTE)),
+            hour: Agg::new(floor(now, HOUR)),
+            fines: VecDeque::new(),
+            minutes: VecDeque::new(),
+            hours: VecDeque::new(),
+            closed_bytes: 0,
+            sketch_floor: i64::MIN,
+            fine_floor: i64::MIN,
+            totals: Totals::default(),
+            names_over_limit: 0,
+            malformed: 0,
+            evicted: 0,
+        }
+    }
+
+    /// Takes in one line stored at `now` (Unix seconds, the caller's clock, read once per
+    /// batch): its SOURCE (token name), PROCID and MSG. A line that is neither the router's
+    /// nor holds a `#` costs one `memchr`. Allocates nothing in the steady state (only for
+    /// a new l2met name, or once per 10 seconds to close a period).
+    #[inline]
+    pub fn observe(&mut self, now: i64, source: &[u8], procid: &[u8], msg: &[u8]) {
+        if extract::is_router(source, procid) {
+            self.roll(now);
+            let r = extract::router(msg);
+            self.malformed += r.malformed as u64;
+            self.fine.router(&r);
+        } else if extract::has_l2met(msg) {
+            self.roll(now);
+            self.l2met(now, msg);
+        }
+    }
+
+    fn l2met(&mut self, now: i64, msg: &[u8]) {
+        for item in extract::l2met(msg) {
+            let extract::Item::Metric {
+                kind,
+                name,
+                value,
+                unit,
+            } = item
+            else {
+                self.malformed += 1;
+                continue;
+            };
+            let id = match self.names.get(kind, name.as_bytes()) {
+                Some(id) => id,
+                None => match self
+                    .names
+                    .insert(kind, name, unit, now, self.limits.max_names)
+                {
+                    Some(id) => id,
+                    None => {
+                        self.names_over_limit += 1;
+                        continue;
+                    }
+                },
+            };
+            if self.names.slot(id).is_some_and(|s| *s.unit != *unit) {
+                self.malformed += 1;
+                continue;
+            }
+            self.fine.name(id, kind, value);
+        }
+    }
+
+    /// Closes the periods that ended before `now`. Lines call it; a query calls it through
+    /// [`LogMetrics::snapshot`]. A clock going back leaves the periods as they are.
+    #[inline]
+    pub fn roll(&mut self, now: i64) {
+        let fs = floor(now, FINE);
+        if fs > self.fine.start {
+            self.roll_to(fs);
+        }
+    }
+
+    #[cold]
+    fn roll_to(&mut self, fs: i64) {
+        if !self.fine.is_empty() {
+            let rec = self
+                .fine
+                .to_record(|id| self.names.slot(id).map(|s| s.kind), Parts::ALL);
+            self.minute.merge(&rec, Parts::ALL);
+            for &id in self.fine.touched() {
+                self.names.seen(id, self.fine.start);
+            }
+            self.totals.add(&self.fine);
+            Self::push(
+                &mut self.fines,
+                &mut self.closed_bytes,
+                self.fine.start,
+                &rec,
+            );
+        }
+        self.fine.clear(fs);
+        let ms = floor(fs, MINUTE);
+        if ms > self.minute.start {
+            if !self.minute.is_empty() {
+                let mut rec = self
+                    .minute
+                    .to_record(|id| self.names.slot(id).map(|s| s.kind), Parts::ALL);
+                rec.service_p95 = self.minute.service.quantile(0.95);
+                self.hour.merge(&rec, Parts::SKETCHES);
+                Self::push(
+                    &mut self.minutes,
+                    &mut self.closed_bytes,
+                    self.minute.start,
+                    &rec,
+                );
+            }
+            self.minute.clear(ms);
+            let hs = floor(fs, HOUR);
+            if hs > self.hour.start {
+                if !self.hour.is_empty() {
+                    let rec = self
+                        .hour
+                        .to_record(|id| self.names.slot(id).map(|s| s.kind), Parts::SKETCHES);
+                    Self::push(
+                        &mut self.hours,
+                        &mut self.closed_bytes,
+                        self.hour.start,
+                        &rec,
+                    );
+                }
+                self.hour.clear(hs);
+            }
+            self.expire(ms, hs);
+            self.names.collect(self.oldest());
+        }
+        while self
+            .fines
+            .front()
+            .is_some_and(|f| f.start < fs - FINE_KEPT * FINE)
+        {
+            self.pop_fine();
+        }
+        self.enforce_budget();
+    }
+
+    fn push(ring: &mut VecDeque<Closed>, bytes: &mut usize, start: i64, rec: &Record) {
+        let data: Arc<[u8]> = rec.encode().into();
+        *bytes += data.len() + RECORD_OVERHEAD;
+        ring.push_back(Closed {
+            start,
+            full: true,
+            data,
+        });
+    }
+
+    fn pop_fine(&mut self) {
+        if let Some(f) = self.fines.pop_front() {
+            self.closed_bytes -= f.data.len() + RECORD_OVERHEAD;
+        }
+    }
+
+    /// Drops minutes and hours older than 24 hours and thins minutes older than two hours.
+    fn expire(&mut self, ms: i64, hs: i64) {
+        while let Some(m) = self.minutes.front() {
+            if m.start > ms - MINUTES_KEPT * MINUTE {
+                break;
+            }
+            self.closed_bytes -= m.data.len() + RECORD_OVERHEAD;
+            self.minutes.pop_front();
+        }
+        while let Some(h) = self.hours.front() {
+            if h.start >= hs - HOURS_KEPT * HOUR {
+                break;
+            }
+            self.closed_bytes -= h.data.len() + RECORD_OVERHEAD;
+            self.hours.pop_front();
+        }
+        let floor = ms - FULL_MINUTES * MINUTE;
+        if floor > self.sketch_floor {
+            // Full minutes are the newest ones: thin from `end` back to the first thin one.
+            let end = self.minutes.partition_point(|m| m.start < floor);
+            for i in (0..end).rev() {
+                if !self.minutes[i].full {
+                    break;
+                }
+                self.thin(i);
+            }
+            self.sketch_floor = floor;
+        }
+    }
+
+    /// Drops the sketches of minute `i` (they live on in its hour).
+    fn thin(&mut self, i: usize) {
+        let Some(m) = self.minutes.get_mut(i) else {
+            return;
+        };
+        if !m.full {
+            return;
+        }
+        let old = m.data.len();
+        if let Some(mut rec) = Record::decode(&m.data) {
+            rec.thin();
+            m.data = rec.encode().into();
+        }
+        m.full = false;
+        self.closed_bytes = self.closed_bytes - old + m.data.len();
+    }
+
+    /// The start of the oldest period kept, open or closed.
+    fn oldest(&self) -> i64 {
+        [&self.fines, &self.minutes, &self.hours]
+            .into_iter()
+            .filter_map(|r| r.front().map(|c| c.start))
+            .fold(self.hour.start, i64::min)
+    }
+
+    /// Keeps the closed periods within [`Limits::max_bytes`]: first detail goes (minute
+    /// sketches, oldest first, then 10-second periods), then data (hours, then minutes,
+    /// oldest first, counted as evicted).
+    fn enforce_budget(&mut self) {
+        while self.closed_bytes > self.limits.max_bytes {
+            if let Some(i) = self.minutes.iter().position(|m| m.full) {
+                let start = self.minutes[i].start;
+                self.thin(i);
+                self.sketch_floor = self.sketch_floor.max(start + MINUTE);
+            } else if let Some(f) = self.fines.front() {
+                self.fine_floor = f.start + FINE;
+                self.pop_fine();
+            } else if let Some(h) = self.hours.pop_front() {
+                self.closed_bytes -= h.data.len() + RECORD_OVERHEAD;
+                self.evicted += 1;
+            } else if let Some(m) = self.minutes.pop_front() {
+                self.closed_bytes -= m.data.len() + RECORD_OVERHEAD;
+                self.evicted += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// The cumulative counters (see [`Counters`]).
+    pub fn counters(&self) -> Counters {
+        let mut c = Counters {
+            requests: self.totals.requests,
+            h_codes: [0; CODES],
+            bytes: self.totals.bytes + self.fine.bytes,
+            names: self.names.len() as u64,
+            names_over_limit: self.names_over_limit,
+            malformed: self.malformed,
+            evicted: self.evicted,
+        };
+        for (i, t) in c.requests.iter_mut().enumerate() {
+            *t += self.fine.requests[i];
+        }
+        for (i, t) in c.h_codes.iter_mut().enumerate() {
+            *t = self.totals.h_codes.get(i).copied().unwrap_or(0) + self.fine.h_codes[i];
+        }
+        c
+    }
+
+    /// What a query needs, taken quickly under the channel's lock and read without it: the
+    /// closed periods that may fall within `span` before `now` (shared, not copied) and the
+    /// open ones (copied). Closes the periods that ended before `now` first.
+    pub fn snapshot(&mut self, now: i64, span: Duration) -> Snapshot {
+        self.roll(now);
+        let now = now.max(self.fine.start);
+        let span = span.min(RETENTION).as_secs() as i64;
+        let from = now - span;
+        let kind = |id| self.names.slot(id).map(|s| s.kind);
+        let pick = |ring: &VecDeque<Closed>, from: i64| -> Vec<Closed> {
+            let i = ring.partition_point(|c| c.start < from);
+            ring.range(i..).cloned().collect()
+        };
+        Snapshot {
+            now,
+            origin: self.origin,
+            sketch_floor: self.sketch_floor,
+            fine_floor: self.fine_floor,
+            names: self.names.table(),
+            fines: pick(&self.fines, from),
+            minutes: pick(&self.minutes, from - MINUTE),
+            hours: pick(&self.hours, from - HOUR),
+            open_fine: (self.fine.start, self.fine.to_record(kind, Parts::ALL)),
+            open_minute: (self.minute.start, self.minute.to_record(kind, Parts::ALL)),
+            open_hour: (self.hour.start, self.hour.to_record(kind, Parts::SKETCHES)),
+        }
+    }
+
+    /// Bytes this channel's metrics hold, all included (closed periods, the open ones'
+    /// arrays, the names).
+    pub fn memory(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.closed_bytes
+            + (self.fines.capacity() + self.minutes.capacity() + self.hours.capacity()
+                - self.fines.len()
+                - self.minutes.len()
+                - self.hours.len())
+                * std::mem::size_of::<Closed>()
+            + self.fine.heap_bytes()
+            + self.minute.heap_bytes()
+            + self.hour.heap_bytes()
+            + self.names.heap_bytes()
+            + self.totals.h_codes.capacity() * 8
+    }
+}
