@@ -342,7 +342,8 @@ impl LogMetrics {
         }
         self.fine.clear(fs);
         let ms = floor(fs, MINUTE);
-        if ms > self.minute.start {
+        let new_minute = ms > self.minute.start;
+        if new_minute {
             if !self.minute.is_empty() {
                 let mut rec = self
                     .minute
@@ -373,7 +374,6 @@ impl LogMetrics {
                 self.hour.clear(hs);
             }
             self.expire(ms, hs);
-            self.names.collect(self.oldest());
         }
         while self
             .fines
@@ -381,6 +381,9 @@ impl LogMetrics {
             .is_some_and(|f| f.start < fs - FINE_KEPT * FINE)
         {
             self.pop_fine();
+        }
+        if new_minute {
+            self.names.collect(self.oldest());
         }
         self.enforce_budget();
     }
@@ -456,27 +459,57 @@ impl LogMetrics {
             .fold(self.hour.start, i64::min)
     }
 
-    /// Keeps the closed periods within [`Limits::max_bytes`]: first detail goes (minute
-    /// sketches, oldest first, then 10-second periods), then data (hours, then minutes,
-    /// oldest first, counted as evicted).
+    /// Keeps the closed periods within [`Limits::max_bytes`], giving up first what matters
+    /// least: detail older than an hour (minute sketches, which their hour still has), then
+    /// data older than an hour (whichever of the oldest hour and minute ends first), then
+    /// 10-second periods, then the last hour's detail and data. Lost data is counted as
+    /// evicted.
     fn enforce_budget(&mut self) {
+        let recent = self.minute.start - HOUR;
         while self.closed_bytes > self.limits.max_bytes {
-            if let Some(i) = self.minutes.iter().position(|m| m.full) {
-                let start = self.minutes[i].start;
-                self.thin(i);
-                self.sketch_floor = self.sketch_floor.max(start + MINUTE);
+            let full = self.minutes.iter().position(|m| m.full);
+            let oldest_end = [
+                self.minutes.front().map(|m| m.start + MINUTE),
+                self.hours.front().map(|h| h.start + HOUR),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if let Some(i) = full.filter(|&i| self.minutes[i].start < recent) {
+                self.thin_for_budget(i);
+            } else if oldest_end.is_some_and(|end| end <= recent) {
+                self.evict_oldest();
             } else if let Some(f) = self.fines.front() {
                 self.fine_floor = f.start + FINE;
                 self.pop_fine();
-            } else if let Some(h) = self.hours.pop_front() {
-                self.closed_bytes -= h.data.len() + RECORD_OVERHEAD;
-                self.evicted += 1;
-            } else if let Some(m) = self.minutes.pop_front() {
-                self.closed_bytes -= m.data.len() + RECORD_OVERHEAD;
-                self.evicted += 1;
+            } else if let Some(i) = full {
+                self.thin_for_budget(i);
+            } else if oldest_end.is_some() {
+                self.evict_oldest();
             } else {
                 break;
             }
+        }
+    }
+
+    fn thin_for_budget(&mut self, i: usize) {
+        let start = self.minutes[i].start;
+        self.thin(i);
+        self.sketch_floor = self.sketch_floor.max(start + MINUTE);
+    }
+
+    /// Drops the oldest hour or minute, whichever ends first.
+    fn evict_oldest(&mut self) {
+        let minute_end = self.minutes.front().map_or(i64::MAX, |m| m.start + MINUTE);
+        let hour_end = self.hours.front().map_or(i64::MAX, |h| h.start + HOUR);
+        let gone = if minute_end <= hour_end {
+            self.minutes.pop_front()
+        } else {
+            self.hours.pop_front()
+        };
+        if let Some(c) = gone {
+            self.closed_bytes -= c.data.len() + RECORD_OVERHEAD;
+            self.evicted += 1;
         }
     }
 
@@ -543,5 +576,295 @@ impl LogMetrics {
             + self.hour.heap_bytes()
             + self.names.heap_bytes()
             + self.totals.h_codes.capacity() * 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An hour boundary (2024-05-01T12:00:00Z), so minutes and hours line up with it.
+    const T0: i64 = 1_714_564_800;
+
+    fn router(lm: &mut LogMetrics, now: i64, status: u16, service: u32) {
+        let msg = format!(
+            "at=info method=GET path=\"/\" host=a.herokuapp.com fwd=\"1.2.3.4\" dyno=web.1 \
+             connect=1ms service={service}ms status={status} bytes=100 protocol=https"
+        );
+        lm.observe(now, b"heroku", b"router", msg.as_bytes());
+    }
+
+    fn summary(lm: &mut LogMetrics, now: i64, since: u64) -> Summary {
+        lm.snapshot(now, Duration::from_secs(since))
+            .summary("app", Duration::from_secs(since))
+    }
+
+    #[test]
+    fn minutes_roll_at_their_boundaries() {
+        let mut lm = LogMetrics::new(T0, Limits::default());
+        router(&mut lm, T0 + 5, 200, 10);
+        router(&mut lm, T0 + 59, 503, 20);
+        router(&mut lm, T0 + 60, 200, 30);
+        router(&mut lm, T0 + 125, 404, 40);
+        let s = summary(&mut lm, T0 + 130, 3600);
+        let rows: Vec<_> = s
+            .minutes
+            .iter()
+            .map(|m| (m.at.0 - T0, m.requests, m.s5xx, m.service_p95_ms))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (0, 2, 1, Some(20.0)),
+                (60, 1, 0, Some(30.0)),
+                (120, 1, 0, Some(40.0))
+            ]
+        );
+        assert_eq!(s.router.requests, 4);
+        assert_eq!(
+            (
+                s.router.by_status.s2xx,
+                s.router.by_status.s4xx,
+                s.router.by_status.s5xx
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!(s.router.bytes, 400);
+        // A range starting mid-minute counts the minutes that start within it.
+        let s = summary(&mut lm, T0 + 130, 100);
+        assert_eq!(
+            (s.since, s.router.requests, s.minutes.len()),
+            (Time(T0 + 30), 2, 2)
+        );
+        // Minutes without lines are rows of zeros.
+        let s = summary(&mut lm, T0 + 250, 3600);
+        assert_eq!(s.minutes.len(), 5);
+        assert_eq!(
+            (s.minutes[3].requests, s.minutes[3].service_p95_ms),
+            (0, None)
+        );
+    }
+
+    #[test]
+    fn short_windows_use_ten_second_periods() {
+        let mut lm = LogMetrics::new(T0, Limits::default());
+        for t in 0..=100 {
+            router(
+                &mut lm,
+                T0 + t,
+                if t % 10 == 0 { 500 } else { 200 },
+                t as u32,
+            );
+        }
+        let snap = lm.snapshot(T0 + 100, Duration::from_secs(3600));
+        let v = |m: &str, w: u64| snap.value(&m.parse().unwrap(), Duration::from_secs(w));
+        // 30 s before T0+100 is T0+70: the periods starting at 70, 80, 90 and the open one.
+        assert_eq!(v("router.requests", 30), Some(31.0));
+        assert_eq!(v("router.5xx", 30), Some(4.0));
+        assert_eq!(v("router.5xx_ratio", 30), Some(4.0 / 31.0));
+        assert_eq!(v("router.p50_service", 30).map(f64::round), Some(85.0));
+        // A longer window reads minutes: all of them here.
+        assert_eq!(v("router.requests", 600), Some(101.0));
+        assert_eq!(v("router.5xx", 600), Some(11.0));
+        assert_eq!(v("router.H12", 600), Some(0.0));
+        assert_eq!(v("l2met.measure.none.p95", 600), None);
+        assert_eq!(v("l2met.count.none", 600), Some(0.0));
+        assert_eq!(snap.unit(&"router.p95_service".parse().unwrap()), "ms");
+    }
+
+    #[test]
+    fn quantiles_beyond_two_hours_come_from_hours() {
+        let mut lm = LogMetrics::new(T0, Limits::default());
+        // Hour 0: service 100 ms; hour 1: 200 ms; hour 2 and the first minutes of hour 3:
+        // 300 ms; one request a minute.
+        for m in 0..190 {
+            let service = [100, 200, 300, 300][(m / 60) as usize];
+            router(&mut lm, T0 + m * 60 + 1, 200, service);
+        }
+        let now = T0 + 190 * 60 - 30;
+        let s = summary(&mut lm, now, 4 * 3600);
+        assert_eq!(s.router.requests, 190);
+        assert_eq!(s.minutes.len(), 190);
+        assert_eq!(s.minutes[0].service_p95_ms, Some(100.0));
+        // Minutes older than 2 hours lost their sketches; hours 0 and 1 have them.
+        assert!(lm.minutes.iter().filter(|m| !m.full).count() >= 60);
+        let s = summary(&mut lm, now, 3 * 3600);
+        // The range starts at 00:09:30: hour 0 is mostly in it, so it counts whole.
+        let near = |got: Option<f64>, want: f64| (got.unwrap() - want).abs() <= want * 0.01;
+        assert!(
+            near(s.router.service_ms.p50, 200.0),
+            "{:?}",
+            s.router.service_ms
+        );
+        assert!(
+            near(s.router.service_ms.p99, 300.0),
+            "{:?}",
+            s.router.service_ms
+        );
+        assert_eq!(s.router.requests, 180);
+        let s = summary(&mut lm, now, 3600);
+        assert!(
+            near(s.router.service_ms.p50, 300.0),
+            "{:?}",
+            s.router.service_ms
+        );
+        assert_eq!(s.router.requests, 60);
+    }
+
+    #[test]
+    fn names_are_bounded_and_age_out() {
+        let limits = Limits {
+            max_names: 5,
+            ..Limits::default()
+        };
+        let mut lm = LogMetrics::new(T0, limits);
+        for i in 0..8 {
+            lm.observe(T0, b"app", b"web.1", format!("count#n{i}=2").as_bytes());
+        }
+        lm.observe(T0, b"app", b"web.1", b"count#n0 count#n7");
+        let c = lm.counters();
+        assert_eq!((c.names, c.names_over_limit), (5, 4));
+        let s = summary(&mut lm, T0 + 1, 60);
+        assert_eq!(s.l2met.count.len(), 5);
+        assert_eq!(s.l2met.count["n0"], query::Num(3.0));
+        // A day later the old names are gone and new ones fit.
+        lm.observe(T0 + 86_400 + 3_700, b"app", b"web.1", b"count#fresh");
+        assert_eq!(lm.counters().names, 1);
+    }
+
+    #[test]
+    fn a_name_keeps_its_first_unit() {
+        let mut lm = LogMetrics::new(T0, Limits::default());
+        lm.observe(
+            T0,
+            b"app",
+            b"web.1",
+            b"measure#render=20ms measure#render=2s measure#render=30ms",
+        );
+        let s = summary(&mut lm, T0 + 1, 60);
+        assert_eq!(s.l2met.measure["render"].count, 2);
+        assert_eq!(s.l2met.measure["render"].unit, "ms");
+        assert_eq!(lm.counters().malformed, 1);
+    }
+
+    #[test]
+    fn the_byte_budget_drops_detail_first_then_data() {
+        let limits = Limits {
+            max_bytes: 64 << 10,
+            ..Limits::default()
+        };
+        let mut lm = LogMetrics::new(T0, limits);
+        for m in 0..(26 * 60) {
+            for i in 0..20 {
+                router(
+                    &mut lm,
+                    T0 + m * 60 + i,
+                    200,
+                    (m * 7 + i * 13) as u32 % 3000,
+                );
+            }
+        }
+        assert!(lm.closed_bytes <= limits.max_bytes, "{}", lm.closed_bytes);
+        assert!(lm.counters().evicted > 0);
+        let now = T0 + 26 * 3600;
+        let s = summary(&mut lm, now, 600);
+        assert_eq!(s.router.requests, 200);
+        assert!(s.router.service_ms.p50.is_some());
+    }
+
+    #[test]
+    fn the_clock_going_back_or_jumping_is_harmless() {
+        let mut lm = LogMetrics::new(T0, Limits::default());
+        router(&mut lm, T0 + 100, 200, 5);
+        router(&mut lm, T0 + 50, 200, 5); // counted in the open period
+        let s = summary(&mut lm, T0 + 40, 3600);
+        assert_eq!(s.router.requests, 2);
+        router(&mut lm, T0 + 3 * 86_400, 200, 5);
+        let s = summary(&mut lm, T0 + 3 * 86_400, 86_400);
+        assert_eq!(s.router.requests, 1);
+        assert_eq!(s.minutes.len(), 1440);
+        assert_eq!(lm.minutes.len() + lm.hours.len(), 0);
+    }
+
+    #[test]
+    fn counters_for_prometheus() {
+        let mut lm = LogMetrics::new(T0, Limits::default());
+        router(&mut lm, T0, 200, 5);
+        router(&mut lm, T0 + 30, 503, 5);
+        lm.observe(
+            T0 + 31,
+            b"heroku",
+            b"router",
+            b"at=error code=H12 status=503 service=30000ms",
+        );
+        lm.observe(T0 + 31, b"heroku", b"router", b"status=abc service=abc");
+        let c = lm.counters();
+        let status: Vec<_> = c.by_status().collect();
+        assert_eq!(
+            status,
+            vec![("1xx", 0), ("2xx", 1), ("3xx", 0), ("4xx", 0), ("5xx", 2)]
+        );
+        assert_eq!(c.h_codes().collect::<Vec<_>>(), vec![("H12", 1)]);
+        assert_eq!((c.bytes, c.malformed), (200, 2));
+        assert_eq!(h_code_label(7), "H07");
+    }
+
+    #[test]
+    fn the_summary_has_the_contract_shape() {
+        let mut lm = LogMetrics::new(T0, Limits::default());
+        router(&mut lm, T0 + 1, 200, 23);
+        lm.observe(T0 + 2, b"heroku", b"router", b"at=error code=H12 desc=\"Request timeout\" connect=1ms service=30001ms status=503 bytes=0");
+        lm.observe(
+            T0 + 3,
+            b"app",
+            b"web.1",
+            b"count#signups measure#render=23ms sample#db.pool=7",
+        );
+        let s = summary(&mut lm, T0 + 4, 3600);
+        let json = serde_json::to_value(&s).unwrap();
+        let want = serde_json::json!({
+            "app": "app",
+            "since": "2024-05-01T11:00:04Z",
+            "router": {
+                "requests": 2,
+                "by_status": {"2xx": 1, "3xx": 0, "4xx": 0, "5xx": 1},
+                "h_codes": {"H12": 1},
+                "service_ms": {"p50": 23.0, "p95": 30001.0, "p99": 30001.0},
+                "connect_ms": {"p50": 1.0, "p95": 1.0, "p99": 1.0},
+                "bytes": 100
+            },
+            "l2met": {
+                "count": {"signups": 1},
+                "sample": {"db.pool": {"last": 7.0, "min": 7.0, "max": 7.0}},
+                "measure": {"render": {"count": 1, "p50": 23.0, "p95": 23.0, "p99": 23.0}}
+            },
+            "minutes": [{"at": "2024-05-01T12:00:00Z", "requests": 2, "5xx": 1, "service_p95_ms": 30001.0}]
+        });
+        assert!(same_within_1pct(&json, &want), "{json}");
+        let back: Summary = serde_json::from_value(json).unwrap();
+        assert_eq!(back.router, s.router);
+    }
+
+    /// Equal JSON, numbers within 1 % (quantiles are estimates); same keys everywhere.
+    fn same_within_1pct(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => {
+                let (x, y) = (
+                    x.as_f64().unwrap_or(f64::NAN),
+                    y.as_f64().unwrap_or(f64::NAN),
+                );
+                (x - y).abs() <= 0.01 * y.abs()
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len()
+                    && x.iter()
+                        .all(|(k, v)| y.get(k).is_some_and(|w| same_within_1pct(v, w)))
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same_within_1pct(v, w))
+            }
+            _ => a == b,
+        }
     }
 }

@@ -5,7 +5,7 @@
 use super::extract::Kind;
 use super::names::Slot;
 use super::period::{Agg, Parts, Record};
-use super::{ceil, floor, Closed, FINE, FINE_KEPT, HOUR, MINUTE, RETENTION};
+use super::{ceil, floor, Closed, FINE, FINE_KEPT, HOUR, MINUTE, MINUTES_KEPT, RETENTION};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -112,7 +112,8 @@ impl Snapshot {
         let from = self.now - since.min(RETENTION).as_secs() as i64;
         let mut acc = Agg::new(from);
         let mut rows = Vec::new();
-        let first = ceil(from, MINUTE).max(floor(self.origin, MINUTE));
+        let kept = self.open_minute.0 - (MINUTES_KEPT - 1) * MINUTE;
+        let first = ceil(from, MINUTE).max(floor(self.origin, MINUTE)).max(kept);
         let mut at = first;
         let row = |at: i64, r: Option<&Record>| MinuteSummary {
             at: Time(at),
@@ -120,7 +121,7 @@ impl Snapshot {
             s5xx: r.map_or(0, |r| r.requests[4]),
             service_p95_ms: r.and_then(|r| r.service_p95).map(round4),
         };
-        for c in self.minutes.iter().filter(|c| c.start >= from) {
+        for c in self.minutes.iter().filter(|c| c.start >= first) {
             let Some(r) = Record::decode(&c.data) else {
                 continue;
             };

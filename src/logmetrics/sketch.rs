@@ -15,9 +15,8 @@
 //! - [`SketchRec`], the compact form a closed period keeps: the non-empty buckets only, keys as
 //!   gaps, everything varint-encoded by postcard (about 2–4 bytes a bucket).
 //!
-//! We wrote it rather than take `sketches-ddsketch`: that crate keeps its store private (no
-//! way to write the sparse form above or to clear without reallocating) and has no
-//! mirrored store for negative values in the version we could use.
+//! We wrote it rather than take `sketches-ddsketch`: that crate keeps its store private, so
+//! there is no way to write the sparse form above or to clear without reallocating.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +33,12 @@ pub const MAX_KEYS: usize = 2048;
 const MIN_VALUE: f64 = 1e-9;
 /// Keys added around a new one when a store grows, so neighbours do not each reallocate.
 const SLACK: i32 = 32;
+
+/// ⌈q·n⌉ within 1..=n: which of n sorted values is the q-quantile (nearest rank). The
+/// product is nudged down so that 0.95 × 20 is 19, not 20 for a rounding error.
+pub fn nearest_rank(q: f64, n: u64) -> u64 {
+    ((q.clamp(0.0, 1.0) * n as f64 - 1e-9).ceil() as u64).clamp(1, n.max(1))
+}
 
 /// The bucket of a positive value (above [`MIN_VALUE`]).
 #[inline]
@@ -197,15 +202,15 @@ impl Sketch {
         self.pos.total + self.neg.total + self.zero
     }
 
-    /// The value of rank ⌊q·(n−1)⌋ among the n sorted values (the lower nearest rank), within
-    /// [`ALPHA`] of it and never outside the smallest and largest value seen; `None` when
-    /// empty.
+    /// The q-quantile by nearest rank (the ⌈q·n⌉-th smallest of the n values, the first for
+    /// q = 0), within [`ALPHA`] of it and never outside the smallest and largest value seen;
+    /// `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         let n = self.count();
         if n == 0 {
             return None;
         }
-        let rank = (q.clamp(0.0, 1.0) * (n - 1) as f64).floor() as u64;
+        let rank = nearest_rank(q, n) - 1;
         let clamp = |v: f64| v.clamp(self.min, self.max);
         let mut seen = 0;
         for (k, c) in self.neg.bins().rev() {
@@ -312,9 +317,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The value of rank ⌊q·(n−1)⌋ of the sorted values: the definition the sketch answers.
+    /// The nearest-rank q-quantile of sorted values, computed on its own.
     fn exact(sorted: &[f64], q: f64) -> f64 {
-        sorted[(q * (sorted.len() - 1) as f64).floor() as usize]
+        let n = sorted.len() as f64;
+        let i = ((q * n).ceil() as usize).max(1) - 1;
+        sorted[i.min(sorted.len() - 1)]
     }
 
     fn check(values: &[f64]) -> Result<(), TestCaseError> {
