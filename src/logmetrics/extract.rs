@@ -215,14 +215,16 @@ fn kind_before(msg: &[u8], hash: usize) -> Option<Kind> {
 /// One l2met pair of a line.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Item<'a> {
-    /// A well-formed pair; a `count#` without a value counts 1.
+    /// A pair with a number; a `count#` without a value counts 1. The name is checked with
+    /// [`valid_name`] only when it is new: a known name is valid.
     Metric {
         kind: Kind,
-        name: &'a str,
+        name: &'a [u8],
         value: f64,
-        unit: &'a str,
+        /// ASCII letters, `%`, `/` or `_` (checked by [`number_unit`]).
+        unit: &'a [u8],
     },
-    /// A pair with an l2met key but a bad name or value; left out.
+    /// A pair with an l2met key but no name or no number; left out.
     Malformed,
 }
 
@@ -241,29 +243,30 @@ pub fn l2met(msg: &[u8]) -> impl Iterator<Item = Item<'_>> {
 }
 
 fn item<'a>(kind: Kind, name: &'a [u8], raw: &'a [u8]) -> Item<'a> {
-    let name_ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name
-            .iter()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\'));
     let value = match (kind, raw.is_empty()) {
         (Kind::Count, true) => Some((1.0, &b""[..])),
         _ => number_unit(raw),
     };
-    match (name_ok, value) {
-        // Both are ASCII here, so the conversions cannot fail.
-        (true, Some((value, unit))) => match (std::str::from_utf8(name), std::str::from_utf8(unit))
-        {
-            (Ok(name), Ok(unit)) => Item::Metric {
-                kind,
-                name,
-                value,
-                unit,
-            },
-            _ => Item::Malformed,
+    match value {
+        Some((value, unit)) if !name.is_empty() => Item::Metric {
+            kind,
+            name,
+            value,
+            unit,
         },
         _ => Item::Malformed,
     }
+}
+
+/// The name as text when it is a name we keep: 1 to [`MAX_NAME`] printable ASCII bytes
+/// without `"` or `\`.
+pub fn valid_name(name: &[u8]) -> Option<&str> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .iter()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\'));
+    std::str::from_utf8(name).ok().filter(|_| ok)
 }
 
 #[cfg(test)]
@@ -359,27 +362,27 @@ mod tests {
             vec![
                 Item::Metric {
                     kind: Kind::Measure,
-                    name: "db.query",
+                    name: b"db.query",
                     value: 23.0,
-                    unit: "ms"
+                    unit: b"ms"
                 },
                 Item::Metric {
                     kind: Kind::Count,
-                    name: "signups",
+                    name: b"signups",
                     value: 1.0,
-                    unit: ""
+                    unit: b""
                 },
                 Item::Metric {
                     kind: Kind::Count,
-                    name: "bytes.out",
+                    name: b"bytes.out",
                     value: 1548.0,
-                    unit: ""
+                    unit: b""
                 },
                 Item::Metric {
                     kind: Kind::Sample,
-                    name: "db.pool",
+                    name: b"db.pool",
                     value: 7.0,
-                    unit: ""
+                    unit: b""
                 },
             ]
         );
@@ -390,18 +393,18 @@ mod tests {
             items[0],
             Item::Metric {
                 kind: Kind::Sample,
-                name: "memory_total",
+                name: b"memory_total",
                 value: 212.3,
-                unit: "MB"
+                unit: b"MB"
             }
         );
         assert_eq!(
             items[1],
             Item::Metric {
                 kind: Kind::Sample,
-                name: "load_avg_1m",
+                name: b"load_avg_1m",
                 value: 0.2,
-                unit: ""
+                unit: b""
             }
         );
     }
@@ -409,8 +412,13 @@ mod tests {
     #[test]
     fn l2met_malformed_and_lookalikes() {
         let items: Vec<_> =
-            l2met(b"sample#x=fast measure#y= measure#=3 count#z=1e999 sample#q\"=1").collect();
+            l2met(b"sample#x=fast measure#y= measure#=3 count#z=1e999 sample#=1").collect();
         assert_eq!(items, vec![Item::Malformed; 5]);
+        // Names are checked when they are new.
+        assert_eq!(valid_name(b"db.pool"), Some("db.pool"));
+        for bad in [&b""[..], b"q\"", b"a\\b", b"\xff", &[b'x'; MAX_NAME + 1]] {
+            assert_eq!(valid_name(bad), None);
+        }
         // Not l2met: a prefix inside a word, a `#` elsewhere, a quoted value.
         for line in [
             &b"recount#x=1"[..],

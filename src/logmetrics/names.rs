@@ -5,7 +5,12 @@
 
 use super::extract::Kind;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
+
+/// aHash with fixed keys: SipHash was a tenth of the cost of an l2met line. A map holds at
+/// most the names limit, so colliding names can only make a lookup walk those.
+type Map = HashMap<Box<[u8]>, u16, BuildHasherDefault<ahash::AHasher>>;
 
 /// One name.
 #[derive(Debug, Clone)]
@@ -26,7 +31,7 @@ pub struct Names {
     free: Vec<u16>,
     /// Per kind, name → id; looked up with the borrowed name, so a known name costs no
     /// allocation.
-    index: [HashMap<Box<[u8]>, u16>; 3],
+    index: [Map; 3],
 }
 
 impl Names {
