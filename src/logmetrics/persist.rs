@@ -131,7 +131,8 @@ fn build(state: State, limits: Limits) -> Result<LogMetrics, DecodeError> {
     use DecodeError::Malformed;
     let mut names = Names::default();
     for n in state.names {
-        let ok = !n.name.is_empty()
+        let ok = (-(1 << 40)..(1 << 40)).contains(&n.last_seen)
+            && !n.name.is_empty()
             && valid_text(&n.name, MAX_NAME, |b| {
                 b.is_ascii_graphic() && !matches!(b, b'"' | b'\\')
             })
@@ -156,8 +157,15 @@ fn build(state: State, limits: Limits) -> Result<LogMetrics, DecodeError> {
                 .iter()
                 .all(|(id, n)| names.slot(*id).is_some_and(|s| s.kind == n.kind()))
     };
+    // Times are Unix seconds within ±35,000 years, so no arithmetic on them overflows.
+    let sane = |t: i64| (-(1 << 40)..(1 << 40)).contains(&t);
+    let floor_ok = |t: i64| t == i64::MIN || sane(t);
     let [(fs, f), (ms, m), (hs, h)] = &state.open;
-    if floor(*fs, FINE) != *fs
+    if !sane(state.origin)
+        || !floor_ok(state.sketch_floor)
+        || !floor_ok(state.fine_floor)
+        || !sane(*fs)
+        || floor(*fs, FINE) != *fs
         || floor(*fs, MINUTE) != *ms
         || floor(*fs, HOUR) != *hs
         || ![f, m, h].into_iter().all(usable)
@@ -170,6 +178,7 @@ fn build(state: State, limits: Limits) -> Result<LogMetrics, DecodeError> {
         let mut prev = i64::MIN;
         for c in rs {
             let ok = c.start > prev
+                && sane(c.start)
                 && c.start < before
                 && floor(c.start, len) == c.start
                 && Record::decode(&c.data).is_some_and(|r| usable(&r));
@@ -297,5 +306,36 @@ mod tests {
             LogMetrics::decode(&out, Limits::default()).unwrap_err(),
             DecodeError::Malformed("names")
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Bytes with a good checksum but any content: refused or usable, never a panic.
+        #[test]
+        fn any_payload_is_refused_or_usable(flips in proptest::collection::vec((0usize..4096, 0u8..=255), 1..8)) {
+            let mut lm = LogMetrics::new(1_000_000, Limits::default());
+            for t in 0..300 {
+                lm.observe(1_000_000 + t * 11, b"heroku", b"router", format!("status=200 service={}ms code=H1{}", t % 70, t % 3).as_bytes());
+                lm.observe(1_000_000 + t * 11, b"app", b"web.1", format!("measure#q={}ms count#c sample#s={}", t % 30, t).as_bytes());
+            }
+            let bytes = lm.encode();
+            let mut payload = bytes[HEADER..].to_vec();
+            for (at, b) in flips {
+                let i = at % payload.len();
+                payload[i] = b;
+            }
+            let mut out = bytes[..5].to_vec();
+            out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            out.extend_from_slice(&payload);
+            if let Ok(mut back) = LogMetrics::decode(&out, Limits::default()) {
+                let d = std::time::Duration::from_secs(86_400);
+                let snap = back.snapshot(1_000_000 + 4000, d);
+                let _ = snap.summary("app", d);
+                let _ = snap.value(&"router.p95_service".parse().unwrap(), d);
+                back.observe(1_000_000 + 9000, b"heroku", b"router", b"status=200 service=1ms");
+                let _ = back.counters();
+            }
+        }
     }
 }

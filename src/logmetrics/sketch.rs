@@ -29,6 +29,9 @@ const LN_GAMMA: f64 = 0.018_000_486_023_620_893;
 const INV_LN_GAMMA: f64 = 55.554_055_523_154_41;
 /// The widest window of keys a live store keeps, per sign.
 pub const MAX_KEYS: usize = 2048;
+/// No finite value has a key beyond this (ln of the largest f64 / ln γ is about 39,400);
+/// decoded records with larger keys are refused.
+const MAX_ABS_KEY: i64 = 50_000;
 /// Values closer to zero than this are counted as zero.
 const MIN_VALUE: f64 = 1e-9;
 /// Keys added around a new one when a store grows, so neighbours do not each reallocate.
@@ -281,13 +284,13 @@ pub struct SketchRec {
 }
 
 impl SketchRec {
-    /// Whether the record is self-consistent (bucket keys within range, min ≤ max).
+    /// Whether the record is self-consistent (bucket keys of finite values, min ≤ max).
     pub fn valid(&self) -> bool {
         let keys_ok = |b: &Bins| {
             let mut k = b.first as i64;
             b.gaps.iter().enumerate().all(|(i, &(g, c))| {
                 k += g as i64;
-                (i == 0 || g > 0) && c > 0 && (i32::MIN as i64..=i32::MAX as i64).contains(&k)
+                (i == 0 || g > 0) && c > 0 && (-MAX_ABS_KEY..=MAX_ABS_KEY).contains(&k)
             })
         };
         keys_ok(&self.pos) && keys_ok(&self.neg) && self.min <= self.max
