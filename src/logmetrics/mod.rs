@@ -69,7 +69,7 @@ mod sketch;
 pub use extract::Kind;
 pub use persist::DecodeError;
 pub use query::{
-    ByStatus, L2metSummary, MeasureStat, MeasureSummary, Metric, MetricError, MinuteSummary,
+    ByStatus, L2metSummary, MeasureStat, MeasureSummary, Metric, MetricError, MinuteSummary, Num,
     Quantile, Quantiles, RouterSummary, SampleStat, SampleSummary, Snapshot, Summary, Time,
 };
 pub use sketch::ALPHA;
@@ -745,7 +745,7 @@ mod tests {
         assert_eq!((c.names, c.names_over_limit), (5, 4));
         let s = summary(&mut lm, T0 + 1, 60);
         assert_eq!(s.l2met.count.len(), 5);
-        assert_eq!(s.l2met.count["n0"], query::Num(3.0));
+        assert_eq!(s.l2met.count["n0"], Num(3.0));
         // A day later the old names are gone and new ones fit.
         lm.observe(T0 + 86_400 + 3_700, b"app", b"web.1", b"count#fresh");
         assert_eq!(lm.counters().names, 1);
