@@ -15,6 +15,7 @@ pub mod http;
 pub mod ingest;
 pub mod line;
 pub mod log;
+pub mod logmetrics;
 pub mod metrics;
 pub mod registry;
 pub mod session;

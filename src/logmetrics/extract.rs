@@ -1,0 +1,441 @@
+//! Reading metrics out of one line, borrowing its MSG: the Heroku router's request fields
+//! and l2met's `count#`, `sample#` and `measure#` pairs. Nothing here allocates.
+//!
+//! Both use [`logplex_proto::logfmt::pairs`]. A value that does not parse (`service=abc`,
+//! `status=`, `sample#x=fast`) is left out and counted, never guessed.
+
+use logplex_proto::logfmt;
+use serde::{Deserialize, Serialize};
+
+/// The longest l2met name kept; longer names are malformed.
+pub const MAX_NAME: usize = 64;
+/// The longest unit kept (`ms`, `MB`, `pages`, `bytes`).
+pub const MAX_UNIT: usize = 16;
+
+/// The fields of one Heroku router line that metrics use.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct RouterLine {
+    /// `status=NNN`, 100 to 599.
+    pub status: Option<u16>,
+    /// `code=Hnn`, as nn.
+    pub code: Option<u8>,
+    /// `service=NNms` (a bare number is taken as ms too).
+    pub service_ms: Option<f64>,
+    /// `connect=NNms`.
+    pub connect_ms: Option<f64>,
+    /// `bytes=N`.
+    pub bytes: Option<u64>,
+    /// Values present but not parseable (empty ones do not count: H10 lines have
+    /// `connect= service= bytes=`).
+    pub malformed: u32,
+}
+
+/// Whether a line is the Heroku router's (`heroku[router]`).
+#[inline]
+pub fn is_router(source: &[u8], procid: &[u8]) -> bool {
+    procid == b"router" && source == b"heroku"
+}
+
+/// The metric fields of a router line's MSG.
+pub fn router(msg: &[u8]) -> RouterLine {
+    let mut r = RouterLine::default();
+    for (k, v) in logfmt::pairs(msg) {
+        let raw = v.raw;
+        let ok = match k {
+            b"status" => {
+                r.status = parse_status(raw);
+                r.status.is_some()
+            }
+            b"service" => {
+                r.service_ms = parse_ms(raw);
+                r.service_ms.is_some()
+            }
+            b"connect" => {
+                r.connect_ms = parse_ms(raw);
+                r.connect_ms.is_some()
+            }
+            b"bytes" => {
+                r.bytes = parse_u64(raw);
+                r.bytes.is_some()
+            }
+            b"code" => {
+                r.code = parse_h_code(raw);
+                true // other codes are not ours to count, not malformed
+            }
+            _ => true,
+        };
+        if !ok && !raw.is_empty() {
+            r.malformed += 1;
+        }
+    }
+    r
+}
+
+fn parse_status(raw: &[u8]) -> Option<u16> {
+    match *raw {
+        [a @ b'1'..=b'5', b, c] if b.is_ascii_digit() && c.is_ascii_digit() => {
+            Some((a - b'0') as u16 * 100 + (b - b'0') as u16 * 10 + (c - b'0') as u16)
+        }
+        _ => None,
+    }
+}
+
+/// `Hnn` as nn.
+fn parse_h_code(raw: &[u8]) -> Option<u8> {
+    match *raw {
+        [b'H', a, b] if a.is_ascii_digit() && b.is_ascii_digit() => {
+            Some((a - b'0') * 10 + b - b'0')
+        }
+        _ => None,
+    }
+}
+
+/// Milliseconds: `23ms` or `23`, not negative.
+fn parse_ms(raw: &[u8]) -> Option<f64> {
+    match number_unit(raw)? {
+        (v, b"ms" | b"") if v >= 0.0 => Some(v),
+        _ => None,
+    }
+}
+
+fn parse_u64(raw: &[u8]) -> Option<u64> {
+    if raw.is_empty() || raw.len() > 19 || !raw.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(raw.iter().fold(0u64, |n, d| n * 10 + (d - b'0') as u64))
+}
+
+/// A number followed by an optional unit: `23`, `23ms`, `212.3MB`, `-1.5e3`, `348836pages`.
+/// The unit is up to [`MAX_UNIT`] letters (and `%`, `/`, `_`); infinities and NaN are not
+/// numbers.
+pub fn number_unit(raw: &[u8]) -> Option<(f64, &[u8])> {
+    let digits = |from: usize| {
+        raw[from..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count()
+    };
+    let sign = usize::from(matches!(raw.first(), Some(b'-' | b'+')));
+    let int = digits(sign);
+    let mut i = sign + int;
+    let mut plain = true;
+    let mut frac = 0;
+    if raw.get(i) == Some(&b'.') {
+        frac = digits(i + 1);
+        i += 1 + frac;
+        plain = false;
+    }
+    if int + frac == 0 {
+        return None;
+    }
+    if let Some(b'e' | b'E') = raw.get(i) {
+        let exp_sign = usize::from(matches!(raw.get(i + 1), Some(b'-' | b'+')));
+        let exp = digits(i + 1 + exp_sign);
+        if exp > 0 {
+            i += 1 + exp_sign + exp;
+            plain = false;
+        }
+    }
+    let (num, unit) = raw.split_at(i);
+    if unit.len() > MAX_UNIT
+        || !unit
+            .iter()
+            .all(|b| b.is_ascii_alphabetic() || matches!(b, b'%' | b'/' | b'_'))
+    {
+        return None;
+    }
+    // Integers of up to 15 digits are exact in an f64: skip the float parser.
+    let v = if plain && int <= 15 {
+        let n = num[sign..]
+            .iter()
+            .fold(0u64, |n, d| n * 10 + (d - b'0') as u64) as f64;
+        if num[0] == b'-' {
+            -n
+        } else {
+            n
+        }
+    } else {
+        std::str::from_utf8(num).ok()?.parse::<f64>().ok()?
+    };
+    v.is_finite().then_some((v, unit))
+}
+
+/// The three l2met kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// `count#NAME=N`: summed.
+    Count,
+    /// `sample#NAME=V`: last, min, max.
+    Sample,
+    /// `measure#NAME=V`: a histogram.
+    Measure,
+}
+
+impl Kind {
+    /// The prefix as written before `#`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Count => "count",
+            Kind::Sample => "sample",
+            Kind::Measure => "measure",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Whether `msg` may hold an l2met pair: a `#` right after `count`, `sample` or `measure`
+/// at the start of a word. One `memchr` for the many lines without `#`.
+#[inline]
+pub fn has_l2met(msg: &[u8]) -> bool {
+    memchr::memchr(b'#', msg).is_some()
+        && memchr::memchr_iter(b'#', msg).any(|p| kind_before(msg, p).is_some())
+}
+
+/// The kind whose prefix ends at `hash` (the position of a `#`), if it starts a word.
+fn kind_before(msg: &[u8], hash: usize) -> Option<Kind> {
+    let head = &msg[..hash];
+    let (kind, len) = if head.ends_with(b"count") {
+        (Kind::Count, 5)
+    } else if head.ends_with(b"sample") {
+        (Kind::Sample, 6)
+    } else if head.ends_with(b"measure") {
+        (Kind::Measure, 7)
+    } else {
+        return None;
+    };
+    match head.len().checked_sub(len + 1).map(|i| head[i]) {
+        None | Some(b' ' | b'\t') => Some(kind),
+        _ => None,
+    }
+}
+
+/// One l2met pair of a line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Item<'a> {
+    /// A pair with a number; a `count#` without a value counts 1. The name is checked with
+    /// [`valid_name`] only when it is new: a known name is valid.
+    Metric {
+        kind: Kind,
+        name: &'a [u8],
+        value: f64,
+        /// ASCII letters, `%`, `/` or `_` (checked by [`number_unit`]).
+        unit: &'a [u8],
+    },
+    /// A pair with an l2met key but no name or no number; left out.
+    Malformed,
+}
+
+/// The l2met pairs of `msg`, in order.
+pub fn l2met(msg: &[u8]) -> impl Iterator<Item = Item<'_>> {
+    logfmt::pairs(msg).filter_map(|(k, v)| {
+        let hash = memchr::memchr(b'#', k)?;
+        let kind = match &k[..hash] {
+            b"count" => Kind::Count,
+            b"sample" => Kind::Sample,
+            b"measure" => Kind::Measure,
+            _ => return None,
+        };
+        Some(item(kind, &k[hash + 1..], v.raw))
+    })
+}
+
+fn item<'a>(kind: Kind, name: &'a [u8], raw: &'a [u8]) -> Item<'a> {
+    let value = match (kind, raw.is_empty()) {
+        (Kind::Count, true) => Some((1.0, &b""[..])),
+        _ => number_unit(raw),
+    };
+    match value {
+        Some((value, unit)) if !name.is_empty() => Item::Metric {
+            kind,
+            name,
+            value,
+            unit,
+        },
+        _ => Item::Malformed,
+    }
+}
+
+/// The name as text when it is a name we keep: 1 to [`MAX_NAME`] printable ASCII bytes
+/// without `"` or `\`.
+pub fn valid_name(name: &[u8]) -> Option<&str> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .iter()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\'));
+    std::str::from_utf8(name).ok().filter(|_| ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H12: &[u8] = br#"at=error code=H12 desc="Request timeout" method=GET path="/" host=myapp.herokuapp.com request_id=8601b555-6a83-4c12-8269-97c8e32cdb22 fwd="204.204.204.204" dyno=web.1 connect=6ms service=30001ms status=503 bytes=0 protocol=https"#;
+
+    #[test]
+    fn heroku_router_info_and_errors() {
+        let r = router(br#"at=info method=GET path="/" host=myapp.herokuapp.com request_id=c6b0b0a2 fwd="204.204.204.204" dyno=web.1 connect=1ms service=18ms status=200 bytes=13 protocol=https"#);
+        assert_eq!(
+            r,
+            RouterLine {
+                status: Some(200),
+                code: None,
+                service_ms: Some(18.0),
+                connect_ms: Some(1.0),
+                bytes: Some(13),
+                malformed: 0
+            }
+        );
+        let r = router(H12);
+        assert_eq!(
+            (r.status, r.code, r.service_ms),
+            (Some(503), Some(12), Some(30001.0))
+        );
+        // H10: empty dyno, connect, service and bytes are absent, not malformed.
+        let r = router(br#"at=error code=H10 desc="App crashed" method=GET path="/" host=myapp.herokuapp.com fwd=17.17.17.17 dyno= connect= service= status=503 bytes= protocol=https"#);
+        assert_eq!(
+            (r.status, r.code, r.service_ms, r.bytes, r.malformed),
+            (Some(503), Some(10), None, None, 0)
+        );
+    }
+
+    #[test]
+    fn router_malformed_values_are_left_out() {
+        let r =
+            router(b"service=abc connect=-1ms status= bytes=12kB code=R14 path=\"/x service=1ms\"");
+        assert_eq!(
+            r,
+            RouterLine {
+                malformed: 3,
+                ..RouterLine::default()
+            }
+        );
+        assert_eq!(router(b"status=5000").status, None);
+        assert_eq!(router(b"status=099").status, None);
+        assert_eq!(router(b"status=200 service=2s").service_ms, None);
+        assert_eq!(router(b"\xff\xfe status=404").status, Some(404));
+    }
+
+    #[test]
+    fn numbers_and_units() {
+        assert_eq!(number_unit(b"23"), Some((23.0, &b""[..])));
+        assert_eq!(number_unit(b"23ms"), Some((23.0, &b"ms"[..])));
+        assert_eq!(number_unit(b"212.3MB"), Some((212.3, &b"MB"[..])));
+        assert_eq!(number_unit(b"-1.5e3"), Some((-1500.0, &b""[..])));
+        assert_eq!(number_unit(b"3em"), Some((3.0, &b"em"[..])));
+        assert_eq!(number_unit(b".5"), Some((0.5, &b""[..])));
+        assert_eq!(number_unit(b"7."), Some((7.0, &b""[..])));
+        assert_eq!(number_unit(b"348836pages"), Some((348836.0, &b"pages"[..])));
+        assert_eq!(number_unit(b"99%"), Some((99.0, &b"%"[..])));
+        assert_eq!(
+            number_unit(b"12345678901234567890"),
+            Some((1.2345678901234567e19, &b""[..]))
+        );
+        for bad in [
+            &b""[..],
+            b"ms",
+            b"-",
+            b".",
+            b"abc",
+            b"1.2.3",
+            b"1e999",
+            b"inf",
+            b"NaN",
+            b"5 ms",
+            b"5m-s",
+            b"1averyveryverylongunit",
+        ] {
+            assert_eq!(number_unit(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn l2met_pairs_from_app_and_runtime_lines() {
+        let line =
+            b"measure#db.query=23ms count#signups count#bytes.out=1548 sample#db.pool=7 at=info";
+        let items: Vec<_> = l2met(line).collect();
+        assert_eq!(
+            items,
+            vec![
+                Item::Metric {
+                    kind: Kind::Measure,
+                    name: b"db.query",
+                    value: 23.0,
+                    unit: b"ms"
+                },
+                Item::Metric {
+                    kind: Kind::Count,
+                    name: b"signups",
+                    value: 1.0,
+                    unit: b""
+                },
+                Item::Metric {
+                    kind: Kind::Count,
+                    name: b"bytes.out",
+                    value: 1548.0,
+                    unit: b""
+                },
+                Item::Metric {
+                    kind: Kind::Sample,
+                    name: b"db.pool",
+                    value: 7.0,
+                    unit: b""
+                },
+            ]
+        );
+        let runtime = b"source=web.1 dyno=heroku.2808254.d97d0ea7-cf3d-411b-b453-d2943a50b456 sample#memory_total=212.3MB sample#load_avg_1m=0.2";
+        assert!(has_l2met(runtime));
+        let items: Vec<_> = l2met(runtime).collect();
+        assert_eq!(
+            items[0],
+            Item::Metric {
+                kind: Kind::Sample,
+                name: b"memory_total",
+                value: 212.3,
+                unit: b"MB"
+            }
+        );
+        assert_eq!(
+            items[1],
+            Item::Metric {
+                kind: Kind::Sample,
+                name: b"load_avg_1m",
+                value: 0.2,
+                unit: b""
+            }
+        );
+    }
+
+    #[test]
+    fn l2met_malformed_and_lookalikes() {
+        let items: Vec<_> =
+            l2met(b"sample#x=fast measure#y= measure#=3 count#z=1e999 sample#=1").collect();
+        assert_eq!(items, vec![Item::Malformed; 5]);
+        // Names are checked when they are new.
+        assert_eq!(valid_name(b"db.pool"), Some("db.pool"));
+        for bad in [&b""[..], b"q\"", b"a\\b", b"\xff", &[b'x'; MAX_NAME + 1]] {
+            assert_eq!(valid_name(bad), None);
+        }
+        // Not l2met: a prefix inside a word, a `#` elsewhere, a quoted value.
+        for line in [
+            &b"recount#x=1"[..],
+            b"Processing by UsersController#show",
+            b"msg=\"count#x=1\"",
+            b"measures#x=1",
+        ] {
+            assert_eq!(
+                l2met(line).count(),
+                0,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert!(!has_l2met(b"Processing by UsersController#show as HTML"));
+        assert!(!has_l2met(b"no hash at all"));
+        assert!(has_l2met(b"count#x"));
+        assert!(has_l2met(b"a=1\tmeasure#x=1"));
+    }
+}
