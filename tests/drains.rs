@@ -86,7 +86,8 @@ async fn wait_lines(path: &Path, n: usize, secs: u64) -> Vec<String> {
 }
 
 /// A private rsyslogd listening on `port` (TLS when `tls` = (ca, cert, key)), writing
-/// `HOSTNAME APP-NAME PROCID MSG` per message to the returned file.
+/// `HOSTNAME APP-NAME PROCID MSG` per message to the returned file, and each message as
+/// received (`%rawmsg%`) to `raw.log` beside it.
 fn rsyslog(dir: &Path, port: u16, tls: Option<(&Path, &Path, &Path)>) -> (Proc, PathBuf) {
     let work = dir.join(format!("rsyslog-{port}"));
     std::fs::create_dir_all(&work).unwrap();
@@ -109,8 +110,11 @@ fn rsyslog(dir: &Path, port: u16, tls: Option<(&Path, &Path, &Path)>) -> (Proc, 
     let conf = format!(
         "{global}\n{module}\ninput(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
          template(name=\"t\" type=\"string\" string=\"%hostname% %app-name% %procid% %msg%\\n\")\n\
-         *.* action(type=\"omfile\" file=\"{}\" template=\"t\")\n",
-        out.display()
+         template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
+         *.* action(type=\"omfile\" file=\"{}\" template=\"t\")\n\
+         *.* action(type=\"omfile\" file=\"{}\" template=\"raw\")\n",
+        out.display(),
+        work.join("raw.log").display()
     );
     let conf_path = work.join("rsyslog.conf");
     std::fs::write(&conf_path, conf).unwrap();
@@ -185,6 +189,181 @@ async fn rsyslog_receives_a_syslog_drain() {
     assert_eq!(got.len(), 500, "{:?}", got.last());
     for (i, l) in got.iter().enumerate() {
         assert_eq!(l, &format!("{drain} app web.1 to rsyslog {i}"));
+    }
+    s.stop().await;
+}
+
+/// The L10 notice of a syslog drain, as rsyslog received it, is strict RFC 5424: HOSTNAME is
+/// the drain token, APP-NAME `heroku`, PROCID `logplex`, MSGID and SD nil. (rsyslog itself
+/// reads a frame with one `-` where MSGID and SD belong leniently; strict parsers refuse it
+/// and other lenient ones fall back to RFC 3164, losing all three.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsyslog_parses_the_l10_notice_of_a_syslog_drain() {
+    if !need("rsyslogd", "apt-get install rsyslog") {
+        return;
+    }
+    let s = TestServer::start_with(|c| c.drains.buffer_lines = 100).await;
+    let token = s.create_app("demo").await;
+    let port = free_port();
+    let drain = add_drain(&s, "demo", &format!("syslog://127.0.0.1:{port}")).await;
+    send_lines(&s, &token, "early", 1000).await;
+    s.wait_history("demo", |h| h.len() >= 1000).await;
+    let (_rs, out) = rsyslog(s.dir.path(), port, None);
+    let (delivered, dropped) = wait_accounted(&out, "early", 1000, 15).await;
+    assert_eq!(delivered as u64 + dropped, 1000);
+    let got = read_lines(&out);
+    let head = format!("{drain} heroku logplex Error L10 (output buffer overflow): {dropped} messages dropped since ");
+    assert!(got[0].starts_with(&head), "{:?}", got[0]);
+    assert!(got[0].ends_with('.'), "{:?}", got[0]);
+    let raw = read_lines(&out.with_file_name("raw.log"));
+    let (host, app, procid, msg) = strict_fields(raw[0].as_bytes());
+    assert_eq!(
+        (host, app.as_str(), procid.as_str()),
+        (drain, "heroku", "logplex")
+    );
+    assert!(
+        msg.starts_with("Error L10 (output buffer overflow): "),
+        "{msg}"
+    );
+    s.stop().await;
+}
+
+/// A frame of a drain as our strict RFC 5424 parser reads it: the text without its
+/// octet count, which must end with exactly the LF of the frame.
+fn strict_fields(frame: &[u8]) -> (String, String, String, String) {
+    let m = logplex_proto::parse(frame).unwrap_or_else(|e| {
+        panic!("{e}: {:?}", String::from_utf8_lossy(frame));
+    });
+    assert_eq!((m.msgid, m.structured_data), (&b"-"[..], &b"-"[..]));
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (s(m.hostname), s(m.app_name), s(m.procid), s(m.msg))
+}
+
+/// How a receiver written here reads a logplex-1 batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Split {
+    /// Line by line, as many users' receivers do; the number of lines must match
+    /// `Logplex-Msg-Count` (else 400, which logplex takes as "drop the batch").
+    Lines,
+    /// By octet count (RFC 6587); every frame must end with the LF it counts.
+    Octets,
+}
+
+/// The messages of one batch read the `split` way, or why the receiver refuses it.
+fn read_batch(split: Split, r: &Received) -> Result<Vec<String>, String> {
+    let count: usize = r
+        .header("logplex-msg-count")
+        .parse()
+        .map_err(|_| "no count")?;
+    let body = &r.body[..];
+    let mut frames: Vec<&[u8]> = Vec::new();
+    match split {
+        Split::Lines => {
+            let text = body
+                .strip_suffix(b"\n")
+                .ok_or("the body does not end with LF")?;
+            for line in text.split(|&b| b == b'\n') {
+                let sp = line.iter().position(|&b| b == b' ').ok_or("no length")?;
+                frames.push(&line[sp + 1..]);
+            }
+        }
+        Split::Octets => {
+            let mut rest = body;
+            while !rest.is_empty() {
+                let sp = rest.iter().position(|&b| b == b' ').ok_or("no length")?;
+                let n: usize = std::str::from_utf8(&rest[..sp]).unwrap().parse().unwrap();
+                let f = rest.get(sp + 1..sp + 1 + n).ok_or("truncated")?;
+                frames.push(f.strip_suffix(b"\n").ok_or("a frame without its LF")?);
+                rest = &rest[sp + 1 + n..];
+            }
+        }
+    }
+    if frames.len() != count {
+        return Err(format!(
+            "{} frames, Logplex-Msg-Count {count}",
+            frames.len()
+        ));
+    }
+    Ok(frames
+        .iter()
+        .map(|f| {
+            let m = logplex_proto::parse_lenient(f).unwrap();
+            assert_eq!((m.hostname, m.app_name), (&b"host"[..], &b"app"[..]));
+            String::from_utf8_lossy(m.msg).into_owned()
+        })
+        .collect())
+}
+
+/// Every drain frame ends with one LF counted in its length: a receiver that splits a batch
+/// on LF and one that splits it by octet count both see every message, once; syslog frames
+/// parse strictly with MSG ending in exactly that LF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_frames_end_with_lf_for_line_and_octet_receivers() {
+    let s = TestServer::start_with(|c| c.drains.buffer_lines = 10_000).await;
+    let token = s.create_app("demo").await;
+    let answer = |split: Split| {
+        move |r: &Received| {
+            if read_batch(split, r).is_ok() {
+                200
+            } else {
+                400
+            }
+        }
+    };
+    let lines = HttpSink::start(answer(Split::Lines)).await;
+    let octets = HttpSink::start(answer(Split::Octets)).await;
+    add_drain(&s, "demo", &lines.url("/logs")).await;
+    add_drain(&s, "demo", &octets.url("/logs")).await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp_drain = add_drain(
+        &s,
+        "demo",
+        &format!(
+            "syslog+udp://127.0.0.1:{}",
+            udp.local_addr().unwrap().port()
+        ),
+    )
+    .await;
+    let n = 3000;
+    send_lines(&s, &token, "line", n).await;
+    let expect: Vec<String> = (0..n).map(|i| format!("line {i}")).collect();
+    for (sink, split) in [(&lines, Split::Lines), (&octets, Split::Octets)] {
+        let reqs = sink
+            .wait(15, |r| {
+                r.iter()
+                    .filter(|q| q.status == 200)
+                    .map(|q| read_batch(split, q).unwrap().len())
+                    .sum::<usize>()
+                    >= n
+            })
+            .await;
+        assert!(reqs.len() > 1, "{split:?}: want more than one batch");
+        for q in &reqs {
+            assert_eq!(
+                q.status,
+                200,
+                "{split:?} refused a batch: {:?}",
+                read_batch(split, q)
+            );
+        }
+        let got: Vec<String> = reqs
+            .iter()
+            .flat_map(|q| read_batch(split, q).unwrap())
+            .collect();
+        assert_eq!(got, expect, "{split:?}");
+    }
+    let mut buf = [0u8; 2048];
+    for i in 0..3 {
+        let k = tokio::time::timeout(Duration::from_secs(5), udp.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let (host, app, procid, msg) = strict_fields(&buf[..k]);
+        assert_eq!(
+            (host, app, procid),
+            (udp_drain.clone(), "app".into(), "web.1".into())
+        );
+        assert_eq!(msg, format!("line {i}\n"));
     }
     s.stop().await;
 }
@@ -277,6 +456,19 @@ async fn rsyslog_receives_a_tls_drain_and_a_wrong_certificate_is_l14() {
     let ours: Vec<&String> = got.iter().filter(|l| l.contains("over tls")).collect();
     assert_eq!(ours.len(), 200);
     assert_eq!(ours[199], &format!("{drain} app web.1 over tls 199"));
+    // The L14 line reaches the good drain as RFC 5424 that rsyslog parses: our token, heroku,
+    // logplex (the same shape as every drain frame).
+    let got = wait_lines(&good_out, 201, 10).await;
+    let l14 = got
+        .iter()
+        .find(|l| l.contains("Error L14"))
+        .expect("the L14 line on the good drain");
+    assert!(
+        l14.starts_with(&format!(
+            "{drain} heroku logplex Error L14 (certificate validation): "
+        )),
+        "{l14}"
+    );
     // The other receiver's certificate is not from our CA: L14 in the channel, nothing sent.
     let h = s
         .wait_history("demo", |h| h.iter().any(|l| l.contains("Error L14")))
@@ -314,7 +506,7 @@ async fn udp_drain_sends_one_datagram_per_message() {
         let got = String::from_utf8_lossy(&buf[..n]);
         assert_eq!(
             got,
-            format!("<190>1 2016-03-08T02:43:26.693600+00:00 {drain} app web.1 - - udp {i}")
+            format!("<190>1 2016-03-08T02:43:26.693600+00:00 {drain} app web.1 - - udp {i}\n")
         );
     }
     s.stop().await;
@@ -394,7 +586,7 @@ async fn http_drain_headers_framing_and_retry_on_429() {
     assert_eq!(delivered.len(), 20);
     assert_eq!(
         delivered[0],
-        "<190>1 2016-03-08T02:43:26.693600+00:00 host app web.1 - over http 0"
+        "<190>1 2016-03-08T02:43:26.693600+00:00 host app web.1 - over http 0\n"
     );
     s.stop().await;
 }

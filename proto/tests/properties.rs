@@ -45,8 +45,14 @@ proptest! {
         prop_assert_eq!(m.procid, &procid[..]);
         prop_assert_eq!(m.msgid, b"-");
         prop_assert_eq!(m.structured_data, b"-");
-        let expect: &[u8] = msg.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&msg);
-        prop_assert_eq!(m.msg, expect);
+        // MSG as stored, and the LF that ends every drain frame (unless MSG ends with one).
+        let mut expect: Vec<u8> = msg.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&msg).to_vec();
+        if !msg.ends_with(b"\n") {
+            expect.push(b'\n');
+        }
+        prop_assert_eq!(m.msg, &expect[..]);
+        prop_assert_eq!(out.last(), Some(&b'\n'));
+        prop_assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), msg.iter().filter(|&&b| b == b'\n').count() + usize::from(!msg.ends_with(b"\n")));
 
         // Framed, through the codec in odd-sized reads, gives the same message.
         let mut framed = BytesMut::new();

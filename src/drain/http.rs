@@ -1,5 +1,5 @@
 //! HTTP(S) drains: `application/logplex-1` batches of Heroku's HTTPS-drain frames
-//! (`LEN <PRI>1 TIME host SOURCE PROCID - MSG`), one request in flight, retried on 429, 5xx
+//! (`LEN <PRI>1 TIME host SOURCE PROCID - MSG LF`), one request in flight, retried on 429, 5xx
 //! and network errors with the same `Logplex-Frame-Id`; other 4xx drop the batch (L10).
 
 use super::backoff::Backoff;
@@ -59,7 +59,7 @@ pub async fn run(d: &Drain, shared: &Shared) {
         out.clear();
         let mut count = lines.len();
         if let Some(dr) = dropped {
-            render::l10_drain(&mut out, true, now_micros(), b"host", dr.count, dr.since);
+            render::l10_http(&mut out, now_micros(), dr.count, dr.since);
             count += 1;
         }
         for l in &lines {

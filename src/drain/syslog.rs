@@ -1,5 +1,5 @@
 //! Syslog drains: `syslog://` (TCP) and `syslog+tls://` write octet-counted frames
-//! `<PRI>1 TIME d.TOKEN SOURCE PROCID - - MSG` in batches (many frames per syscall),
+//! `<PRI>1 TIME d.TOKEN SOURCE PROCID - - MSG LF` in batches (many frames per syscall),
 //! reconnecting with backoff and jitter; `syslog+udp://` sends one datagram per message.
 
 use super::backoff::Backoff;
@@ -101,7 +101,7 @@ async fn connect(d: &Drain, shared: &Shared) -> Result<Conn, ConnectError> {
     }
 }
 
-/// `<PRI>1 TIME d.TOKEN SOURCE PROCID - - MSG`, octet-counted when `framed`.
+/// `<PRI>1 TIME d.TOKEN SOURCE PROCID - - MSG LF`, octet-counted when `framed`.
 fn render_line(out: &mut BytesMut, d: &Drain, framed: bool, l: &Line) {
     render::syslog_drain(
         out,
@@ -124,7 +124,7 @@ fn render_batch(
     dropped: Option<super::buffer::Dropped>,
 ) {
     if let Some(dr) = dropped {
-        render::l10_drain(out, framed, now_micros(), &d.token, dr.count, dr.since);
+        render::l10_syslog(out, framed, now_micros(), &d.token, dr.count, dr.since);
     }
     for l in lines {
         render_line(out, d, framed, l);
@@ -269,7 +269,7 @@ pub async fn run_udp(d: &Drain, shared: &Shared) {
         d.counters.buffered.sub(lines.len() as i64);
         if let Some(dr) = dropped {
             out.clear();
-            render::l10_drain(&mut out, false, now_micros(), &d.token, dr.count, dr.since);
+            render::l10_syslog(&mut out, false, now_micros(), &d.token, dr.count, dr.since);
             let _ = sock.send(&out).await;
         }
         let mut lost = 0;

@@ -253,3 +253,123 @@ pub fn skip(why: &str) -> bool {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
     false
 }
+
+/// One request an [`HttpSink`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+impl Received {
+    /// A header as text ("" when missing).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The user and password of its `Authorization: Basic`, decoded.
+    pub fn basic_auth(&self) -> Option<(String, String)> {
+        use base64::Engine;
+        let v = self.header("authorization").strip_prefix("Basic ")?;
+        let raw = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
+        let s = String::from_utf8(raw).ok()?;
+        let (u, p) = s.split_once(':')?;
+        Some((u.to_string(), p.to_string()))
+    }
+}
+
+/// An HTTP receiver written in the test (hyper on 127.0.0.1, port 0): keeps every request
+/// and answers each with the status `answer` picks for it. Stops when dropped.
+pub struct HttpSink {
+    pub addr: SocketAddr,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    stop: CancellationToken,
+}
+
+impl HttpSink {
+    pub async fn start(answer: impl Fn(&Received) -> u16 + Send + Sync + 'static) -> HttpSink {
+        use std::sync::{Arc, Mutex};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let answer = Arc::new(answer);
+        let (g, s) = (got.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let sock = tokio::select! {
+                    r = l.accept() => match r { Ok((sock, _)) => sock, Err(_) => return },
+                    _ = s.cancelled() => return,
+                };
+                let (g, answer, s) = (g.clone(), answer.clone(), s.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (g, answer) = (g.clone(), answer.clone());
+                            async move {
+                                let path = req.uri().to_string();
+                                let headers = req.headers().clone();
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let mut r = Received {
+                                    path,
+                                    headers,
+                                    body,
+                                    status: 0,
+                                };
+                                r.status = answer(&r);
+                                let status = r.status;
+                                g.lock().unwrap().push(r);
+                                Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(status)
+                                        .body(Full::new(Bytes::new()))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = s.cancelled() => {}
+                    }
+                });
+            }
+        });
+        HttpSink { addr, got, stop }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Polls the requests until `pred` holds (bounded by `secs`).
+    pub async fn wait(&self, secs: u64, pred: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let r = self.requests();
+            if pred(&r) || tokio::time::Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for HttpSink {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
