@@ -40,6 +40,17 @@ pub struct DrainRecord {
     pub created_at: i64,
 }
 
+impl DrainRecord {
+    /// Is this the drain `which` names: its id, its token, its URL, or its URL as shown to
+    /// users (the password as `***`)?
+    pub fn matches(&self, which: &str) -> bool {
+        self.id == which
+            || self.token == which
+            || self.url == which
+            || crate::drain::url::redact(&self.url) == which
+    }
+}
+
 /// One saved history line: the frame as received and its source (token name).
 #[derive(Debug, Clone)]
 pub struct SavedLine {
@@ -614,7 +625,8 @@ pub fn create_drain(
     })
 }
 
-/// Removes the drain of `channel` whose id, token or URL is `which`; returns it.
+/// Removes the drain of `channel` whose id, token or URL (or its URL as shown, password
+/// `***`) is `which`; returns it.
 pub fn delete_drain(
     conn: &mut Connection,
     channel: &str,
@@ -622,7 +634,7 @@ pub fn delete_drain(
 ) -> Result<DrainRecord, StoreError> {
     let d = channel_drains(conn, channel)?
         .into_iter()
-        .find(|d| d.id == which || d.token == which || d.url == which)
+        .find(|d| d.matches(which))
         .ok_or(StoreError::NotFound)?;
     conn.execute("DELETE FROM drains WHERE id = ?1", [&d.id])?;
     Ok(d)

@@ -269,3 +269,35 @@ fn a_bad_config_is_reported_whole_before_anything_listens() {
         "{err}"
     );
 }
+
+#[test]
+fn drains_commands_never_print_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = write_config(d);
+    let server = serve(d, &p);
+    let o = client(d, &p, &["apps:create", "demo"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let url = "https://user:a+b&c@127.0.0.1:9/logs";
+    let o = client(d, &p, &["drains:add", url, "-a", "demo"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = text(&o);
+    assert!(
+        out.starts_with("Successfully added drain https://user:***@127.0.0.1:9/logs (d."),
+        "{out}"
+    );
+    let o = client(d, &p, &["drains", "-a", "demo"], None);
+    let out = text(&o);
+    assert!(out.contains("https://user:***@127.0.0.1:9/logs"), "{out}");
+    for o in [&out, &String::from_utf8_lossy(&o.stderr).into_owned()] {
+        assert!(!o.contains("a+b&c"), "{o}");
+    }
+    // Removed by the URL as given, password and all.
+    let o = client(d, &p, &["drains:remove", url, "-a", "demo"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        text(&o),
+        "Successfully removed drain https://user:***@127.0.0.1:9/logs\n"
+    );
+    stop(server);
+}

@@ -368,6 +368,94 @@ async fn drain_frames_end_with_lf_for_line_and_octet_receivers() {
     s.stop().await;
 }
 
+/// Userinfo in an HTTP drain URL becomes Basic auth, percent-decoded per RFC 3986 only (`+`
+/// and `&` are themselves); the password is never shown by the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_credentials_reach_the_receiver_exactly_and_are_never_shown() {
+    let table: &[(&str, &str, &str)] = &[
+        ("user:a+b&c", "user", "a+b&c"),
+        ("user:s%40cret", "user", "s@cret"),
+        ("us%2Ber:pa%20ss", "us+er", "pa ss"),
+        ("u:p%3Aw%25", "u", "p:w%"),
+        ("u:%E2%82%AC;=,!$'()*~", "u", "€;=,!$'()*~"),
+        ("u:pa%2Bss%26", "u", "pa+ss&"),
+    ];
+    let s = TestServer::start_with(|c| c.drains.max_per_channel = 10).await;
+    let token = s.create_app("demo").await;
+    let sink = HttpSink::start(|_| 200).await;
+    for (i, (userinfo, _, _)) in table.iter().enumerate() {
+        let url = format!("http://{userinfo}@{}/d{i}", sink.addr);
+        let (st, body) = request(
+            &s.api(),
+            "POST",
+            "/v2/channels/demo/drains",
+            Some(&serde_json::json!({ "url": url }).to_string()),
+        )
+        .await;
+        assert_eq!(st, 201, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let shown = v["url"].as_str().unwrap();
+        let user = userinfo.split(':').next().unwrap();
+        assert_eq!(shown, format!("http://{user}:***@{}/d{i}", sink.addr));
+    }
+    send_lines(&s, &token, "auth", 1).await;
+    let reqs = sink.wait(10, |r| r.len() >= table.len()).await;
+    for (i, (userinfo, user, pass)) in table.iter().enumerate() {
+        let r = reqs
+            .iter()
+            .find(|r| r.path == format!("/d{i}"))
+            .unwrap_or_else(|| panic!("no request for {userinfo}"));
+        assert_eq!(
+            r.basic_auth(),
+            Some((user.to_string(), pass.to_string())),
+            "{userinfo}"
+        );
+    }
+    // Listings show `***` for every password (ours and Heroku's routes).
+    for path in ["/v2/channels/demo/drains", "/apps/demo/log-drains"] {
+        let (st, body) = request(&s.api(), "GET", path, None).await;
+        assert_eq!(st, 200, "{body}");
+        let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        assert_eq!(list.len(), table.len());
+        for d in &list {
+            assert!(d["url"].as_str().unwrap().contains(":***@"), "{d}");
+        }
+        for (_, _, pass) in table {
+            assert!(!body.contains(pass), "{path} shows a password: {body}");
+        }
+    }
+    // A drain can be removed by its URL as shown, or as given (Heroku's route, which takes
+    // a percent-encoded URL, as `heroku drains:remove URL` sends it).
+    let enc = |u: &str| {
+        u.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    for url in [
+        format!("http://user:***@{}/d0", sink.addr),
+        format!("http://user:s%40cret@{}/d1", sink.addr),
+    ] {
+        let (st, body) = request(
+            &s.api(),
+            "DELETE",
+            &format!("/apps/demo/log-drains/{}", enc(&url)),
+            None,
+        )
+        .await;
+        assert_eq!(st, 200, "{url}: {body}");
+        assert!(body.contains(":***@") && !body.contains("cret"), "{body}");
+    }
+    let (_, body) = request(&s.api(), "GET", "/v2/channels/demo/drains", None).await;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.len(), table.len() - 2);
+    s.stop().await;
+}
+
 /// A CA and a server certificate for 127.0.0.1, made with openssl.
 fn make_certs(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let d = dir.join(name);

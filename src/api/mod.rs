@@ -343,9 +343,9 @@ struct NewDrain {
     url: String,
 }
 
-/// `{"id","token","url"}` of a drain.
+/// `{"id","token","url"}` of a drain; a password in the URL shows as `***`.
 pub(crate) fn drain_json(d: &store::DrainRecord) -> serde_json::Value {
-    json!({"id": d.id, "token": d.token, "url": d.url})
+    json!({"id": d.id, "token": d.token, "url": crate::drain::url::redact(&d.url)})
 }
 
 /// Validates and adds a drain; it starts at once (the registry refreshes the drains).

@@ -3,7 +3,8 @@
 //! `GET|DELETE /apps/APP/log-drains/ID_URL_OR_TOKEN`.
 //!
 //! Shapes follow Heroku's API (version 3): an app is `{"id","name","generation",...}`, a log
-//! drain `{"id","url","token","addon","app","created_at","updated_at"}`, errors
+//! drain `{"id","url","token","addon","app","created_at","updated_at"}` (a password in
+//! the URL shown as `***`), errors
 //! `{"id":"not_found","message":"Couldn't find that app."}`. Any `Accept` is answered with
 //! version 3 JSON (the CLI asks for `version=3` or `version=3.sdk`). A channel is an app; its
 //! id is derived from its name and creation time, so it is stable across calls and restarts
@@ -52,7 +53,7 @@ pub async fn route(
             let d = drains(shared, &app)
                 .await?
                 .into_iter()
-                .find(|d| d.id == which || d.token == which || d.url == which)
+                .find(|d| d.matches(&which))
                 .ok_or_else(unknown_drain)?;
             Ok(json(StatusCode::OK, &drain_json(&app, &d)))
         }
@@ -164,7 +165,7 @@ fn drain_json(app: &ChannelRecord, d: &DrainRecord) -> Value {
     let at = heroku_time(d.created_at);
     json!({
         "id": d.id,
-        "url": d.url,
+        "url": crate::drain::url::redact(&d.url),
         "token": d.token,
         "addon": null,
         "app": {"id": app_id(app), "name": app.name},

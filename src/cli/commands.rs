@@ -146,7 +146,13 @@ pub async fn drains_add(c: &Client, app: &str, url: &str) -> Result<(), CliError
 
 pub async fn drains_remove(c: &Client, app: &str, which: &str) -> Result<(), CliError> {
     let drains = list_drains(c, app).await?;
-    let Some(d) = drains.iter().find(|d| d.url == which || d.token == which) else {
+    // The server shows URLs with the password as `***`: a URL given with its password
+    // is compared in that form.
+    let shown = crate::drain::url::redact(which);
+    let Some(d) = drains
+        .iter()
+        .find(|d| d.url == which || d.url == shown || d.token == which)
+    else {
         return Err(CliError::NotFound(format!("no drain {which} on {app}")));
     };
     let id = match &d.id {

@@ -39,9 +39,10 @@ pub async fn run(d: &Drain, shared: &Shared) {
         .pool_max_idle_per_host(1)
         .build(connector);
     let auth = d.url.auth.as_ref().map(|(u, p)| {
+        let userpass = [&u[..], b":", &p[..]].concat();
         format!(
             "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            base64::engine::general_purpose::STANDARD.encode(userpass)
         )
     });
     let token = String::from_utf8_lossy(&d.token).into_owned();
