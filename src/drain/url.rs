@@ -123,6 +123,21 @@ impl DrainUrl {
     }
 }
 
+/// Checks an alert webhook URL by the rules of HTTP drain URLs (a host, a port from 1 to
+/// 65535, userinfo for Basic auth, `#insecure` for https), schemes http:// and https://
+/// only; the error is one sentence.
+pub fn parse_webhook(s: &str) -> Result<DrainUrl, String> {
+    if let Ok(u) = url::Url::parse(s) {
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err(format!(
+                "Scheme {:?} is not supported; use http:// or https://.",
+                u.scheme()
+            ));
+        }
+    }
+    DrainUrl::parse(s)
+}
+
 /// The URL as shown to users (API answers, CLI output): the password, if any, replaced by
 /// `***`; any other URL as given.
 pub fn redact(url: &str) -> std::borrow::Cow<'_, str> {
@@ -190,6 +205,36 @@ mod tests {
         assert_eq!(redact("syslog://h:514"), "syslog://h:514");
         assert_eq!(redact("http://user@h/x"), "http://user@h/x");
         assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn webhooks_are_checked_like_http_drains() {
+        let w = parse_webhook("https://u:a+b@hooks.example.com/x#insecure").unwrap();
+        assert_eq!((w.kind, w.port, w.insecure), (Kind::Https, 443, true));
+        assert_eq!(w.auth, Some((b"u".to_vec(), b"a+b".to_vec())));
+        assert_eq!(w.endpoint, "https://hooks.example.com/x");
+        for (u, e) in [
+            (
+                "ftp://x/hook",
+                "Scheme \"ftp\" is not supported; use http:// or https://.",
+            ),
+            (
+                "syslog://x:1",
+                "Scheme \"syslog\" is not supported; use http:// or https://.",
+            ),
+            ("http://x:0/hook", "Port 0 is not a port to send to."),
+            (
+                "http://x:65536/hook",
+                "\"http://x:65536/hook\" is not a URL (invalid port number).",
+            ),
+            ("http://", "\"http://\" is not a URL (empty host)."),
+            (
+                "http://x/hook#nope",
+                "Unknown URL fragment #nope; the only one known is #insecure.",
+            ),
+        ] {
+            assert_eq!(parse_webhook(u).unwrap_err(), e, "{u}");
+        }
     }
 
     #[test]

@@ -294,6 +294,37 @@ pub struct HttpSink {
 
 impl HttpSink {
     pub async fn start(answer: impl Fn(&Received) -> u16 + Send + Sync + 'static) -> HttpSink {
+        Self::serve(None, answer).await
+    }
+
+    /// The same over HTTPS, with the certificate and key of PEM files (see [`make_certs`]).
+    pub async fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        answer: impl Fn(&Received) -> u16 + Send + Sync + 'static,
+    ) -> HttpSink {
+        let certs = rustls_pemfile::certs(&mut &std::fs::read(cert).unwrap()[..])
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut &std::fs::read(key).unwrap()[..])
+            .unwrap()
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        Self::serve(Some(acceptor), answer).await
+    }
+
+    async fn serve(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        answer: impl Fn(&Received) -> u16 + Send + Sync + 'static,
+    ) -> HttpSink {
         use std::sync::{Arc, Mutex};
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
@@ -307,7 +338,7 @@ impl HttpSink {
                     r = l.accept() => match r { Ok((sock, _)) => sock, Err(_) => return },
                     _ = s.cancelled() => return,
                 };
-                let (g, answer, s) = (g.clone(), answer.clone(), s.clone());
+                let (g, answer, s, tls) = (g.clone(), answer.clone(), s.clone(), tls.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(
                         move |req: hyper::Request<hyper::body::Incoming>| {
@@ -334,11 +365,30 @@ impl HttpSink {
                             }
                         },
                     );
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = s.cancelled() => {}
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let conn =
+                                http.serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = s.cancelled() => {}
+                            }
+                        }
+                        Some(tls) => {
+                            let Ok(Ok(sock)) =
+                                tokio::time::timeout(Duration::from_secs(5), tls.accept(sock))
+                                    .await
+                            else {
+                                return;
+                            };
+                            let conn =
+                                http.serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = s.cancelled() => {}
+                            }
+                        }
                     }
                 });
             }
@@ -346,6 +396,7 @@ impl HttpSink {
         HttpSink { addr, got, stop }
     }
 
+    /// `http://ADDR{path}` (use `https://` for one started with [`HttpSink::start_tls`]).
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -372,4 +423,75 @@ impl Drop for HttpSink {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl.
+pub fn make_certs(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&d)
+            .output()
+            .expect("openssl is needed");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=logplex test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (d.join("ca.pem"), d.join("server.pem"), d.join("server.key"))
 }
