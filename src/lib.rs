@@ -38,6 +38,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     pub admin_key: String,
     pub api_addr: SocketAddr,
+    /// The base of session URLs (`api.public_url`, or `http://` + `api_addr`).
+    pub public_url: String,
 }
 
 /// The addresses actually bound (port 0 in the config becomes a real port here).
@@ -99,6 +101,7 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         tcp: tcp_listener.as_ref().map(|l| l.local_addr()).transpose()?,
         udp: udp_socket.as_ref().map(|s| s.local_addr()).transpose()?,
     };
+    let public_url = config.api.public_url(addrs.api);
     let shared = Arc::new(Shared {
         config,
         registry,
@@ -108,6 +111,7 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         shutdown: shutdown.clone(),
         admin_key,
         api_addr: addrs.api,
+        public_url,
     });
 
     // Intake gets its own token, cancelled first so in-flight batches finish while the API

@@ -35,6 +35,12 @@ impl Snapshot {
         self.channels.get(name)
     }
 
+    /// The channel `name` if it is still the one with store id `id` (not destroyed, nor
+    /// destroyed and created again).
+    pub fn channel_with_id(&self, name: &str, id: i64) -> Option<&Arc<Channel>> {
+        self.channels.get(name).filter(|c| c.id == id)
+    }
+
     pub fn channels(&self) -> impl Iterator<Item = &Arc<Channel>> {
         self.channels.values()
     }
@@ -115,10 +121,11 @@ impl Registry {
         let mut channels: HashMap<Arc<str>, Arc<Channel>> = HashMap::with_capacity(records.len());
         let mut tokens = HashMap::new();
         for rec in &records {
-            // A channel keeps its history and tails across snapshots.
+            // A channel keeps its history and tails across snapshots; one of the same name
+            // but another id was destroyed and created again: a new channel.
             let ch = match old.channels.get(rec.name.as_str()) {
-                Some(c) => c.clone(),
-                None => Arc::new(Channel::new(&rec.name, self.limits)),
+                Some(c) if c.id == rec.id => c.clone(),
+                _ => Arc::new(Channel::new(rec.id, &rec.name, self.limits)),
             };
             for (name, token) in &rec.tokens {
                 let route = Route {
@@ -132,11 +139,11 @@ impl Registry {
         for p in &self.providers {
             p.refresh(conn, &records)?;
         }
-        // A deleted channel's drains and rules stop seeing lines at once (an HTTP batch may
-        // still hold its route while its body uploads).
+        // A destroyed channel's drains and rules stop seeing lines at once and its sessions
+        // end.
         for (name, ch) in old.channels.iter() {
-            if !channels.contains_key(name) {
-                ch.set_taps(Vec::new());
+            if !channels.get(name).is_some_and(|c| Arc::ptr_eq(c, ch)) {
+                ch.destroy();
             }
         }
         for ch in channels.values() {

@@ -141,12 +141,6 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
             "Missing or wrong admin key.",
         ));
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| shared.api_addr.to_string());
     match (&method, segs.as_slice()) {
         (&Method::GET, ["metrics"]) => Ok(metrics(shared)),
         (&Method::GET, ["v2", "channels"]) => {
@@ -191,7 +185,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
             let name = name.to_string();
             create_token(shared, &name, req).await
         }
-        (&Method::POST, ["v2", "sessions"]) => create_session(shared, &host, req).await,
+        (&Method::POST, ["v2", "sessions"]) => create_session(shared, req).await,
         (&Method::GET, ["v2", "channels", name, "drains"]) => {
             let n = name.to_string();
             let list = shared
@@ -218,7 +212,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
         (_, ["v2", "alerts", ..]) | (_, ["v2", "channels", _, "alerts", ..]) => {
             alerts::route(shared, &method, &segs, req).await
         }
-        (_, ["apps", ..]) => platform::route(shared, &method, &segs, &host, req).await,
+        (_, ["apps", ..]) => platform::route(shared, &method, &segs, req).await,
         _ => Err(ApiError::not_found(format!("No route {method} {path}."))),
     }
 }
@@ -436,7 +430,8 @@ struct NewSession {
     grep: Option<String>,
 }
 
-async fn create_session(shared: &Arc<Shared>, host: &str, req: Request<Incoming>) -> ApiResult {
+/// `POST /v2/sessions`; the URL is built on `api.public_url`, never the Host header.
+async fn create_session(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
     let b: NewSession = read_json(req).await?;
     let max = shared.config.buffers.history_lines;
     let num = b.num.unwrap_or(100);
@@ -445,12 +440,14 @@ async fn create_session(shared: &Arc<Shared>, host: &str, req: Request<Incoming>
             "num {num} is over the history size ({max})."
         )));
     }
-    if shared.registry.snapshot().channel(&b.channel).is_none() {
-        return Err(unknown_app(&b.channel));
-    }
+    let channel_id = match shared.registry.snapshot().channel(&b.channel) {
+        Some(c) => c.id,
+        None => return Err(unknown_app(&b.channel)),
+    };
     let nonempty = |o: Option<String>| o.filter(|s| !s.is_empty());
     let id = shared.sessions.create(Spec {
         channel: b.channel,
+        channel_id,
         num,
         tail: b.tail,
         source: nonempty(b.source),
@@ -459,6 +456,6 @@ async fn create_session(shared: &Arc<Shared>, host: &str, req: Request<Incoming>
     });
     Ok(json(
         StatusCode::CREATED,
-        &json!({"url": format!("http://{host}/sessions/{id}")}),
+        &json!({"url": format!("{}/sessions/{id}", shared.public_url)}),
     ))
 }

@@ -26,7 +26,6 @@ pub async fn route(
     shared: &Arc<Shared>,
     method: &Method,
     segs: &[&str],
-    host: &str,
     req: Request<Incoming>,
 ) -> ApiResult {
     let app = match segs.get(1) {
@@ -35,7 +34,7 @@ pub async fn route(
     };
     match (method, &segs[2..]) {
         (&Method::GET, []) => Ok(json(StatusCode::OK, &app_json(&app))),
-        (&Method::POST, ["log-sessions"]) => log_session(shared, &app, host, req).await,
+        (&Method::POST, ["log-sessions"]) => log_session(shared, &app, req).await,
         (&Method::GET, ["log-drains"]) => {
             let list = drains(shared, &app).await?;
             let list: Vec<Value> = list.iter().map(|d| drain_json(&app, d)).collect();
@@ -194,7 +193,6 @@ fn heroku_drain_error(e: ApiError) -> ApiError {
 async fn log_session(
     shared: &Arc<Shared>,
     app: &ChannelRecord,
-    host: &str,
     req: Request<Incoming>,
 ) -> ApiResult {
     let body: Value = read_json(req).await?;
@@ -220,6 +218,7 @@ async fn log_session(
     };
     let id = shared.sessions.create(Spec {
         channel: app.name.clone(),
+        channel_id: app.id,
         num: lines.min(shared.config.buffers.history_lines),
         tail,
         source: text("source"),
@@ -231,7 +230,7 @@ async fn log_session(
         StatusCode::CREATED,
         &json!({
             "id": id.to_string(),
-            "logplex_url": format!("http://{host}/sessions/{id}"),
+            "logplex_url": format!("{}/sessions/{id}", shared.public_url),
             "created_at": at,
             "updated_at": at,
         }),
@@ -264,6 +263,7 @@ mod tests {
 
     fn rec(name: &str, created_at: i64) -> ChannelRecord {
         ChannelRecord {
+            id: 1,
             name: name.into(),
             tokens: vec![],
             created_at,
