@@ -50,6 +50,9 @@ pub enum Reject {
     Malformed,
     TooLong,
     UnknownToken,
+    /// An implausible octet count on a syslog TCP stream (the bytes up to the next frame
+    /// start are discarded): counted once per count, not per message.
+    BadCount,
 }
 
 impl Reject {
@@ -58,6 +61,7 @@ impl Reject {
             Reject::Malformed => "malformed",
             Reject::TooLong => "too_long",
             Reject::UnknownToken => "unknown_token",
+            Reject::BadCount => "bad_count",
         }
     }
 }
@@ -69,6 +73,7 @@ pub struct InputCounters {
     pub malformed: IntCounter,
     pub too_long: IntCounter,
     pub unknown_token: IntCounter,
+    pub bad_count: IntCounter,
 }
 
 impl InputCounters {
@@ -77,6 +82,7 @@ impl InputCounters {
             Reject::Malformed => self.malformed.inc_by(n),
             Reject::TooLong => self.too_long.inc_by(n),
             Reject::UnknownToken => self.unknown_token.inc_by(n),
+            Reject::BadCount => self.bad_count.inc_by(n),
         }
     }
 }
@@ -244,6 +250,7 @@ impl Metrics {
             malformed: r(Reject::Malformed),
             too_long: r(Reject::TooLong),
             unknown_token: r(Reject::UnknownToken),
+            bad_count: r(Reject::BadCount),
         }
     }
 

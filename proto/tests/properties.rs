@@ -142,6 +142,25 @@ proptest! {
     }
 
     #[test]
+    fn every_frame_after_an_implausible_count_is_recovered(
+        count in 64u64 * 100 + 1..=9_999_999_999,
+        msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..100), 1..20),
+        chunk in 1usize..64,
+    ) {
+        // Syslog messages start with `<` (PRI): what the resynchronisation looks for.
+        let msgs: Vec<Vec<u8>> = msgs.into_iter().map(|m| [&b"<"[..], &m].concat()).collect();
+        let mut input = format!("{count} ").into_bytes();
+        for m in &msgs {
+            input.extend_from_slice(format!("{} ", m.len()).as_bytes());
+            input.extend_from_slice(m);
+        }
+        let out = decode_stream(&mut SyslogCodec::new(100), &input, chunk);
+        prop_assert!(matches!(&out[0], common::Out::Skipped(m) if m.contains("implausible")), "{:?}", out[0]);
+        let want: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
+        prop_assert_eq!(common::frames(&out), want);
+    }
+
+    #[test]
     fn split_batch_never_panics(
         input in proptest::collection::vec(prop_oneof![any::<u8>(), Just(b' '), 48u8..58], 0..400),
         max in 0usize..64, count in proptest::option::of(0usize..10),
