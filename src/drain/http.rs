@@ -53,6 +53,11 @@ pub async fn run(d: &Drain, shared: &Shared) {
         if shared.flush.is_cancelled() && flush_deadline.is_none() {
             flush_deadline = Some(Instant::now() + FLUSH_DEADLINE);
         }
+        // Past the flush deadline, what is left (an L10 for a receiver that is down or
+        // refuses) is dropped: shutdown does not wait for it.
+        if flush_deadline.is_some_and(|t| Instant::now() > t) {
+            return;
+        }
         if wait_for_work(d, shared, None).await != Wait::Work {
             return;
         }
@@ -123,6 +128,16 @@ pub async fn run(d: &Drain, shared: &Shared) {
                 Outcome::Refused(status) => {
                     tracing::warn!(drain = %token, url = %d.url.redacted, "batch of {n} refused with HTTP {status}; dropped");
                     drop_batch(d, n, dropped);
+                    d.failed();
+                    // The next delivery (at least the L10 of this one) waits a backoff: a
+                    // receiver that refuses everything must not be sent a batch in a loop.
+                    // Flushing at shutdown there is no waiting, so a refused L10 alone ends
+                    // the flush.
+                    if (n == 0 && flush_deadline.is_some())
+                        || !pause(d, shared, backoff.next_delay()).await
+                    {
+                        return;
+                    }
                     break;
                 }
                 Outcome::Retry(why) => {
@@ -132,6 +147,10 @@ pub async fn run(d: &Drain, shared: &Shared) {
                     let out_of_time = flush_deadline.is_some_and(|t| Instant::now() > t);
                     if attempt >= MAX_ATTEMPTS || out_of_time {
                         drop_batch(d, n, dropped);
+                        if n == 0 && flush_deadline.is_some() {
+                            // Flushing, and only an L10 was left: nothing more to deliver.
+                            return;
+                        }
                         break;
                     }
                     d.counters.retried.inc();
