@@ -40,6 +40,8 @@ pub struct Shared {
     pub api_addr: SocketAddr,
     /// The base of session URLs (`api.public_url`, or `http://` + `api_addr`).
     pub public_url: String,
+    /// Where the HTTP log input is bound, if it is on (a drain to it may be a loop).
+    pub http_addr: Option<SocketAddr>,
 }
 
 /// The addresses actually bound (port 0 in the config becomes a real port here).
@@ -112,6 +114,7 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         admin_key,
         api_addr: addrs.api,
         public_url,
+        http_addr: addrs.http,
     });
 
     // Intake gets its own token, cancelled first so in-flight batches finish while the API

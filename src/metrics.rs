@@ -53,6 +53,9 @@ pub enum Reject {
     /// An implausible octet count on a syslog TCP stream (the bytes up to the next frame
     /// start are discarded): counted once per count, not per message.
     BadCount,
+    /// An HTTP batch that a drain of the same channel sent (`Logplex-Drain-Token`): storing
+    /// it would send it back to that drain forever.
+    DrainLoop,
 }
 
 impl Reject {
@@ -62,6 +65,7 @@ impl Reject {
             Reject::TooLong => "too_long",
             Reject::UnknownToken => "unknown_token",
             Reject::BadCount => "bad_count",
+            Reject::DrainLoop => "drain_loop",
         }
     }
 }
@@ -74,6 +78,7 @@ pub struct InputCounters {
     pub too_long: IntCounter,
     pub unknown_token: IntCounter,
     pub bad_count: IntCounter,
+    pub drain_loop: IntCounter,
 }
 
 impl InputCounters {
@@ -83,6 +88,7 @@ impl InputCounters {
             Reject::TooLong => self.too_long.inc_by(n),
             Reject::UnknownToken => self.unknown_token.inc_by(n),
             Reject::BadCount => self.bad_count.inc_by(n),
+            Reject::DrainLoop => self.drain_loop.inc_by(n),
         }
     }
 }
@@ -251,6 +257,7 @@ impl Metrics {
             too_long: r(Reject::TooLong),
             unknown_token: r(Reject::UnknownToken),
             bad_count: r(Reject::BadCount),
+            drain_loop: r(Reject::DrainLoop),
         }
     }
 

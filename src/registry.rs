@@ -23,6 +23,9 @@ pub struct Snapshot {
     tokens: HashMap<Box<[u8]>, Route>,
     channels: HashMap<Arc<str>, Arc<Channel>>,
     records: Vec<ChannelRecord>,
+    /// Drain token (`d.…`) → id of the channel the drain belongs to, so HTTP input can tell
+    /// a batch that one of a channel's own drains sent back to it (a loop).
+    drain_tokens: HashMap<Box<[u8]>, i64>,
 }
 
 impl Snapshot {
@@ -48,6 +51,11 @@ impl Snapshot {
     /// The channels as stored (names and tokens), sorted by name.
     pub fn records(&self) -> &[ChannelRecord] {
         &self.records
+    }
+
+    /// Is `drain_token` the token of a drain of `channel`?
+    pub fn is_drain_of(&self, drain_token: &[u8], channel: &Channel) -> bool {
+        self.drain_tokens.get(drain_token) == Some(&channel.id)
     }
 }
 
@@ -136,6 +144,12 @@ impl Registry {
             }
             channels.insert(ch.name.clone(), ch);
         }
+        let mut drain_tokens = HashMap::new();
+        for d in store::list_drains(conn)? {
+            if let Some(rec) = records.iter().find(|r| r.name == d.channel) {
+                drain_tokens.insert(d.token.into_bytes().into_boxed_slice(), rec.id);
+            }
+        }
         for p in &self.providers {
             p.refresh(conn, &records)?;
         }
@@ -154,6 +168,7 @@ impl Registry {
             tokens,
             channels,
             records,
+            drain_tokens,
         }));
         Ok(())
     }

@@ -863,3 +863,125 @@ async fn graceful_shutdown_flushes_drain_buffers() {
     );
     drop(dir);
 }
+
+/// Forwards every connection to `to`, like a proxy the router cannot see through.
+async fn forwarder(to: std::net::SocketAddr) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut a, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut b) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A drain that posts an app's lines back into the same app is a loop (every line comes
+/// back, forever): refused when added if its URL is our own HTTP input with a token of the
+/// app, and, when it gets there another way (a proxy), refused at ingest by its
+/// `Logplex-Drain-Token`, counted, never stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_into_its_own_app_is_refused_when_added_and_at_ingest() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    let other = s.create_app("other").await;
+    let input = s.addrs.http.unwrap();
+    let port = input.port();
+    for url in [
+        format!("http://x:{token}@127.0.0.1:{port}/logs"),
+        format!("http://:{token}@localhost:{port}/logs"),
+        format!("http://x:{token}@0.0.0.0:{port}/logs"),
+    ] {
+        let (st, body) = request(
+            &s.api(),
+            "POST",
+            "/v2/channels/demo/drains",
+            Some(&serde_json::json!({ "url": url }).to_string()),
+        )
+        .await;
+        assert_eq!(st, 422, "{url}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let msg = v["message"].as_str().unwrap();
+        assert!(
+            msg.contains("would send every line of demo back into demo") && !msg.contains(&token),
+            "{msg}"
+        );
+    }
+    // Into another app, or another port: not a loop of this app.
+    add_drain(
+        &s,
+        "demo",
+        &format!("http://x:{other}@127.0.0.1:{port}/logs"),
+    )
+    .await;
+    // Through a proxy the router cannot see through: accepted when added ...
+    let via = forwarder(input).await;
+    add_drain(
+        &s,
+        "demo",
+        &format!("http://x:{token}@127.0.0.1:{via}/logs"),
+    )
+    .await;
+    send_lines(&s, &token, "once", 3).await;
+    // ... the lines reach "other" through the first drain, but those coming back into demo
+    // are refused: demo keeps exactly its 3 lines.
+    s.wait_history("other", |h| h.len() >= 3).await;
+    let refused = || async {
+        let m = request(&s.api(), "GET", "/metrics", None).await.1;
+        m.lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "logplex_messages_rejected_total{input=\"http\",reason=\"drain_loop\"} ",
+                )
+            })
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refused().await < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = refused().await;
+    assert!(first >= 3, "{first}");
+    // The drain, refused, backs off: its L10 is not sent back in a tight loop.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = refused().await;
+    assert!(later - first <= 5, "{first} then {later} a second later");
+    let h = s.history("demo", 100).await;
+    assert_eq!(h.len(), 3, "{h:?}");
+    assert_eq!(s.history("other", 100).await.len(), 3);
+    // Removed first, so that shutdown does not spend its flush deadline on them.
+    let (_, body) = request(&s.api(), "GET", "/v2/channels/demo/drains", None).await;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    for d in list {
+        let path = format!("/v2/channels/demo/drains/{}", d["id"].as_str().unwrap());
+        assert_eq!(request(&s.api(), "DELETE", &path, None).await.0, 204);
+    }
+    s.stop().await;
+}
+
+/// A receiver that refuses every batch (4xx) is not sent the next one in a tight loop (each
+/// refusal waits a backoff), and at shutdown the drain gives up on it within the flush
+/// deadline instead of holding the exit up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_refuses_everything_is_not_hammered_nor_holds_up_shutdown() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    let sink = HttpSink::start(|_| 400).await;
+    add_drain(&s, "demo", &sink.url("/")).await;
+    send_lines(&s, &token, "refused", 5).await;
+    sink.wait(5, |r| !r.is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let n = sink.requests().len();
+    assert!(n <= 6, "{n} requests within a second to a receiver that refuses all");
+    let t = Instant::now();
+    s.stop().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}

@@ -348,7 +348,13 @@ pub(crate) async fn add_drain(
     channel: &str,
     url: &str,
 ) -> Result<store::DrainRecord, ApiError> {
-    crate::drain::DrainUrl::parse(url).map_err(ApiError::invalid)?;
+    let parsed = crate::drain::DrainUrl::parse(url).map_err(ApiError::invalid)?;
+    if drain_loops(shared, channel, &parsed).await {
+        return Err(ApiError::invalid(format!(
+            "A drain to {} would send every line of {channel} back into {channel} (it is this server's log input with a token of {channel}), forever.",
+            parsed.redacted
+        )));
+    }
     let max = shared.config.drains.max_per_channel;
     let (ch, u) = (channel.to_string(), url.to_string());
     let r = shared
@@ -366,6 +372,58 @@ pub(crate) async fn add_drain(
         )),
         store::AddDrain::Store(e) => not_found_as(e, channel),
     })
+}
+
+/// Would a drain of `channel` to `url` post the channel's lines back into it? It would when
+/// the URL is this server's HTTP input (its bound address, or a name or address that
+/// resolves to it, such as `localhost`) with one of the channel's tokens as password.
+/// (A loop through something this cannot see, a proxy, is refused at ingest instead.)
+async fn drain_loops(shared: &Shared, channel: &str, url: &crate::drain::DrainUrl) -> bool {
+    let Some(input) = shared.http_addr else {
+        return false;
+    };
+    let Some((_, password)) = url
+        .auth
+        .as_ref()
+        .filter(|_| url.kind == crate::drain::Kind::Http)
+    else {
+        return false;
+    };
+    if url.port != input.port() {
+        return false;
+    }
+    let own_token = shared
+        .registry
+        .snapshot()
+        .records()
+        .iter()
+        .find(|r| r.name == channel)
+        .is_some_and(|r| r.tokens.iter().any(|(_, t)| t.as_bytes() == &password[..]));
+    if !own_token {
+        return false;
+    }
+    let lookup = tokio::net::lookup_host((url.host.as_str(), url.port));
+    match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
+        Ok(Ok(addrs)) => addrs.into_iter().any(|a| reaches(input, a)),
+        _ => false,
+    }
+}
+
+/// Does a connection to `a` reach a listener bound to `input`?
+fn reaches(input: std::net::SocketAddr, a: std::net::SocketAddr) -> bool {
+    if a.port() != input.port() {
+        return false;
+    }
+    let (ip, bound) = (a.ip().to_canonical(), input.ip().to_canonical());
+    // Connecting to 0.0.0.0 or :: reaches this host.
+    let local = |ip: std::net::IpAddr| {
+        ip.is_loopback() || ip.is_unspecified() || std::net::UdpSocket::bind((ip, 0)).is_ok()
+    };
+    if bound.is_unspecified() {
+        local(ip)
+    } else {
+        ip == bound || (ip.is_unspecified() && bound.is_loopback())
+    }
 }
 
 /// Removes a drain by id, token or URL; it stops at once.
