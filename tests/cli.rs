@@ -292,6 +292,43 @@ fn drains_commands_never_print_a_password() {
     for o in [&out, &String::from_utf8_lossy(&o.stderr).into_owned()] {
         assert!(!o.contains("a+b&c"), "{o}");
     }
+    // The listing is a table with each drain's state; a host that does not resolve is
+    // failing, with the resolver's error.
+    let o = client(
+        d,
+        &p,
+        &[
+            "drains:add",
+            "syslog://no-such-host.invalid:514",
+            "-a",
+            "demo",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let out = text(&client(d, &p, &["drains", "-a", "demo"], None));
+        if out.contains(" failing ") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["URL", "TOKEN", "STATE", "SENT", "DROPPED", "LAG", "LAST", "ERROR"],
+        "{out}"
+    );
+    let bad = lines
+        .iter()
+        .find(|l| l.starts_with("syslog://no-such-host.invalid:514 "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        bad.contains(" failing ") && bad.contains("cannot resolve no-such-host.invalid"),
+        "{out}"
+    );
     // Removed by the URL as given, password and all.
     let o = client(d, &p, &["drains:remove", url, "-a", "demo"], None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

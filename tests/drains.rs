@@ -976,7 +976,10 @@ async fn a_receiver_that_refuses_everything_is_not_hammered_nor_holds_up_shutdow
     sink.wait(5, |r| !r.is_empty()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let n = sink.requests().len();
-    assert!(n <= 6, "{n} requests within a second to a receiver that refuses all");
+    assert!(
+        n <= 6,
+        "{n} requests within a second to a receiver that refuses all"
+    );
     let t = Instant::now();
     s.stop().await;
     assert!(
@@ -984,4 +987,107 @@ async fn a_receiver_that_refuses_everything_is_not_hammered_nor_holds_up_shutdow
         "shutdown took {:?}",
         t.elapsed()
     );
+}
+
+/// The status of each drain, as `GET /v2/channels/NAME/drains` shows it.
+async fn drain_statuses(s: &TestServer, app: &str) -> Vec<serde_json::Value> {
+    let (st, body) = request(&s.api(), "GET", &format!("/v2/channels/{app}/drains"), None).await;
+    assert_eq!(st, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls the drain listing until the drain whose URL contains `url` satisfies `pred`
+/// (bounded: 10 s); returns its status.
+async fn wait_status(
+    s: &TestServer,
+    url: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = drain_statuses(s, "demo").await;
+        let d = list
+            .iter()
+            .find(|d| d["url"].as_str().unwrap().contains(url))
+            .unwrap_or_else(|| panic!("no drain {url} in {list:?}"))
+            .clone();
+        if pred(&d["status"]) || Instant::now() > deadline {
+            return d["status"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Each drain tells how it is doing: a healthy one is `connected` with what it sent; one
+/// whose host does not resolve, whose port refuses, or whose receiver refuses its batches is
+/// `failing` with the reason and when; drops and lines waiting are counted per drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_status_tells_a_healthy_drain_from_failing_ones() {
+    let s = TestServer::start_with(|c| {
+        c.drains.buffer_lines = 10;
+        c.drains.max_per_channel = 10;
+    })
+    .await;
+    let token = s.create_app("demo").await;
+    let ok = HttpSink::start(|_| 200).await;
+    let refusing = HttpSink::start(|_| 403).await;
+    let closed = free_port();
+    add_drain(&s, "demo", &ok.url("/ok")).await;
+    add_drain(&s, "demo", &refusing.url("/refused")).await;
+    add_drain(&s, "demo", "syslog://no-such-host.invalid:514").await;
+    add_drain(&s, "demo", &format!("http://127.0.0.1:{closed}/closed")).await;
+    // Before any line: the bad name is already failing, the others have not been tried.
+    let st = wait_status(&s, "no-such-host", |st| st["state"] == "failing").await;
+    assert_eq!(st["state"], "failing", "{st}");
+    let err = st["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("no-such-host.invalid") && err.contains("resolve"),
+        "{err}"
+    );
+    assert!(
+        st["last_error_at"].as_str().unwrap().ends_with("+00:00"),
+        "{st}"
+    );
+    let st = wait_status(&s, "/ok", |_| true).await;
+    assert_eq!(st["state"], "connecting", "{st}");
+
+    send_lines(&s, &token, "status", 5).await;
+    let st = wait_status(&s, "/ok", |st| st["sent"] == 5).await;
+    assert_eq!(
+        st,
+        serde_json::json!({"state": "connected", "last_error": null, "last_error_at": null,
+                           "sent": 5, "dropped": 0, "lag_lines": 0})
+    );
+    let st = wait_status(&s, "/refused", |st| st["state"] == "failing").await;
+    assert_eq!(st["state"], "failing", "{st}");
+    assert_eq!(st["last_error"], "batch refused with HTTP 403", "{st}");
+    assert_eq!(st["dropped"], 5, "{st}");
+    let st = wait_status(&s, "/closed", |st| st["state"] == "failing").await;
+    assert!(
+        st["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{st}"
+    );
+    // The unresolvable syslog drain holds at most its buffer; the rest is dropped.
+    send_lines(&s, &token, "more", 50).await;
+    let st = wait_status(&s, "no-such-host", |st| st["dropped"] == 45).await;
+    assert_eq!(
+        (&st["dropped"], &st["lag_lines"]),
+        (&45.into(), &10.into()),
+        "{st}"
+    );
+    assert!(
+        st["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-host.invalid"),
+        "{st}"
+    );
+    for d in drain_statuses(&s, "demo").await {
+        let path = format!("/v2/channels/demo/drains/{}", d["id"].as_str().unwrap());
+        assert_eq!(request(&s.api(), "DELETE", &path, None).await.0, 204);
+    }
+    s.stop().await;
 }

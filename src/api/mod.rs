@@ -194,10 +194,15 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
                 .call(move |c| store::channel_drains(c, &n))
                 .await
                 .map_err(|e| not_found_as(e, name))?;
-            Ok(json(
-                StatusCode::OK,
-                &serde_json::Value::Array(list.iter().map(drain_json).collect()),
-            ))
+            let list = list
+                .iter()
+                .map(|d| {
+                    let mut v = drain_json(d);
+                    v["status"] = status_json(shared.drains.status(&d.id));
+                    v
+                })
+                .collect();
+            Ok(json(StatusCode::OK, &serde_json::Value::Array(list)))
         }
         (&Method::POST, ["v2", "channels", name, "drains"]) => {
             let name = name.to_string();
@@ -340,6 +345,32 @@ struct NewDrain {
 /// `{"id","token","url"}` of a drain; a password in the URL shows as `***`.
 pub(crate) fn drain_json(d: &store::DrainRecord) -> serde_json::Value {
     json!({"id": d.id, "token": d.token, "url": crate::drain::url::redact(&d.url)})
+}
+
+/// A drain's `status`: `{"state","last_error","last_error_at","sent","dropped","lag_lines"}`
+/// (times in RFC 3339). A drain not running (not yet, or no more) is `connecting` with zeros.
+fn status_json(st: Option<crate::drain::Status>) -> serde_json::Value {
+    let st = st.unwrap_or(crate::drain::Status {
+        state: crate::drain::State::Connecting,
+        last_error: None,
+        last_error_at: None,
+        sent: 0,
+        dropped: 0,
+        lag_lines: 0,
+    });
+    let at = st.last_error_at.map(|us| {
+        let mut b = bytes::BytesMut::with_capacity(32);
+        logplex_proto::render::rfc3339_micros(&mut b, us);
+        String::from_utf8_lossy(&b).into_owned()
+    });
+    json!({
+        "state": st.state.as_str(),
+        "last_error": st.last_error,
+        "last_error_at": at,
+        "sent": st.sent,
+        "dropped": st.dropped,
+        "lag_lines": st.lag_lines,
+    })
 }
 
 /// Validates and adds a drain; it starts at once (the registry refreshes the drains).

@@ -103,8 +103,10 @@ pub async fn run(d: &Drain, shared: &Shared) {
                     .writing(tokio::time::timeout(REQUEST_TIMEOUT, client.request(req)))
                     .await
                 {
-                    Err(_) => Outcome::Retry("timed out".into()),
-                    Ok(Err(e)) => Outcome::Retry(e.to_string()),
+                    Err(_) => {
+                        Outcome::Retry(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))
+                    }
+                    Ok(Err(e)) => Outcome::Retry(error_chain(&e)),
                     Ok(Ok(resp)) => {
                         let status = resp.status().as_u16();
                         let _ =
@@ -120,7 +122,7 @@ pub async fn run(d: &Drain, shared: &Shared) {
             match outcome {
                 Outcome::Delivered => {
                     d.set_connected(true);
-                    d.counters.sent.inc_by(n);
+                    d.count_sent(n);
                     d.counters.buffered.sub(n as i64);
                     backoff.reset();
                     break;
@@ -128,7 +130,7 @@ pub async fn run(d: &Drain, shared: &Shared) {
                 Outcome::Refused(status) => {
                     tracing::warn!(drain = %token, url = %d.url.redacted, "batch of {n} refused with HTTP {status}; dropped");
                     drop_batch(d, n, dropped);
-                    d.failed();
+                    d.failed(format_args!("batch refused with HTTP {status}"));
                     // The next delivery (at least the L10 of this one) waits a backoff: a
                     // receiver that refuses everything must not be sent a batch in a loop.
                     // Flushing at shutdown there is no waiting, so a refused L10 alone ends
@@ -142,7 +144,7 @@ pub async fn run(d: &Drain, shared: &Shared) {
                 }
                 Outcome::Retry(why) => {
                     d.set_connected(false);
-                    d.failed();
+                    d.failed(&why);
                     tracing::debug!(drain = %token, url = %d.url.redacted, attempt, "batch not delivered: {why}");
                     let out_of_time = flush_deadline.is_some_and(|t| Instant::now() > t);
                     if attempt >= MAX_ATTEMPTS || out_of_time {
@@ -168,11 +170,24 @@ pub async fn run(d: &Drain, shared: &Shared) {
     }
 }
 
+/// An error and its causes, `outer: inner: …` (hyper's own message is only "client error
+/// (Connect)"; the cause says which name did not resolve or which address refused).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// A batch that will not be delivered: counted, and announced by the next L10 (with the
 /// drops it was itself announcing).
 fn drop_batch(d: &Drain, n: u64, dropped: Option<super::buffer::Dropped>) {
     d.buffer.unshift(Vec::new(), dropped);
     d.buffer.lost(n);
-    d.counters.dropped.inc_by(n);
+    d.count_dropped(n);
     d.counters.buffered.sub(n as i64);
 }
