@@ -252,7 +252,8 @@ impl Writer {
 
 /// Renders `first` and what else is already queued on `rx`, up to a chunk. Lines lost to a
 /// lag found on the way are counted and told with L11 in their place, exactly as a lag that
-/// `recv` reports. `last_ok` is when the tail was last in step (L11's "since").
+/// `recv` reports. `last_ok` is when the tail was last in step (L11's "since"): set when
+/// `first` arrived, not per line (a clock read per line would cost the tail path).
 fn take_queued(
     first: Line,
     rx: &mut broadcast::Receiver<Line>,
@@ -271,7 +272,6 @@ fn take_queued(
                 if spec.keep(&line) {
                     w.line(&line);
                 }
-                *last_ok = now_micros();
             }
             Err(broadcast::error::TryRecvError::Lagged(n)) => {
                 dropped.inc_by(n);
