@@ -7,6 +7,7 @@ use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 /// Limits of a channel's buffers, from `[buffers]`.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +54,12 @@ pub trait Tap: Send + Sync {
 
 /// One app's log stream.
 pub struct Channel {
+    /// The store's id: a channel destroyed and created again under the same name is another
+    /// channel (another id), never this one.
+    pub id: i64,
     pub name: Arc<str>,
+    /// Cancelled when the channel is destroyed: its open sessions end.
+    destroyed: CancellationToken,
     limits: Limits,
     history: Mutex<History>,
     /// Tails subscribe here; a lagging tail loses its oldest lines (L11), never the sender.
@@ -63,10 +69,12 @@ pub struct Channel {
 }
 
 impl Channel {
-    pub fn new(name: &str, limits: Limits) -> Channel {
+    pub fn new(id: i64, name: &str, limits: Limits) -> Channel {
         let (tail, _) = broadcast::channel(limits.tail_lines.max(1));
         Channel {
+            id,
             name: Arc::from(name),
+            destroyed: CancellationToken::new(),
             limits,
             history: Mutex::new(History {
                 lines: VecDeque::with_capacity(limits.history_lines.min(4096)),
@@ -77,6 +85,18 @@ impl Channel {
             tail,
             taps: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// The channel was destroyed: its drains and rules stop seeing lines at once (an HTTP
+    /// batch may still hold its route while its body uploads) and its sessions end.
+    pub fn destroy(&self) {
+        self.set_taps(Vec::new());
+        self.destroyed.cancel();
+    }
+
+    /// Cancelled once the channel is destroyed.
+    pub fn destroyed(&self) -> CancellationToken {
+        self.destroyed.clone()
     }
 
     /// Replaces the taps (drains, alert rules) that see this channel's lines.
@@ -247,6 +267,7 @@ mod tests {
     #[test]
     fn ring_keeps_the_last_lines() {
         let c = Channel::new(
+            1,
             "demo",
             Limits {
                 history_lines: 3,
@@ -271,6 +292,7 @@ mod tests {
     #[test]
     fn ring_keeps_to_its_byte_cap() {
         let c = Channel::new(
+            1,
             "demo",
             Limits {
                 history_lines: 100,
@@ -286,6 +308,7 @@ mod tests {
     #[tokio::test]
     async fn a_lagging_tail_is_told_how_many_it_lost() {
         let c = Channel::new(
+            1,
             "demo",
             Limits {
                 history_lines: 100,

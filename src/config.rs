@@ -59,6 +59,10 @@ pub struct ApiConfig {
     /// The admin key. Empty: taken from `LOGPLEX_AUTH_KEY`, else from the store, else
     /// generated on first start and written to `admin.key` beside the database.
     pub auth_key: String,
+    /// The base of the session URLs the API hands out (`PUBLIC_URL/sessions/UUID`), as
+    /// clients reach the API (a proxy, a load balancer). Empty: `http://` + the API listen
+    /// address as bound. Never taken from a request's Host header.
+    pub public_url: String,
 }
 
 impl Default for ApiConfig {
@@ -66,7 +70,39 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: Listen::Addr("127.0.0.1:8001".into()),
             auth_key: String::new(),
+            public_url: String::new(),
         }
+    }
+}
+
+impl ApiConfig {
+    /// The base of session URLs, without a trailing `/`: `public_url`, or `http://` and the
+    /// address the API listener is bound to.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{bound}")
+        } else {
+            self.public_url.trim_end_matches('/').to_string()
+        }
+    }
+}
+
+/// Why `api.public_url` cannot be the base of session URLs, if it cannot.
+fn check_public_url(s: &str) -> Option<String> {
+    let u = match url::Url::parse(s) {
+        Ok(u) => u,
+        Err(e) => return Some(format!("{s:?} is not a URL ({e})")),
+    };
+    if !matches!(u.scheme(), "http" | "https") {
+        Some(format!("{s:?} is not an http:// or https:// URL"))
+    } else if u.host_str().unwrap_or("").is_empty() {
+        Some(format!("{s:?} has no host"))
+    } else if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+        Some(format!(
+            "{s:?} must be a base URL like \"https://logs.example.com\", without credentials, query or fragment"
+        ))
+    } else {
+        None
     }
 }
 
@@ -376,6 +412,11 @@ impl Config {
         if self.api.listen == Listen::Off {
             p.push("api.listen: the API cannot be \"off\"".into());
         }
+        if !self.api.public_url.is_empty() {
+            if let Some(why) = check_public_url(&self.api.public_url) {
+                p.push(format!("api.public_url: {why}"));
+            }
+        }
         if !(64..=1 << 20).contains(&self.ingest.max_frame) {
             p.push(format!(
                 "ingest.max_frame: {} is not between 64 and 1048576",
@@ -567,6 +608,26 @@ mod tests {
             "needs `where`",
         ] {
             assert!(all.contains(needle), "missing {needle} in {all}");
+        }
+    }
+
+    #[test]
+    fn public_url() {
+        let bound: SocketAddr = "127.0.0.1:8001".parse().unwrap();
+        let mut c = Config::default();
+        assert_eq!(c.api.public_url(bound), "http://127.0.0.1:8001");
+        c.api.public_url = "https://logs.example.com/logplex/".into();
+        c.validate().unwrap();
+        assert_eq!(c.api.public_url(bound), "https://logs.example.com/logplex");
+        for bad in [
+            "logs.example.com",
+            "ftp://logs.example.com",
+            "https://u:p@logs.example.com",
+            "https://logs.example.com/?x=1",
+        ] {
+            c.api.public_url = bad.into();
+            let p = c.validate().unwrap_err();
+            assert!(p[0].starts_with("api.public_url: "), "{bad}: {p:?}");
         }
     }
 

@@ -40,6 +40,12 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     pub admin_key: String,
     pub api_addr: SocketAddr,
+    /// The base of session URLs (`api.public_url`, or `http://` + `api_addr`).
+    pub public_url: String,
+    /// Where the HTTP log input is bound, if it is on (a drain to it may be a loop).
+    pub http_addr: Option<SocketAddr>,
+    /// The running drains, for their status.
+    pub drains: Arc<drain::Drains>,
 }
 
 /// The addresses actually bound (port 0 in the config becomes a real port here).
@@ -70,7 +76,7 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
     let metrics = Arc::new(metrics::Metrics::new());
     let tasks = TaskTracker::new();
     let after_intake = CancellationToken::new();
-    let providers = providers(&Context {
+    let (drains, providers) = providers(&Context {
         config: &config,
         metrics: &metrics,
         tasks: &tasks,
@@ -101,6 +107,7 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         tcp: tcp_listener.as_ref().map(|l| l.local_addr()).transpose()?,
         udp: udp_socket.as_ref().map(|s| s.local_addr()).transpose()?,
     };
+    let public_url = config.api.public_url(addrs.api);
     let shared = Arc::new(Shared {
         config,
         registry,
@@ -110,6 +117,9 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         shutdown: shutdown.clone(),
         admin_key,
         api_addr: addrs.api,
+        public_url,
+        http_addr: addrs.http,
+        drains,
     });
 
     // Intake gets its own token, cancelled first so in-flight batches finish while the API
@@ -204,10 +214,15 @@ pub struct Context<'a> {
     pub runtime: tokio::runtime::Handle,
 }
 
-/// The tap providers: every line stored in a channel is also given to these.
-fn providers(ctx: &Context<'_>) -> anyhow::Result<Vec<Arc<dyn registry::TapProvider>>> {
-    let drains: Arc<dyn registry::TapProvider> = Arc::new(drain::Drains::new(ctx)?);
-    Ok(vec![drains, alert::AlertManager::start(ctx)?])
+/// The tap providers: every line stored in a channel is also given to these. The drains
+/// are also returned as themselves, for their status.
+#[allow(clippy::type_complexity)]
+fn providers(
+    ctx: &Context<'_>,
+) -> anyhow::Result<(Arc<drain::Drains>, Vec<Arc<dyn registry::TapProvider>>)> {
+    let drains = Arc::new(drain::Drains::new(ctx)?);
+    let tap: Arc<dyn registry::TapProvider> = drains.clone();
+    Ok((drains, vec![tap, alert::AlertManager::start(ctx)?]))
 }
 
 async fn bind_tcp(

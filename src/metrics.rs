@@ -50,6 +50,12 @@ pub enum Reject {
     Malformed,
     TooLong,
     UnknownToken,
+    /// An implausible octet count on a syslog TCP stream (the bytes up to the next frame
+    /// start are discarded): counted once per count, not per message.
+    BadCount,
+    /// An HTTP batch that a drain of the same channel sent (`Logplex-Drain-Token`): storing
+    /// it would send it back to that drain forever.
+    DrainLoop,
 }
 
 impl Reject {
@@ -58,6 +64,8 @@ impl Reject {
             Reject::Malformed => "malformed",
             Reject::TooLong => "too_long",
             Reject::UnknownToken => "unknown_token",
+            Reject::BadCount => "bad_count",
+            Reject::DrainLoop => "drain_loop",
         }
     }
 }
@@ -69,6 +77,8 @@ pub struct InputCounters {
     pub malformed: IntCounter,
     pub too_long: IntCounter,
     pub unknown_token: IntCounter,
+    pub bad_count: IntCounter,
+    pub drain_loop: IntCounter,
 }
 
 impl InputCounters {
@@ -77,6 +87,8 @@ impl InputCounters {
             Reject::Malformed => self.malformed.inc_by(n),
             Reject::TooLong => self.too_long.inc_by(n),
             Reject::UnknownToken => self.unknown_token.inc_by(n),
+            Reject::BadCount => self.bad_count.inc_by(n),
+            Reject::DrainLoop => self.drain_loop.inc_by(n),
         }
     }
 }
@@ -244,6 +256,8 @@ impl Metrics {
             malformed: r(Reject::Malformed),
             too_long: r(Reject::TooLong),
             unknown_token: r(Reject::UnknownToken),
+            bad_count: r(Reject::BadCount),
+            drain_loop: r(Reject::DrainLoop),
         }
     }
 

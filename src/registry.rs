@@ -23,6 +23,9 @@ pub struct Snapshot {
     tokens: HashMap<Box<[u8]>, Route>,
     channels: HashMap<Arc<str>, Arc<Channel>>,
     records: Vec<ChannelRecord>,
+    /// Drain token (`d.…`) → id of the channel the drain belongs to, so HTTP input can tell
+    /// a batch that one of a channel's own drains sent back to it (a loop).
+    drain_tokens: HashMap<Box<[u8]>, i64>,
 }
 
 impl Snapshot {
@@ -35,6 +38,12 @@ impl Snapshot {
         self.channels.get(name)
     }
 
+    /// The channel `name` if it is still the one with store id `id` (not destroyed, nor
+    /// destroyed and created again).
+    pub fn channel_with_id(&self, name: &str, id: i64) -> Option<&Arc<Channel>> {
+        self.channels.get(name).filter(|c| c.id == id)
+    }
+
     pub fn channels(&self) -> impl Iterator<Item = &Arc<Channel>> {
         self.channels.values()
     }
@@ -42,6 +51,11 @@ impl Snapshot {
     /// The channels as stored (names and tokens), sorted by name.
     pub fn records(&self) -> &[ChannelRecord] {
         &self.records
+    }
+
+    /// Is `drain_token` the token of a drain of `channel`?
+    pub fn is_drain_of(&self, drain_token: &[u8], channel: &Channel) -> bool {
+        self.drain_tokens.get(drain_token) == Some(&channel.id)
     }
 }
 
@@ -115,10 +129,11 @@ impl Registry {
         let mut channels: HashMap<Arc<str>, Arc<Channel>> = HashMap::with_capacity(records.len());
         let mut tokens = HashMap::new();
         for rec in &records {
-            // A channel keeps its history and tails across snapshots.
+            // A channel keeps its history and tails across snapshots; one of the same name
+            // but another id was destroyed and created again: a new channel.
             let ch = match old.channels.get(rec.name.as_str()) {
-                Some(c) => c.clone(),
-                None => Arc::new(Channel::new(&rec.name, self.limits)),
+                Some(c) if c.id == rec.id => c.clone(),
+                _ => Arc::new(Channel::new(rec.id, &rec.name, self.limits)),
             };
             for (name, token) in &rec.tokens {
                 let route = Route {
@@ -129,14 +144,20 @@ impl Registry {
             }
             channels.insert(ch.name.clone(), ch);
         }
+        let mut drain_tokens = HashMap::new();
+        for d in store::list_drains(conn)? {
+            if let Some(rec) = records.iter().find(|r| r.name == d.channel) {
+                drain_tokens.insert(d.token.into_bytes().into_boxed_slice(), rec.id);
+            }
+        }
         for p in &self.providers {
             p.refresh(conn, &records)?;
         }
-        // A deleted channel's drains and rules stop seeing lines at once (an HTTP batch may
-        // still hold its route while its body uploads).
+        // A destroyed channel's drains and rules stop seeing lines at once and its sessions
+        // end.
         for (name, ch) in old.channels.iter() {
-            if !channels.contains_key(name) {
-                ch.set_taps(Vec::new());
+            if !channels.get(name).is_some_and(|c| Arc::ptr_eq(c, ch)) {
+                ch.destroy();
             }
         }
         for ch in channels.values() {
@@ -147,6 +168,7 @@ impl Registry {
             tokens,
             channels,
             records,
+            drain_tokens,
         }));
         Ok(())
     }

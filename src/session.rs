@@ -23,6 +23,9 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub channel: String,
+    /// The store id of the channel the session was made for: a session is bound to that
+    /// channel, never to a later one of the same name.
+    pub channel_id: i64,
     pub num: usize,
     pub tail: bool,
     pub source: Option<String>,
@@ -97,6 +100,12 @@ impl Sessions {
         }
     }
 
+    /// Forgets a session at once (its channel was destroyed).
+    fn forget(&self, id: &Uuid) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(id);
+    }
+
     /// Forgets sessions idle for longer than [`SESSION_TTL`]; returns how many remain.
     pub fn sweep(&self) -> usize {
         let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -121,10 +130,15 @@ pub fn stream(
         return not_found();
     };
     let snap = shared.registry.snapshot();
-    let Some(channel) = snap.channel(&spec.channel).cloned() else {
-        shared.sessions.close(&id);
+    let Some(channel) = snap
+        .channel_with_id(&spec.channel, spec.channel_id)
+        .cloned()
+    else {
+        // Its channel was destroyed: the session is gone with it.
+        shared.sessions.forget(&id);
         return not_found();
     };
+    let destroyed = channel.destroyed();
     let (num, after) = match last_event_id {
         Some(seq) => (usize::MAX, seq),
         None => (spec.num, 0),
@@ -141,7 +155,11 @@ pub fn stream(
             buf: BytesMut::with_capacity(CHUNK),
             scratch: BytesMut::new(),
         };
-        let _ = run(&shared2, &spec, &mut w, history, rx).await;
+        // The stream ends when its channel is destroyed.
+        tokio::select! {
+            _ = run(&shared2, &spec, &mut w, history, rx) => {}
+            _ = destroyed.cancelled() => {}
+        }
         shared2.metrics.sessions_open.dec();
         shared2.sessions.close(&id);
     });
@@ -232,6 +250,40 @@ impl Writer {
     }
 }
 
+/// Renders `first` and what else is already queued on `rx`, up to a chunk. Lines lost to a
+/// lag found on the way are counted and told with L11 in their place, exactly as a lag that
+/// `recv` reports. `last_ok` is when the tail was last in step (L11's "since"): set when
+/// `first` arrived, not per line (a clock read per line would cost the tail path).
+fn take_queued(
+    first: Line,
+    rx: &mut broadcast::Receiver<Line>,
+    spec: &Spec,
+    w: &mut Writer,
+    dropped: &prometheus::IntCounter,
+    last_ok: &mut i64,
+) {
+    if spec.keep(&first) {
+        w.line(&first);
+    }
+    *last_ok = now_micros();
+    while w.buf.len() < CHUNK {
+        match rx.try_recv() {
+            Ok(line) => {
+                if spec.keep(&line) {
+                    w.line(&line);
+                }
+            }
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                dropped.inc_by(n);
+                w.l11(n, *last_ok);
+            }
+            Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed) => {
+                break
+            }
+        }
+    }
+}
+
 async fn run(
     shared: &Shared,
     spec: &Spec,
@@ -257,15 +309,7 @@ async fn run(
         tokio::select! {
             r = rx.recv() => match r {
                 Ok(line) => {
-                    if spec.keep(&line) { w.line(&line); }
-                    // Take what else is already queued, up to a chunk.
-                    while w.buf.len() < CHUNK {
-                        match rx.try_recv() {
-                            Ok(line) => if spec.keep(&line) { w.line(&line) },
-                            Err(_) => break,
-                        }
-                    }
-                    last_ok = now_micros();
+                    take_queued(line, &mut rx, spec, w, &shared.metrics.tail_dropped, &mut last_ok);
                     w.flush().await?;
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -284,5 +328,61 @@ async fn run(
             _ = w.tx.closed() => return Err(Gone),
             _ = shared.shutdown.cancelled() => { w.flush().await?; return Ok(()) }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(i: usize) -> Line {
+        let f = format!("<190>1 2016-03-08T02:43:26.693600+00:00 h t.x web.1 - - line {i}");
+        Line::parse(Bytes::from(f), Bytes::from_static(b"app")).unwrap()
+    }
+
+    /// A tail that falls behind between `recv` and the lines it takes without waiting is
+    /// told, in place, how many it lost, and they are counted.
+    #[test]
+    fn a_lag_among_the_queued_lines_is_counted_and_told() {
+        let (tail, mut rx) = broadcast::channel(4);
+        tail.send(line(0)).unwrap();
+        let first = rx.try_recv().unwrap();
+        for i in 1..=10 {
+            tail.send(line(i)).unwrap();
+        }
+        let (tx, _rx) = mpsc::channel(1);
+        let mut w = Writer {
+            tx,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            sse: false,
+            buf: BytesMut::new(),
+            scratch: BytesMut::new(),
+        };
+        let spec = Spec {
+            channel: "demo".into(),
+            channel_id: 1,
+            num: 0,
+            tail: true,
+            source: None,
+            dyno: None,
+            grep: None,
+        };
+        let dropped = prometheus::IntCounter::new("d", "d").unwrap();
+        let mut last_ok = 0;
+        take_queued(first, &mut rx, &spec, &mut w, &dropped, &mut last_ok);
+        let text = String::from_utf8(w.buf.to_vec()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 6, "{text}");
+        assert!(lines[0].ends_with("app[web.1]: line 0"), "{text}");
+        assert!(
+            lines[1].contains(
+                " heroku[logplex]: Error L11 (Tail buffer overflow) -> This tail session dropped 6 messages since "
+            ),
+            "{text}"
+        );
+        for (k, i) in (7..=10).enumerate() {
+            assert!(lines[2 + k].ends_with(&format!("]: line {i}")), "{text}");
+        }
+        assert_eq!(dropped.get(), 6);
     }
 }

@@ -25,6 +25,9 @@ pub enum StoreError {
 /// A channel with its tokens (name → token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelRecord {
+    /// Never reused (AUTOINCREMENT): a channel destroyed and created again under the same
+    /// name has a new id, so what was bound to the old one (a session) cannot see the new.
+    pub id: i64,
     pub name: String,
     pub tokens: Vec<(String, String)>,
     pub created_at: i64,
@@ -38,6 +41,17 @@ pub struct DrainRecord {
     pub token: String,
     pub url: String,
     pub created_at: i64,
+}
+
+impl DrainRecord {
+    /// Is this the drain `which` names: its id, its token, its URL, or its URL as shown to
+    /// users (the password as `***`)?
+    pub fn matches(&self, which: &str) -> bool {
+        self.id == which
+            || self.token == which
+            || self.url == which
+            || crate::drain::url::redact(&self.url) == which
+    }
 }
 
 /// One saved history line: the frame as received and its source (token name).
@@ -101,6 +115,20 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE TRIGGER alerts_go_with_their_channel AFTER DELETE ON channels
      BEGIN DELETE FROM alerts WHERE app = OLD.name; END;",
+    // 3: a stable id per channel, never reused. SQLite cannot add such a key to a table, so
+    // the table is rebuilt (with foreign keys off: see `Store::open`); tokens and drains keep
+    // referring to the unique name. Dropping the table dropped its trigger: made again.
+    "CREATE TABLE channels_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+     );
+     INSERT INTO channels_new (name, created_at)
+        SELECT name, created_at FROM channels ORDER BY created_at, name;
+     DROP TABLE channels;
+     ALTER TABLE channels_new RENAME TO channels;
+     CREATE TRIGGER alerts_go_with_their_channel AFTER DELETE ON channels
+     BEGIN DELETE FROM alerts WHERE app = OLD.name; END;",
 ];
 
 fn now() -> i64 {
@@ -139,7 +167,6 @@ impl Store {
         let mut conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > MIGRATIONS.len() {
@@ -148,12 +175,26 @@ impl Store {
                 MIGRATIONS.len()
             )));
         }
+        // Foreign keys stay off while migrating: a table that others reference is rebuilt by
+        // copy, drop and rename, and with them on the drop would cascade to its children.
+        // (The pragma is a no-op inside a transaction, so it is set here.)
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.transaction()?;
             tx.execute_batch(sql)?;
+            let broken: Option<String> = tx
+                .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                .optional()?;
+            if let Some(table) = broken {
+                return Err(open_err(format!(
+                    "migration {} left rows of {table} without their parent",
+                    i + 1
+                )));
+            }
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -187,11 +228,18 @@ impl Store {
 /// Every channel with its tokens, by name.
 pub fn list_channels(conn: &mut Connection) -> Result<Vec<ChannelRecord>, StoreError> {
     let mut out: Vec<ChannelRecord> = Vec::new();
-    let mut stmt = conn.prepare("SELECT name, created_at FROM channels ORDER BY name")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut stmt = conn.prepare("SELECT id, name, created_at FROM channels ORDER BY name")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
     for row in rows {
-        let (name, created_at) = row?;
+        let (id, name, created_at) = row?;
         out.push(ChannelRecord {
+            id,
             name,
             tokens: Vec::new(),
             created_at,
@@ -217,11 +265,11 @@ pub fn list_channels(conn: &mut Connection) -> Result<Vec<ChannelRecord>, StoreE
 
 /// One channel with its tokens.
 pub fn get_channel(conn: &mut Connection, name: &str) -> Result<ChannelRecord, StoreError> {
-    let created_at: i64 = conn
+    let (id, created_at): (i64, i64) = conn
         .query_row(
-            "SELECT created_at FROM channels WHERE name = ?1",
+            "SELECT id, created_at FROM channels WHERE name = ?1",
             [name],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?
         .ok_or(StoreError::NotFound)?;
@@ -233,6 +281,7 @@ pub fn get_channel(conn: &mut Connection, name: &str) -> Result<ChannelRecord, S
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(ChannelRecord {
+        id,
         name: name.to_string(),
         tokens,
         created_at,
@@ -523,6 +572,67 @@ mod tests {
     }
 
     #[test]
+    fn channel_ids_are_never_reused() {
+        let (_d, s) = store();
+        s.call_blocking(|c| {
+            let a = create_channel(c, "demo", &[])?;
+            let b = create_channel(c, "other", &[])?;
+            assert!(b.id > a.id);
+            delete_channel(c, "other")?;
+            delete_channel(c, "demo")?;
+            let again = create_channel(c, "demo", &[])?;
+            assert!(again.id > b.id, "{} reused", again.id);
+            upsert_channel(c, "bench", &[])?;
+            assert!(get_channel(c, "bench")?.id > again.id);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    /// A database of schema 2 (before channel ids) keeps its channels, tokens, drains and
+    /// alert rules, and its foreign keys and trigger still work afterwards.
+    #[test]
+    fn migrating_to_channel_ids_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "foreign_keys", "ON").unwrap();
+            for sql in &MIGRATIONS[..2] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "user_version", 2).unwrap();
+            c.execute_batch(
+                "INSERT INTO channels VALUES ('zeta', 5), ('alpha', 7);
+                 INSERT INTO tokens VALUES ('t.1', 'alpha', 'app', 7), ('t.2', 'zeta', 'app', 5);
+                 INSERT INTO drains VALUES ('d1', 'alpha', 'd.1', 'syslog://h:1', 7);
+                 INSERT INTO alerts VALUES ('alpha', 'r', NULL, NULL, 'a=1', NULL, 1, '1m', '5m', NULL, 7);",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        s.call_blocking(|c| {
+            let all = list_channels(c)?;
+            let ids: Vec<(&str, i64)> = all.iter().map(|r| (r.name.as_str(), r.id)).collect();
+            // Ids in order of creation.
+            assert_eq!(ids, [("alpha", 2), ("zeta", 1)]);
+            assert_eq!(all[0].tokens, vec![("app".to_string(), "t.1".to_string())]);
+            assert_eq!(list_drains(c)?.len(), 1);
+            assert_eq!(list_alerts(c)?.len(), 1);
+            // Cascades and the trigger still work.
+            delete_channel(c, "alpha")?;
+            assert!(list_drains(c)?.is_empty());
+            assert!(list_alerts(c)?.is_empty());
+            assert_eq!(list_channels(c)?.len(), 1);
+            assert!(create_channel(c, "alpha", &[])?.id > 2);
+            let fk: i64 = c.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
+            assert_eq!(fk, 1);
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
     fn history_round_trip_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("l.db");
@@ -614,7 +724,8 @@ pub fn create_drain(
     })
 }
 
-/// Removes the drain of `channel` whose id, token or URL is `which`; returns it.
+/// Removes the drain of `channel` whose id, token or URL (or its URL as shown, password
+/// `***`) is `which`; returns it.
 pub fn delete_drain(
     conn: &mut Connection,
     channel: &str,
@@ -622,7 +733,7 @@ pub fn delete_drain(
 ) -> Result<DrainRecord, StoreError> {
     let d = channel_drains(conn, channel)?
         .into_iter()
-        .find(|d| d.id == which || d.token == which || d.url == which)
+        .find(|d| d.matches(which))
         .ok_or(StoreError::NotFound)?;
     conn.execute("DELETE FROM drains WHERE id = ?1", [&d.id])?;
     Ok(d)

@@ -420,7 +420,19 @@ async fn the_alert_api_creates_lists_deletes_and_refuses_bad_rules() {
         ),
         (
             serde_json::json!({"webhook": "ftp://example.com/hook"}),
-            r#"Webhook "ftp://example.com/hook" must be an http:// URL."#,
+            r#"Webhook: Scheme "ftp" is not supported; use http:// or https://."#,
+        ),
+        (
+            serde_json::json!({"webhook": "http://example.com:0/hook"}),
+            "Webhook: Port 0 is not a port to send to.",
+        ),
+        (
+            serde_json::json!({"webhook": "http://example.com:65536/hook"}),
+            r#"Webhook: "http://example.com:65536/hook" is not a URL (invalid port number)."#,
+        ),
+        (
+            serde_json::json!({"webhook": "http://"}),
+            r#"Webhook: "http://" is not a URL (empty host)."#,
         ),
         (
             serde_json::json!({"where": "a=1", "regex": "x"}),
@@ -513,4 +525,68 @@ async fn the_alert_api_creates_lists_deletes_and_refuses_bad_rules() {
 
 async fn del_after(s: &TestServer, path: &str) -> (u16, String) {
     request(&s.api(), "DELETE", path, None).await
+}
+
+/// Webhooks take what drain URLs take: https (certificates checked against
+/// `drains.tls_ca_file`) and userinfo as Basic auth, percent-decoded per RFC 3986 only; the
+/// API never shows the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_take_https_and_credentials_like_drains() {
+    if !need("openssl", "apt-get install openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(dir.path(), "hook");
+    let secure = HttpSink::start_tls(&cert, &key, |_| 200).await;
+    let plain = HttpSink::start(|_| 200).await;
+    let mut c = test_config(dir.path());
+    c.drains.tls_ca_file = Some(ca);
+    let s = TestServer::start_in(dir, c).await;
+    let app = s.create_app("demo").await;
+    let hooks = [
+        (
+            format!("https://hook:a+b&c@127.0.0.1:{}/secure", secure.addr.port()),
+            ("hook", "a+b&c"),
+        ),
+        (
+            format!("http://us%2Ber:p%40ss%20w@{}/plain", plain.addr),
+            ("us+er", "p@ss w"),
+        ),
+    ];
+    for (i, (url, _)) in hooks.iter().enumerate() {
+        let body = serde_json::json!({
+            "name": format!("hook-{i}"), "where": "status>=500", "threshold": 1,
+            "window": "1m", "webhook": url,
+        });
+        let (st, resp) = request(
+            &s.api(),
+            "POST",
+            "/v2/channels/demo/alerts",
+            Some(&body.to_string()),
+        )
+        .await;
+        assert_eq!(st, 201, "{resp}");
+        assert!(
+            !resp.contains("a+b&c") && !resp.contains("p%40ss"),
+            "{resp}"
+        );
+    }
+    send_tcp(&s, &app, "web.1", &["status=500 boom"]).await;
+    for (sink, (_, (user, pass))) in [&secure, &plain].into_iter().zip(&hooks) {
+        let got = sink.wait(10, |r| !r.is_empty()).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            got[0].basic_auth(),
+            Some((user.to_string(), pass.to_string()))
+        );
+        let v: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+        assert_eq!(v["state"], "firing");
+    }
+    let (_, list) = request(&s.api(), "GET", "/v2/channels/demo/alerts", None).await;
+    assert!(list.contains("https://hook:***@127.0.0.1:"), "{list}");
+    assert!(
+        !list.contains("a+b&c") && !list.contains("p%40ss"),
+        "{list}"
+    );
+    s.stop().await;
 }

@@ -269,3 +269,72 @@ fn a_bad_config_is_reported_whole_before_anything_listens() {
         "{err}"
     );
 }
+
+#[test]
+fn drains_commands_never_print_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = write_config(d);
+    let server = serve(d, &p);
+    let o = client(d, &p, &["apps:create", "demo"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let url = "https://user:a+b&c@127.0.0.1:9/logs";
+    let o = client(d, &p, &["drains:add", url, "-a", "demo"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = text(&o);
+    assert!(
+        out.starts_with("Successfully added drain https://user:***@127.0.0.1:9/logs (d."),
+        "{out}"
+    );
+    let o = client(d, &p, &["drains", "-a", "demo"], None);
+    let out = text(&o);
+    assert!(out.contains("https://user:***@127.0.0.1:9/logs"), "{out}");
+    for o in [&out, &String::from_utf8_lossy(&o.stderr).into_owned()] {
+        assert!(!o.contains("a+b&c"), "{o}");
+    }
+    // The listing is a table with each drain's state; a host that does not resolve is
+    // failing, with the resolver's error.
+    let o = client(
+        d,
+        &p,
+        &[
+            "drains:add",
+            "syslog://no-such-host.invalid:514",
+            "-a",
+            "demo",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let out = text(&client(d, &p, &["drains", "-a", "demo"], None));
+        if out.contains(" failing ") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["URL", "TOKEN", "STATE", "SENT", "DROPPED", "LAG", "LAST", "ERROR"],
+        "{out}"
+    );
+    let bad = lines
+        .iter()
+        .find(|l| l.starts_with("syslog://no-such-host.invalid:514 "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        bad.contains(" failing ") && bad.contains("cannot resolve no-such-host.invalid"),
+        "{out}"
+    );
+    // Removed by the URL as given, password and all.
+    let o = client(d, &p, &["drains:remove", url, "-a", "demo"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        text(&o),
+        "Successfully removed drain https://user:***@127.0.0.1:9/logs\n"
+    );
+    stop(server);
+}

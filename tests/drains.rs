@@ -86,7 +86,8 @@ async fn wait_lines(path: &Path, n: usize, secs: u64) -> Vec<String> {
 }
 
 /// A private rsyslogd listening on `port` (TLS when `tls` = (ca, cert, key)), writing
-/// `HOSTNAME APP-NAME PROCID MSG` per message to the returned file.
+/// `HOSTNAME APP-NAME PROCID MSG` per message to the returned file, and each message as
+/// received (`%rawmsg%`) to `raw.log` beside it.
 fn rsyslog(dir: &Path, port: u16, tls: Option<(&Path, &Path, &Path)>) -> (Proc, PathBuf) {
     let work = dir.join(format!("rsyslog-{port}"));
     std::fs::create_dir_all(&work).unwrap();
@@ -109,8 +110,11 @@ fn rsyslog(dir: &Path, port: u16, tls: Option<(&Path, &Path, &Path)>) -> (Proc, 
     let conf = format!(
         "{global}\n{module}\ninput(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
          template(name=\"t\" type=\"string\" string=\"%hostname% %app-name% %procid% %msg%\\n\")\n\
-         *.* action(type=\"omfile\" file=\"{}\" template=\"t\")\n",
-        out.display()
+         template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
+         *.* action(type=\"omfile\" file=\"{}\" template=\"t\")\n\
+         *.* action(type=\"omfile\" file=\"{}\" template=\"raw\")\n",
+        out.display(),
+        work.join("raw.log").display()
     );
     let conf_path = work.join("rsyslog.conf");
     std::fs::write(&conf_path, conf).unwrap();
@@ -189,72 +193,267 @@ async fn rsyslog_receives_a_syslog_drain() {
     s.stop().await;
 }
 
-/// A CA and a server certificate for 127.0.0.1, made with openssl.
-fn make_certs(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let d = dir.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    let run = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(&d)
-            .output()
-            .expect("openssl is needed");
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+/// The L10 notice of a syslog drain, as rsyslog received it, is strict RFC 5424: HOSTNAME is
+/// the drain token, APP-NAME `heroku`, PROCID `logplex`, MSGID and SD nil. (rsyslog itself
+/// reads a frame with one `-` where MSGID and SD belong leniently; strict parsers refuse it
+/// and other lenient ones fall back to RFC 3164, losing all three.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsyslog_parses_the_l10_notice_of_a_syslog_drain() {
+    if !need("rsyslogd", "apt-get install rsyslog") {
+        return;
+    }
+    let s = TestServer::start_with(|c| c.drains.buffer_lines = 100).await;
+    let token = s.create_app("demo").await;
+    let port = free_port();
+    let drain = add_drain(&s, "demo", &format!("syslog://127.0.0.1:{port}")).await;
+    send_lines(&s, &token, "early", 1000).await;
+    s.wait_history("demo", |h| h.len() >= 1000).await;
+    let (_rs, out) = rsyslog(s.dir.path(), port, None);
+    let (delivered, dropped) = wait_accounted(&out, "early", 1000, 15).await;
+    assert_eq!(delivered as u64 + dropped, 1000);
+    let got = read_lines(&out);
+    let head = format!("{drain} heroku logplex Error L10 (output buffer overflow): {dropped} messages dropped since ");
+    assert!(got[0].starts_with(&head), "{:?}", got[0]);
+    assert!(got[0].ends_with('.'), "{:?}", got[0]);
+    let raw = read_lines(&out.with_file_name("raw.log"));
+    let (host, app, procid, msg) = strict_fields(raw[0].as_bytes());
+    assert_eq!(
+        (host, app.as_str(), procid.as_str()),
+        (drain, "heroku", "logplex")
+    );
+    assert!(
+        msg.starts_with("Error L10 (output buffer overflow): "),
+        "{msg}"
+    );
+    s.stop().await;
+}
+
+/// A frame of a drain as our strict RFC 5424 parser reads it: the text without its
+/// octet count, which must end with exactly the LF of the frame.
+fn strict_fields(frame: &[u8]) -> (String, String, String, String) {
+    let m = logplex_proto::parse(frame).unwrap_or_else(|e| {
+        panic!("{e}: {:?}", String::from_utf8_lossy(frame));
+    });
+    assert_eq!((m.msgid, m.structured_data), (&b"-"[..], &b"-"[..]));
+    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (s(m.hostname), s(m.app_name), s(m.procid), s(m.msg))
+}
+
+/// How a receiver written here reads a logplex-1 batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Split {
+    /// Line by line, as many users' receivers do; the number of lines must match
+    /// `Logplex-Msg-Count` (else 400, which logplex takes as "drop the batch").
+    Lines,
+    /// By octet count (RFC 6587); every frame must end with the LF it counts.
+    Octets,
+}
+
+/// The messages of one batch read the `split` way, or why the receiver refuses it.
+fn read_batch(split: Split, r: &Received) -> Result<Vec<String>, String> {
+    let count: usize = r
+        .header("logplex-msg-count")
+        .parse()
+        .map_err(|_| "no count")?;
+    let body = &r.body[..];
+    let mut frames: Vec<&[u8]> = Vec::new();
+    match split {
+        Split::Lines => {
+            let text = body
+                .strip_suffix(b"\n")
+                .ok_or("the body does not end with LF")?;
+            for line in text.split(|&b| b == b'\n') {
+                let sp = line.iter().position(|&b| b == b' ').ok_or("no length")?;
+                frames.push(&line[sp + 1..]);
+            }
+        }
+        Split::Octets => {
+            let mut rest = body;
+            while !rest.is_empty() {
+                let sp = rest.iter().position(|&b| b == b' ').ok_or("no length")?;
+                let n: usize = std::str::from_utf8(&rest[..sp]).unwrap().parse().unwrap();
+                let f = rest.get(sp + 1..sp + 1 + n).ok_or("truncated")?;
+                frames.push(f.strip_suffix(b"\n").ok_or("a frame without its LF")?);
+                rest = &rest[sp + 1 + n..];
+            }
+        }
+    }
+    if frames.len() != count {
+        return Err(format!(
+            "{} frames, Logplex-Msg-Count {count}",
+            frames.len()
+        ));
+    }
+    Ok(frames
+        .iter()
+        .map(|f| {
+            let m = logplex_proto::parse_lenient(f).unwrap();
+            assert_eq!((m.hostname, m.app_name), (&b"host"[..], &b"app"[..]));
+            String::from_utf8_lossy(m.msg).into_owned()
+        })
+        .collect())
+}
+
+/// Every drain frame ends with one LF counted in its length: a receiver that splits a batch
+/// on LF and one that splits it by octet count both see every message, once; syslog frames
+/// parse strictly with MSG ending in exactly that LF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_frames_end_with_lf_for_line_and_octet_receivers() {
+    let s = TestServer::start_with(|c| c.drains.buffer_lines = 10_000).await;
+    let token = s.create_app("demo").await;
+    let answer = |split: Split| {
+        move |r: &Received| {
+            if read_batch(split, r).is_ok() {
+                200
+            } else {
+                400
+            }
+        }
     };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=logplex test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        d.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    let lines = HttpSink::start(answer(Split::Lines)).await;
+    let octets = HttpSink::start(answer(Split::Octets)).await;
+    add_drain(&s, "demo", &lines.url("/logs")).await;
+    add_drain(&s, "demo", &octets.url("/logs")).await;
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp_drain = add_drain(
+        &s,
+        "demo",
+        &format!(
+            "syslog+udp://127.0.0.1:{}",
+            udp.local_addr().unwrap().port()
+        ),
     )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    (d.join("ca.pem"), d.join("server.pem"), d.join("server.key"))
+    .await;
+    let n = 3000;
+    send_lines(&s, &token, "line", n).await;
+    let expect: Vec<String> = (0..n).map(|i| format!("line {i}")).collect();
+    for (sink, split) in [(&lines, Split::Lines), (&octets, Split::Octets)] {
+        let reqs = sink
+            .wait(15, |r| {
+                r.iter()
+                    .filter(|q| q.status == 200)
+                    .map(|q| read_batch(split, q).unwrap().len())
+                    .sum::<usize>()
+                    >= n
+            })
+            .await;
+        assert!(reqs.len() > 1, "{split:?}: want more than one batch");
+        for q in &reqs {
+            assert_eq!(
+                q.status,
+                200,
+                "{split:?} refused a batch: {:?}",
+                read_batch(split, q)
+            );
+        }
+        let got: Vec<String> = reqs
+            .iter()
+            .flat_map(|q| read_batch(split, q).unwrap())
+            .collect();
+        assert_eq!(got, expect, "{split:?}");
+    }
+    let mut buf = [0u8; 2048];
+    for i in 0..3 {
+        let k = tokio::time::timeout(Duration::from_secs(5), udp.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let (host, app, procid, msg) = strict_fields(&buf[..k]);
+        assert_eq!(
+            (host, app, procid),
+            (udp_drain.clone(), "app".into(), "web.1".into())
+        );
+        assert_eq!(msg, format!("line {i}\n"));
+    }
+    s.stop().await;
+}
+
+/// Userinfo in an HTTP drain URL becomes Basic auth, percent-decoded per RFC 3986 only (`+`
+/// and `&` are themselves); the password is never shown by the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_credentials_reach_the_receiver_exactly_and_are_never_shown() {
+    let table: &[(&str, &str, &str)] = &[
+        ("user:a+b&c", "user", "a+b&c"),
+        ("user:s%40cret", "user", "s@cret"),
+        ("us%2Ber:pa%20ss", "us+er", "pa ss"),
+        ("u:p%3Aw%25", "u", "p:w%"),
+        ("u:%E2%82%AC;=,!$'()*~", "u", "€;=,!$'()*~"),
+        ("u:pa%2Bss%26", "u", "pa+ss&"),
+    ];
+    let s = TestServer::start_with(|c| c.drains.max_per_channel = 10).await;
+    let token = s.create_app("demo").await;
+    let sink = HttpSink::start(|_| 200).await;
+    for (i, (userinfo, _, _)) in table.iter().enumerate() {
+        let url = format!("http://{userinfo}@{}/d{i}", sink.addr);
+        let (st, body) = request(
+            &s.api(),
+            "POST",
+            "/v2/channels/demo/drains",
+            Some(&serde_json::json!({ "url": url }).to_string()),
+        )
+        .await;
+        assert_eq!(st, 201, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let shown = v["url"].as_str().unwrap();
+        let user = userinfo.split(':').next().unwrap();
+        assert_eq!(shown, format!("http://{user}:***@{}/d{i}", sink.addr));
+    }
+    send_lines(&s, &token, "auth", 1).await;
+    let reqs = sink.wait(10, |r| r.len() >= table.len()).await;
+    for (i, (userinfo, user, pass)) in table.iter().enumerate() {
+        let r = reqs
+            .iter()
+            .find(|r| r.path == format!("/d{i}"))
+            .unwrap_or_else(|| panic!("no request for {userinfo}"));
+        assert_eq!(
+            r.basic_auth(),
+            Some((user.to_string(), pass.to_string())),
+            "{userinfo}"
+        );
+    }
+    // Listings show `***` for every password (ours and Heroku's routes).
+    for path in ["/v2/channels/demo/drains", "/apps/demo/log-drains"] {
+        let (st, body) = request(&s.api(), "GET", path, None).await;
+        assert_eq!(st, 200, "{body}");
+        let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        assert_eq!(list.len(), table.len());
+        for d in &list {
+            assert!(d["url"].as_str().unwrap().contains(":***@"), "{d}");
+        }
+        for (_, _, pass) in table {
+            assert!(!body.contains(pass), "{path} shows a password: {body}");
+        }
+    }
+    // A drain can be removed by its URL as shown, or as given (Heroku's route, which takes
+    // a percent-encoded URL, as `heroku drains:remove URL` sends it).
+    let enc = |u: &str| {
+        u.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    for url in [
+        format!("http://user:***@{}/d0", sink.addr),
+        format!("http://user:s%40cret@{}/d1", sink.addr),
+    ] {
+        let (st, body) = request(
+            &s.api(),
+            "DELETE",
+            &format!("/apps/demo/log-drains/{}", enc(&url)),
+            None,
+        )
+        .await;
+        assert_eq!(st, 200, "{url}: {body}");
+        assert!(body.contains(":***@") && !body.contains("cret"), "{body}");
+    }
+    let (_, body) = request(&s.api(), "GET", "/v2/channels/demo/drains", None).await;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.len(), table.len() - 2);
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,6 +476,19 @@ async fn rsyslog_receives_a_tls_drain_and_a_wrong_certificate_is_l14() {
     let ours: Vec<&String> = got.iter().filter(|l| l.contains("over tls")).collect();
     assert_eq!(ours.len(), 200);
     assert_eq!(ours[199], &format!("{drain} app web.1 over tls 199"));
+    // The L14 line reaches the good drain as RFC 5424 that rsyslog parses: our token, heroku,
+    // logplex (the same shape as every drain frame).
+    let got = wait_lines(&good_out, 201, 10).await;
+    let l14 = got
+        .iter()
+        .find(|l| l.contains("Error L14"))
+        .expect("the L14 line on the good drain");
+    assert!(
+        l14.starts_with(&format!(
+            "{drain} heroku logplex Error L14 (certificate validation): "
+        )),
+        "{l14}"
+    );
     // The other receiver's certificate is not from our CA: L14 in the channel, nothing sent.
     let h = s
         .wait_history("demo", |h| h.iter().any(|l| l.contains("Error L14")))
@@ -314,7 +526,7 @@ async fn udp_drain_sends_one_datagram_per_message() {
         let got = String::from_utf8_lossy(&buf[..n]);
         assert_eq!(
             got,
-            format!("<190>1 2016-03-08T02:43:26.693600+00:00 {drain} app web.1 - - udp {i}")
+            format!("<190>1 2016-03-08T02:43:26.693600+00:00 {drain} app web.1 - - udp {i}\n")
         );
     }
     s.stop().await;
@@ -394,7 +606,7 @@ async fn http_drain_headers_framing_and_retry_on_429() {
     assert_eq!(delivered.len(), 20);
     assert_eq!(
         delivered[0],
-        "<190>1 2016-03-08T02:43:26.693600+00:00 host app web.1 - over http 0"
+        "<190>1 2016-03-08T02:43:26.693600+00:00 host app web.1 - over http 0\n"
     );
     s.stop().await;
 }
@@ -650,4 +862,232 @@ async fn graceful_shutdown_flushes_drain_buffers() {
         "{buffered} were buffered at shutdown"
     );
     drop(dir);
+}
+
+/// Forwards every connection to `to`, like a proxy the router cannot see through.
+async fn forwarder(to: std::net::SocketAddr) -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut a, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut b) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A drain that posts an app's lines back into the same app is a loop (every line comes
+/// back, forever): refused when added if its URL is our own HTTP input with a token of the
+/// app, and, when it gets there another way (a proxy), refused at ingest by its
+/// `Logplex-Drain-Token`, counted, never stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_into_its_own_app_is_refused_when_added_and_at_ingest() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    let other = s.create_app("other").await;
+    let input = s.addrs.http.unwrap();
+    let port = input.port();
+    for url in [
+        format!("http://x:{token}@127.0.0.1:{port}/logs"),
+        format!("http://:{token}@localhost:{port}/logs"),
+        format!("http://x:{token}@0.0.0.0:{port}/logs"),
+    ] {
+        let (st, body) = request(
+            &s.api(),
+            "POST",
+            "/v2/channels/demo/drains",
+            Some(&serde_json::json!({ "url": url }).to_string()),
+        )
+        .await;
+        assert_eq!(st, 422, "{url}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let msg = v["message"].as_str().unwrap();
+        assert!(
+            msg.contains("would send every line of demo back into demo") && !msg.contains(&token),
+            "{msg}"
+        );
+    }
+    // Into another app, or another port: not a loop of this app.
+    add_drain(
+        &s,
+        "demo",
+        &format!("http://x:{other}@127.0.0.1:{port}/logs"),
+    )
+    .await;
+    // Through a proxy the router cannot see through: accepted when added ...
+    let via = forwarder(input).await;
+    add_drain(
+        &s,
+        "demo",
+        &format!("http://x:{token}@127.0.0.1:{via}/logs"),
+    )
+    .await;
+    send_lines(&s, &token, "once", 3).await;
+    // ... the lines reach "other" through the first drain, but those coming back into demo
+    // are refused: demo keeps exactly its 3 lines.
+    s.wait_history("other", |h| h.len() >= 3).await;
+    let refused = || async {
+        let m = request(&s.api(), "GET", "/metrics", None).await.1;
+        m.lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "logplex_messages_rejected_total{input=\"http\",reason=\"drain_loop\"} ",
+                )
+            })
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refused().await < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = refused().await;
+    assert!(first >= 3, "{first}");
+    // The drain, refused, backs off: its L10 is not sent back in a tight loop.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = refused().await;
+    assert!(later - first <= 5, "{first} then {later} a second later");
+    let h = s.history("demo", 100).await;
+    assert_eq!(h.len(), 3, "{h:?}");
+    assert_eq!(s.history("other", 100).await.len(), 3);
+    // Removed first, so that shutdown does not spend its flush deadline on them.
+    let (_, body) = request(&s.api(), "GET", "/v2/channels/demo/drains", None).await;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    for d in list {
+        let path = format!("/v2/channels/demo/drains/{}", d["id"].as_str().unwrap());
+        assert_eq!(request(&s.api(), "DELETE", &path, None).await.0, 204);
+    }
+    s.stop().await;
+}
+
+/// A receiver that refuses every batch (4xx) is not sent the next one in a tight loop (each
+/// refusal waits a backoff), and at shutdown the drain gives up on it within the flush
+/// deadline instead of holding the exit up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_refuses_everything_is_not_hammered_nor_holds_up_shutdown() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    let sink = HttpSink::start(|_| 400).await;
+    add_drain(&s, "demo", &sink.url("/")).await;
+    send_lines(&s, &token, "refused", 5).await;
+    sink.wait(5, |r| !r.is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let n = sink.requests().len();
+    assert!(
+        n <= 6,
+        "{n} requests within a second to a receiver that refuses all"
+    );
+    let t = Instant::now();
+    s.stop().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}
+
+/// The status of each drain, as `GET /v2/channels/NAME/drains` shows it.
+async fn drain_statuses(s: &TestServer, app: &str) -> Vec<serde_json::Value> {
+    let (st, body) = request(&s.api(), "GET", &format!("/v2/channels/{app}/drains"), None).await;
+    assert_eq!(st, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Polls the drain listing until the drain whose URL contains `url` satisfies `pred`
+/// (bounded: 10 s); returns its status.
+async fn wait_status(
+    s: &TestServer,
+    url: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = drain_statuses(s, "demo").await;
+        let d = list
+            .iter()
+            .find(|d| d["url"].as_str().unwrap().contains(url))
+            .unwrap_or_else(|| panic!("no drain {url} in {list:?}"))
+            .clone();
+        if pred(&d["status"]) || Instant::now() > deadline {
+            return d["status"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Each drain tells how it is doing: a healthy one is `connected` with what it sent; one
+/// whose host does not resolve, whose port refuses, or whose receiver refuses its batches is
+/// `failing` with the reason and when; drops and lines waiting are counted per drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_status_tells_a_healthy_drain_from_failing_ones() {
+    let s = TestServer::start_with(|c| {
+        c.drains.buffer_lines = 10;
+        c.drains.max_per_channel = 10;
+    })
+    .await;
+    let token = s.create_app("demo").await;
+    let ok = HttpSink::start(|_| 200).await;
+    let refusing = HttpSink::start(|_| 403).await;
+    let closed = free_port();
+    add_drain(&s, "demo", &ok.url("/ok")).await;
+    add_drain(&s, "demo", &refusing.url("/refused")).await;
+    add_drain(&s, "demo", "syslog://no-such-host.invalid:514").await;
+    add_drain(&s, "demo", &format!("http://127.0.0.1:{closed}/closed")).await;
+    // Before any line: the bad name is already failing, the others have not been tried.
+    let st = wait_status(&s, "no-such-host", |st| st["state"] == "failing").await;
+    assert_eq!(st["state"], "failing", "{st}");
+    let err = st["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("no-such-host.invalid") && err.contains("resolve"),
+        "{err}"
+    );
+    assert!(
+        st["last_error_at"].as_str().unwrap().ends_with("+00:00"),
+        "{st}"
+    );
+    let st = wait_status(&s, "/ok", |_| true).await;
+    assert_eq!(st["state"], "connecting", "{st}");
+
+    send_lines(&s, &token, "status", 5).await;
+    let st = wait_status(&s, "/ok", |st| st["sent"] == 5).await;
+    assert_eq!(
+        st,
+        serde_json::json!({"state": "connected", "last_error": null, "last_error_at": null,
+                           "sent": 5, "dropped": 0, "lag_lines": 0})
+    );
+    let st = wait_status(&s, "/refused", |st| st["state"] == "failing").await;
+    assert_eq!(st["state"], "failing", "{st}");
+    assert_eq!(st["last_error"], "batch refused with HTTP 403", "{st}");
+    assert_eq!(st["dropped"], 5, "{st}");
+    let st = wait_status(&s, "/closed", |st| st["state"] == "failing").await;
+    assert!(
+        st["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{st}"
+    );
+    // The unresolvable syslog drain holds at most its buffer; the rest is dropped.
+    send_lines(&s, &token, "more", 50).await;
+    let st = wait_status(&s, "no-such-host", |st| st["dropped"] == 45).await;
+    assert_eq!(
+        (&st["dropped"], &st["lag_lines"]),
+        (&45.into(), &10.into()),
+        "{st}"
+    );
+    assert!(
+        st["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-host.invalid"),
+        "{st}"
+    );
+    for d in drain_statuses(&s, "demo").await {
+        let path = format!("/v2/channels/demo/drains/{}", d["id"].as_str().unwrap());
+        assert_eq!(request(&s.api(), "DELETE", &path, None).await.0, 204);
+    }
+    s.stop().await;
 }

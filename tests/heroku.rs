@@ -348,10 +348,12 @@ async fn heroku_cli_inside_netns() {
     );
 
     // Drains: add (and a duplicate), list, remove by URL, list again.
+    // The password is never shown back (`***`); removal takes the URL as given.
     let url = "https://user:secret@127.0.0.1:1/logs?app=demo&x=1";
+    let shown = "https://user:***@127.0.0.1:1/logs?app=demo&x=1";
     let r = heroku(&cli, &api, home, &["drains:add", url, "-a", "demo"]).await;
     assert!(r.ok, "{}", r.stderr);
-    assert_eq!(r.stdout, format!("Successfully added drain {url}\n"));
+    assert_eq!(r.stdout, format!("Successfully added drain {shown}\n"));
     let dup = heroku(&cli, &api, home, &["drains:add", url, "-a", "demo"]).await;
     assert!(!dup.ok);
     assert!(
@@ -368,11 +370,11 @@ async fn heroku_cli_inside_netns() {
 
     let r = heroku(&cli, &api, home, &["drains", "-a", "demo"]).await;
     assert!(r.ok, "{}", r.stderr);
-    assert_eq!(r.stdout, format!("=== Drains\n\n{url} ({token})\n"));
+    assert_eq!(r.stdout, format!("=== Drains\n\n{shown} ({token})\n"));
 
     let r = heroku(&cli, &api, home, &["drains:remove", url, "-a", "demo"]).await;
     assert!(r.ok, "{}", r.stderr);
-    assert_eq!(r.stdout, format!("Successfully removed drain {url}\n"));
+    assert_eq!(r.stdout, format!("Successfully removed drain {shown}\n"));
     let r = heroku(&cli, &api, home, &["drains", "-a", "demo"]).await;
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(r.stdout, "");
@@ -505,7 +507,7 @@ async fn platform_api_shapes_and_errors() {
     )
     .await;
     assert_eq!(st, 200, "{b}");
-    assert!(b.contains("https://u:p@127.0.0.1:1/x?y=1"), "{b}");
+    assert!(b.contains("\"https://u:***@127.0.0.1:1/x?y=1\""), "{b}");
     s.stop().await;
 }
 

@@ -322,6 +322,50 @@ async fn tcp_bad_frames_are_skipped_and_the_connection_kept() {
     s.stop().await;
 }
 
+/// One bad octet count does not swallow the stream: `9999999999 ` followed by 100,000 good
+/// frames on one connection stores all 100,000; the count is counted once and the
+/// connection stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_implausible_count_is_skipped_and_every_frame_after_it_stored() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    let n = 100_000;
+    let mut stream = String::with_capacity(n * 100);
+    stream += "9999999999 ";
+    for i in 0..n {
+        stream += &octet(&frame(&token, "web.1", &format!("good {i}")));
+    }
+    let mut c = connect(s.addrs.tcp.unwrap()).await;
+    c.write_all(stream.as_bytes()).await.unwrap();
+    let last = format!("]: good {}", n - 1);
+    let h = s
+        .wait_history("demo", |h| h.last().is_some_and(|l| l.ends_with(&last)))
+        .await;
+    assert!(
+        h.last().is_some_and(|l| l.ends_with(&last)),
+        "{:?}",
+        h.last()
+    );
+    let (_, metrics) = request(&s.api(), "GET", "/metrics", None).await;
+    for needle in [
+        format!("logplex_messages_received_total{{input=\"tcp\"}} {n}"),
+        "logplex_messages_rejected_total{input=\"tcp\",reason=\"bad_count\"} 1".to_string(),
+    ] {
+        assert!(metrics.contains(&needle), "{needle} not in\n{metrics}");
+    }
+    // The connection is still open and usable.
+    c.write_all(octet(&frame(&token, "web.1", "after")).as_bytes())
+        .await
+        .unwrap();
+    let h = s
+        .wait_history("demo", |h| {
+            h.last().is_some_and(|l| l.ends_with("]: after"))
+        })
+        .await;
+    assert!(h.last().unwrap().ends_with("]: after"));
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unrecoverable_count_closes_only_that_connection() {
     let s = TestServer::start().await;

@@ -329,3 +329,170 @@ async fn a_line_cannot_inject_sse_fields() {
     assert!(seen.contains("data: id: 99999"), "{seen:?}");
     s.stop().await;
 }
+
+/// Reads a chunked text stream to its end (bounded); returns the text and whether it ended.
+async fn read_to_end(r: &mut BufReader<tokio::net::TcpStream>, secs: u64) -> (String, bool) {
+    let mut all = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(secs), async {
+        let mut chunk = [0u8; 65536];
+        loop {
+            match r.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    all.extend_from_slice(&chunk[..n]);
+                    // The last chunk of a chunked body.
+                    if all.ends_with(b"0\r\n\r\n") {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&all).into_owned(), ended)
+}
+
+/// A session is bound to the channel it was made for: when the app is destroyed its open
+/// streams end and its URL answers 404, and an app created again under the same name is
+/// never visible through it (nor through a session of the Heroku API).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_with_their_app_and_never_see_a_new_one_of_the_same_name() {
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    send_tcp(&s, &token, &[("web.1", "old app")]).await;
+    s.wait_history("demo", |h| h.len() == 1).await;
+    let tail = s.session(r#"{"channel":"demo","tail":true}"#).await;
+    let later = s.session(r#"{"channel":"demo","tail":true}"#).await;
+    let (st, body) = request(
+        &s.api(),
+        "POST",
+        "/apps/demo/log-sessions",
+        Some(r#"{"tail":true}"#),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let heroku = v["logplex_url"].as_str().unwrap().to_string();
+    let mut open = open_stream(&tail, "Accept: text/event-stream\r\n").await;
+    read_until(&mut open, "app[web.1]: old app").await;
+
+    let (st, _) = request(&s.api(), "DELETE", "/v2/channels/demo", None).await;
+    assert_eq!(st, 204);
+    let (rest, ended) = read_to_end(&mut open, 5).await;
+    assert!(ended, "the open stream did not end with its app: {rest:?}");
+
+    let token = s.create_app("demo").await;
+    send_tcp(&s, &token, &[("web.1", "new app")]).await;
+    s.wait_history("demo", |h| h.len() == 1).await;
+    for url in [&tail, &later, &heroku] {
+        let (st, body) = request_with(url, "GET", "", None, &[]).await;
+        assert_eq!(st, 404, "{url}: {body}");
+        assert!(!body.contains("new app"), "{body}");
+    }
+    // A new session sees the new app only.
+    let h = s.history("demo", 10).await;
+    assert_eq!(h.len(), 1);
+    assert!(h[0].ends_with("app[web.1]: new app"), "{h:?}");
+    s.stop().await;
+}
+
+/// Every line a tail loses is counted and told by L11, whichever receive path lost it: lines
+/// seen plus the L11 counts add up to the lines sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_tail_accounts_for_every_line() {
+    let s = TestServer::start_with(|c| c.buffers.tail_lines = 16).await;
+    let token = s.create_app("demo").await;
+    let url = s.session(r#"{"channel":"demo","tail":true}"#).await;
+    let mut r = open_stream(&url, "").await;
+    let n = 30_000;
+    let mut c = connect(s.addrs.tcp.unwrap()).await;
+    let mut buf = String::new();
+    for i in 0..n {
+        buf += &octet(&frame(&token, "web.1", &format!("line {i}")));
+    }
+    c.write_all(buf.as_bytes()).await.unwrap();
+    c.shutdown().await.unwrap();
+    let text = read_until(&mut r, &format!("]: line {}\n", n - 1)).await;
+    let seen = text
+        .lines()
+        .filter(|l| l.contains("app[web.1]: line "))
+        .count();
+    let told: usize = text
+        .lines()
+        .filter_map(|l| l.split("This tail session dropped ").nth(1))
+        .map(|rest| rest.split(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert!(told > 0, "the tail never lagged; the test proves nothing");
+    assert_eq!(seen + told, n, "seen {seen} + told {told}");
+    let (_, metrics) = request(&s.api(), "GET", "/metrics", None).await;
+    assert!(
+        metrics.contains(&format!("logplex_tail_dropped_total {told}")),
+        "{metrics}"
+    );
+    s.stop().await;
+}
+
+/// Session URLs are built on `api.public_url` (default: the API's bound address), never on
+/// the request's Host header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_urls_come_from_public_url_not_the_host_header() {
+    let evil = [
+        ("host", "evil.example.com"),
+        ("authorization", &format!("Bearer {KEY}")),
+    ];
+    let s = TestServer::start().await;
+    s.create_app("demo").await;
+    let (st, body) = request_with(
+        &s.api(),
+        "POST",
+        "/v2/sessions",
+        Some(r#"{"channel":"demo"}"#),
+        &evil,
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("http://{}/sessions/", s.addrs.api)),
+        "{body}"
+    );
+    s.stop().await;
+
+    let s = TestServer::start_with(|c| c.api.public_url = "https://logs.example.com/".into()).await;
+    s.create_app("demo").await;
+    let (st, body) = request_with(
+        &s.api(),
+        "POST",
+        "/v2/sessions",
+        Some(r#"{"channel":"demo"}"#),
+        &evil,
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let url = v["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("https://logs.example.com/sessions/"),
+        "{url}"
+    );
+    let (st, body) = request_with(
+        &s.api(),
+        "POST",
+        "/apps/demo/log-sessions",
+        Some("{}"),
+        &evil,
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let url = v["logplex_url"].as_str().unwrap();
+    assert!(
+        url.starts_with("https://logs.example.com/sessions/"),
+        "{url}"
+    );
+    s.stop().await;
+}

@@ -3,7 +3,9 @@
 //!
 //! The codec only cuts frames; it does not parse them (see [`crate::rfc5424`]). Frames are
 //! `Bytes` split off the read buffer, so nothing is copied. Oversized frames are skipped as
-//! they stream in, without being buffered, and every error says whether the stream can go on.
+//! they stream in, without being buffered; after an implausible octet count the codec
+//! scans forward to the next frame start, as rsyslog does; every error says whether the
+//! stream can go on.
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::fmt;
@@ -15,6 +17,11 @@ pub const DEFAULT_MAX_FRAME: usize = 10240;
 /// Most digits an octet count may have: 10 digits is already far beyond any frame limit, and
 /// more would only be a way to make us parse a huge number.
 pub const MAX_COUNT_DIGITS: usize = 10;
+
+/// An octet count over this many times the frame limit is not an over-long frame but a
+/// broken count (a sender's bug, a stray number): trusting it would discard that many bytes
+/// of good frames after it, so the codec looks for the next frame start instead.
+pub const IMPLAUSIBLE_FACTOR: usize = 64;
 
 /// One step of decoding: a frame, or a frame that was skipped (the stream goes on).
 #[derive(Debug)]
@@ -36,8 +43,17 @@ pub enum FrameError {
         /// The codec's `max_frame`.
         limit: usize,
     },
-    /// The octet count was not a valid count (leading zero, sign, too many digits...).
+    /// The octet count was not a valid count (leading zero, sign, no space after it).
     BadCount,
+    /// The octet count is implausible (over [`IMPLAUSIBLE_FACTOR`] × the frame limit, or
+    /// more than [`MAX_COUNT_DIGITS`] digits): the bytes up to the next frame start (a `<`
+    /// after a LF, or digits, SP and `<`) are discarded, as rsyslog does.
+    ImplausibleCount {
+        /// The count, when it had at most [`MAX_COUNT_DIGITS`] digits.
+        count: Option<u64>,
+        /// The codec's `max_frame`.
+        limit: usize,
+    },
     /// A byte that starts neither framing.
     BadStart(u8),
     /// The stream ended inside an octet-counted frame (or its count).
@@ -56,7 +72,9 @@ impl FrameError {
     /// cannot (a broken octet count, a truncated frame, I/O), the connection should be closed.
     pub fn can_continue(&self) -> bool {
         match self {
-            FrameError::TooLong { .. } | FrameError::BadStart(_) => true,
+            FrameError::TooLong { .. }
+            | FrameError::BadStart(_)
+            | FrameError::ImplausibleCount { .. } => true,
             FrameError::BadCount | FrameError::Truncated { .. } | FrameError::Io(_) => false,
         }
     }
@@ -73,7 +91,14 @@ impl fmt::Display for FrameError {
                 "line has no line feed within {limit} bytes and was skipped up to the next one"
             ),
             FrameError::BadCount => f.write_str(
-                "octet count is not a valid length (a leading zero, a sign, more than 10 digits or no space after it), so the stream cannot be resynchronised",
+                "octet count is not a valid length (a leading zero, a sign or no space after it), so the stream cannot be resynchronised",
+            ),
+            FrameError::ImplausibleCount { count: Some(n), limit } => write!(
+                f,
+                "octet count {n} is implausible (over {IMPLAUSIBLE_FACTOR} times the frame limit of {limit} bytes); skipped to the next frame start"
+            ),
+            FrameError::ImplausibleCount { count: None, .. } => f.write_str(
+                "octet count has more than 10 digits and is implausible; skipped to the next frame start",
             ),
             FrameError::BadStart(b) => write!(
                 f,
@@ -174,6 +199,15 @@ pub struct SyslogCodec {
     /// How far the current newline frame was already searched for LF, so that a slow line
     /// is not rescanned from its start on every read.
     line_scanned: usize,
+    /// After an implausible count: looking for the next frame start (see [`Self::resync`]).
+    resync: bool,
+    /// Resynchronising, and still inside a run of more than 10 digits (no count).
+    resync_digits: bool,
+    /// That run is the implausible count itself: the SP after it ends the count.
+    resync_in_count: bool,
+    /// Resynchronising right after the implausible count and its SP: a `<` here starts a
+    /// line (the count was wrong, the message may not be).
+    resync_fresh: bool,
 }
 
 impl SyslogCodec {
@@ -184,7 +218,89 @@ impl SyslogCodec {
             skip_remaining: 0,
             skip_line: false,
             line_scanned: 0,
+            resync: false,
+            resync_digits: false,
+            resync_in_count: false,
+            resync_fresh: false,
         }
+    }
+
+    /// Discards bytes up to the next plausible frame start, as rsyslog does after a framing
+    /// error: a `<` after a LF (a line), or 1 to 10 digits (no leading zero) after a
+    /// non-digit, then SP and `<` (an octet-counted frame). Returns whether one was found
+    /// (it is then at the start of `src`); otherwise keeps only a tail that may begin one.
+    fn resync(&mut self, src: &mut BytesMut) -> bool {
+        if self.resync_digits {
+            let run = src.iter().take_while(|b| b.is_ascii_digit()).count();
+            src.advance(run);
+            if src.is_empty() {
+                return false;
+            }
+            self.resync_digits = false;
+            if std::mem::take(&mut self.resync_in_count) && src[0] == b' ' {
+                src.advance(1);
+                self.resync_fresh = true;
+            }
+        }
+        if self.resync_fresh {
+            match src.first() {
+                None => return false,
+                Some(b'<') => {
+                    self.resync = false;
+                    self.resync_fresh = false;
+                    return true;
+                }
+                Some(_) => self.resync_fresh = false,
+            }
+        }
+        let mut from = 0;
+        while let Some(i) = memchr::memchr(b'<', &src[from..]).map(|i| from + i) {
+            from = i + 1;
+            if i == 0 {
+                continue;
+            }
+            if src[i - 1] == b'\n' {
+                src.advance(i);
+                self.resync = false;
+                return true;
+            }
+            if src[i - 1] != b' ' {
+                continue;
+            }
+            let digits = src[..i - 1]
+                .iter()
+                .rev()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            let start = i - 1 - digits;
+            // Bytes before `src` were never digits of a count (see `resync_digits`).
+            if (1..=MAX_COUNT_DIGITS).contains(&digits) && src[start] != b'0' {
+                src.advance(start);
+                self.resync = false;
+                return true;
+            }
+        }
+        // Keep what may still become a frame start: a LF, or up to 10 digits (and their SP)
+        // after a non-digit. A longer run of digits is no count: skip the rest of it.
+        let len = src.len();
+        let sp = usize::from(src.last() == Some(&b' '));
+        let digits = src[..len - sp]
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let keep = if src.last() == Some(&b'\n') {
+            1
+        } else if digits > MAX_COUNT_DIGITS {
+            self.resync_digits = sp == 0;
+            0
+        } else if digits > 0 {
+            digits + sp
+        } else {
+            0
+        };
+        src.advance(len - keep);
+        false
     }
 
     /// The frame limit this codec enforces.
@@ -215,6 +331,9 @@ impl Decoder for SyslogCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Decoded>, FrameError> {
         loop {
+            if self.resync && !self.resync(src) {
+                return Ok(None);
+            }
             if self.skip_remaining > 0 {
                 let n = self.skip_remaining.min(src.len());
                 src.advance(n);
@@ -285,7 +404,30 @@ impl Decoder for SyslogCodec {
                 }
                 Some(b'0'..=b'9' | b'+' | b'-') => match octet_count(src) {
                     Count::Incomplete => return Ok(None),
+                    Count::Bad(CountProblem::TooManyDigits) => {
+                        src.advance(MAX_COUNT_DIGITS);
+                        self.resync = true;
+                        self.resync_digits = true;
+                        self.resync_in_count = true;
+                        let e = FrameError::ImplausibleCount {
+                            count: None,
+                            limit: self.max_frame,
+                        };
+                        return Ok(Some(Decoded::Skipped(e)));
+                    }
                     Count::Bad(_) => return Err(FrameError::BadCount),
+                    Count::Len { len, header }
+                        if len > self.max_frame.saturating_mul(IMPLAUSIBLE_FACTOR) =>
+                    {
+                        src.advance(header);
+                        self.resync = true;
+                        self.resync_fresh = true;
+                        let e = FrameError::ImplausibleCount {
+                            count: Some(len as u64),
+                            limit: self.max_frame,
+                        };
+                        return Ok(Some(Decoded::Skipped(e)));
+                    }
                     Count::Len { len, header } if len > self.max_frame => {
                         src.advance(header);
                         self.skip_remaining = len;
@@ -320,9 +462,18 @@ impl Decoder for SyslogCodec {
             return Ok(Some(d));
         }
         // Whatever is left is dropped now: FramedRead treats leftover bytes as an error.
+        let resyncing = std::mem::take(&mut self.resync);
+        self.resync_digits = false;
+        self.resync_in_count = false;
+        self.resync_fresh = false;
         self.skip_remaining = 0;
         self.skip_line = false;
         self.line_scanned = 0;
+        if resyncing {
+            // No frame start came after the implausible count: nothing more to report.
+            src.clear();
+            return Ok(None);
+        }
         let out = match src.first() {
             None => Ok(None),
             Some(b'<') => {

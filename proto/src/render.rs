@@ -2,7 +2,9 @@
 //! a `BytesMut` without intermediate `String`s.
 //!
 //! Each renderer appends to `out` and computes octet counts before writing, so a frame is
-//! written once, in place. Fields that are empty render as the NILVALUE `-`.
+//! written once, in place. Fields that are empty render as the NILVALUE `-`. Every drain
+//! frame (and every notice a drain carries, such as L10) ends with one LF counted in its
+//! octet length, unless MSG already ends with one.
 
 use bytes::BytesMut;
 
@@ -68,8 +70,13 @@ pub fn decimal_len(mut n: u64) -> usize {
 }
 
 /// Appends `n` in decimal, without allocating.
-pub fn write_u64(out: &mut BytesMut, mut n: u64) {
+pub fn write_u64(out: &mut BytesMut, n: u64) {
     let mut buf = [0u8; 20];
+    out.extend_from_slice(u64_into(&mut buf, n));
+}
+
+/// Formats `n` in decimal into a stack buffer.
+fn u64_into(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -79,7 +86,7 @@ pub fn write_u64(out: &mut BytesMut, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&buf[i..]);
+    &buf[i..]
 }
 
 /// Appends `<PRI>1 ` and the given header fields, each followed by SP. Returns nothing; the
@@ -99,9 +106,16 @@ fn header_len(pri: u8, fields: &[&[u8]]) -> usize {
     1 + decimal_len(u64::from(pri)) + 3 + fields.iter().map(|f| field(f).len() + 1).sum::<usize>()
 }
 
-/// Writes `<PRI>1 FIELD… MSG`, octet-counted when `framed`.
-fn frame(out: &mut BytesMut, framed: bool, pri: u8, fields: &[&[u8]], msg: &[u8]) {
-    let len = header_len(pri, fields) + msg.len();
+/// Does a drain frame of `msg` need the LF that ends every drain frame? Not when MSG already
+/// ends with one (Logplex's `nl/1`).
+fn needs_lf(msg: &[u8]) -> bool {
+    msg.last() != Some(&b'\n')
+}
+
+/// Writes `<PRI>1 FIELD… MSG`, then LF when `lf`; octet-counted (the LF included in the
+/// count) when `framed`.
+fn frame(out: &mut BytesMut, framed: bool, pri: u8, fields: &[&[u8]], msg: &[u8], lf: bool) {
+    let len = header_len(pri, fields) + msg.len() + usize::from(lf);
     out.reserve(len + 11);
     if framed {
         write_u64(out, len as u64);
@@ -109,13 +123,42 @@ fn frame(out: &mut BytesMut, framed: bool, pri: u8, fields: &[&[u8]], msg: &[u8]
     }
     write_header(out, pri, fields);
     out.extend_from_slice(msg);
+    if lf {
+        out.extend_from_slice(b"\n");
+    }
 }
 
-/// Syslog drain message `<PRI>1 TIME d.TOKEN SOURCE PROCID - - MSG`; octet-counted
-/// (`LEN ` prefix) when `framed`, bare for UDP.
+/// An RFC 5424 message with nil MSGID and STRUCTURED-DATA as a sender writes it (log-shuttle
+/// and `logplex shuttle`: `<PRI>1 TIME HOSTNAME APP-NAME PROCID - - MSG`), octet-counted when
+/// `framed`. Nothing is added after MSG: this is the input side, not a drain frame (see
+/// [`syslog_drain`]).
+#[allow(clippy::too_many_arguments)]
+pub fn syslog_message(
+    out: &mut BytesMut,
+    framed: bool,
+    pri: u8,
+    timestamp: &[u8],
+    hostname: &[u8],
+    app_name: &[u8],
+    procid: &[u8],
+    msg: &[u8],
+) {
+    frame(
+        out,
+        framed,
+        pri,
+        &[timestamp, hostname, app_name, procid, b"-", b"-"],
+        msg,
+        false,
+    );
+}
+
+/// Syslog drain frame `<PRI>1 TIME d.TOKEN SOURCE PROCID - - MSG LF`; octet-counted (`LEN `
+/// prefix, the LF counted) when `framed`, bare for UDP.
 ///
 /// The drain token stands in HOSTNAME so that the receiver can tell drains apart, as
-/// Logplex does. MSG is sent as stored, bytes and all.
+/// Logplex does. MSG is sent as stored, bytes and all, followed by one LF unless it already
+/// ends with one (as Logplex did), so receivers that split on LF see one line per message.
 #[allow(clippy::too_many_arguments)]
 pub fn syslog_drain(
     out: &mut BytesMut,
@@ -133,12 +176,15 @@ pub fn syslog_drain(
         pri,
         &[timestamp, drain_token, source, procid, b"-", b"-"],
         msg,
+        needs_lf(msg),
     );
 }
 
-/// HTTPS drain frame (Heroku's format): `LEN <PRI>1 TIME host SOURCE PROCID - MSG`.
+/// HTTPS drain frame (Heroku's format): `LEN <PRI>1 TIME host SOURCE PROCID - MSG LF`.
 ///
 /// Heroku's HTTPS drains send no STRUCTURED-DATA field: the `-` is MSGID and MSG follows it.
+/// LEN counts the LF that ends the frame (added unless MSG ends with one), as in Heroku's
+/// documented frames, so a receiver may split a batch on LF or by octet count alike.
 pub fn http_drain(
     out: &mut BytesMut,
     pri: u8,
@@ -154,40 +200,69 @@ pub fn http_drain(
         pri,
         &[timestamp, host, source, procid, b"-"],
         msg,
+        needs_lf(msg),
     );
 }
 
-/// The L10 notice a drain receives first after its buffer overflowed:
-/// `<172>1 TIME host heroku logplex - Error L10 (output buffer overflow): N messages dropped since TIME.`
-/// (octet-counted when `framed`). As Heroku's, it has no STRUCTURED-DATA field.
-pub fn l10_drain(
+/// Writes the text of the L10 notice, `Error L10 (output buffer overflow): N messages dropped
+/// since TIME.`, into `buf`; returns its length.
+fn l10_text(buf: &mut [u8; 128], dropped: u64, since_micros: i64) -> usize {
+    let mut since = [0u8; 32];
+    let since = rfc3339_micros_into(&mut since, since_micros);
+    let mut n = [0u8; 20];
+    let n = u64_into(&mut n, dropped);
+    let parts: [&[u8]; 5] = [
+        b"Error L10 (output buffer overflow): ",
+        n,
+        b" messages dropped since ",
+        since,
+        b".",
+    ];
+    let mut at = 0;
+    for p in parts {
+        buf[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+    at
+}
+
+/// The L10 notice a syslog drain receives first after its buffer overflowed, in the shape
+/// of every syslog drain frame (Logplex's TCP drains sent it so):
+/// `<172>1 TIME d.TOKEN heroku logplex - - Error L10 (output buffer overflow): N messages dropped since TIME.`
+/// and LF, octet-counted when `framed`.
+pub fn l10_syslog(
     out: &mut BytesMut,
     framed: bool,
     now_micros: i64,
-    host: &[u8],
+    drain_token: &[u8],
     dropped: u64,
     since_micros: i64,
 ) {
     let mut now = [0u8; 32];
     let now = rfc3339_micros_into(&mut now, now_micros);
-    let mut since = [0u8; 32];
-    let since = rfc3339_micros_into(&mut since, since_micros);
-    let head: &[u8] = b"Error L10 (output buffer overflow): ";
-    let mid: &[u8] = b" messages dropped since ";
-    let fields: [&[u8]; 5] = [now, host, b"heroku", b"logplex", b"-"];
-    let msg_len = head.len() + decimal_len(dropped) + mid.len() + since.len() + 1;
-    let len = header_len(172, &fields) + msg_len;
-    out.reserve(len + 11);
-    if framed {
-        write_u64(out, len as u64);
-        out.extend_from_slice(b" ");
-    }
-    write_header(out, 172, &fields);
-    out.extend_from_slice(head);
-    write_u64(out, dropped);
-    out.extend_from_slice(mid);
-    out.extend_from_slice(since);
-    out.extend_from_slice(b".");
+    let mut text = [0u8; 128];
+    let len = l10_text(&mut text, dropped, since_micros);
+    syslog_drain(
+        out,
+        framed,
+        172,
+        now,
+        drain_token,
+        b"heroku",
+        b"logplex",
+        &text[..len],
+    );
+}
+
+/// The L10 notice an HTTPS drain receives at the head of its next batch after its buffer
+/// overflowed, in Heroku's HTTPS-drain shape (no STRUCTURED-DATA):
+/// `LEN <172>1 TIME host heroku logplex - Error L10 (output buffer overflow): N messages dropped since TIME.` and LF.
+pub fn l10_http(out: &mut BytesMut, now_micros: i64, dropped: u64, since_micros: i64) {
+    let mut now = [0u8; 32];
+    let now = rfc3339_micros_into(&mut now, now_micros);
+    let mut text = [0u8; 128];
+    let len = l10_text(&mut text, dropped, since_micros);
+    http_drain(out, 172, now, b"host", b"heroku", b"logplex", &text[..len]);
 }
 
 /// The L11 session line a tail receives after it lost lines:
@@ -304,11 +379,37 @@ mod tests {
 
     #[test]
     fn overflow_notices() {
-        let body = "<172>1 2016-03-08T02:44:19.000000+00:00 host heroku logplex - Error L10 (output buffer overflow): 500 messages dropped since 2016-03-08T02:43:19.693600+00:00.";
-        assert_eq!(text(|b| l10_drain(b, false, T1, b"host", 500, T0)), body);
+        // Syslog drains: MSGID and SD are both nil, so strict RFC 5424 parsers take it.
+        let syslog = "<172>1 2016-03-08T02:44:19.000000+00:00 d.TOKEN heroku logplex - - Error L10 (output buffer overflow): 500 messages dropped since 2016-03-08T02:43:19.693600+00:00.\n";
         assert_eq!(
-            text(|b| l10_drain(b, true, T1, b"host", 500, T0)),
-            format!("{} {body}", body.len())
+            text(|b| l10_syslog(b, false, T1, b"d.TOKEN", 500, T0)),
+            syslog
+        );
+        assert_eq!(
+            text(|b| l10_syslog(b, true, T1, b"d.TOKEN", 500, T0)),
+            format!("{} {syslog}", syslog.len())
+        );
+        let m = crate::parse(syslog.as_bytes()).unwrap();
+        assert_eq!(
+            (m.pri, m.hostname, m.app_name, m.procid),
+            (172, &b"d.TOKEN"[..], &b"heroku"[..], &b"logplex"[..])
+        );
+        assert_eq!((m.msgid, m.structured_data), (&b"-"[..], &b"-"[..]));
+        assert!(m
+            .msg
+            .starts_with(b"Error L10 (output buffer overflow): 500 messages"));
+        // HTTPS drains: Heroku's shape, no SD.
+        let http = "<172>1 2016-03-08T02:44:19.000000+00:00 host heroku logplex - Error L10 (output buffer overflow): 500 messages dropped since 2016-03-08T02:43:19.693600+00:00.\n";
+        assert_eq!(
+            text(|b| l10_http(b, T1, 500, T0)),
+            format!("{} {http}", http.len())
+        );
+        assert_eq!(
+            text(|b| l10_http(b, T1, u64::MAX, T0)),
+            format!(
+                "{} <172>1 2016-03-08T02:44:19.000000+00:00 host heroku logplex - Error L10 (output buffer overflow): 18446744073709551615 messages dropped since 2016-03-08T02:43:19.693600+00:00.\n",
+                http.len() + 17
+            )
         );
         assert_eq!(
             text(|b| l11_line(b, T1, 3, T0)),
@@ -329,12 +430,18 @@ mod tests {
                 b"web.1",
                 b"hi"
             )),
-            "64 <190>1 2016-03-08T02:43:26.693600+00:00 d.TOKEN app web.1 - - hi"
+            "65 <190>1 2016-03-08T02:43:26.693600+00:00 d.TOKEN app web.1 - - hi\n"
         );
         assert_eq!(
             text(|b| syslog_drain(b, false, 0, b"", b"d.T", b"app", b"", b"")),
-            "<0>1 - d.T app - - - "
+            "<0>1 - d.T app - - - \n"
         );
+        // A MSG that already ends with LF gets no second one.
+        assert_eq!(
+            text(|b| syslog_drain(b, true, 13, b"-", b"d.T", b"a", b"-", b"x\n")),
+            "22 <13>1 - d.T a - - - x\n"
+        );
+        // Heroku's documented HTTPS-drain frame: 82 bytes of text and the LF, counted.
         assert_eq!(
             text(|b| http_drain(
                 b,
@@ -343,9 +450,18 @@ mod tests {
                 b"host",
                 b"app",
                 b"web.3",
-                b"up"
+                b"State changed from starting to up"
             )),
-            "51 <40>1 2012-11-30T06:45:29+00:00 host app web.3 - up"
+            "83 <40>1 2012-11-30T06:45:29+00:00 host app web.3 - State changed from starting to up\n"
+        );
+        assert_eq!(
+            text(|b| http_drain(b, 40, b"-", b"host", b"app", b"web.3", b"up\n")),
+            "28 <40>1 - host app web.3 - up\n"
+        );
+        // The input side (log-shuttle's frames) is not a drain frame: no LF.
+        assert_eq!(
+            text(|b| syslog_message(b, true, 190, b"-", b"host", b"t.x", b"web.1", b"hi")),
+            "30 <190>1 - host t.x web.1 - - hi"
         );
         assert_eq!(
             text(|b| session_line(b, b"TS", b"heroku", b"-", b"x")),

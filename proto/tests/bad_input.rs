@@ -73,27 +73,67 @@ fn truncated_batch_is_refused() {
 }
 
 #[test]
-fn one_gib_octet_count_is_skipped_as_it_streams() {
-    const GIB: usize = 1 << 30;
+fn an_over_long_frame_up_to_64_times_the_limit_is_skipped_as_it_streams() {
+    // 64 × 10240 bytes: still an ordinary over-long frame, skipped byte for byte.
+    const LEN: usize = 64 * 10240;
     let mut codec = SyslogCodec::default();
     let mut buf = BytesMut::new();
-    buf.extend_from_slice(format!("{GIB} ").as_bytes());
+    buf.extend_from_slice(format!("{LEN} ").as_bytes());
     match codec.decode(&mut buf) {
         Ok(Some(Decoded::Skipped(
             e @ FrameError::TooLong {
-                len: Some(GIB),
+                len: Some(LEN),
                 limit: 10240,
             },
         ))) => {
             assert!(e.can_continue());
             assert_eq!(
                 e.to_string(),
-                "frame of 1073741824 bytes is over the limit of 10240 bytes and was skipped"
+                "frame of 655360 bytes is over the limit of 10240 bytes and was skipped"
             );
         }
         other => panic!("{other:?}"),
     }
-    // Stream the GiB in 1 MiB reads: nothing comes out and nothing accumulates.
+    // Its bytes may look like frames: they are its bytes, skipped without being buffered.
+    let mut inside = Vec::new();
+    while inside.len() < LEN {
+        inside.extend_from_slice(&octet(GOOD));
+    }
+    inside.truncate(LEN);
+    for chunk in inside.chunks(1 << 16) {
+        buf.extend_from_slice(chunk);
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+        assert!(buf.is_empty());
+    }
+    buf.extend_from_slice(&octet(GOOD));
+    match codec.decode(&mut buf) {
+        Ok(Some(Decoded::Frame(f))) => assert_eq!(&f[..], GOOD),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn one_gib_octet_count_is_implausible_and_nothing_accumulates() {
+    const GIB: usize = 1 << 30;
+    let mut codec = SyslogCodec::default();
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(format!("{GIB} ").as_bytes());
+    match codec.decode(&mut buf) {
+        Ok(Some(Decoded::Skipped(
+            e @ FrameError::ImplausibleCount {
+                count: Some(1073741824),
+                limit: 10240,
+            },
+        ))) => {
+            assert!(e.can_continue());
+            assert_eq!(
+                e.to_string(),
+                "octet count 1073741824 is implausible (over 64 times the frame limit of 10240 bytes); skipped to the next frame start"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Stream a GiB of garbage in 1 MiB reads: nothing comes out and nothing accumulates.
     let chunk = vec![b'x'; 1 << 20];
     for _ in 0..1024 {
         buf.extend_from_slice(&chunk);
@@ -101,13 +141,84 @@ fn one_gib_octet_count_is_skipped_as_it_streams() {
         assert!(buf.is_empty());
         assert!(
             buf.capacity() <= 2 << 20,
-            "the skipped frame must not be buffered"
+            "the skipped bytes must not be buffered"
         );
     }
+    // The next frame start is found, even glued to the garbage.
     buf.extend_from_slice(&octet(GOOD));
     match codec.decode(&mut buf) {
         Ok(Some(Decoded::Frame(f))) => assert_eq!(&f[..], GOOD),
         other => panic!("{other:?}"),
+    }
+}
+
+/// One bad octet count does not swallow the stream: `9999999999 ` then good frames, each
+/// read size; the count is reported once and every frame after it is kept.
+#[test]
+fn an_implausible_octet_count_resynchronises_at_the_next_frame() {
+    let mut input = b"9999999999 ".to_vec();
+    for _ in 0..100 {
+        input.extend_from_slice(&octet(GOOD));
+    }
+    for chunk in [1, 2, 3, 7, 64, input.len()] {
+        let out = decode_stream(&mut SyslogCodec::default(), &input, chunk);
+        assert_eq!(
+            out[0],
+            Out::Skipped(
+                "octet count 9999999999 is implausible (over 64 times the frame limit of 10240 bytes); skipped to the next frame start".into()
+            ),
+            "chunk {chunk}"
+        );
+        assert_eq!(frames(&out), vec![GOOD; 100], "chunk {chunk}");
+        assert_eq!(out.len(), 101, "chunk {chunk}");
+    }
+}
+
+#[test]
+fn after_an_implausible_count_a_frame_starts_after_a_lf_or_at_a_count() {
+    let line = b"<13>1 - h a - - - a line";
+    let cases: Vec<(Vec<u8>, Vec<&[u8]>)> = vec![
+        // Too many digits, then a good octet frame.
+        (
+            [&b"123456789012345 "[..], &octet(GOOD)].concat(),
+            vec![GOOD],
+        ),
+        // Garbage with digits in it, a LF, then a line.
+        (
+            [
+                &b"99999999 junk 12 x <nope 0 <no 12345678901 <no\n"[..],
+                line,
+                b"\n",
+            ]
+            .concat(),
+            vec![line],
+        ),
+        // The message right after the broken count is kept (the count was wrong).
+        (
+            [&b"99999999 "[..], line, b"\n", &octet(GOOD)].concat(),
+            vec![line, GOOD],
+        ),
+        // A long digit run glued to a count is not a count.
+        (
+            [
+                &b"99999999 x1234567890123 <13>1 - - - - - - no\n"[..],
+                &octet(GOOD),
+            ]
+            .concat(),
+            vec![GOOD],
+        ),
+        // Nothing after it: the stream just ends.
+        (b"99999999 and nothing".to_vec(), vec![]),
+    ];
+    for (i, (input, want)) in cases.iter().enumerate() {
+        for chunk in [1, 3, 5, 16, input.len()] {
+            let out = decode_stream(&mut SyslogCodec::new(1000), input, chunk);
+            assert!(
+                matches!(&out[0], Out::Skipped(m) if m.contains("implausible")),
+                "case {i} chunk {chunk}: {out:?}"
+            );
+            assert_eq!(&frames(&out), want, "case {i} chunk {chunk}: {out:?}");
+        }
     }
 }
 
@@ -160,8 +271,8 @@ fn octet_count_with_sign_is_fatal() {
 }
 
 #[test]
-fn octet_count_too_many_digits_or_no_space_is_fatal() {
-    for bad in [&b"12345678901 x"[..], b"12<13>1 - - - - - -"] {
+fn octet_count_with_no_space_is_fatal() {
+    for bad in [&b"12<13>1 - - - - - -"[..], b"1x"] {
         let out = decode_stream(&mut SyslogCodec::default(), bad, 64);
         assert!(matches!(&out[..], [Out::Fatal(_)]), "{out:?}");
         assert!(matches!(

@@ -188,7 +188,8 @@ fn heroku_https_drain_docs_example() {
         b"Starting process with command `bundle exec rackup config.ru -p 24405`"
     );
 
-    // Our HTTPS drain renders exactly Heroku's bytes (with the LF Heroku counts in MSG).
+    // Our HTTPS drain renders exactly Heroku's bytes: the LF that ends the frame is added
+    // and counted, as Heroku counts it.
     let mut out = BytesMut::new();
     http_drain(
         &mut out,
@@ -197,9 +198,10 @@ fn heroku_https_drain_docs_example() {
         b"host",
         b"app",
         b"web.3",
-        b"State changed from starting to up\n",
+        b"State changed from starting to up",
     );
     assert_eq!(&out[..], &body[..out.len()]);
+    assert!(out.starts_with(b"83 ") && out.ends_with(b"up\n"));
 }
 
 #[test]
@@ -305,9 +307,13 @@ fn heroku_session_lines_round_trip() {
                 wire.to_vec()
             };
             let m = parse(&frame).unwrap();
-            // HOSTNAME carries the drain token; APP-NAME the source.
+            // HOSTNAME carries the drain token; APP-NAME the source; MSG ends with the LF of
+            // every drain frame (which lenient parsing, as intake does, trims).
             assert_eq!(m.hostname, b"d.9f7e3b4c-0e8a-4b5e-9d38-2c1f5a7b6e11");
-            assert_eq!((m.app_name, m.procid, m.msg), (source, procid, msg));
+            assert_eq!((m.app_name, m.procid), (source, procid));
+            assert_eq!(m.msg, [msg, b"\n"].concat());
+            let m = parse_lenient(&frame).unwrap();
+            assert_eq!(m.msg, msg);
             let mut again = BytesMut::new();
             session_line(&mut again, m.timestamp, m.app_name, m.procid, m.msg);
             assert_eq!(&again[..], line);

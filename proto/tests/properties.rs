@@ -45,8 +45,14 @@ proptest! {
         prop_assert_eq!(m.procid, &procid[..]);
         prop_assert_eq!(m.msgid, b"-");
         prop_assert_eq!(m.structured_data, b"-");
-        let expect: &[u8] = msg.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&msg);
-        prop_assert_eq!(m.msg, expect);
+        // MSG as stored, and the LF that ends every drain frame (unless MSG ends with one).
+        let mut expect: Vec<u8> = msg.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&msg).to_vec();
+        if !msg.ends_with(b"\n") {
+            expect.push(b'\n');
+        }
+        prop_assert_eq!(m.msg, &expect[..]);
+        prop_assert_eq!(out.last(), Some(&b'\n'));
+        prop_assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), msg.iter().filter(|&&b| b == b'\n').count() + usize::from(!msg.ends_with(b"\n")));
 
         // Framed, through the codec in odd-sized reads, gives the same message.
         let mut framed = BytesMut::new();
@@ -133,6 +139,25 @@ proptest! {
                 prop_assert!(f.len() <= max);
             }
         }
+    }
+
+    #[test]
+    fn every_frame_after_an_implausible_count_is_recovered(
+        count in 64u64 * 100 + 1..=9_999_999_999,
+        msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..100), 1..20),
+        chunk in 1usize..64,
+    ) {
+        // Syslog messages start with `<` (PRI): what the resynchronisation looks for.
+        let msgs: Vec<Vec<u8>> = msgs.into_iter().map(|m| [&b"<"[..], &m].concat()).collect();
+        let mut input = format!("{count} ").into_bytes();
+        for m in &msgs {
+            input.extend_from_slice(format!("{} ", m.len()).as_bytes());
+            input.extend_from_slice(m);
+        }
+        let out = decode_stream(&mut SyslogCodec::new(100), &input, chunk);
+        prop_assert!(matches!(&out[0], common::Out::Skipped(m) if m.contains("implausible")), "{:?}", out[0]);
+        let want: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
+        prop_assert_eq!(common::frames(&out), want);
     }
 
     #[test]

@@ -124,7 +124,9 @@ impl AlertManager {
             metrics: ctx.metrics.clone(),
         });
         let deliveries = Deliveries {
-            client: webhook::client(),
+            clients: webhook::Clients::new(&crate::drain::tls::Tls::new(
+                ctx.config.drains.tls_ca_file.as_deref(),
+            )?),
             slots: Arc::new(Semaphore::new(DELIVERIES)),
             tasks: ctx.tasks.clone(),
             shutdown: ctx.shutdown.clone(),
@@ -334,7 +336,7 @@ impl Tap for AlertTap {
 
 /// What the notification task needs to start webhook deliveries.
 struct Deliveries {
-    client: webhook::HttpClient,
+    clients: webhook::Clients,
     slots: Arc<Semaphore>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -411,7 +413,7 @@ async fn notify_loop(mut rx: mpsc::Receiver<Notice>, d: Deliveries) {
         if let Some(ch) = n.watch.channel.upgrade() {
             ch.push([Line::internal("heroku", "alerts", &text)]);
         }
-        let Some(url) = rule.webhook.clone() else {
+        let Some(target) = rule.webhook.clone() else {
             continue;
         };
         // Deliveries run beside each other, so a dead webhook delays no other alert.
@@ -421,11 +423,12 @@ async fn notify_loop(mut rx: mpsc::Receiver<Notice>, d: Deliveries) {
             continue;
         };
         let body = webhook_body(&n.watch, &n.snap);
-        let (client, stop) = (d.client.clone(), d.shutdown.clone());
+        let (clients, stop) = (d.clients.clone(), d.shutdown.clone());
         let (ok, refused, failed) = (d.delivered.clone(), d.refused.clone(), d.failed.clone());
         d.tasks.spawn(async move {
             let _slot = slot;
-            match webhook::deliver(&client, &url, body, &stop).await {
+            let url = &target.redacted;
+            match webhook::deliver(&clients, &target, body, &stop).await {
                 webhook::Outcome::Delivered { .. } => ok.inc(),
                 webhook::Outcome::Refused(status) => {
                     refused.inc();

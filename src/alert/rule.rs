@@ -15,12 +15,19 @@ pub enum RuleError {
     App(String),
     NoMatcher,
     BothMatchers,
-    Regex { regex: String, reason: String },
-    Predicate { text: String, reason: String },
+    Regex {
+        regex: String,
+        reason: String,
+    },
+    Predicate {
+        text: String,
+        reason: String,
+    },
     Threshold,
     Window(String),
     Cooldown(String),
-    Webhook { url: String, reason: &'static str },
+    /// The webhook URL is not usable; the sentence says why.
+    Webhook(String),
 }
 
 impl fmt::Display for RuleError {
@@ -50,7 +57,7 @@ impl fmt::Display for RuleError {
             RuleError::Cooldown(c) => {
                 write!(f, "Cooldown {c:?} must be a duration, like \"0s\" or \"5m\".")
             }
-            RuleError::Webhook { url, reason } => write!(f, "Webhook {url:?} {reason}."),
+            RuleError::Webhook(why) => write!(f, "Webhook: {why}"),
         }
     }
 }
@@ -353,26 +360,10 @@ pub fn check_name(name: &str) -> Result<(), RuleError> {
     }
 }
 
-/// Checks a webhook URL: `http://host[:port]/path`. https is refused until logplex has a
-/// TLS client for webhooks, so that a rule never silently fails to deliver.
-pub fn check_webhook(url: &str) -> Result<hyper::Uri, RuleError> {
-    let bad = |reason| RuleError::Webhook {
-        url: url.to_string(),
-        reason,
-    };
-    if url.starts_with("https://") {
-        return Err(bad(
-            "uses https, which alert webhooks do not support yet; use an http:// URL",
-        ));
-    }
-    if !url.starts_with("http://") {
-        return Err(bad("must be an http:// URL"));
-    }
-    let uri: hyper::Uri = url.parse().map_err(|_| bad("is not a valid URL"))?;
-    if uri.host().map_or(true, str::is_empty) {
-        return Err(bad("has no host"));
-    }
-    Ok(uri)
+/// Checks a webhook URL as drain URLs are checked (http:// or https://, a host, a port from
+/// 1 to 65535; userinfo becomes Basic auth).
+pub fn check_webhook(url: &str) -> Result<crate::alert::webhook::Target, RuleError> {
+    crate::alert::webhook::Target::parse(url).map_err(RuleError::Webhook)
 }
 
 /// A rule ready to run.
@@ -389,7 +380,7 @@ pub struct Rule {
     pub threshold: u64,
     pub window: Duration,
     pub cooldown: Duration,
-    pub webhook: Option<hyper::Uri>,
+    pub webhook: Option<crate::alert::webhook::Target>,
 }
 
 impl Rule {
@@ -624,16 +615,21 @@ mod tests {
         );
         assert_eq!(
             bad(&|s| s.webhook = Some("ftp://example.com/hook".into())),
-            r#"Webhook "ftp://example.com/hook" must be an http:// URL."#
+            r#"Webhook: Scheme "ftp" is not supported; use http:// or https://."#
         );
         assert_eq!(
-            bad(&|s| s.webhook = Some("https://example.com/hook".into())),
-            r#"Webhook "https://example.com/hook" uses https, which alert webhooks do not support yet; use an http:// URL."#
+            bad(&|s| s.webhook = Some("http://example.com:0/hook".into())),
+            r#"Webhook: Port 0 is not a port to send to."#
         );
         assert_eq!(
             bad(&|s| s.webhook = Some("http://".into())),
-            r#"Webhook "http://" is not a valid URL."#
+            r#"Webhook: "http://" is not a URL (empty host)."#
         );
+        let mut https = spec(Some("status>=500"), None);
+        https.webhook = Some("https://user:p+w@example.com/hook".into());
+        let w = Rule::compile(&https, "api").unwrap().webhook.unwrap();
+        assert_eq!(w.endpoint, "https://example.com/hook");
+        assert_eq!(w.redacted, "https://user:***@example.com/hook");
         assert_eq!(
             bad(&|s| s.name = "5xx alerts".into()),
             r#"Alert name "5xx alerts" must be 1 to 64 letters, digits, dots, dashes or underscores, starting with a letter or digit."#

@@ -1,10 +1,15 @@
-//! Webhook delivery: one JSON POST per notification over plain HTTP, with a 5 s timeout per
-//! attempt and bounded retries with exponential backoff. Runs in the alert tasks, never on
-//! the ingest path; gives up at shutdown.
+//! Webhook delivery: one JSON POST per notification over HTTP or HTTPS (certificates checked
+//! like those of HTTPS drains), with a 5 s timeout per attempt and bounded retries with
+//! exponential backoff. Runs in the alert tasks, never on the ingest path; gives up at
+//! shutdown.
 
+use crate::drain::tls::Tls;
+use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderValue;
 use hyper::{Request, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
@@ -17,15 +22,92 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Limit of one attempt, connect to end of response headers.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The HTTP client shared by all webhook deliveries.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// A webhook as checked: where to POST, with what Basic auth, and how to show it in logs.
+#[derive(Clone)]
+pub struct Target {
+    /// The URL without userinfo and fragment.
+    pub endpoint: Uri,
+    /// `Basic …` from the URL's userinfo (percent-decoded per RFC 3986 only).
+    pub auth: Option<HeaderValue>,
+    /// `#insecure`: no certificate verification (https only).
+    pub insecure: bool,
+    /// The URL with its password as `***`, for logs.
+    pub redacted: String,
+}
 
-pub fn client() -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(TIMEOUT));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(http)
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl Target {
+    /// Checks `url` as drain URLs are checked (see [`crate::drain::url::parse_webhook`]);
+    /// the error is one sentence.
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let d = crate::drain::url::parse_webhook(url)?;
+        let endpoint: Uri = d
+            .endpoint
+            .parse()
+            .map_err(|e| format!("{:?} is not a URL ({e}).", d.redacted))?;
+        let auth = match &d.auth {
+            None => None,
+            Some((u, p)) => {
+                let userpass = [&u[..], b":", &p[..]].concat();
+                let v = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(userpass)
+                );
+                Some(HeaderValue::from_str(&v).map_err(|e| format!("bad credentials ({e})."))?)
+            }
+        };
+        Ok(Target {
+            endpoint,
+            auth,
+            insecure: d.insecure,
+            redacted: d.redacted,
+        })
+    }
+}
+
+/// One HTTP(S) client.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The clients shared by all webhook deliveries: certificates checked, and not (`#insecure`).
+#[derive(Clone)]
+pub struct Clients {
+    verified: HttpClient,
+    insecure: HttpClient,
+}
+
+impl Clients {
+    pub fn new(tls: &Tls) -> Clients {
+        let make = |insecure: bool| {
+            let mut http = HttpConnector::new();
+            http.set_connect_timeout(Some(TIMEOUT));
+            http.enforce_http(false);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config((*tls.config(insecure)).clone())
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http);
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(https)
+        };
+        Clients {
+            verified: make(false),
+            insecure: make(true),
+        }
+    }
+
+    fn for_target(&self, t: &Target) -> &HttpClient {
+        if t.insecure {
+            &self.insecure
+        } else {
+            &self.verified
+        }
+    }
 }
 
 /// How a delivery ended.
@@ -43,13 +125,14 @@ pub enum Outcome {
     Cancelled,
 }
 
-/// POSTs `body` to `url`, retrying network errors, timeouts, 408, 429 and 5xx.
+/// POSTs `body` to `target`, retrying network errors, timeouts, 408, 429 and 5xx.
 pub async fn deliver(
-    client: &HttpClient,
-    url: &Uri,
+    clients: &Clients,
+    target: &Target,
     body: Bytes,
     shutdown: &CancellationToken,
 ) -> Outcome {
+    let client = clients.for_target(target);
     let mut backoff = FIRST_BACKOFF;
     let mut last_error = String::new();
     for attempt in 1..=ATTEMPTS {
@@ -60,13 +143,16 @@ pub async fn deliver(
             }
             backoff *= 2;
         }
-        let req = Request::post(url.clone())
+        let mut req = Request::post(target.endpoint.clone())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(
                 hyper::header::USER_AGENT,
                 concat!("logplex/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Full::new(body.clone()));
+            );
+        if let Some(a) = &target.auth {
+            req = req.header(hyper::header::AUTHORIZATION, a.clone());
+        }
+        let req = req.body(Full::new(body.clone()));
         let req = match req {
             Ok(r) => r,
             Err(e) => {
@@ -117,9 +203,9 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let url: Uri = format!("http://127.0.0.1:{port}/hook").parse().unwrap();
+        let url = Target::parse(&format!("http://127.0.0.1:{port}/hook")).unwrap();
         let out = deliver(
-            &client(),
+            &Clients::new(&Tls::new(None).unwrap()),
             &url,
             Bytes::from_static(b"{}"),
             &CancellationToken::new(),
@@ -137,10 +223,11 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let url: Uri = format!("http://127.0.0.1:{port}/hook").parse().unwrap();
+        let url = Target::parse(&format!("http://127.0.0.1:{port}/hook")).unwrap();
         let stop = CancellationToken::new();
         stop.cancel();
-        let out = deliver(&client(), &url, Bytes::from_static(b"{}"), &stop).await;
+        let clients = Clients::new(&Tls::new(None).unwrap());
+        let out = deliver(&clients, &url, Bytes::from_static(b"{}"), &stop).await;
         assert_eq!(out, Outcome::Cancelled);
     }
 }

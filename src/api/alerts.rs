@@ -92,7 +92,7 @@ fn rule_json(r: &AlertConfig, origin: &str) -> serde_json::Value {
         "threshold": r.threshold,
         "window": r.window,
         "cooldown": r.cooldown,
-        "webhook": r.webhook,
+        "webhook": r.webhook.as_deref().map(crate::drain::url::redact),
         "origin": origin,
     })
 }

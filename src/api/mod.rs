@@ -141,12 +141,6 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
             "Missing or wrong admin key.",
         ));
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| shared.api_addr.to_string());
     match (&method, segs.as_slice()) {
         (&Method::GET, ["metrics"]) => Ok(metrics(shared)),
         (&Method::GET, ["v2", "channels"]) => {
@@ -191,7 +185,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
             let name = name.to_string();
             create_token(shared, &name, req).await
         }
-        (&Method::POST, ["v2", "sessions"]) => create_session(shared, &host, req).await,
+        (&Method::POST, ["v2", "sessions"]) => create_session(shared, req).await,
         (&Method::GET, ["v2", "channels", name, "drains"]) => {
             let n = name.to_string();
             let list = shared
@@ -200,10 +194,15 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
                 .call(move |c| store::channel_drains(c, &n))
                 .await
                 .map_err(|e| not_found_as(e, name))?;
-            Ok(json(
-                StatusCode::OK,
-                &serde_json::Value::Array(list.iter().map(drain_json).collect()),
-            ))
+            let list = list
+                .iter()
+                .map(|d| {
+                    let mut v = drain_json(d);
+                    v["status"] = status_json(shared.drains.status(&d.id));
+                    v
+                })
+                .collect();
+            Ok(json(StatusCode::OK, &serde_json::Value::Array(list)))
         }
         (&Method::POST, ["v2", "channels", name, "drains"]) => {
             let name = name.to_string();
@@ -218,7 +217,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
         (_, ["v2", "alerts", ..]) | (_, ["v2", "channels", _, "alerts", ..]) => {
             alerts::route(shared, &method, &segs, req).await
         }
-        (_, ["apps", ..]) => platform::route(shared, &method, &segs, &host, req).await,
+        (_, ["apps", ..]) => platform::route(shared, &method, &segs, req).await,
         _ => Err(ApiError::not_found(format!("No route {method} {path}."))),
     }
 }
@@ -343,9 +342,35 @@ struct NewDrain {
     url: String,
 }
 
-/// `{"id","token","url"}` of a drain.
+/// `{"id","token","url"}` of a drain; a password in the URL shows as `***`.
 pub(crate) fn drain_json(d: &store::DrainRecord) -> serde_json::Value {
-    json!({"id": d.id, "token": d.token, "url": d.url})
+    json!({"id": d.id, "token": d.token, "url": crate::drain::url::redact(&d.url)})
+}
+
+/// A drain's `status`: `{"state","last_error","last_error_at","sent","dropped","lag_lines"}`
+/// (times in RFC 3339). A drain not running (not yet, or no more) is `connecting` with zeros.
+fn status_json(st: Option<crate::drain::Status>) -> serde_json::Value {
+    let st = st.unwrap_or(crate::drain::Status {
+        state: crate::drain::State::Connecting,
+        last_error: None,
+        last_error_at: None,
+        sent: 0,
+        dropped: 0,
+        lag_lines: 0,
+    });
+    let at = st.last_error_at.map(|us| {
+        let mut b = bytes::BytesMut::with_capacity(32);
+        logplex_proto::render::rfc3339_micros(&mut b, us);
+        String::from_utf8_lossy(&b).into_owned()
+    });
+    json!({
+        "state": st.state.as_str(),
+        "last_error": st.last_error,
+        "last_error_at": at,
+        "sent": st.sent,
+        "dropped": st.dropped,
+        "lag_lines": st.lag_lines,
+    })
 }
 
 /// Validates and adds a drain; it starts at once (the registry refreshes the drains).
@@ -354,7 +379,13 @@ pub(crate) async fn add_drain(
     channel: &str,
     url: &str,
 ) -> Result<store::DrainRecord, ApiError> {
-    crate::drain::DrainUrl::parse(url).map_err(ApiError::invalid)?;
+    let parsed = crate::drain::DrainUrl::parse(url).map_err(ApiError::invalid)?;
+    if drain_loops(shared, channel, &parsed).await {
+        return Err(ApiError::invalid(format!(
+            "A drain to {} would send every line of {channel} back into {channel} (it is this server's log input with a token of {channel}), forever.",
+            parsed.redacted
+        )));
+    }
     let max = shared.config.drains.max_per_channel;
     let (ch, u) = (channel.to_string(), url.to_string());
     let r = shared
@@ -372,6 +403,58 @@ pub(crate) async fn add_drain(
         )),
         store::AddDrain::Store(e) => not_found_as(e, channel),
     })
+}
+
+/// Would a drain of `channel` to `url` post the channel's lines back into it? It would when
+/// the URL is this server's HTTP input (its bound address, or a name or address that
+/// resolves to it, such as `localhost`) with one of the channel's tokens as password.
+/// (A loop through something this cannot see, a proxy, is refused at ingest instead.)
+async fn drain_loops(shared: &Shared, channel: &str, url: &crate::drain::DrainUrl) -> bool {
+    let Some(input) = shared.http_addr else {
+        return false;
+    };
+    let Some((_, password)) = url
+        .auth
+        .as_ref()
+        .filter(|_| url.kind == crate::drain::Kind::Http)
+    else {
+        return false;
+    };
+    if url.port != input.port() {
+        return false;
+    }
+    let own_token = shared
+        .registry
+        .snapshot()
+        .records()
+        .iter()
+        .find(|r| r.name == channel)
+        .is_some_and(|r| r.tokens.iter().any(|(_, t)| t.as_bytes() == &password[..]));
+    if !own_token {
+        return false;
+    }
+    let lookup = tokio::net::lookup_host((url.host.as_str(), url.port));
+    match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
+        Ok(Ok(addrs)) => addrs.into_iter().any(|a| reaches(input, a)),
+        _ => false,
+    }
+}
+
+/// Does a connection to `a` reach a listener bound to `input`?
+fn reaches(input: std::net::SocketAddr, a: std::net::SocketAddr) -> bool {
+    if a.port() != input.port() {
+        return false;
+    }
+    let (ip, bound) = (a.ip().to_canonical(), input.ip().to_canonical());
+    // Connecting to 0.0.0.0 or :: reaches this host.
+    let local = |ip: std::net::IpAddr| {
+        ip.is_loopback() || ip.is_unspecified() || std::net::UdpSocket::bind((ip, 0)).is_ok()
+    };
+    if bound.is_unspecified() {
+        local(ip)
+    } else {
+        ip == bound || (ip.is_unspecified() && bound.is_loopback())
+    }
 }
 
 /// Removes a drain by id, token or URL; it stops at once.
@@ -436,7 +519,8 @@ struct NewSession {
     grep: Option<String>,
 }
 
-async fn create_session(shared: &Arc<Shared>, host: &str, req: Request<Incoming>) -> ApiResult {
+/// `POST /v2/sessions`; the URL is built on `api.public_url`, never the Host header.
+async fn create_session(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
     let b: NewSession = read_json(req).await?;
     let max = shared.config.buffers.history_lines;
     let num = b.num.unwrap_or(100);
@@ -445,12 +529,14 @@ async fn create_session(shared: &Arc<Shared>, host: &str, req: Request<Incoming>
             "num {num} is over the history size ({max})."
         )));
     }
-    if shared.registry.snapshot().channel(&b.channel).is_none() {
-        return Err(unknown_app(&b.channel));
-    }
+    let channel_id = match shared.registry.snapshot().channel(&b.channel) {
+        Some(c) => c.id,
+        None => return Err(unknown_app(&b.channel)),
+    };
     let nonempty = |o: Option<String>| o.filter(|s| !s.is_empty());
     let id = shared.sessions.create(Spec {
         channel: b.channel,
+        channel_id,
         num,
         tail: b.tail,
         source: nonempty(b.source),
@@ -459,6 +545,6 @@ async fn create_session(shared: &Arc<Shared>, host: &str, req: Request<Incoming>
     });
     Ok(json(
         StatusCode::CREATED,
-        &json!({"url": format!("http://{host}/sessions/{id}")}),
+        &json!({"url": format!("{}/sessions/{id}", shared.public_url)}),
     ))
 }

@@ -3,7 +3,8 @@
 //! `GET|DELETE /apps/APP/log-drains/ID_URL_OR_TOKEN`.
 //!
 //! Shapes follow Heroku's API (version 3): an app is `{"id","name","generation",...}`, a log
-//! drain `{"id","url","token","addon","app","created_at","updated_at"}`, errors
+//! drain `{"id","url","token","addon","app","created_at","updated_at"}` (a password in
+//! the URL shown as `***`), errors
 //! `{"id":"not_found","message":"Couldn't find that app."}`. Any `Accept` is answered with
 //! version 3 JSON (the CLI asks for `version=3` or `version=3.sdk`). A channel is an app; its
 //! id is derived from its name and creation time, so it is stable across calls and restarts
@@ -25,7 +26,6 @@ pub async fn route(
     shared: &Arc<Shared>,
     method: &Method,
     segs: &[&str],
-    host: &str,
     req: Request<Incoming>,
 ) -> ApiResult {
     let app = match segs.get(1) {
@@ -34,7 +34,7 @@ pub async fn route(
     };
     match (method, &segs[2..]) {
         (&Method::GET, []) => Ok(json(StatusCode::OK, &app_json(&app))),
-        (&Method::POST, ["log-sessions"]) => log_session(shared, &app, host, req).await,
+        (&Method::POST, ["log-sessions"]) => log_session(shared, &app, req).await,
         (&Method::GET, ["log-drains"]) => {
             let list = drains(shared, &app).await?;
             let list: Vec<Value> = list.iter().map(|d| drain_json(&app, d)).collect();
@@ -52,7 +52,7 @@ pub async fn route(
             let d = drains(shared, &app)
                 .await?
                 .into_iter()
-                .find(|d| d.id == which || d.token == which || d.url == which)
+                .find(|d| d.matches(&which))
                 .ok_or_else(unknown_drain)?;
             Ok(json(StatusCode::OK, &drain_json(&app, &d)))
         }
@@ -164,7 +164,7 @@ fn drain_json(app: &ChannelRecord, d: &DrainRecord) -> Value {
     let at = heroku_time(d.created_at);
     json!({
         "id": d.id,
-        "url": d.url,
+        "url": crate::drain::url::redact(&d.url),
         "token": d.token,
         "addon": null,
         "app": {"id": app_id(app), "name": app.name},
@@ -193,7 +193,6 @@ fn heroku_drain_error(e: ApiError) -> ApiError {
 async fn log_session(
     shared: &Arc<Shared>,
     app: &ChannelRecord,
-    host: &str,
     req: Request<Incoming>,
 ) -> ApiResult {
     let body: Value = read_json(req).await?;
@@ -219,6 +218,7 @@ async fn log_session(
     };
     let id = shared.sessions.create(Spec {
         channel: app.name.clone(),
+        channel_id: app.id,
         num: lines.min(shared.config.buffers.history_lines),
         tail,
         source: text("source"),
@@ -230,7 +230,7 @@ async fn log_session(
         StatusCode::CREATED,
         &json!({
             "id": id.to_string(),
-            "logplex_url": format!("http://{host}/sessions/{id}"),
+            "logplex_url": format!("{}/sessions/{id}", shared.public_url),
             "created_at": at,
             "updated_at": at,
         }),
@@ -263,6 +263,7 @@ mod tests {
 
     fn rec(name: &str, created_at: i64) -> ChannelRecord {
         ChannelRecord {
+            id: 1,
             name: name.into(),
             tokens: vec![],
             created_at,

@@ -26,6 +26,89 @@ struct Drain {
     #[serde(default)]
     token: String,
     url: String,
+    /// Present in listings (`GET …/drains`).
+    #[serde(default)]
+    status: Option<DrainStatus>,
+}
+
+/// A drain's status as the API lists it.
+#[derive(Deserialize)]
+struct DrainStatus {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    last_error: Option<String>,
+    #[serde(default)]
+    last_error_at: Option<String>,
+    #[serde(default)]
+    sent: u64,
+    #[serde(default)]
+    dropped: u64,
+    #[serde(default)]
+    lag_lines: u64,
+}
+
+/// The drains as a table: URL, token, state, lines sent, dropped and waiting since the
+/// drain started, and the last error with its time.
+fn drains_table(drains: &[Drain]) -> String {
+    let head = [
+        "URL",
+        "TOKEN",
+        "STATE",
+        "SENT",
+        "DROPPED",
+        "LAG",
+        "LAST ERROR",
+    ];
+    let rows: Vec<[String; 7]> = drains
+        .iter()
+        .map(|d| {
+            let st = d.status.as_ref();
+            let num = |f: fn(&DrainStatus) -> u64| st.map_or("-".into(), |s| f(s).to_string());
+            let error = match st.and_then(|s| s.last_error.as_deref()) {
+                None => "-".to_string(),
+                Some(e) => match st.and_then(|s| s.last_error_at.as_deref()) {
+                    Some(at) => format!("{at} {e}"),
+                    None => e.to_string(),
+                },
+            };
+            [
+                d.url.clone(),
+                d.token.clone(),
+                st.map_or("-".into(), |s| s.state.clone()),
+                num(|s| s.sent),
+                num(|s| s.dropped),
+                num(|s| s.lag_lines),
+                error,
+            ]
+        })
+        .collect();
+    let mut width = head.map(str::len);
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: [&str; 7]| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = width[i] - c.chars().count();
+            match i {
+                // Counts are right-aligned; the last column is not padded.
+                3..=5 => l.push_str(&format!("{}{c}  ", " ".repeat(pad))),
+                6 => l.push_str(c),
+                _ => l.push_str(&format!("{c}{}  ", " ".repeat(pad))),
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(head);
+    for r in &rows {
+        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]);
+    }
+    out
 }
 
 /// The path of an app.
@@ -121,13 +204,9 @@ pub async fn drains(c: &Client, app: &str) -> Result<(), CliError> {
     let drains = list_drains(c, app).await?;
     if drains.is_empty() {
         eprintln!("{app} has no drains.");
+        return Ok(());
     }
-    emit(
-        &drains
-            .iter()
-            .map(|d| format!("{} ({})\n", d.url, d.token))
-            .collect::<String>(),
-    )
+    emit(&drains_table(&drains))
 }
 
 pub async fn drains_add(c: &Client, app: &str, url: &str) -> Result<(), CliError> {
@@ -146,7 +225,13 @@ pub async fn drains_add(c: &Client, app: &str, url: &str) -> Result<(), CliError
 
 pub async fn drains_remove(c: &Client, app: &str, which: &str) -> Result<(), CliError> {
     let drains = list_drains(c, app).await?;
-    let Some(d) = drains.iter().find(|d| d.url == which || d.token == which) else {
+    // The server shows URLs with the password as `***`: a URL given with its password
+    // is compared in that form.
+    let shown = crate::drain::url::redact(which);
+    let Some(d) = drains
+        .iter()
+        .find(|d| d.url == which || d.url == shown || d.token == which)
+    else {
         return Err(CliError::NotFound(format!("no drain {which} on {app}")));
     };
     let id = match &d.id {
@@ -291,6 +376,28 @@ pub async fn alerts_remove(c: &Client, app: &str, name: &str) -> Result<(), CliE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drains_print_as_a_table() {
+        let drains: Vec<Drain> = serde_json::from_value(serde_json::json!([
+            {"id": "1", "token": "d.a", "url": "syslog://logs.example.com:514",
+             "status": {"state": "connected", "last_error": null, "last_error_at": null,
+                        "sent": 1200, "dropped": 0, "lag_lines": 3}},
+            {"id": "2", "token": "d.b", "url": "https://u:***@nowhere.invalid/logs",
+             "status": {"state": "failing", "last_error": "cannot resolve nowhere.invalid: nope",
+                        "last_error_at": "2026-01-02T03:04:05.000000+00:00",
+                        "sent": 0, "dropped": 15, "lag_lines": 15}},
+            {"id": "3", "token": "d.c", "url": "syslog://old:1"}
+        ]))
+        .unwrap();
+        assert_eq!(
+            drains_table(&drains),
+            "URL                                 TOKEN  STATE      SENT  DROPPED  LAG  LAST ERROR\n\
+             syslog://logs.example.com:514       d.a    connected  1200        0    3  -\n\
+             https://u:***@nowhere.invalid/logs  d.b    failing       0       15   15  2026-01-02T03:04:05.000000+00:00 cannot resolve nowhere.invalid: nope\n\
+             syslog://old:1                      d.c    -             -        -    -  -\n"
+        );
+    }
 
     #[test]
     fn rules_print_on_one_line() {

@@ -83,7 +83,8 @@ pub enum Command {
     },
     /// Print an app's recent lines, and with -t keep following them.
     Logs(Box<logs::LogsArgs>),
-    /// List an app's drains as `URL (TOKEN)`.
+    /// List an app's drains as a table: URL (password as `***`), token, state
+    /// (connected, connecting, failing), lines sent, dropped and waiting, last error.
     Drains {
         #[command(flatten)]
         app: AppArg,

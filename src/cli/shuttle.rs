@@ -503,10 +503,10 @@ impl Framer {
     }
 }
 
-/// Appends one octet-counted RFC 5424 frame with empty MSGID and SD (the proto renderer
-/// of syslog drain frames: HOSTNAME, APP-NAME, PROCID in that order).
+/// Appends one octet-counted RFC 5424 frame with empty MSGID and SD, as log-shuttle sends
+/// it (input-side frames: no LF after MSG, unlike drain frames).
 fn frame(out: &mut BytesMut, pri: u8, ts: &str, host: &str, app: &str, procid: &str, msg: &[u8]) {
-    logplex_proto::render::syslog_drain(
+    logplex_proto::render::syslog_message(
         out,
         true,
         pri,

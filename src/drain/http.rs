@@ -1,5 +1,5 @@
 //! HTTP(S) drains: `application/logplex-1` batches of Heroku's HTTPS-drain frames
-//! (`LEN <PRI>1 TIME host SOURCE PROCID - MSG`), one request in flight, retried on 429, 5xx
+//! (`LEN <PRI>1 TIME host SOURCE PROCID - MSG LF`), one request in flight, retried on 429, 5xx
 //! and network errors with the same `Logplex-Frame-Id`; other 4xx drop the batch (L10).
 
 use super::backoff::Backoff;
@@ -39,9 +39,10 @@ pub async fn run(d: &Drain, shared: &Shared) {
         .pool_max_idle_per_host(1)
         .build(connector);
     let auth = d.url.auth.as_ref().map(|(u, p)| {
+        let userpass = [&u[..], b":", &p[..]].concat();
         format!(
             "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            base64::engine::general_purpose::STANDARD.encode(userpass)
         )
     });
     let token = String::from_utf8_lossy(&d.token).into_owned();
@@ -52,6 +53,11 @@ pub async fn run(d: &Drain, shared: &Shared) {
         if shared.flush.is_cancelled() && flush_deadline.is_none() {
             flush_deadline = Some(Instant::now() + FLUSH_DEADLINE);
         }
+        // Past the flush deadline, what is left (an L10 for a receiver that is down or
+        // refuses) is dropped: shutdown does not wait for it.
+        if flush_deadline.is_some_and(|t| Instant::now() > t) {
+            return;
+        }
         if wait_for_work(d, shared, None).await != Wait::Work {
             return;
         }
@@ -59,7 +65,7 @@ pub async fn run(d: &Drain, shared: &Shared) {
         out.clear();
         let mut count = lines.len();
         if let Some(dr) = dropped {
-            render::l10_drain(&mut out, true, now_micros(), b"host", dr.count, dr.since);
+            render::l10_http(&mut out, now_micros(), dr.count, dr.since);
             count += 1;
         }
         for l in &lines {
@@ -97,8 +103,10 @@ pub async fn run(d: &Drain, shared: &Shared) {
                     .writing(tokio::time::timeout(REQUEST_TIMEOUT, client.request(req)))
                     .await
                 {
-                    Err(_) => Outcome::Retry("timed out".into()),
-                    Ok(Err(e)) => Outcome::Retry(e.to_string()),
+                    Err(_) => {
+                        Outcome::Retry(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))
+                    }
+                    Ok(Err(e)) => Outcome::Retry(error_chain(&e)),
                     Ok(Ok(resp)) => {
                         let status = resp.status().as_u16();
                         let _ =
@@ -114,7 +122,7 @@ pub async fn run(d: &Drain, shared: &Shared) {
             match outcome {
                 Outcome::Delivered => {
                     d.set_connected(true);
-                    d.counters.sent.inc_by(n);
+                    d.count_sent(n);
                     d.counters.buffered.sub(n as i64);
                     backoff.reset();
                     break;
@@ -122,15 +130,29 @@ pub async fn run(d: &Drain, shared: &Shared) {
                 Outcome::Refused(status) => {
                     tracing::warn!(drain = %token, url = %d.url.redacted, "batch of {n} refused with HTTP {status}; dropped");
                     drop_batch(d, n, dropped);
+                    d.failed(format_args!("batch refused with HTTP {status}"));
+                    // The next delivery (at least the L10 of this one) waits a backoff: a
+                    // receiver that refuses everything must not be sent a batch in a loop.
+                    // Flushing at shutdown there is no waiting, so a refused L10 alone ends
+                    // the flush.
+                    if (n == 0 && flush_deadline.is_some())
+                        || !pause(d, shared, backoff.next_delay()).await
+                    {
+                        return;
+                    }
                     break;
                 }
                 Outcome::Retry(why) => {
                     d.set_connected(false);
-                    d.failed();
+                    d.failed(&why);
                     tracing::debug!(drain = %token, url = %d.url.redacted, attempt, "batch not delivered: {why}");
                     let out_of_time = flush_deadline.is_some_and(|t| Instant::now() > t);
                     if attempt >= MAX_ATTEMPTS || out_of_time {
                         drop_batch(d, n, dropped);
+                        if n == 0 && flush_deadline.is_some() {
+                            // Flushing, and only an L10 was left: nothing more to deliver.
+                            return;
+                        }
                         break;
                     }
                     d.counters.retried.inc();
@@ -148,11 +170,24 @@ pub async fn run(d: &Drain, shared: &Shared) {
     }
 }
 
+/// An error and its causes, `outer: inner: …` (hyper's own message is only "client error
+/// (Connect)"; the cause says which name did not resolve or which address refused).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// A batch that will not be delivered: counted, and announced by the next L10 (with the
 /// drops it was itself announcing).
 fn drop_batch(d: &Drain, n: u64, dropped: Option<super::buffer::Dropped>) {
     d.buffer.unshift(Vec::new(), dropped);
     d.buffer.lost(n);
-    d.counters.dropped.inc_by(n);
+    d.count_dropped(n);
     d.counters.buffered.sub(n as i64);
 }

@@ -18,7 +18,7 @@ use crate::store::{self, ChannelRecord, StoreError};
 use buffer::Buffer;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -52,6 +52,49 @@ pub struct Drain {
     pub slow: AtomicBool,
     /// Signalled each time the drain takes lines out of its buffer.
     pub space: Notify,
+    /// What `GET /v2/channels/NAME/drains` and `logplex drains` show (see [`Status`]).
+    state: Mutex<StateNow>,
+    sent: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// Where a drain stands, as users see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Started, and neither a connection nor a delivery has succeeded or failed yet.
+    Connecting,
+    /// The last connection or delivery succeeded.
+    Connected,
+    /// The last connection, delivery or name lookup failed (see `last_error`).
+    Failing,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Connected => "connected",
+            State::Failing => "failing",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct StateNow {
+    state: State,
+    last_error: Option<(String, i64)>,
+}
+
+/// A running drain's status since it started: state, last error (and when, µs), lines
+/// delivered, lines dropped, lines waiting in its buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub state: State,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+    pub sent: u64,
+    pub dropped: u64,
+    pub lag_lines: usize,
 }
 
 /// A write pending longer than this means the receiver is slow, not that we are short of CPU.
@@ -78,11 +121,13 @@ impl Drain {
         r
     }
 
-    /// A connection opened (the drain is healthy again) or closed (for any reason: idleness
-    /// and age are not failures, see [`Drain::failed`]).
+    /// A connection opened or a batch was delivered (the drain is healthy again), or a
+    /// connection closed (for any reason: idleness and age are not failures, see
+    /// [`Drain::failed`]).
     pub fn set_connected(&self, up: bool) {
         if up {
             self.healthy.store(true, Ordering::Relaxed);
+            self.state.lock().unwrap_or_else(|p| p.into_inner()).state = State::Connected;
         }
         if self.connected.swap(up, Ordering::Relaxed) != up {
             if up {
@@ -93,10 +138,54 @@ impl Drain {
         }
     }
 
-    /// A connect, write or request failed: intake stops pacing itself to this drain until it
+    /// A name lookup, connect, write or request failed, for the reason `why`: the drain
+    /// shows as failing with it, and intake stops pacing itself to this drain until it
     /// delivers again.
-    pub fn failed(&self) {
+    pub fn failed(&self, why: impl std::fmt::Display) {
         self.healthy.store(false, Ordering::Relaxed);
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.state = State::Failing;
+        st.last_error = Some((why.to_string(), crate::line::now_micros()));
+    }
+
+    /// `n` lines were delivered.
+    pub fn count_sent(&self, n: u64) {
+        self.counters.sent.inc_by(n);
+        self.sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `n` lines were dropped (buffer full, batch refused or given up, drain stopped).
+    pub fn count_dropped(&self, n: u64) {
+        self.counters.dropped.inc_by(n);
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The drain's status now.
+    pub fn status(&self) -> Status {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Status {
+            state: st.state,
+            last_error: st.last_error.as_ref().map(|(e, _)| e.clone()),
+            last_error_at: st.last_error.as_ref().map(|(_, at)| *at),
+            sent: self.sent.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            lag_lines: self.buffer.len(),
+        }
+    }
+
+    /// Looks the drain's host up once at start, so that a name that does not resolve shows
+    /// as failing (with the resolver's error) before any line is sent.
+    pub async fn check_host(&self) {
+        let lookup = tokio::net::lookup_host((self.url.host.as_str(), self.url.port));
+        let r = tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(10), lookup) => r,
+            _ = self.removed.cancelled() => return,
+        };
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => self.failed(format!("cannot resolve {}: {e}", self.url.host)),
+            Err(_) => self.failed(format!("cannot resolve {}: timed out", self.url.host)),
+        }
     }
 }
 
@@ -118,7 +207,7 @@ impl Tap for Drain {
     fn lines(&self, _channel: &Channel, lines: &[Line]) {
         let dropped = self.buffer.push(lines);
         if dropped > 0 {
-            self.counters.dropped.inc_by(dropped);
+            self.count_dropped(dropped);
         }
         self.counters
             .buffered
@@ -163,6 +252,8 @@ pub struct Shared {
 pub struct Drains {
     shared: Arc<Shared>,
     running: Mutex<HashMap<String, Arc<Drain>>>,
+    /// Drains of the store that could not start (a URL this version refuses), by id: why.
+    broken: Mutex<HashMap<String, String>>,
     tasks: TaskTracker,
     runtime: tokio::runtime::Handle,
 }
@@ -178,6 +269,7 @@ impl Drains {
                 buffer_lines: ctx.config.drains.buffer_lines,
             }),
             running: Mutex::new(HashMap::new()),
+            broken: Mutex::new(HashMap::new()),
             tasks: ctx.tasks.clone(),
             runtime: ctx.runtime.clone(),
         })
@@ -188,6 +280,10 @@ impl Drains {
             Ok(u) => u,
             Err(e) => {
                 tracing::warn!(drain = %rec.token, "drain not started: {e}");
+                self.broken
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(rec.id.clone(), format!("not started: {e}"));
                 return None;
             }
         };
@@ -207,12 +303,19 @@ impl Drains {
             writing_since: AtomicI64::new(0),
             slow: AtomicBool::new(false),
             space: Notify::new(),
+            state: Mutex::new(StateNow {
+                state: State::Connecting,
+                last_error: None,
+            }),
+            sent: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
         });
         tracing::info!(drain = %rec.token, url = %d.url.redacted, channel = %rec.channel, "drain started");
         let shared = self.shared.clone();
         let task = d.clone();
         self.tasks.spawn_on(
             async move {
+                task.check_host().await;
                 match task.url.kind {
                     Kind::Syslog | Kind::SyslogTls => syslog::run_stream(&task, &shared).await,
                     Kind::SyslogUdp => syslog::run_udp(&task, &shared).await,
@@ -224,11 +327,31 @@ impl Drains {
                 // is closed, so lines stored later by a stale tap list are not kept either.
                 let left = task.buffer.close();
                 task.counters.buffered.sub(left as i64);
-                task.counters.dropped.inc_by(left as u64);
+                task.count_dropped(left as u64);
             },
             &self.runtime,
         );
         Some(d)
+    }
+}
+
+impl Drains {
+    /// The status of the drain with store id `id`: running, or why it could not start.
+    pub fn status(&self, id: &str) -> Option<Status> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = running.get(id) {
+            return Some(d.status());
+        }
+        drop(running);
+        let broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        broken.get(id).map(|why| Status {
+            state: State::Failing,
+            last_error: Some(why.clone()),
+            last_error_at: None,
+            sent: 0,
+            dropped: 0,
+            lag_lines: 0,
+        })
     }
 }
 
@@ -240,6 +363,10 @@ impl TapProvider for Drains {
     ) -> Result<(), StoreError> {
         let records = store::list_drains(conn)?;
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        self.broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| records.iter().any(|r| &r.id == id));
         running.retain(|id, d| {
             let keep = records.iter().any(|r| &r.id == id);
             if !keep {

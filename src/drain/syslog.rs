@@ -1,5 +1,5 @@
 //! Syslog drains: `syslog://` (TCP) and `syslog+tls://` write octet-counted frames
-//! `<PRI>1 TIME d.TOKEN SOURCE PROCID - - MSG` in batches (many frames per syscall),
+//! `<PRI>1 TIME d.TOKEN SOURCE PROCID - - MSG LF` in batches (many frames per syscall),
 //! reconnecting with backoff and jitter; `syslog+udp://` sends one datagram per message.
 
 use super::backoff::Backoff;
@@ -101,7 +101,7 @@ async fn connect(d: &Drain, shared: &Shared) -> Result<Conn, ConnectError> {
     }
 }
 
-/// `<PRI>1 TIME d.TOKEN SOURCE PROCID - - MSG`, octet-counted when `framed`.
+/// `<PRI>1 TIME d.TOKEN SOURCE PROCID - - MSG LF`, octet-counted when `framed`.
 fn render_line(out: &mut BytesMut, d: &Drain, framed: bool, l: &Line) {
     render::syslog_drain(
         out,
@@ -124,7 +124,7 @@ fn render_batch(
     dropped: Option<super::buffer::Dropped>,
 ) {
     if let Some(dr) = dropped {
-        render::l10_drain(out, framed, now_micros(), &d.token, dr.count, dr.since);
+        render::l10_syslog(out, framed, now_micros(), &d.token, dr.count, dr.since);
     }
     for l in lines {
         render_line(out, d, framed, l);
@@ -181,12 +181,16 @@ pub async fn run_stream(d: &Drain, shared: &Shared) {
                                 ));
                                 cert_announced = true;
                             }
+                            d.failed(format_args!("TLS certificate refused: {why}"));
                         }
                         ConnectError::Io(e) => {
                             tracing::debug!(drain = %String::from_utf8_lossy(&d.token), url = %d.url.redacted, "connect: {e}");
+                            d.failed(format_args!(
+                                "cannot connect to {}:{}: {e}",
+                                d.url.host, d.url.port
+                            ));
                         }
                     }
-                    d.failed();
                     d.counters.retried.inc();
                     if flush_deadline.is_some() || !pause(d, shared, backoff.next_delay()).await {
                         return;
@@ -207,24 +211,28 @@ pub async fn run_stream(d: &Drain, shared: &Shared) {
             Some(t) => WRITE_TIMEOUT.min(t.saturating_duration_since(Instant::now())),
             None => WRITE_TIMEOUT,
         };
-        match d
+        let written = d
             .writing(tokio::time::timeout(limit, c.write_all(&out)))
-            .await
-        {
+            .await;
+        match &written {
+            Ok(Err(e)) => d.failed(format_args!("write failed: {e}")),
+            Err(_) => d.failed(format_args!("write timed out after {}s", limit.as_secs())),
+            Ok(Ok(())) => {}
+        }
+        match written {
             Ok(Ok(())) => {
-                d.counters.sent.inc_by(n);
+                d.count_sent(n);
                 d.counters.buffered.sub(n as i64);
                 backoff.reset();
             }
             Ok(Err(_)) | Err(_) => {
                 // Not delivered: back in front; the next connection sends it.
                 let lost = d.buffer.unshift(lines, dropped);
-                d.counters.dropped.inc_by(lost);
+                d.count_dropped(lost);
                 d.counters.buffered.sub(lost as i64);
                 d.counters.retried.inc();
                 conn = None;
                 d.set_connected(false);
-                d.failed();
                 if flush_deadline.is_some() || !pause(d, shared, backoff.next_delay()).await {
                     return;
                 }
@@ -252,7 +260,7 @@ pub async fn run_udp(d: &Drain, shared: &Shared) {
             Ok(s) => break s,
             Err(e) => {
                 tracing::debug!(drain = %String::from_utf8_lossy(&d.token), "udp: {e}");
-                d.failed();
+                d.failed(format_args!("cannot set up the UDP socket: {e}"));
                 if !pause(d, shared, backoff.next_delay()).await || shared.flush.is_cancelled() {
                     return;
                 }
@@ -269,21 +277,29 @@ pub async fn run_udp(d: &Drain, shared: &Shared) {
         d.counters.buffered.sub(lines.len() as i64);
         if let Some(dr) = dropped {
             out.clear();
-            render::l10_drain(&mut out, false, now_micros(), &d.token, dr.count, dr.since);
+            render::l10_syslog(&mut out, false, now_micros(), &d.token, dr.count, dr.since);
             let _ = sock.send(&out).await;
         }
         let mut lost = 0;
+        let mut error = None;
         for l in &lines {
             out.clear();
             render_line(&mut out, d, false, l);
-            if sock.send(&out).await.is_err() {
+            if let Err(e) = sock.send(&out).await {
                 lost += 1;
+                error = Some(e);
             }
         }
-        d.counters.sent.inc_by(lines.len() as u64 - lost);
+        d.count_sent(lines.len() as u64 - lost);
         if lost > 0 {
             d.buffer.lost(lost);
-            d.counters.dropped.inc_by(lost);
+            d.count_dropped(lost);
+        }
+        // UDP tells of a failure only by a send error (an ICMP refusal, a route).
+        match error {
+            Some(e) => d.failed(format_args!("send failed: {e}")),
+            None if !lines.is_empty() => d.set_connected(true),
+            None => {}
         }
     }
     d.set_connected(false);

@@ -34,8 +34,9 @@ pub struct DrainUrl {
     pub port: u16,
     /// `#insecure`: no certificate verification (TLS kinds only).
     pub insecure: bool,
-    /// userinfo, sent as Basic auth (HTTP kinds only).
-    pub auth: Option<(String, String)>,
+    /// userinfo (user, password), percent-decoded per RFC 3986 only (`%XX`; `+` and `&`
+    /// are themselves), sent as Basic auth (HTTP kinds only).
+    pub auth: Option<(Vec<u8>, Vec<u8>)>,
     /// For HTTP kinds: the URL to POST to, without userinfo and fragment.
     pub endpoint: String,
     /// The URL with any password replaced by `***`, for logs.
@@ -98,11 +99,9 @@ impl DrainUrl {
         if !(http || u.path().is_empty() || u.path() == "/") {
             return Err("A syslog drain URL has no path.".into());
         }
-        let decode = |s: &str| {
-            url::form_urlencoded::parse(s.as_bytes())
-                .map(|(k, v)| format!("{k}{v}"))
-                .collect::<String>()
-        };
+        // The url crate keeps userinfo percent-encoded; RFC 3986 decoding is `%XX` only (a
+        // form decoder would turn `+` into a space and cut at `&`).
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).collect::<Vec<u8>>();
         let auth = has_auth.then(|| (decode(u.username()), decode(u.password().unwrap_or(""))));
         let mut plain = u.clone();
         let _ = plain.set_username("");
@@ -124,6 +123,34 @@ impl DrainUrl {
     }
 }
 
+/// Checks an alert webhook URL by the rules of HTTP drain URLs (a host, a port from 1 to
+/// 65535, userinfo for Basic auth, `#insecure` for https), schemes http:// and https://
+/// only; the error is one sentence.
+pub fn parse_webhook(s: &str) -> Result<DrainUrl, String> {
+    if let Ok(u) = url::Url::parse(s) {
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err(format!(
+                "Scheme {:?} is not supported; use http:// or https://.",
+                u.scheme()
+            ));
+        }
+    }
+    DrainUrl::parse(s)
+}
+
+/// The URL as shown to users (API answers, CLI output): the password, if any, replaced by
+/// `***`; any other URL as given.
+pub fn redact(url: &str) -> std::borrow::Cow<'_, str> {
+    match url::Url::parse(url) {
+        Ok(u) if u.password().is_some() => {
+            let mut r = u.clone();
+            let _ = r.set_password(Some("***"));
+            std::borrow::Cow::Owned(r.to_string())
+        }
+        _ => std::borrow::Cow::Borrowed(url),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,7 +165,7 @@ mod tests {
         let d = DrainUrl::parse("syslog+tls://127.0.0.1:6514#insecure").unwrap();
         assert!(d.insecure && d.kind == Kind::SyslogTls);
         let d = DrainUrl::parse("https://user:s%40cret@example.com/logs?x=1").unwrap();
-        assert_eq!(d.auth, Some(("user".into(), "s@cret".into())));
+        assert_eq!(d.auth, Some((b"user".to_vec(), b"s@cret".to_vec())));
         assert_eq!(d.endpoint, "https://example.com/logs?x=1");
         assert_eq!(d.port, 443);
         assert!(d.redacted.contains("***") && !d.redacted.contains("cret"));
@@ -146,6 +173,68 @@ mod tests {
             DrainUrl::parse("syslog+udp://[::1]:514").unwrap().host,
             "::1"
         );
+    }
+
+    #[test]
+    fn userinfo_is_percent_decoded_only() {
+        for (url, user, pass) in [
+            ("http://user:a+b&c@h/in", "user", "a+b&c"),
+            ("http://us%2Ber:pa%20ss@h/", "us+er", "pa ss"),
+            ("http://u:p%3Aw%25@h/", "u", "p:w%"),
+            ("http://u:%E2%82%AC;=,!$'()*@h/", "u", "€;=,!$'()*"),
+            ("http://u:@h/", "u", ""),
+            ("https://:only-pass@h/", "", "only-pass"),
+        ] {
+            let d = DrainUrl::parse(url).unwrap();
+            let (u, p) = d.auth.unwrap();
+            assert_eq!(
+                (String::from_utf8(u).unwrap(), String::from_utf8(p).unwrap()),
+                (user.to_string(), pass.to_string()),
+                "{url}"
+            );
+            assert!(!d.endpoint.contains('@'), "{}", d.endpoint);
+        }
+    }
+
+    #[test]
+    fn passwords_are_redacted_for_display() {
+        assert_eq!(
+            redact("https://user:a+b&c@example.com/logs"),
+            "https://user:***@example.com/logs"
+        );
+        assert_eq!(redact("syslog://h:514"), "syslog://h:514");
+        assert_eq!(redact("http://user@h/x"), "http://user@h/x");
+        assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn webhooks_are_checked_like_http_drains() {
+        let w = parse_webhook("https://u:a+b@hooks.example.com/x#insecure").unwrap();
+        assert_eq!((w.kind, w.port, w.insecure), (Kind::Https, 443, true));
+        assert_eq!(w.auth, Some((b"u".to_vec(), b"a+b".to_vec())));
+        assert_eq!(w.endpoint, "https://hooks.example.com/x");
+        for (u, e) in [
+            (
+                "ftp://x/hook",
+                "Scheme \"ftp\" is not supported; use http:// or https://.",
+            ),
+            (
+                "syslog://x:1",
+                "Scheme \"syslog\" is not supported; use http:// or https://.",
+            ),
+            ("http://x:0/hook", "Port 0 is not a port to send to."),
+            (
+                "http://x:65536/hook",
+                "\"http://x:65536/hook\" is not a URL (invalid port number).",
+            ),
+            ("http://", "\"http://\" is not a URL (empty host)."),
+            (
+                "http://x/hook#nope",
+                "Unknown URL fragment #nope; the only one known is #insecure.",
+            ),
+        ] {
+            assert_eq!(parse_webhook(u).unwrap_err(), e, "{u}");
+        }
     }
 
     #[test]

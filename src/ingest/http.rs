@@ -1,5 +1,7 @@
 //! `POST /logs`: logplex-1 batches over HTTP (CONTRACT §4). All or nothing per batch: every
 //! frame is checked before any is stored. gzip bodies are capped by their decompressed size.
+//! A batch sent by a drain of the same channel (its `Logplex-Drain-Token`) is refused: it
+//! would loop.
 
 use crate::http::{response, Body};
 use crate::line::Line;
@@ -101,6 +103,10 @@ async fn post_logs(
         .route(token.as_bytes())
         .ok_or_else(|| (StatusCode::UNAUTHORIZED, "unknown token".to_string()))?
         .clone();
+    let drain_token = headers
+        .get("logplex-drain-token")
+        .and_then(|v| v.to_str().ok())
+        .map(|t| t.trim().to_string());
     let expected = match headers.get("logplex-msg-count") {
         None => None,
         Some(v) => Some(
@@ -171,6 +177,19 @@ async fn post_logs(
             counters.reject(Reject::Malformed, 1);
             (StatusCode::BAD_REQUEST, e.to_string())
         })?;
+    // A batch one of this channel's own drains sent: stored, it would go back out to that
+    // drain, and come back, forever.
+    if let Some(drain) = drain_token {
+        if snap.is_drain_of(drain.as_bytes(), &route.channel) {
+            counters.reject(Reject::DrainLoop, frames.len() as u64);
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "this batch comes from {drain}, a drain of this same app (Logplex-Drain-Token): storing it would send it back to that drain forever"
+                ),
+            ));
+        }
+    }
     let mut lines = Vec::with_capacity(frames.len());
     for (i, f) in frames.iter().enumerate() {
         match logplex_proto::parse_lenient(f) {

@@ -1,6 +1,7 @@
 //! Syslog over TCP: RFC 6587 octet-counted or newline-delimited frames, many connections,
-//! capped by a semaphore taken before `accept`. A bad frame is counted and skipped; the
-//! connection is closed only when the stream cannot resynchronise.
+//! capped by a semaphore taken before `accept`. A bad frame is counted and skipped; after an
+//! implausible octet count the codec resynchronises at the next frame start (counted, logged
+//! once per connection); the connection is closed only when the stream cannot resynchronise.
 
 use super::Router;
 use crate::line::Line;
@@ -46,7 +47,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         let shutdown = shutdown.clone();
         shared.clone().tasks.spawn(async move {
             shared.metrics.tcp_connections.inc();
-            if let Err(e) = connection(sock, &shared, &counters, &shutdown).await {
+            if let Err(e) = connection(sock, peer, &shared, &counters, &shutdown).await {
                 tracing::info!(%peer, "syslog tcp connection closed: {e}");
             }
             shared.metrics.tcp_connections.dec();
@@ -57,11 +58,15 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
 
 async fn connection(
     mut sock: TcpStream,
+    peer: std::net::SocketAddr,
     shared: &Shared,
     counters: &InputCounters,
     shutdown: &CancellationToken,
 ) -> Result<(), FrameError> {
     let mut codec = SyslogCodec::new(shared.config.ingest.max_frame);
+    // An implausible octet count is logged once per connection (a broken sender would
+    // otherwise fill the log); every one is counted.
+    let mut told_bad_count = false;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut pending: Vec<Line> = Vec::with_capacity(256);
     loop {
@@ -84,13 +89,18 @@ async fn connection(
             match step {
                 Ok(Some(Decoded::Frame(f))) => router.frame(f),
                 Ok(Some(Decoded::Skipped(e))) => {
-                    let why = if matches!(e, FrameError::TooLong { .. }) {
-                        Reject::TooLong
-                    } else {
-                        Reject::Malformed
+                    let why = match e {
+                        FrameError::TooLong { .. } => Reject::TooLong,
+                        FrameError::ImplausibleCount { .. } => Reject::BadCount,
+                        _ => Reject::Malformed,
                     };
                     counters.reject(why, 1);
-                    tracing::debug!("skipped a frame: {e}");
+                    if why == Reject::BadCount && !told_bad_count {
+                        told_bad_count = true;
+                        tracing::warn!(%peer, "syslog tcp: {e} (said once per connection)");
+                    } else {
+                        tracing::debug!("skipped a frame: {e}");
+                    }
                 }
                 Ok(None) => break,
                 Err(e) => {

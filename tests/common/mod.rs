@@ -253,3 +253,245 @@ pub fn skip(why: &str) -> bool {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
     false
 }
+
+/// One request an [`HttpSink`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+impl Received {
+    /// A header as text ("" when missing).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The user and password of its `Authorization: Basic`, decoded.
+    pub fn basic_auth(&self) -> Option<(String, String)> {
+        use base64::Engine;
+        let v = self.header("authorization").strip_prefix("Basic ")?;
+        let raw = base64::engine::general_purpose::STANDARD.decode(v).ok()?;
+        let s = String::from_utf8(raw).ok()?;
+        let (u, p) = s.split_once(':')?;
+        Some((u.to_string(), p.to_string()))
+    }
+}
+
+/// An HTTP receiver written in the test (hyper on 127.0.0.1, port 0): keeps every request
+/// and answers each with the status `answer` picks for it. Stops when dropped.
+pub struct HttpSink {
+    pub addr: SocketAddr,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    stop: CancellationToken,
+}
+
+impl HttpSink {
+    pub async fn start(answer: impl Fn(&Received) -> u16 + Send + Sync + 'static) -> HttpSink {
+        Self::serve(None, answer).await
+    }
+
+    /// The same over HTTPS, with the certificate and key of PEM files (see [`make_certs`]).
+    pub async fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        answer: impl Fn(&Received) -> u16 + Send + Sync + 'static,
+    ) -> HttpSink {
+        let certs = rustls_pemfile::certs(&mut &std::fs::read(cert).unwrap()[..])
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut &std::fs::read(key).unwrap()[..])
+            .unwrap()
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        Self::serve(Some(acceptor), answer).await
+    }
+
+    async fn serve(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        answer: impl Fn(&Received) -> u16 + Send + Sync + 'static,
+    ) -> HttpSink {
+        use std::sync::{Arc, Mutex};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let stop = CancellationToken::new();
+        let answer = Arc::new(answer);
+        let (g, s) = (got.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let sock = tokio::select! {
+                    r = l.accept() => match r { Ok((sock, _)) => sock, Err(_) => return },
+                    _ = s.cancelled() => return,
+                };
+                let (g, answer, s, tls) = (g.clone(), answer.clone(), s.clone(), tls.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (g, answer) = (g.clone(), answer.clone());
+                            async move {
+                                let path = req.uri().to_string();
+                                let headers = req.headers().clone();
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let mut r = Received {
+                                    path,
+                                    headers,
+                                    body,
+                                    status: 0,
+                                };
+                                r.status = answer(&r);
+                                let status = r.status;
+                                g.lock().unwrap().push(r);
+                                Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(status)
+                                        .body(Full::new(Bytes::new()))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let conn =
+                                http.serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = s.cancelled() => {}
+                            }
+                        }
+                        Some(tls) => {
+                            let Ok(Ok(sock)) =
+                                tokio::time::timeout(Duration::from_secs(5), tls.accept(sock))
+                                    .await
+                            else {
+                                return;
+                            };
+                            let conn =
+                                http.serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = s.cancelled() => {}
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        HttpSink { addr, got, stop }
+    }
+
+    /// `http://ADDR{path}` (use `https://` for one started with [`HttpSink::start_tls`]).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Polls the requests until `pred` holds (bounded by `secs`).
+    pub async fn wait(&self, secs: u64, pred: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let r = self.requests();
+            if pred(&r) || tokio::time::Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for HttpSink {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl.
+pub fn make_certs(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&d)
+            .output()
+            .expect("openssl is needed");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=logplex test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (d.join("ca.pem"), d.join("server.pem"), d.join("server.key"))
+}

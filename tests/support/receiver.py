@@ -4,7 +4,8 @@
   receiver.py tcp  --port-file F --out F [--close-after N] [--read-delay-ms MS]
                    [--start-delay-ms MS] [--max-secs S]
       accepts syslog connections, splits octet-counted frames, appends each message (one
-      per line) to --out; --close-after N closes the first connection after N messages.
+      per line, without the LF that ends every drain frame) to --out; --close-after N
+      closes the first connection after N messages.
   receiver.py http --port-file F --out F [--statuses 429,200] [--max-secs S]
       answers POSTs with the statuses in turn (the last one repeats) and appends one JSON
       object per request: {"status", "headers", "frames"}.
@@ -67,6 +68,8 @@ def tcp(args):
             # Only whole frames; a partial one waits for more bytes.
             frames, buf = split_frames(buf)
             for fr in frames:
+                if fr.endswith(b"\n"):
+                    fr = fr[:-1]
                 with lock:
                     out.write(fr.replace(b"\n", b"\\n") + b"\n")
                 count += 1
