@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod platform;
+pub mod stats;
 
 use crate::config::valid_channel_name;
 use crate::http::{json, response, Body};
@@ -143,6 +144,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
     }
     match (&method, segs.as_slice()) {
         (&Method::GET, ["metrics"]) => Ok(metrics(shared)),
+        (&Method::GET, ["v2", "stats"]) => Ok(stats::stats(shared)),
         (&Method::GET, ["v2", "channels"]) => {
             let snap = shared.registry.snapshot();
             let list: Vec<_> = snap.records().iter().map(channel_json).collect();
