@@ -1,6 +1,7 @@
 //! The HTTP API of CONTRACT §7: healthcheck, metrics, channels, tokens and sessions.
-//! Every route but `/healthcheck` and `/sessions/UUID` needs the admin key (Basic with any
-//! user, or Bearer), compared in constant time. Errors are one JSON shape.
+//! Every route but `/healthcheck`, `/sessions/UUID` and the web console's pages and files
+//! (`/`, `/console/FILE`, which hold no data) needs the admin key (Basic with any user, or
+//! Bearer), compared in constant time. Errors are one JSON shape.
 
 pub mod alerts;
 pub mod platform;
@@ -116,6 +117,14 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
     match (&method, segs.as_slice()) {
         (&Method::GET, ["healthcheck"]) => {
             return Ok(json(StatusCode::OK, &json!({"status": "normal"})));
+        }
+        (&Method::GET, []) => return Ok(crate::console::console()),
+        (&Method::GET, ["console", file]) => {
+            return crate::console::file(file)
+                .ok_or_else(|| ApiError::not_found(format!("No file {path}.")));
+        }
+        (&Method::GET, ["sessions", id]) if crate::console::wants_html(req.headers()) => {
+            return Ok(crate::console::live(shared, id));
         }
         (&Method::GET, ["sessions", id]) => {
             let h = req.headers();
