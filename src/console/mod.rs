@@ -53,18 +53,20 @@ const FILES: &[(&str, &str, &str)] = &[
 
 /// Does a request for a session URL want the live page? A browser's navigation does
 /// (`Accept: text/html,…`); an EventSource asks for `text/event-stream` and other
-/// clients for anything else, and get the stream.
+/// clients for anything else, and get the stream (a client that names both gets the
+/// stream too).
 pub fn wants_html(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| {
-            a.split(',').any(|t| {
-                t.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/html"))
-            })
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let names = |wanted: &str| {
+        accept.split(',').any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case(wanted))
         })
+    };
+    names("text/html") && !names("text/event-stream")
 }
 
 /// Adds the headers every console response carries.
@@ -193,6 +195,7 @@ mod tests {
         ));
         assert!(with("TEXT/HTML"));
         assert!(!with("text/event-stream"));
+        assert!(!with("text/html, text/event-stream"));
         assert!(!with("*/*"));
         assert!(!with("text/plain"));
         assert!(!with("application/xhtml+xml"));
