@@ -782,25 +782,40 @@ async fn the_live_page_keeps_up_with_2000_lines_a_second_and_keeps_10000() {
     )
     .await;
     // 12,000 lines in 6 s: 40 every 20 ms, on one connection.
-    let mut c = connect(s.addrs.tcp.unwrap()).await;
-    let start = Instant::now();
     let total = 12_000u32;
-    let mut i = 0;
-    while i < total {
-        let frames: String = (i..i + 40)
-            .map(|k| frame_now(&token, "web.1", &format!("fast {k}"), Duration::ZERO))
-            .collect();
-        c.write_all(frames.as_bytes()).await.unwrap();
-        i += 40;
-        let due = start + Duration::from_millis(u64::from(i / 40) * 20);
-        tokio::time::sleep_until(due.into()).await;
+    let mut c = connect(s.addrs.tcp.unwrap()).await;
+    let sender = tokio::spawn(async move {
+        let start = Instant::now();
+        let mut i = 0;
+        while i < total {
+            let frames: String = (i..i + 40)
+                .map(|k| frame_now(&token, "web.1", &format!("fast {k}"), Duration::ZERO))
+                .collect();
+            c.write_all(frames.as_bytes()).await.unwrap();
+            i += 40;
+            let due = start + Duration::from_millis(u64::from(i / 40) * 20);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        c.shutdown().await.unwrap();
+        start.elapsed()
+    });
+    // The page answers the keyboard while the lines pour in: pause and resume.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for pressed in ["true", "false"] {
+        b.keys("#log", " ").await;
+        b.wait_js(
+            "return document.getElementById('pause').getAttribute('aria-pressed')",
+            5,
+            |v| v == pressed,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    c.shutdown().await.unwrap();
-    let sent = start.elapsed();
+    let sent = sender.await.unwrap();
     let last = format!("fast {}", total - 1);
     let shown = Instant::now();
     b.wait_js(
-        "const l = document.querySelector('#log .line:last-child .msg'); return l && l.textContent",
+        "const l = [...document.querySelectorAll('#log .line .msg')].pop(); return l && l.textContent",
         2,
         |v| v.as_str() == Some(last.as_str()),
     )
@@ -816,11 +831,18 @@ async fn the_live_page_keeps_up_with_2000_lines_a_second_and_keeps_10000() {
     assert_eq!(first, format!("fast {}", total - 10_000).as_str());
     let stats = b.js("return window.logplexLive").await;
     assert_eq!(stats["received"], total);
+    let key_delay = stats["maxKeyDelayMs"].as_f64().unwrap();
+    assert!(
+        key_delay < 250.0,
+        "a key waited {key_delay} ms for the page"
+    );
     eprintln!(
         "2,000 lines/s: {total} lines sent in {sent:?}; last shown {behind:?} after the end; \
-         {} frames drawn, the longest {:.1} ms",
+         a key press waited at most {key_delay:.1} ms; \
+         {} frames drawn, the longest {:.1} ms, {:.0} ms of drawing in all",
         stats["frames"],
-        stats["maxFrameMs"].as_f64().unwrap_or(0.0)
+        stats["maxFrameMs"].as_f64().unwrap_or(0.0),
+        stats["busyMs"].as_f64().unwrap_or(0.0)
     );
     b.close().await;
     s.stop().await;
