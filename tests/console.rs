@@ -523,12 +523,7 @@ async fn the_live_page_follows_pauses_filters_and_marks() {
             .await,
     );
     assert_eq!(msgs[1], r#"Started GET "/" for 10.1.2.3"#);
-    b.wait_js(
-        "return document.getElementById('conn').textContent",
-        5,
-        |v| v == "live",
-    )
-    .await;
+    b.wait_js(CONN, 5, |v| v == "live").await;
     let sent = Instant::now();
     send(
         &s,
@@ -652,9 +647,32 @@ async fn the_live_page_follows_pauses_filters_and_marks() {
         .js("return sessionStorage.length + localStorage.length")
         .await;
     assert_eq!(stored, 0);
+
+    // A session without a tail shows its history and says when it is complete.
+    let url = s.session(r#"{"channel":"demo","num":3}"#).await;
+    b.client.goto(&url).await.unwrap();
+    let msgs = strings(&b.wait_js(MSGS, 10, |v| strings(v).len() == 3).await);
+    assert_eq!(msgs[2], "while paused 5");
+    b.wait_js(CONN, 10, |v| v == "end of history").await;
+    assert_eq!(strings(&b.js(MSGS).await).len(), 3, "nothing twice");
+    // An unknown session says so.
+    b.client
+        .goto(&format!("{}/sessions/{}", s.api(), uuid::Uuid::new_v4()))
+        .await
+        .unwrap();
+    let said = b
+        .js("return document.querySelector('#log .gone').textContent")
+        .await;
+    assert!(
+        said.as_str().unwrap().contains("unknown or has expired"),
+        "{said}"
+    );
     b.close().await;
     s.stop().await;
 }
+
+/// The connection state the live page shows.
+const CONN: &str = "return document.getElementById('conn').textContent";
 
 /// A TCP proxy in front of the API whose connections the test can cut, all at once; it
 /// keeps the first bytes of every connection (the request head).
@@ -729,28 +747,13 @@ async fn a_dropped_connection_resumes_without_repeats_or_gaps() {
     let via = url.replace(&s.addrs.api.to_string(), &proxy.addr.to_string());
     b.client.goto(&via).await.unwrap();
     b.wait_js(MSGS, 10, |v| strings(v).len() == 20).await;
-    b.wait_js(
-        "return document.getElementById('conn').textContent",
-        5,
-        |v| v == "live",
-    )
-    .await;
+    b.wait_js(CONN, 5, |v| v == "live").await;
     // Cut the stream, send while it is down, and more once it is back.
     proxy.cut();
-    b.wait_js(
-        "return document.getElementById('conn').textContent",
-        5,
-        |v| v == "reconnecting…",
-    )
-    .await;
+    b.wait_js(CONN, 5, |v| v == "reconnecting…").await;
     send(&s, &batch(21..=30)).await;
     s.wait_history("demo", |h| h.len() == 30).await;
-    b.wait_js(
-        "return document.getElementById('conn').textContent",
-        10,
-        |v| v == "live",
-    )
-    .await;
+    b.wait_js(CONN, 10, |v| v == "live").await;
     send(&s, &batch(31..=40)).await;
     let got = strings(&b.wait_js(MSGS, 5, |v| strings(v).len() >= 40).await);
     let want: Vec<String> = (1..=40).map(|i| format!("n {i}")).collect();
@@ -775,12 +778,7 @@ async fn the_live_page_keeps_up_with_2000_lines_a_second_and_keeps_10000() {
     let (token, _) = app(&s, "demo").await;
     let url = tail_session(&s, "demo", 0).await;
     b.client.goto(&url).await.unwrap();
-    b.wait_js(
-        "return document.getElementById('conn').textContent",
-        10,
-        |v| v == "live",
-    )
-    .await;
+    b.wait_js(CONN, 10, |v| v == "live").await;
     // 12,000 lines in 6 s: 40 every 20 ms, on one connection.
     let total = 12_000u32;
     let mut c = connect(s.addrs.tcp.unwrap()).await;
