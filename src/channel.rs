@@ -1,6 +1,10 @@
 //! A channel at run time: its history ring (last N lines, capped in lines and bytes) and the
 //! broadcast that feeds its tails. Ingest pushes whole batches under one short lock.
 
+mod rate;
+
+pub use rate::{LineRate, MINUTES as RATE_MINUTES};
+
 use crate::line::Line;
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
@@ -24,6 +28,8 @@ struct History {
     arena: BytesMut,
     bytes: usize,
     next_seq: u64,
+    /// Lines stored per minute, counted per batch (for the console and `GET /v2/stats`).
+    rate: LineRate,
 }
 
 /// Something that sees every line stored in a channel, as it is stored: a drain's buffer, an
@@ -81,6 +87,7 @@ impl Channel {
                 arena: BytesMut::new(),
                 bytes: 0,
                 next_seq: 1,
+                rate: LineRate::default(),
             }),
             tail,
             taps: ArcSwap::from_pointee(Vec::new()),
@@ -161,6 +168,8 @@ impl Channel {
     }
 
     fn append<I: IntoIterator<Item = Line>>(&self, lines: I, live: bool) -> usize {
+        // One clock read per batch, outside the lock, for the line rate.
+        let now = if live { crate::line::now_micros() } else { 0 };
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         // Read under the lock: a tail subscribes (in `read`) under it too, so a line is either
         // in the history it copies or sent to it, never neither.
@@ -187,6 +196,9 @@ impl Channel {
             h.lines.push_back(line);
         }
         let n = h.lines.len() - first;
+        if live && n > 0 {
+            h.rate.add(now, n as u64);
+        }
         if tapped {
             // The new lines, in place: taps see them without a copy (so under the lock, which
             // also gives every tap the channel's order).
@@ -249,6 +261,12 @@ impl Channel {
         (h.lines.len(), h.bytes)
     }
 
+    /// Lines stored per minute lately and since start (restored lines are not counted).
+    pub fn line_rate(&self) -> LineRate {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.rate.clone()
+    }
+
     pub fn limits(&self) -> Limits {
         self.limits
     }
@@ -303,6 +321,27 @@ mod tests {
         c.push((0..50).map(line));
         let (n, bytes) = c.history_len();
         assert!(bytes <= 400 && n >= 1, "{n} {bytes}");
+    }
+
+    #[test]
+    fn pushed_lines_are_counted_per_minute_and_restored_ones_are_not() {
+        let c = Channel::new(
+            1,
+            "demo",
+            Limits {
+                history_lines: 4,
+                history_bytes: 1 << 20,
+                tail_lines: 4,
+            },
+        );
+        c.restore((0..3).map(line));
+        c.push((0..5).map(line));
+        c.push((0..2).map(line));
+        let r = c.line_rate();
+        assert_eq!(r.total(), 7);
+        // The minute may have turned between the pushes and the read.
+        let m = r.minutes(crate::line::now_micros());
+        assert_eq!(m[RATE_MINUTES - 1] + m[RATE_MINUTES - 2], 7);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ pub mod api;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod drain;
 pub mod http;
 pub mod ingest;
@@ -46,6 +47,8 @@ pub struct Shared {
     pub http_addr: Option<SocketAddr>,
     /// The running drains, for their status.
     pub drains: Arc<drain::Drains>,
+    /// The alert rules, for their firing state.
+    pub alerts: Arc<alert::AlertManager>,
 }
 
 /// The addresses actually bound (port 0 in the config becomes a real port here).
@@ -76,7 +79,7 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
     let metrics = Arc::new(metrics::Metrics::new());
     let tasks = TaskTracker::new();
     let after_intake = CancellationToken::new();
-    let (drains, providers) = providers(&Context {
+    let (drains, alerts, providers) = providers(&Context {
         config: &config,
         metrics: &metrics,
         tasks: &tasks,
@@ -120,6 +123,7 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         public_url,
         http_addr: addrs.http,
         drains,
+        alerts,
     });
 
     // Intake gets its own token, cancelled first so in-flight batches finish while the API
@@ -215,14 +219,19 @@ pub struct Context<'a> {
 }
 
 /// The tap providers: every line stored in a channel is also given to these. The drains
-/// are also returned as themselves, for their status.
+/// and the alert rules are also returned as themselves, for their status.
 #[allow(clippy::type_complexity)]
 fn providers(
     ctx: &Context<'_>,
-) -> anyhow::Result<(Arc<drain::Drains>, Vec<Arc<dyn registry::TapProvider>>)> {
+) -> anyhow::Result<(
+    Arc<drain::Drains>,
+    Arc<alert::AlertManager>,
+    Vec<Arc<dyn registry::TapProvider>>,
+)> {
     let drains = Arc::new(drain::Drains::new(ctx)?);
-    let tap: Arc<dyn registry::TapProvider> = drains.clone();
-    Ok((drains, vec![tap, alert::AlertManager::start(ctx)?]))
+    let alerts = alert::AlertManager::start(ctx)?;
+    let taps: Vec<Arc<dyn registry::TapProvider>> = vec![drains.clone(), alerts.clone()];
+    Ok((drains, alerts, taps))
 }
 
 async fn bind_tcp(

@@ -92,6 +92,14 @@ impl Sessions {
         Some(e.spec.clone())
     }
 
+    /// The spec of a session that exists, marking it active (its page was opened).
+    pub fn touch(&self, id: &Uuid) -> Option<Arc<Spec>> {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let e = m.get_mut(id)?;
+        e.last_active = Instant::now();
+        Some(e.spec.clone())
+    }
+
     fn close(&self, id: &Uuid) {
         let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = m.get_mut(id) {

@@ -338,3 +338,121 @@ fn drains_commands_never_print_a_password() {
     );
     stop(server);
 }
+
+/// `logs --web` with these variables set (or removed, for `None`).
+fn logs_web(dir: &Path, p: &Ports, env: &[(&str, Option<&str>)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(["logs", "-a", "demo", "-t", "--web"])
+        .current_dir(dir)
+        .env("LOGPLEX_URL", format!("http://127.0.0.1:{}", p.api))
+        .env_remove("LOGPLEX_AUTH_KEY")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.output().unwrap()
+}
+
+/// A GET with a browser's `Accept`, over a plain socket: status line and body.
+fn browser_get(url: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/html,application/xhtml+xml,*/*;q=0.8\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn logs_web_prints_the_live_page_and_opens_it_where_a_desktop_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = write_config(d);
+    let server = serve(d, &p);
+    let o = client(d, &p, &["apps:create", "demo"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // No display: the URL only, and success.
+    let o = logs_web(d, &p, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = text(&o);
+    let url = out.trim();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let prefix = format!("http://127.0.0.1:{}/sessions/", p.api);
+    assert!(url.starts_with(&prefix), "{out}");
+    // A browser gets the live page of that tail session; no admin key is in it.
+    let (status, page) = browser_get(url);
+    assert!(status.contains(" 200 "), "{status}");
+    assert!(page.contains(r#"data-app="demo""#) && page.contains(r#"data-tail="true""#));
+    let key = std::fs::read_to_string(d.join("data/admin.key")).unwrap();
+    assert!(!page.contains(key.trim()));
+
+    // A desktop: the opener is asked to open the URL (a stand-in that writes it down).
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let opened = d.join("opened");
+    let script = bin.join("xdg-open");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" > '{}'\n",
+            opened.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = logs_web(d, &p, &[("DISPLAY", Some(":99")), ("PATH", Some(&path))]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let url = text(&o).trim().to_string();
+    assert!(url.starts_with(&prefix), "{url}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&opened).map_or(true, |s| s.trim() != url) {
+        assert!(
+            Instant::now() < deadline,
+            "the opener was not run with {url}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A desktop without an opener: still the URL, still success.
+    let empty = d.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = logs_web(
+        d,
+        &p,
+        &[
+            ("WAYLAND_DISPLAY", Some("wayland-0")),
+            ("PATH", Some(empty.to_str().unwrap())),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text(&o).trim().starts_with(&prefix));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+
+    // --web and --json do not go together.
+    let o = client(d, &p, &["logs", "-a", "demo", "--web", "--json"], None);
+    assert_eq!(o.status.code(), Some(2));
+    stop(server);
+}

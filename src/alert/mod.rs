@@ -161,6 +161,46 @@ impl AlertManager {
     }
 }
 
+/// The state of one rule on one channel, for the API and the console.
+#[derive(Debug, Clone)]
+pub struct WatchState {
+    pub channel: Arc<str>,
+    pub firing: bool,
+    /// Matching lines in the window now.
+    pub count: u64,
+    /// When it last fired (wall clock, µs) since the server started.
+    pub last_fired_us: Option<i64>,
+}
+
+impl AlertManager {
+    /// The state of rule `name` of `app` (`*` for every app) on each channel it watches,
+    /// by channel name.
+    pub fn states(&self, app: &str, name: &str) -> Vec<WatchState> {
+        let watches: Vec<Arc<Watch>> = self
+            .inner()
+            .watches
+            .iter()
+            .filter(|((a, n, _), _)| a == app && n == name)
+            .map(|(_, w)| w.clone())
+            .collect();
+        let now = Instant::now();
+        let mut out: Vec<WatchState> = watches
+            .iter()
+            .map(|w| {
+                let st = w.lock();
+                WatchState {
+                    channel: w.channel_name.clone(),
+                    firing: st.firing(),
+                    count: st.count(now),
+                    last_fired_us: st.last_fired_us(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.channel.cmp(&b.channel));
+        out
+    }
+}
+
 impl TapProvider for AlertManager {
     fn refresh(
         &self,

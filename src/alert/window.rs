@@ -51,6 +51,8 @@ pub struct WindowState {
     samples: VecDeque<Line>,
     firing: bool,
     last_fired: Option<Instant>,
+    /// Wall-clock time (µs) of the last firing, for the API and the console.
+    last_fired_us: Option<i64>,
     threshold: u64,
     cooldown: Duration,
 }
@@ -65,6 +67,7 @@ impl WindowState {
             samples: VecDeque::new(),
             firing: false,
             last_fired: None,
+            last_fired_us: None,
             threshold,
             cooldown,
         }
@@ -88,6 +91,11 @@ impl WindowState {
 
     pub fn firing(&self) -> bool {
         self.firing
+    }
+
+    /// When this window last fired (wall clock, µs), if it has since the server started.
+    pub fn last_fired_us(&self) -> Option<i64> {
+        self.last_fired_us
     }
 
     /// Adds `n` matches seen at `now` (wall clock `wall_us`), keeps the newest of
@@ -145,6 +153,7 @@ impl WindowState {
             }
             self.firing = true;
             self.last_fired = Some(now);
+            self.last_fired_us = Some(crate::line::now_micros());
             Transition::Fire
         };
         Some(Snapshot {
@@ -183,6 +192,7 @@ mod tests {
         assert_eq!(s.count, 5);
         assert_eq!(s.last_us, Some(7));
         assert!(w.firing());
+        assert!(w.last_fired_us().is_some_and(|t| t > 0));
         // More matches while firing say nothing more.
         assert_eq!(hit(&mut w, 3), None);
     }

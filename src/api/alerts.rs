@@ -4,6 +4,11 @@
 //! `NAME` may be `*` (or `%2A`) for rules that watch every channel. Listing a channel's rules
 //! includes the `*` rules that watch it. Rules from `config.toml` are listed with
 //! `"origin":"config"` and cannot be added over or deleted here (409): change the config.
+//!
+//! Listed rules carry their state since the server started,
+//! `"state":{"firing","count","last_fired_at","firing_apps"}`: on that channel when listed
+//! through a channel, over every channel the rule watches through `GET /v2/alerts` (firing
+//! on any, matches in the windows added up, the latest firing, the apps firing now).
 
 use super::{no_content, read_json, unknown_app, ApiError, ApiResult};
 use crate::alert::rule::Rule;
@@ -34,14 +39,15 @@ pub async fn route(
     match (method, segs) {
         (&Method::GET, ["v2", "alerts"]) => {
             let all = all_rules(shared).await?;
-            Ok(json(StatusCode::OK, &to_json(all.iter())))
+            Ok(json(StatusCode::OK, &to_json(shared, all.iter(), None)))
         }
         (&Method::GET, ["v2", "channels", app, "alerts"]) => {
             let app = star(app);
             check_app(shared, &app)?;
             let all = all_rules(shared).await?;
             let mine = all.iter().filter(|(r, _)| r.app == "*" || r.app == app);
-            Ok(json(StatusCode::OK, &to_json(mine)))
+            let on = (app != "*").then_some(app.as_str());
+            Ok(json(StatusCode::OK, &to_json(shared, mine, on)))
         }
         (&Method::POST, ["v2", "channels", app, "alerts"]) => {
             let app = star(app);
@@ -97,8 +103,46 @@ fn rule_json(r: &AlertConfig, origin: &str) -> serde_json::Value {
     })
 }
 
-fn to_json<'a>(rules: impl Iterator<Item = &'a (AlertConfig, &'static str)>) -> serde_json::Value {
-    serde_json::Value::Array(rules.map(|(r, o)| rule_json(r, o)).collect())
+/// The rules, each with its `"state"` on channel `on` (or on every channel it watches).
+fn to_json<'a>(
+    shared: &Shared,
+    rules: impl Iterator<Item = &'a (AlertConfig, &'static str)>,
+    on: Option<&str>,
+) -> serde_json::Value {
+    serde_json::Value::Array(
+        rules
+            .map(|(r, o)| {
+                let mut v = rule_json(r, o);
+                let mut states = shared.alerts.states(&r.app, &r.name);
+                if let Some(app) = on {
+                    states.retain(|s| &*s.channel == app);
+                }
+                v["state"] = state_json(&states);
+                v
+            })
+            .collect(),
+    )
+}
+
+/// `{"firing","count","last_fired_at","firing_apps"}` over the given (rule, channel) states.
+fn state_json(states: &[crate::alert::WatchState]) -> serde_json::Value {
+    let last = states.iter().filter_map(|s| s.last_fired_us).max();
+    let at = last.map(|us| {
+        let mut b = bytes::BytesMut::with_capacity(32);
+        logplex_proto::render::rfc3339_micros(&mut b, us);
+        String::from_utf8_lossy(&b).into_owned()
+    });
+    let firing: Vec<&str> = states
+        .iter()
+        .filter(|s| s.firing)
+        .map(|s| &*s.channel)
+        .collect();
+    json!({
+        "firing": !firing.is_empty(),
+        "count": states.iter().map(|s| s.count).sum::<u64>(),
+        "last_fired_at": at,
+        "firing_apps": firing,
+    })
 }
 
 /// The body of `POST /v2/channels/NAME/alerts`; `app` comes from the path.

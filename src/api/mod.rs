@@ -1,9 +1,11 @@
 //! The HTTP API of CONTRACT §7: healthcheck, metrics, channels, tokens and sessions.
-//! Every route but `/healthcheck` and `/sessions/UUID` needs the admin key (Basic with any
-//! user, or Bearer), compared in constant time. Errors are one JSON shape.
+//! Every route but `/healthcheck`, `/sessions/UUID` and the web console's pages and files
+//! (`/`, `/console/FILE`, which hold no data) needs the admin key (Basic with any user, or
+//! Bearer), compared in constant time. Errors are one JSON shape.
 
 pub mod alerts;
 pub mod platform;
+pub mod stats;
 
 use crate::config::valid_channel_name;
 use crate::http::{json, response, Body};
@@ -116,6 +118,14 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
         (&Method::GET, ["healthcheck"]) => {
             return Ok(json(StatusCode::OK, &json!({"status": "normal"})));
         }
+        (&Method::GET, []) => return Ok(crate::console::console()),
+        (&Method::GET, ["console", file]) => {
+            return crate::console::file(file)
+                .ok_or_else(|| ApiError::not_found(format!("No file {path}.")));
+        }
+        (&Method::GET, ["sessions", id]) if crate::console::wants_html(req.headers()) => {
+            return Ok(crate::console::live(shared, id));
+        }
         (&Method::GET, ["sessions", id]) => {
             let h = req.headers();
             let sse = h
@@ -143,6 +153,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
     }
     match (&method, segs.as_slice()) {
         (&Method::GET, ["metrics"]) => Ok(metrics(shared)),
+        (&Method::GET, ["v2", "stats"]) => Ok(stats::stats(shared)),
         (&Method::GET, ["v2", "channels"]) => {
             let snap = shared.registry.snapshot();
             let list: Vec<_> = snap.records().iter().map(channel_json).collect();

@@ -1,5 +1,6 @@
 //! `logplex logs`: opens a log session (`POST /v2/sessions`) and copies its stream to
-//! stdout, either verbatim or, with `--json`, as one JSON object per session line.
+//! stdout, either verbatim or, with `--json`, as one JSON object per session line; with
+//! `--web` it prints the session's URL, whose page is the live view in a browser.
 
 use super::client::{CliError, Client};
 use super::{AppArg, ServerArgs};
@@ -31,6 +32,10 @@ pub struct LogsArgs {
     /// Print each line as `{"timestamp","source","dyno","message"}`.
     #[arg(long)]
     pub json: bool,
+    /// Print the URL of the session's live page for a browser instead of the lines, and
+    /// open it where a browser can be (a desktop session).
+    #[arg(long, conflicts_with = "json")]
+    pub web: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -74,6 +79,11 @@ pub async fn run(client: &Client, args: &LogsArgs) -> Result<ExitCode, CliError>
     } else {
         session.url
     };
+    if args.web {
+        println!("{url}");
+        super::browser::open(&url);
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut body = client.open_stream(&url).await?.into_body();
     let mut printer = Printer::new(args.json);
     let mut stdout = io::stdout().lock();

@@ -5,6 +5,7 @@
 //! current-thread runtime and turns its outcome into the exit code (0 ok, 1 failed request,
 //! 2 bad usage), printing failures as one `logplex: ...` sentence on stderr.
 
+mod browser;
 mod client;
 mod commands;
 mod logs;

@@ -1,0 +1,47 @@
+//! `GET /v2/stats`: every channel's line rate (lines stored per minute over the last
+//! minutes, and since start) and history size, in one request, for the web console and
+//! for scripts that want to know which apps are loud.
+//!
+//! ```json
+//! {"at":"2026-…+00:00","minutes":15,
+//!  "channels":[{"name":"demo","lines_per_minute":[0,…,42],"lines_total":1234,"history_lines":1234}]}
+//! ```
+//! `lines_per_minute` holds `minutes` counts, oldest first, per wall-clock minute; the last
+//! is the minute under way (so it grows until the minute ends). Counts are of this node's
+//! intake since it started; history restored at start is not counted.
+
+use crate::channel::RATE_MINUTES;
+use crate::http::json;
+use crate::Shared;
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+/// Answers `GET /v2/stats` (the caller has checked the admin key).
+pub fn stats(shared: &Shared) -> Response<crate::http::Body> {
+    let now = crate::line::now_micros();
+    let snap = shared.registry.snapshot();
+    let channels: Vec<serde_json::Value> = snap
+        .records()
+        .iter()
+        .filter_map(|rec| snap.channel_with_id(&rec.name, rec.id))
+        .map(|c| {
+            let rate = c.line_rate();
+            json!({
+                "name": &*c.name,
+                "lines_per_minute": rate.minutes(now).to_vec(),
+                "lines_total": rate.total(),
+                "history_lines": c.history_len().0,
+            })
+        })
+        .collect();
+    let mut at = bytes::BytesMut::with_capacity(32);
+    logplex_proto::render::rfc3339_micros(&mut at, now);
+    json(
+        StatusCode::OK,
+        &json!({
+            "at": String::from_utf8_lossy(&at),
+            "minutes": RATE_MINUTES,
+            "channels": channels,
+        }),
+    )
+}
