@@ -69,9 +69,11 @@ impl hyper::body::Body for StreamBody {
 }
 
 /// Serves HTTP/1.1 on `listener` with `handler` until `shutdown`; open connections are
-/// asked to finish their current request and close.
+/// asked to finish their current request and close. `table` caps the connections (at the
+/// cap the one idle longest is closed to admit a new one).
 pub async fn serve<H, F>(
     listener: TcpListener,
+    table: Arc<crate::conns::Table>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     handler: Arc<H>,
@@ -91,6 +93,9 @@ pub async fn serve<H, F>(
             },
             _ = shutdown.cancelled() => return,
         };
+        let Some(conn) = table.admit().await else {
+            continue;
+        };
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -98,21 +103,31 @@ pub async fn serve<H, F>(
                 let fut = handler(req);
                 async move { Ok::<_, Infallible>(fut.await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
+            let io = crate::conns::Tracked::new(sock, conn.activity.clone());
+            let conn_fut = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(30))
-                .serve_connection(TokioIo::new(sock), svc);
-            let mut conn = std::pin::pin!(conn);
+                // hyper's read buffer grows to 400 KB by default: per connection, times
+                // thousands of connections, that would be memory outside the body budget.
+                .max_buf_size(READ_BUF_MAX)
+                .serve_connection(TokioIo::new(io), svc);
+            let mut conn_fut = std::pin::pin!(conn_fut);
             tokio::select! {
-                r = conn.as_mut() => { if let Err(e) = r { tracing::debug!("http connection: {e}"); } }
+                r = conn_fut.as_mut() => { if let Err(e) = r { tracing::debug!("http connection: {e}"); } }
+                // Evicted at the cap: this was the connection idle longest.
+                _ = conn.close.cancelled() => {}
                 _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn).await;
+                    conn_fut.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn_fut).await;
                 }
             }
+            drop(conn);
         });
     }
 }
+
+/// The most a connection's read buffer holds (hyper's minimum is 8 KiB).
+const READ_BUF_MAX: usize = 64 * 1024;
 
 /// `StatusCode` for a status that is always valid.
 pub fn status(code: u16) -> StatusCode {
