@@ -242,11 +242,13 @@ impl Bodies {
                         continue;
                     }
                     if let Some(f) = first.take() {
-                        grow(&mut buf, &mut res, f.len() + data.len(), cap_at)?;
+                        // The first chunk's bytes stay reserved for the buffer it moves to.
+                        let mut credit = f.len();
+                        grow(&mut buf, &mut res, f.len() + data.len(), cap_at, &mut credit)?;
                         buf.extend_from_slice(&f);
                     }
                     let need = buf.len() + data.len();
-                    grow(&mut buf, &mut res, need, cap_at)?;
+                    grow(&mut buf, &mut res, need, cap_at, &mut 0)?;
                     buf.extend_from_slice(&data);
                 }
                 _ = &mut timer => {
@@ -312,18 +314,23 @@ impl Bodies {
 }
 
 /// Makes room in `buf` for `need` bytes, doubling (but never past `cap_at`, the declared or
-/// largest length, unless more has arrived) and reserving the growth first.
+/// largest length, unless more has arrived) and reserving the growth first; `credit` bytes
+/// already reserved (and about to be freed) are used before new ones.
 fn grow(
     buf: &mut Vec<u8>,
     res: &mut Reservation,
     need: usize,
     cap_at: usize,
+    credit: &mut usize,
 ) -> Result<(), BodyError> {
     if need <= buf.capacity() {
         return Ok(());
     }
     let target = need.max(buf.capacity() * 2).min(cap_at.max(need));
-    res.grow(target - buf.capacity())?;
+    let more = target - buf.capacity();
+    let from_credit = more.min(*credit);
+    *credit -= from_credit;
+    res.grow(more - from_credit)?;
     buf.reserve_exact(target - buf.len());
     Ok(())
 }

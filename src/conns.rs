@@ -107,15 +107,16 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     sock.listen(backlog)
 }
 
-/// When a connection last received bytes, in milliseconds since its table's epoch. Written
-/// on every read that got bytes; read by the idle timeout and by eviction.
+/// When a connection last moved bytes, in milliseconds since its table's epoch: written on
+/// every read that got bytes (and, for HTTP, every write); read by the idle timeout and by
+/// eviction.
 pub struct Activity {
     epoch: Instant,
     last_ms: AtomicU64,
 }
 
 impl Activity {
-    /// Notes that bytes arrived now.
+    /// Notes that bytes moved now.
     pub fn touch(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
@@ -299,8 +300,8 @@ impl Table {
     }
 }
 
-/// A socket whose reads touch its connection's [`Activity`] (for hyper, which does the
-/// reading of HTTP connections).
+/// A socket whose reads and writes touch its connection's [`Activity`] (for hyper, which
+/// does the reading and writing of HTTP connections).
 pub struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
@@ -309,6 +310,14 @@ pub struct Tracked<S> {
 impl<S> Tracked<S> {
     pub fn new(inner: S, activity: Arc<Activity>) -> Self {
         Tracked { inner, activity }
+    }
+
+    /// A response being streamed (a tail, a session) is activity too: such a connection
+    /// is not idle even though its client sends nothing.
+    fn wrote(&self, r: &Poll<io::Result<usize>>) {
+        if matches!(r, Poll::Ready(Ok(n)) if *n > 0) {
+            self.activity.touch();
+        }
     }
 }
 
@@ -334,7 +343,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.inner).poll_write(cx, buf);
+        me.wrote(&r);
+        r
     }
 
     fn poll_write_vectored(
@@ -342,7 +354,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let me = self.get_mut();
+        let r = Pin::new(&mut me.inner).poll_write_vectored(cx, bufs);
+        me.wrote(&r);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
