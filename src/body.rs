@@ -210,8 +210,9 @@ impl Bodies {
             return Err(BodyError::TooLarge(max));
         }
         let mut res = self.reservation();
-        // The first chunk is kept as it came when it turns out to be the whole body (the
-        // usual batch): no copy. Later chunks are gathered into `buf`.
+        // A first chunk that is the whole declared body (the usual batch) is kept as it
+        // came: no copy. Anything else is copied into `buf` at once, so that a partial body
+        // does not pin the connection's read buffer (hyper's, of up to 64 KiB).
         let mut first: Option<Bytes> = None;
         let mut buf: Vec<u8> = Vec::new();
         let cap_at = declared.unwrap_or(max).min(max);
@@ -236,7 +237,7 @@ impl Bodies {
                     if received > max as u64 {
                         return Err(BodyError::TooLarge(max));
                     }
-                    if first.is_none() && buf.is_empty() {
+                    if first.is_none() && buf.is_empty() && declared == Some(data.len()) {
                         res.grow(data.len())?;
                         first = Some(data);
                         continue;
@@ -313,9 +314,11 @@ impl Bodies {
     }
 }
 
-/// Makes room in `buf` for `need` bytes, doubling (but never past `cap_at`, the declared or
-/// largest length, unless more has arrived) and reserving the growth first; `credit` bytes
-/// already reserved (and about to be freed) are used before new ones.
+/// Makes room in `buf` for `need` bytes: exactly at first (a body that stalls holds no
+/// more than it sent), then doubling, and straight to `cap_at` (the declared or largest
+/// length) once half of it has arrived, so a liar holds at most twice what it sent. The
+/// growth is reserved first; `credit` bytes already reserved (and about to be freed) go
+/// first.
 fn grow(
     buf: &mut Vec<u8>,
     res: &mut Reservation,
@@ -326,7 +329,15 @@ fn grow(
     if need <= buf.capacity() {
         return Ok(());
     }
-    let target = need.max(buf.capacity() * 2).min(cap_at.max(need));
+    let cap = buf.capacity();
+    let target = if need.saturating_mul(2) >= cap_at {
+        cap_at.max(need)
+    } else if need - buf.len() < cap / 8 {
+        // A trickle: small steps, so a slow body holds little more than it sent.
+        need.max(cap + SLOW_STEP)
+    } else {
+        need.max(cap * 2)
+    };
     let more = target - buf.capacity();
     let from_credit = more.min(*credit);
     *credit -= from_credit;
@@ -334,6 +345,9 @@ fn grow(
     buf.reserve_exact(target - buf.len());
     Ok(())
 }
+
+/// How much a buffer grows when little arrives at a time.
+const SLOW_STEP: usize = 4096;
 
 /// How long `bytes` take at [`MIN_RATE`].
 fn rate_time(bytes: u64) -> Duration {
@@ -394,6 +408,29 @@ mod tests {
             b.gunzip(b"not gzip", 300_000, &mut r),
             Err(BodyError::Gzip(_))
         ));
+    }
+
+    #[test]
+    fn buffers_grow_exactly_then_double_or_in_small_steps_for_a_trickle() {
+        let b = bodies(1 << 30);
+        let mut r = b.reservation();
+        let mut buf = Vec::new();
+        // A first chunk that is not the whole body: exactly its size.
+        grow(&mut buf, &mut r, 8000, 4 << 20, &mut 0).unwrap();
+        assert_eq!(buf.capacity(), 8000);
+        buf.resize(8000, 0);
+        // 100 more bytes: a trickle, a small step.
+        grow(&mut buf, &mut r, 8100, 4 << 20, &mut 0).unwrap();
+        assert_eq!(buf.capacity(), 8000 + SLOW_STEP);
+        // A big chunk: doubling.
+        let cap = buf.capacity();
+        buf.resize(cap, 0);
+        grow(&mut buf, &mut r, cap + 8192, 4 << 20, &mut 0).unwrap();
+        assert_eq!(buf.capacity(), 2 * cap);
+        // Half the declared length arrived: straight to it.
+        grow(&mut buf, &mut r, 3 << 20, 4 << 20, &mut 0).unwrap();
+        assert_eq!(buf.capacity(), 4 << 20);
+        assert_eq!(r.bytes(), 4 << 20, "every byte of capacity is reserved");
     }
 
     #[test]

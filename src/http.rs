@@ -107,8 +107,9 @@ pub async fn serve<H, F>(
             let conn_fut = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(30))
-                // hyper's read buffer grows to 400 KB by default: per connection, times
-                // thousands of connections, that would be memory outside the body budget.
+                // hyper's read buffer grows to 400 KB by default and is kept while the
+                // connection is idle: times thousands of connections, that is memory outside
+                // the body budget.
                 .max_buf_size(READ_BUF_MAX)
                 .serve_connection(TokioIo::new(io), svc);
             let mut conn_fut = std::pin::pin!(conn_fut);
@@ -126,8 +127,11 @@ pub async fn serve<H, F>(
     }
 }
 
-/// The most a connection's read buffer holds (hyper's minimum is 8 KiB).
-const READ_BUF_MAX: usize = 64 * 1024;
+/// The most a connection's read buffer holds: hyper's minimum, 8 KiB. A 75 KB batch then
+/// takes ten reads instead of two, but each connection (idle keep-alive, or a slow body)
+/// holds 16 KiB with hyper's write buffer instead of up to 72 KiB: 2,000 slow bodies and
+/// 5,000 idle syslog connections peaked at 139 MiB of RSS with it, 175 MiB with 16 KiB.
+const READ_BUF_MAX: usize = 8 * 1024;
 
 /// `StatusCode` for a status that is always valid.
 pub fn status(code: u16) -> StatusCode {
