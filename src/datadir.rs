@@ -1,6 +1,7 @@
 //! The data directory (the folder of `store.path`). It holds every token and the admin
-//! key's file, so it is kept private: the folder 0700 and every file of ours 0600, checked
-//! at each start (a looser mode is fixed, with a warning). It has one owner at a time: an
+//! key's file, so it is kept private: the folder 0700 and every file in it 0600 (folders
+//! 0700), checked at each start (a looser mode on what belongs to our user is fixed, with a
+//! warning). It has one owner at a time: an
 //! exclusive lock (`flock`) on `logplex.lock`, which records the owner's pid so that a
 //! second `serve` can say who holds it. The kernel drops the lock when the owner exits,
 //! however it exits, so a crash never leaves a stale lock behind.
@@ -116,47 +117,50 @@ fn holder(file: &mut File) -> String {
     "unknown".into()
 }
 
-/// Checks the mode of every file in the directory: ours (the database `db_name` with its
-/// `-wal`, `-shm` and `-journal`, `admin.key`, the lock) are made 0600 when they are open
-/// to others, with a warning; anything else open to others is only reported.
-pub fn make_private(dir: &Path, db_name: &str) -> Result<(), DataDirError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| DataDirError::Io {
-        dir: dir.display().to_string(),
-        what: "cannot list it",
-        source,
-    })?;
+/// Checks the mode of everything in the directory (and in its folders, such as the
+/// durable log's): what belongs to this process's user and is open to others is made
+/// private, files 0600 and folders 0700, with a warning; anything else open to others is
+/// only reported. Symbolic links are not followed.
+pub fn make_private(dir: &Path) -> Result<(), DataDirError> {
+    walk_private(dir, dir, rustix::process::geteuid().as_raw(), 0)
+}
+
+fn walk_private(top: &Path, dir: &Path, me: u32, depth: usize) -> Result<(), DataDirError> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |what: &'static str| {
+        let dir = top.display().to_string();
+        move |source| DataDirError::Io { dir, what, source }
+    };
+    let entries = std::fs::read_dir(dir).map_err(io("cannot list it"))?;
     for entry in entries.flatten() {
-        let Ok(meta) = entry.path().symlink_metadata() else {
+        let path = entry.path();
+        let Ok(meta) = path.symlink_metadata() else {
             continue;
         };
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 == 0 || meta.file_type().is_symlink() {
+        if meta.file_type().is_symlink() {
             continue;
         }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = meta.is_file()
-            && (name == KEY_FILE
-                || name == LOCK_FILE
-                || name == db_name
-                || name
-                    .strip_prefix(db_name)
-                    .is_some_and(|rest| rest.starts_with('-') || rest == ".new"));
-        if ours {
-            tracing::warn!(
-                "{} was mode {mode:04o}, readable by other users: set to 0600",
-                entry.path().display()
-            );
-            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))
-                .map_err(|source| DataDirError::Io {
-                    dir: dir.display().to_string(),
-                    what: "cannot make a file private",
-                    source,
-                })?;
-        } else {
-            tracing::warn!(
-                "{} in the data directory is mode {mode:04o}; not a logplex file, left as it is",
-                entry.path().display()
-            );
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            let private = if meta.is_dir() { 0o700 } else { 0o600 };
+            if meta.uid() == me {
+                tracing::warn!(
+                    "{} was mode {mode:04o}, open to other users: set to {private:04o}",
+                    path.display()
+                );
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(private))
+                    .map_err(io("cannot make a file private"))?;
+            } else {
+                tracing::warn!(
+                    "{} in the data directory is mode {mode:04o} and belongs to user {}: \
+                     left as it is",
+                    path.display(),
+                    meta.uid()
+                );
+            }
+        }
+        if meta.is_dir() && depth < 4 {
+            walk_private(top, &path, me, depth + 1)?;
         }
     }
     Ok(())
@@ -200,14 +204,30 @@ mod tests {
         std::fs::write(dir.join("logplex.db-wal"), b"x").unwrap();
         std::fs::set_permissions(dir.join("logplex.db-wal"), PermissionsExt::from_mode(0o644))
             .unwrap();
-        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
-        std::fs::set_permissions(dir.join("notes.txt"), PermissionsExt::from_mode(0o644)).unwrap();
-        make_private(&dir, "logplex.db").unwrap();
+        std::fs::create_dir(dir.join("log")).unwrap();
+        std::fs::set_permissions(dir.join("log"), PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("log/00000000000000000000.log"), b"x").unwrap();
+        std::fs::set_permissions(
+            dir.join("log/00000000000000000000.log"),
+            PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+        let outside = tmp.path().join("outside.txt");
+        std::fs::write(&outside, b"x").unwrap();
+        std::fs::set_permissions(&outside, PermissionsExt::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+        make_private(&dir).unwrap();
         let mode_of =
             |n: &str| std::fs::metadata(dir.join(n)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode_of("logplex.db-wal"), 0o600);
-        assert_eq!(mode_of("notes.txt"), 0o644);
+        assert_eq!(mode_of("log"), 0o700);
+        assert_eq!(mode_of("log/00000000000000000000.log"), 0o600);
         assert_eq!(mode_of(LOCK_FILE), 0o600);
+        assert_eq!(
+            std::fs::metadata(&outside).unwrap().permissions().mode() & 0o777,
+            0o644,
+            "links are not followed"
+        );
     }
 
     #[test]

@@ -285,13 +285,7 @@ fn open_store(
     providers: Vec<Arc<dyn registry::TapProvider>>,
 ) -> anyhow::Result<(admin_key::AdminKey, Arc<registry::Registry>)> {
     let dir = config.store.data_dir();
-    let db_name = config
-        .store
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    datadir::make_private(&dir, &db_name)?;
+    datadir::make_private(&dir)?;
     let st = store::Store::open(&config.store.path)?;
     let key_file = dir.join(datadir::KEY_FILE);
     let admin_key =
