@@ -717,3 +717,32 @@ async fn a_full_body_budget_answers_503_with_retry_after_then_recovers() {
     assert_eq!(st, 204, "{text}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_have_the_configured_backlog() {
+    let _one = HEAVY.lock().await;
+    if !need("ss", "apt-get install iproute2") {
+        return;
+    }
+    let s = TestServer::start_with(|c| {
+        c.api.backlog = 300;
+        c.ingest.tcp.backlog = 700;
+    })
+    .await;
+    // `ss` shows a listening socket's backlog as its Send-Q.
+    let backlog = |port: u16| -> u32 {
+        let out = std::process::Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{port}")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no listener on {port} in {text:?}"))
+    };
+    assert_eq!(backlog(s.addrs.api.port()), 300);
+    assert_eq!(backlog(s.addrs.tcp.unwrap().port()), 700);
+    assert_eq!(backlog(s.addrs.http.unwrap().port()), 1024, "the default");
+    s.stop().await;
+}
