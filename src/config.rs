@@ -117,7 +117,7 @@ pub struct HttpIngestConfig {
     /// The kernel's queue of connections not yet accepted.
     pub backlog: u32,
     /// A whole request body (here and on the API) must arrive within this (408 beyond), and
-    /// at 64 KiB/s at least after its first second.
+    /// at 64 KiB/s at least once its first 3 seconds are over.
     pub body_timeout: String,
     /// Bytes of request bodies (here and on the API, gzip output included) held at once;
     /// a body that does not fit is refused with 503 and `Retry-After`.
