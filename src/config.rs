@@ -247,6 +247,14 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
+    /// The database's file name, without its folder.
+    pub fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     /// The data directory: where the database, `admin.key` and saved history live.
     pub fn data_dir(&self) -> PathBuf {
         match self.path.parent() {

@@ -1,10 +1,13 @@
 //! The data directory (the folder of `store.path`). It holds every token and the admin
-//! key's file, so it is kept private: the folder 0700 and every file in it 0600 (folders
-//! 0700), checked at each start (a looser mode on what belongs to our user is fixed, with a
-//! warning). It has one owner at a time: an
-//! exclusive lock (`flock`) on `logplex.lock`, which records the owner's pid so that a
-//! second `serve` can say who holds it. The kernel drops the lock when the owner exits,
-//! however it exits, so a crash never leaves a stale lock behind.
+//! key's file, so it is kept private: the folder 0700 and every file of logplex in it 0600
+//! (its folders 0700), checked at each start, where a looser mode is fixed with a warning.
+//! Only a folder that is logplex's own is changed: one open to others that also holds
+//! files of someone else (`/var/lib`, a project's root) is refused, never made 0700 under
+//! its other users, and files that are not logplex's are only reported.
+//!
+//! It has one owner at a time: an exclusive lock (`flock`) on `logplex.lock`, which records
+//! the owner's pid so that a second `serve` can say who holds it. The kernel drops the lock
+//! when the owner exits, however it exits, so a crash never leaves a stale lock behind.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -16,6 +19,8 @@ use std::time::Duration;
 pub const LOCK_FILE: &str = "logplex.lock";
 /// The admin key, readable by the owner only, for the local CLI.
 pub const KEY_FILE: &str = "admin.key";
+/// The durable log's folder, by default in the data directory.
+pub const LOG_DIR: &str = "log";
 
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -23,13 +28,26 @@ pub enum DataDirError {
     #[error("data directory {dir} is in use by another logplex (pid {pid})")]
     InUse { dir: String, pid: String },
     #[error("data directory {dir} is shared ({why}): give store.path a folder of its own")]
-    Shared { dir: String, why: &'static str },
+    Shared { dir: String, why: String },
     #[error("data directory {dir}: {what}: {source}")]
     Io {
         dir: String,
         what: &'static str,
         source: std::io::Error,
     },
+}
+
+/// Whether `name` is one of logplex's entries in a data directory whose database file is
+/// `db_name`: the database with its `-wal`, `-shm`, `-journal` (and the `.new` a first
+/// start makes), `admin.key`, the lock, the durable log's folder.
+pub fn is_ours(name: &str, db_name: &str) -> bool {
+    name == KEY_FILE
+        || name == LOCK_FILE
+        || name == LOG_DIR
+        || name == db_name
+        || name.strip_prefix(db_name).is_some_and(|rest| {
+            matches!(rest, "-wal" | "-shm" | "-journal" | ".new" | ".new-journal")
+        })
 }
 
 /// The lock of a data directory, held while the server runs and released when dropped.
@@ -41,7 +59,7 @@ pub struct DirLock {
 
 /// Creates the directory (0700) when missing, makes sure it is private, and takes its
 /// lock. Blocking.
-pub fn lock(dir: &Path) -> Result<DirLock, DataDirError> {
+pub fn lock(dir: &Path, db_name: &str) -> Result<DirLock, DataDirError> {
     let shown = dir.display().to_string();
     let io = |what: &'static str| {
         let dir = shown.clone();
@@ -54,22 +72,30 @@ pub fn lock(dir: &Path) -> Result<DirLock, DataDirError> {
         .map_err(io("cannot create it"))?;
     let meta = std::fs::metadata(dir).map_err(io("cannot read it"))?;
     let mode = meta.permissions().mode() & 0o7777;
+    let shared = |why: String| DataDirError::Shared {
+        dir: shown.clone(),
+        why,
+    };
     if mode & 0o1000 != 0 {
-        return Err(DataDirError::Shared {
-            dir: shown,
-            why: "it has the sticky bit, like /tmp",
-        });
+        return Err(shared("it has the sticky bit, like /tmp".into()));
     }
     if mode & 0o002 != 0 {
-        return Err(DataDirError::Shared {
-            dir: shown,
-            why: "anyone may write in it",
-        });
+        return Err(shared("anyone may write in it".into()));
     }
     if mode & 0o077 != 0 {
+        let foreign = std::fs::read_dir(dir)
+            .map_err(io("cannot list it"))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| !is_ours(n, db_name));
+        if let Some(name) = foreign {
+            return Err(shared(format!(
+                "mode {mode:04o}, open to other users, and it holds {name:?}, which is not \
+                 logplex's"
+            )));
+        }
         tracing::warn!(
-            "data directory {shown} was mode {:04o}, open to other users: set to 0700",
-            mode
+            "data directory {shown} was mode {mode:04o}, open to other users: set to 0700"
         );
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io("cannot make it private"))?;
@@ -117,50 +143,43 @@ fn holder(file: &mut File) -> String {
     "unknown".into()
 }
 
-/// Checks the mode of everything in the directory (and in its folders, such as the
-/// durable log's): what belongs to this process's user and is open to others is made
-/// private, files 0600 and folders 0700, with a warning; anything else open to others is
-/// only reported. Symbolic links are not followed.
-pub fn make_private(dir: &Path) -> Result<(), DataDirError> {
-    walk_private(dir, dir, rustix::process::geteuid().as_raw(), 0)
-}
-
-fn walk_private(top: &Path, dir: &Path, me: u32, depth: usize) -> Result<(), DataDirError> {
-    use std::os::unix::fs::MetadataExt;
-    let io = |what: &'static str| {
-        let dir = top.display().to_string();
-        move |source| DataDirError::Io { dir, what, source }
-    };
-    let entries = std::fs::read_dir(dir).map_err(io("cannot list it"))?;
+/// Checks the mode of every entry of the directory: logplex's own (see [`is_ours`]) are
+/// made private when they are open to others, files 0600 and folders 0700, with a warning;
+/// anything else open to others is only reported. Symbolic links are not followed.
+pub fn make_private(dir: &Path, db_name: &str) -> Result<(), DataDirError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| DataDirError::Io {
+        dir: dir.display().to_string(),
+        what: "cannot list it",
+        source,
+    })?;
     for entry in entries.flatten() {
         let path = entry.path();
         let Ok(meta) = path.symlink_metadata() else {
             continue;
         };
-        if meta.file_type().is_symlink() {
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.file_type().is_symlink() || mode & 0o077 == 0 {
             continue;
         }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_ours(&name, db_name) {
             let private = if meta.is_dir() { 0o700 } else { 0o600 };
-            if meta.uid() == me {
-                tracing::warn!(
-                    "{} was mode {mode:04o}, open to other users: set to {private:04o}",
-                    path.display()
-                );
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(private))
-                    .map_err(io("cannot make a file private"))?;
-            } else {
-                tracing::warn!(
-                    "{} in the data directory is mode {mode:04o} and belongs to user {}: \
-                     left as it is",
-                    path.display(),
-                    meta.uid()
-                );
-            }
-        }
-        if meta.is_dir() && depth < 4 {
-            walk_private(top, &path, me, depth + 1)?;
+            tracing::warn!(
+                "{} was mode {mode:04o}, open to other users: set to {private:04o}",
+                path.display()
+            );
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(private)).map_err(
+                |source| DataDirError::Io {
+                    dir: dir.display().to_string(),
+                    what: "cannot make a file private",
+                    source,
+                },
+            )?;
+        } else {
+            tracing::warn!(
+                "{} in the data directory is mode {mode:04o}; not logplex's, left as it is",
+                path.display()
+            );
         }
     }
     Ok(())
@@ -183,14 +202,17 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    fn mode_of(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
     #[test]
     fn one_owner_at_a_time_and_private_modes() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
-        let first = lock(&dir).unwrap();
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-        let e = lock(&dir).unwrap_err().to_string();
+        let first = lock(&dir, "logplex.db").unwrap();
+        assert_eq!(mode_of(&dir), 0o700);
+        let e = lock(&dir, "logplex.db").unwrap_err().to_string();
         assert!(
             e.ends_with(&format!(
                 "is in use by another logplex (pid {})",
@@ -199,42 +221,74 @@ mod tests {
             "{e}"
         );
         drop(first);
-        let _again = lock(&dir).unwrap();
+        let _again = lock(&dir, "logplex.db").unwrap();
 
+        let loose = |n: &str| {
+            std::fs::set_permissions(dir.join(n), PermissionsExt::from_mode(0o644)).unwrap()
+        };
         std::fs::write(dir.join("logplex.db-wal"), b"x").unwrap();
-        std::fs::set_permissions(dir.join("logplex.db-wal"), PermissionsExt::from_mode(0o644))
-            .unwrap();
-        std::fs::create_dir(dir.join("log")).unwrap();
-        std::fs::set_permissions(dir.join("log"), PermissionsExt::from_mode(0o755)).unwrap();
-        std::fs::write(dir.join("log/00000000000000000000.log"), b"x").unwrap();
-        std::fs::set_permissions(
-            dir.join("log/00000000000000000000.log"),
-            PermissionsExt::from_mode(0o644),
-        )
-        .unwrap();
+        loose("logplex.db-wal");
+        std::fs::create_dir(dir.join(LOG_DIR)).unwrap();
+        std::fs::set_permissions(dir.join(LOG_DIR), PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
+        loose("notes.txt");
         let outside = tmp.path().join("outside.txt");
         std::fs::write(&outside, b"x").unwrap();
         std::fs::set_permissions(&outside, PermissionsExt::from_mode(0o644)).unwrap();
-        std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
-        make_private(&dir).unwrap();
-        let mode_of =
-            |n: &str| std::fs::metadata(dir.join(n)).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode_of("logplex.db-wal"), 0o600);
-        assert_eq!(mode_of("log"), 0o700);
-        assert_eq!(mode_of("log/00000000000000000000.log"), 0o600);
-        assert_eq!(mode_of(LOCK_FILE), 0o600);
+        std::os::unix::fs::symlink(&outside, dir.join("logplex.db-shm")).unwrap();
+        make_private(&dir, "logplex.db").unwrap();
+        assert_eq!(mode_of(&dir.join("logplex.db-wal")), 0o600);
+        assert_eq!(mode_of(&dir.join(LOG_DIR)), 0o700);
+        assert_eq!(mode_of(&dir.join(LOCK_FILE)), 0o600);
         assert_eq!(
-            std::fs::metadata(&outside).unwrap().permissions().mode() & 0o777,
+            mode_of(&dir.join("notes.txt")),
             0o644,
-            "links are not followed"
+            "not ours: reported only"
         );
+        assert_eq!(mode_of(&outside), 0o644, "links are not followed");
     }
 
     #[test]
-    fn a_shared_directory_is_refused() {
+    fn only_a_folder_of_our_own_is_made_private() {
         let tmp = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(tmp.path(), PermissionsExt::from_mode(0o1777)).unwrap();
-        let e = lock(tmp.path()).unwrap_err();
+        // Open to others, with only logplex's files: made 0700.
+        let ours = tmp.path().join("ours");
+        std::fs::create_dir(&ours).unwrap();
+        std::fs::write(ours.join("logplex.db"), b"x").unwrap();
+        std::fs::write(ours.join(KEY_FILE), b"x").unwrap();
+        std::fs::set_permissions(&ours, PermissionsExt::from_mode(0o755)).unwrap();
+        drop(lock(&ours, "logplex.db").unwrap());
+        assert_eq!(mode_of(&ours), 0o700);
+        // Open to others and holding someone else's files: refused, left as it was.
+        let project = tmp.path().join("project");
+        std::fs::create_dir(&project).unwrap();
+        std::fs::write(project.join("Cargo.toml"), b"x").unwrap();
+        std::fs::set_permissions(&project, PermissionsExt::from_mode(0o755)).unwrap();
+        let e = lock(&project, "logplex.db").unwrap_err();
         assert!(matches!(e, DataDirError::Shared { .. }), "{e}");
+        assert!(e.to_string().contains("Cargo.toml"), "{e}");
+        assert_eq!(mode_of(&project), 0o755);
+        assert!(!project.join(LOCK_FILE).exists());
+        // Sticky, like /tmp: refused.
+        std::fs::set_permissions(tmp.path(), PermissionsExt::from_mode(0o1777)).unwrap();
+        let e = lock(tmp.path(), "logplex.db").unwrap_err();
+        assert!(matches!(e, DataDirError::Shared { .. }), "{e}");
+    }
+
+    #[test]
+    fn our_names() {
+        for n in [
+            "logplex.db",
+            "logplex.db-wal",
+            "logplex.db-shm",
+            "admin.key",
+            "logplex.lock",
+            "log",
+        ] {
+            assert!(is_ours(n, "logplex.db"), "{n}");
+        }
+        for n in ["logplex.dbx", "notes.txt", "logplex.db-backup", "other.db"] {
+            assert!(!is_ours(n, "logplex.db"), "{n}");
+        }
     }
 }

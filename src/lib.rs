@@ -79,7 +79,8 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow:
 /// taken) leaves the saved state as it was.
 pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyhow::Result<Server> {
     let dir = config.store.data_dir();
-    let lock = tokio::task::spawn_blocking(move || datadir::lock(&dir)).await??;
+    let db_name = config.store.file_name();
+    let lock = tokio::task::spawn_blocking(move || datadir::lock(&dir, &db_name)).await??;
 
     let metrics = Arc::new(metrics::Metrics::new());
     let caps = conns::Caps::derive(&config, conns::open_files_limit());
@@ -285,7 +286,7 @@ fn open_store(
     providers: Vec<Arc<dyn registry::TapProvider>>,
 ) -> anyhow::Result<(admin_key::AdminKey, Arc<registry::Registry>)> {
     let dir = config.store.data_dir();
-    datadir::make_private(&dir)?;
+    datadir::make_private(&dir, &config.store.file_name())?;
     let st = store::Store::open(&config.store.path)?;
     let key_file = dir.join(datadir::KEY_FILE);
     let admin_key =
