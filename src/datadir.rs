@@ -1,9 +1,11 @@
 //! The data directory (the folder of `store.path`). It holds every token and the admin
 //! key's file, so it is kept private: the folder 0700 and every file of logplex in it 0600
 //! (its folders 0700), checked at each start, where a looser mode is fixed with a warning.
-//! Only a folder that is logplex's own is changed: one open to others that also holds
-//! files of someone else (`/var/lib`, a project's root) is refused, never made 0700 under
-//! its other users, and files that are not logplex's are only reported.
+//! Only what is logplex's own is changed: a folder open to others that also holds files of
+//! someone else (`/var/lib`, a project's root) is left as it is, with a warning (logplex's
+//! files in it are still 0600), never made 0700 under its other users; files that are not
+//! logplex's are only reported. A folder anyone may write to is refused: another user
+//! could put links there in place of our files.
 //!
 //! It has one owner at a time: an exclusive lock (`flock`) on `logplex.lock`, which records
 //! the owner's pid so that a second `serve` can say who holds it. The kernel drops the lock
@@ -88,17 +90,20 @@ pub fn lock(dir: &Path, db_name: &str) -> Result<DirLock, DataDirError> {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .find(|n| !is_ours(n, db_name));
-        if let Some(name) = foreign {
-            return Err(shared(format!(
-                "mode {mode:04o}, open to other users, and it holds {name:?}, which is not \
-                 logplex's"
-            )));
+        match foreign {
+            Some(name) => tracing::warn!(
+                "data directory {shown} is mode {mode:04o}, open to other users, and holds \
+                 {name:?}, which is not logplex's: left as it is (logplex's own files in it \
+                 are 0600); give store.path a folder of its own"
+            ),
+            None => {
+                tracing::warn!(
+                    "data directory {shown} was mode {mode:04o}, open to other users: set to 0700"
+                );
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io("cannot make it private"))?;
+            }
         }
-        tracing::warn!(
-            "data directory {shown} was mode {mode:04o}, open to other users: set to 0700"
-        );
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io("cannot make it private"))?;
     }
     let path = dir.join(LOCK_FILE);
     let mut file = OpenOptions::new()
@@ -259,16 +264,14 @@ mod tests {
         std::fs::set_permissions(&ours, PermissionsExt::from_mode(0o755)).unwrap();
         drop(lock(&ours, "logplex.db").unwrap());
         assert_eq!(mode_of(&ours), 0o700);
-        // Open to others and holding someone else's files: refused, left as it was.
+        // Open to others and holding someone else's files: left as it was (ours are 0600).
         let project = tmp.path().join("project");
         std::fs::create_dir(&project).unwrap();
         std::fs::write(project.join("Cargo.toml"), b"x").unwrap();
         std::fs::set_permissions(&project, PermissionsExt::from_mode(0o755)).unwrap();
-        let e = lock(&project, "logplex.db").unwrap_err();
-        assert!(matches!(e, DataDirError::Shared { .. }), "{e}");
-        assert!(e.to_string().contains("Cargo.toml"), "{e}");
+        drop(lock(&project, "logplex.db").unwrap());
         assert_eq!(mode_of(&project), 0o755);
-        assert!(!project.join(LOCK_FILE).exists());
+        assert_eq!(mode_of(&project.join(LOCK_FILE)), 0o600);
         // Sticky, like /tmp: refused.
         std::fs::set_permissions(tmp.path(), PermissionsExt::from_mode(0o1777)).unwrap();
         let e = lock(tmp.path(), "logplex.db").unwrap_err();
