@@ -56,13 +56,19 @@ impl<'de> Deserialize<'de> for Listen {
 pub struct ApiConfig {
     /// Where the API listens (CONTRACT §3: 127.0.0.1:8001).
     pub listen: Listen,
-    /// The admin key. Empty: taken from `LOGPLEX_AUTH_KEY`, else from the store, else
-    /// generated on first start and written to `admin.key` beside the database.
+    /// The admin key. Empty: taken from `LOGPLEX_AUTH_KEY`, else the key whose hash the
+    /// store keeps (readable in `admin.key` beside the database), else generated on first
+    /// start and written to `admin.key`.
     pub auth_key: String,
     /// The base of the session URLs the API hands out (`PUBLIC_URL/sessions/UUID`), as
     /// clients reach the API (a proxy, a load balancer). Empty: `http://` + the API listen
     /// address as bound. Never taken from a request's Host header.
     pub public_url: String,
+    /// Most API connections open at once (sessions and tails included). The API has its
+    /// own cap so that ingest connections can never take the file descriptors it needs.
+    pub max_connections: usize,
+    /// The kernel's queue of connections not yet accepted (capped by `net.core.somaxconn`).
+    pub backlog: u32,
 }
 
 impl Default for ApiConfig {
@@ -71,6 +77,8 @@ impl Default for ApiConfig {
             listen: Listen::Addr("127.0.0.1:8001".into()),
             auth_key: String::new(),
             public_url: String::new(),
+            max_connections: 1024,
+            backlog: 1024,
         }
     }
 }
@@ -112,7 +120,8 @@ fn check_public_url(s: &str) -> Option<String> {
 pub struct IngestConfig {
     /// Longest accepted frame in bytes; longer frames are counted and skipped.
     pub max_frame: usize,
-    /// Most TCP syslog connections open at once; more wait in the kernel's backlog.
+    /// Most TCP syslog connections open at once; at the cap the connection idle longest is
+    /// closed to admit a new one.
     pub max_connections: usize,
     pub http: HttpIngestConfig,
     pub tcp: TcpIngestConfig,
@@ -138,6 +147,17 @@ pub struct HttpIngestConfig {
     pub listen: Listen,
     /// Largest request body in bytes, after gzip decompression too (413 beyond).
     pub max_body: usize,
+    /// Most `POST /logs` connections open at once; at the cap the connection idle longest
+    /// is closed to admit a new one.
+    pub max_connections: usize,
+    /// The kernel's queue of connections not yet accepted.
+    pub backlog: u32,
+    /// A whole request body (here and on the API) must arrive within this (408 beyond), and
+    /// at 64 KiB/s at least once its first 3 seconds are over.
+    pub body_timeout: String,
+    /// Bytes of request bodies (here and on the API, gzip output included) held at once;
+    /// a body that does not fit is refused with 503 and `Retry-After`.
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for HttpIngestConfig {
@@ -145,7 +165,18 @@ impl Default for HttpIngestConfig {
         HttpIngestConfig {
             listen: Listen::Addr("127.0.0.1:8601".into()),
             max_body: 4 * 1024 * 1024,
+            max_connections: 4096,
+            backlog: 1024,
+            body_timeout: "10s".into(),
+            max_inflight_bytes: 64 * 1024 * 1024,
         }
+    }
+}
+
+impl HttpIngestConfig {
+    /// `body_timeout` as a duration (validated at load).
+    pub fn body_timeout(&self) -> Duration {
+        parse_duration(&self.body_timeout).unwrap_or(Duration::from_secs(10))
     }
 }
 
@@ -154,13 +185,26 @@ impl Default for HttpIngestConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TcpIngestConfig {
     pub listen: Listen,
+    /// The kernel's queue of connections not yet accepted.
+    pub backlog: u32,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: String,
 }
 
 impl Default for TcpIngestConfig {
     fn default() -> Self {
         TcpIngestConfig {
             listen: Listen::Addr("127.0.0.1:6001".into()),
+            backlog: 1024,
+            idle_timeout: "5m".into(),
         }
+    }
+}
+
+impl TcpIngestConfig {
+    /// `idle_timeout` as a duration (validated at load).
+    pub fn idle_timeout(&self) -> Duration {
+        parse_duration(&self.idle_timeout).unwrap_or(Duration::from_secs(300))
     }
 }
 
@@ -239,6 +283,14 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
+    /// The database's file name, without its folder.
+    pub fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     /// The data directory: where the database, `admin.key` and saved history live.
     pub fn data_dir(&self) -> PathBuf {
         match self.path.parent() {
@@ -423,8 +475,48 @@ impl Config {
                 self.ingest.max_frame
             ));
         }
-        if self.ingest.max_connections == 0 {
-            p.push("ingest.max_connections: must be at least 1".into());
+        for (key, n) in [
+            ("api.max_connections", self.api.max_connections),
+            ("ingest.max_connections", self.ingest.max_connections),
+            (
+                "ingest.http.max_connections",
+                self.ingest.http.max_connections,
+            ),
+        ] {
+            if !(1..=1_000_000).contains(&n) {
+                p.push(format!("{key}: {n} is not between 1 and 1000000"));
+            }
+        }
+        for (key, n) in [
+            ("api.backlog", self.api.backlog),
+            ("ingest.http.backlog", self.ingest.http.backlog),
+            ("ingest.tcp.backlog", self.ingest.tcp.backlog),
+        ] {
+            if !(1..=65535).contains(&n) {
+                p.push(format!("{key}: {n} is not between 1 and 65535"));
+            }
+        }
+        match parse_duration(&self.ingest.http.body_timeout) {
+            Some(d) if d >= Duration::from_secs(1) => {}
+            _ => p.push(format!(
+                "ingest.http.body_timeout: {:?} is not a duration of 1s or more like \"10s\"",
+                self.ingest.http.body_timeout
+            )),
+        }
+        match parse_duration(&self.ingest.tcp.idle_timeout) {
+            Some(d) if d >= Duration::from_secs(1) => {}
+            _ => p.push(format!(
+                "ingest.tcp.idle_timeout: {:?} is not a duration of 1s or more like \"5m\"",
+                self.ingest.tcp.idle_timeout
+            )),
+        }
+        if self.ingest.http.max_inflight_bytes < self.ingest.http.max_body
+            || self.ingest.http.max_inflight_bytes > 1 << 40
+        {
+            p.push(format!(
+                "ingest.http.max_inflight_bytes: {} is not between ingest.http.max_body ({}) and 1 TiB",
+                self.ingest.http.max_inflight_bytes, self.ingest.http.max_body
+            ));
         }
         if self.ingest.http.max_body < self.ingest.max_frame {
             p.push("ingest.http.max_body: must be at least ingest.max_frame".into());
@@ -629,6 +721,30 @@ mod tests {
             let p = c.validate().unwrap_err();
             assert!(p[0].starts_with("api.public_url: "), "{bad}: {p:?}");
         }
+    }
+
+    #[test]
+    fn limits_are_validated_together() {
+        let c = Config::from_toml(
+            "[api]\nmax_connections = 0\nbacklog = 0\n\
+             [ingest.http]\nbody_timeout = \"500ms\"\nmax_inflight_bytes = 1024\n\
+             [ingest.tcp]\nidle_timeout = \"forever\"\nbacklog = 70000\n",
+        )
+        .unwrap();
+        let all = c.validate().unwrap_err().join("\n");
+        for needle in [
+            "api.max_connections",
+            "api.backlog",
+            "ingest.http.body_timeout",
+            "ingest.http.max_inflight_bytes",
+            "ingest.tcp.idle_timeout",
+            "ingest.tcp.backlog",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in {all}");
+        }
+        let d = Config::default();
+        assert_eq!(d.ingest.http.body_timeout(), Duration::from_secs(10));
+        assert_eq!(d.ingest.tcp.idle_timeout(), Duration::from_secs(300));
     }
 
     #[test]

@@ -1,16 +1,21 @@
 //! logplex: a log router and drain service compatible with Heroku's Logplex.
 //!
-//! [`start`] opens the store, binds every listener of the config and returns the bound
-//! addresses; [`Server::wait`] serves until the shutdown token is cancelled, then stops
-//! intake, ends sessions and saves history. [`run`] does both; the binary and the
-//! integration tests call it (tests bind port 0 and read the addresses from [`start`]).
+//! [`start`] locks the data directory, binds every listener of the config, then opens the
+//! store and returns the bound addresses; [`Server::wait`] serves until the shutdown token
+//! is cancelled, then stops intake, ends sessions and saves history. [`run`] does both; the
+//! binary and the integration tests call it (tests bind port 0 and read the addresses from
+//! [`start`]).
 
+pub mod admin_key;
 pub mod alert;
 pub mod api;
+pub mod body;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod conns;
 pub mod console;
+pub mod datadir;
 pub mod drain;
 pub mod http;
 pub mod ingest;
@@ -39,7 +44,8 @@ pub struct Shared {
     pub sessions: session::Sessions,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
-    pub admin_key: String,
+    /// What API requests are checked against (the key's hash).
+    pub admin_key: admin_key::AdminKey,
     pub api_addr: SocketAddr,
     /// The base of session URLs (`api.public_url`, or `http://` + `api_addr`).
     pub public_url: String,
@@ -49,6 +55,8 @@ pub struct Shared {
     pub drains: Arc<drain::Drains>,
     /// The alert rules, for their firing state.
     pub alerts: Arc<alert::AlertManager>,
+    /// The deadline and shared byte budget of request bodies.
+    pub bodies: body::Bodies,
 }
 
 /// The addresses actually bound (port 0 in the config becomes a real port here).
@@ -67,6 +75,8 @@ pub struct Server {
     /// Intake (listeners and their connections), stopped first on shutdown.
     intake: TaskTracker,
     after_intake: CancellationToken,
+    /// The data directory's lock, released once history is saved.
+    lock: datadir::DirLock,
 }
 
 /// Runs the router until `shutdown` is cancelled.
@@ -74,9 +84,49 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> anyhow:
     start(config, shutdown).await?.wait().await
 }
 
-/// Opens the store, restores history, binds every listener and starts serving.
+/// Locks the data directory, binds every listener, then opens the store, restores history
+/// and starts serving. Nothing stored is touched before the lock is held and every
+/// listener is bound, so a start that fails (another logplex on the directory, a port
+/// taken) leaves the saved state as it was.
 pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyhow::Result<Server> {
+    let dir = config.store.data_dir();
+    let db_name = config.store.file_name();
+    let lock = tokio::task::spawn_blocking(move || datadir::lock(&dir, &db_name)).await??;
+
     let metrics = Arc::new(metrics::Metrics::new());
+    let caps = conns::Caps::derive(&config, conns::open_files_limit());
+    if caps.lowered {
+        tracing::warn!(
+            "the open-files limit ({}) lowers the connection caps: api {}, http {}, syslog tcp {} \
+             ({} kept for drains, the store and the log); raise `ulimit -n` to lift them",
+            caps.open_files,
+            caps.api,
+            caps.http,
+            caps.tcp,
+            caps.reserve
+        );
+    }
+    let api_listener = bind_tcp(config.api.listen.addr(), config.api.backlog, "api.listen")?
+        .context("api.listen is off")?;
+    let http_listener = bind_tcp(
+        config.ingest.http.listen.addr(),
+        config.ingest.http.backlog,
+        "ingest.http.listen",
+    )?;
+    let tcp_listener = bind_tcp(
+        config.ingest.tcp.listen.addr(),
+        config.ingest.tcp.backlog,
+        "ingest.tcp.listen",
+    )?;
+    let udp_socket = match config.ingest.udp.listen.addr() {
+        Some(a) => Some(
+            tokio::net::UdpSocket::bind(a)
+                .await
+                .with_context(|| format!("cannot bind ingest.udp.listen {a}"))?,
+        ),
+        None => None,
+    };
+
     let tasks = TaskTracker::new();
     let after_intake = CancellationToken::new();
     let (drains, alerts, providers) = providers(&Context {
@@ -90,20 +140,6 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
     let cfg = config.clone();
     let (admin_key, registry) =
         tokio::task::spawn_blocking(move || open_store(&cfg, providers)).await??;
-
-    let api_listener = bind_tcp(config.api.listen.addr(), "api.listen")
-        .await?
-        .context("api.listen is off")?;
-    let http_listener = bind_tcp(config.ingest.http.listen.addr(), "ingest.http.listen").await?;
-    let tcp_listener = bind_tcp(config.ingest.tcp.listen.addr(), "ingest.tcp.listen").await?;
-    let udp_socket = match config.ingest.udp.listen.addr() {
-        Some(a) => Some(
-            tokio::net::UdpSocket::bind(a)
-                .await
-                .with_context(|| format!("cannot bind ingest.udp.listen {a}"))?,
-        ),
-        None => None,
-    };
     let addrs = Addrs {
         api: api_listener.local_addr()?,
         http: http_listener.as_ref().map(|l| l.local_addr()).transpose()?,
@@ -111,6 +147,7 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         udp: udp_socket.as_ref().map(|s| s.local_addr()).transpose()?,
     };
     let public_url = config.api.public_url(addrs.api);
+    let bodies = body::Bodies::new(&config, &metrics);
     let shared = Arc::new(Shared {
         config,
         registry,
@@ -124,7 +161,9 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         http_addr: addrs.http,
         drains,
         alerts,
+        bodies,
     });
+    let table = |label, what, cap| conns::Table::new(label, what, cap, &shared.metrics);
 
     // Intake gets its own token, cancelled first so in-flight batches finish while the API
     // still answers.
@@ -134,10 +173,21 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         let s = shared.clone();
         let counters = shared.metrics.input("http");
         let handler = Arc::new(move |req| ingest::http::handle(s.clone(), counters.clone(), req));
-        intake.spawn(http::serve(l, intake.clone(), intake_stop.clone(), handler));
+        intake.spawn(http::serve(
+            l,
+            table("http", "the HTTP input", caps.http),
+            intake.clone(),
+            intake_stop.clone(),
+            handler,
+        ));
     }
     if let Some(l) = tcp_listener {
-        intake.spawn(ingest::tcp::serve(l, shared.clone(), intake_stop.clone()));
+        intake.spawn(ingest::tcp::serve(
+            l,
+            table("tcp", "syslog TCP", caps.tcp),
+            shared.clone(),
+            intake_stop.clone(),
+        ));
     }
     if let Some(s) = udp_socket {
         intake.spawn(ingest::udp::serve(s, shared.clone(), intake_stop.clone()));
@@ -147,6 +197,7 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         let handler = Arc::new(move |req| api::handle(s.clone(), req));
         shared.tasks.spawn(http::serve(
             api_listener,
+            table("api", "the API", caps.api),
             shared.tasks.clone(),
             shutdown.clone(),
             handler,
@@ -176,11 +227,14 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
         shared,
         intake,
         after_intake,
+        lock,
     })
 }
 
 impl Server {
-    /// Serves until shutdown, then stops intake, ends sessions and saves history.
+    /// Serves until shutdown, then stops intake, ends sessions and saves history. A save
+    /// that fails is an error saying how many lines could not be kept; the history saved
+    /// before stays as it was.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.shared.shutdown.cancelled().await;
         self.intake.close();
@@ -201,6 +255,7 @@ impl Server {
         let shared = self.shared.clone();
         let saved = tokio::task::spawn_blocking(move || save_history(&shared)).await??;
         tracing::info!(lines = saved, "history saved; bye");
+        drop(self.lock);
         Ok(())
     }
 }
@@ -234,45 +289,34 @@ fn providers(
     Ok((drains, alerts, taps))
 }
 
-async fn bind_tcp(
+/// Binds a TCP listener of the config with its backlog; `None` when it is off.
+fn bind_tcp(
     addr: Option<&str>,
+    backlog: u32,
     key: &str,
 ) -> anyhow::Result<Option<tokio::net::TcpListener>> {
-    match addr {
-        None => Ok(None),
-        Some(a) => Ok(Some(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("cannot bind {key} {a}"))?,
-        )),
-    }
+    let Some(a) = addr else { return Ok(None) };
+    let parsed: SocketAddr = a
+        .parse()
+        .with_context(|| format!("{key} {a:?} is not an address"))?;
+    Ok(Some(
+        conns::bind(parsed, backlog).with_context(|| format!("cannot bind {key} {a}"))?,
+    ))
 }
 
-/// Opens and migrates the store, settles the admin key, applies config channels and
-/// restores saved history. Blocking.
+/// Makes the data directory's files private, opens and migrates the store, settles the
+/// admin key, applies config channels and restores saved history (which stays saved until
+/// the next save replaces it). Blocking; the data directory is locked by then.
 fn open_store(
     config: &config::Config,
     providers: Vec<Arc<dyn registry::TapProvider>>,
-) -> anyhow::Result<(String, Arc<registry::Registry>)> {
+) -> anyhow::Result<(admin_key::AdminKey, Arc<registry::Registry>)> {
+    let dir = config.store.data_dir();
+    datadir::make_private(&dir, &config.store.file_name())?;
     let st = store::Store::open(&config.store.path)?;
-    let admin_key = st.call_blocking(|c| {
-        if !config.api.auth_key.is_empty() {
-            return Ok(config.api.auth_key.clone());
-        }
-        if let Some(k) = store::get_meta(c, "admin_key")? {
-            return Ok(k);
-        }
-        let key = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        store::set_meta(c, "admin_key", &key)?;
-        Ok(key)
-    })?;
-    if config.api.auth_key.is_empty() {
-        write_key_file(&config.store.data_dir().join("admin.key"), &admin_key)?;
-    }
+    let key_file = dir.join(datadir::KEY_FILE);
+    let admin_key =
+        st.call_blocking(|c| Ok(admin_key::settle(c, &config.api.auth_key, &key_file)))??;
     st.call_blocking(|c| {
         for ch in &config.channels {
             let tokens: Vec<(String, String)> = ch
@@ -297,7 +341,7 @@ fn open_store(
         tail_lines: config.buffers.tail_lines,
     };
     let registry = registry::Registry::load(st.clone(), limits, providers)?;
-    let saved = st.call_blocking(store::take_history)?;
+    let saved = st.call_blocking(store::load_history)?;
     let snap = registry.snapshot();
     let mut restored = 0;
     for (name, lines) in saved {
@@ -313,27 +357,6 @@ fn open_store(
         tracing::info!(lines = restored, "history restored");
     }
     Ok((admin_key, registry))
-}
-
-/// Writes the admin key where the CLI finds it, readable by the owner only.
-fn write_key_file(path: &std::path::Path, key: &str) -> anyhow::Result<()> {
-    if std::fs::read_to_string(path)
-        .map(|k| k.trim() == key)
-        .unwrap_or(false)
-    {
-        return Ok(());
-    }
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    writeln!(f, "{key}")?;
-    Ok(())
 }
 
 fn save_history(shared: &Shared) -> anyhow::Result<usize> {
@@ -352,8 +375,15 @@ fn save_history(shared: &Shared) -> anyhow::Result<usize> {
             (c.name.to_string(), lines)
         })
         .collect();
-    Ok(shared
+    let total: usize = channels.iter().map(|(_, l)| l.len()).sum();
+    shared
         .registry
         .store()
-        .call_blocking(|c| store::save_history(c, &channels))?)
+        .call_blocking(|c| store::save_history(c, &channels))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot save history ({e}): {total} lines of history could not be kept; \
+                 the history saved before, if any, is kept as it was"
+            )
+        })
 }

@@ -2,6 +2,11 @@
 //! library (`logplex::run` for `serve`, `logplex::cli` for the client commands).
 
 use clap::{Parser, Subcommand};
+
+/// jemalloc keeps the router's memory bounded under connection churn, where glibc's malloc
+/// fragments (see Cargo.toml).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -30,6 +30,18 @@ pub struct Metrics {
     pub alert_notices_dropped: IntCounter,
     /// Webhook deliveries by result: `delivered`, `refused` (4xx), `failed` (gave up).
     pub alert_webhooks: IntCounterVec,
+    /// Request bodies refused while being read, by listener (`api`, `http`) and reason
+    /// (`over_budget`: 503; `timeout`, `too_slow`: 408).
+    pub bodies_refused: IntCounterVec,
+    /// Bytes reserved by request bodies being read now (out of
+    /// `ingest.http.max_inflight_bytes`); set when `/metrics` is read.
+    pub body_bytes_inflight: IntGauge,
+    /// Connections open, by listener (`api`, `http`, `tcp`).
+    pub connections_open: IntGaugeVec,
+    /// Connections closed by logplex, by listener and reason (`evicted`: the one idle
+    /// longest at the cap, to admit a new one; `idle`: silent for the idle timeout;
+    /// `refused`: no room even after an eviction).
+    pub connections_closed: IntCounterVec,
 }
 
 /// The series of one drain type (`syslog`, `syslog_tls`, `syslog_udp`, `http`, `https`),
@@ -185,6 +197,34 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition");
+        let bodies_refused = IntCounterVec::new(
+            Opts::new(
+                "logplex_http_bodies_refused_total",
+                "Request bodies refused while being read, by listener and reason \
+                 (over_budget: 503; timeout, too_slow: 408)",
+            ),
+            &["listener", "reason"],
+        )
+        .expect("static metric definition");
+        let body_bytes_inflight = IntGauge::new(
+            "logplex_http_body_bytes_inflight",
+            "Bytes reserved by request bodies being read now",
+        )
+        .expect("static");
+        let connections_open = IntGaugeVec::new(
+            Opts::new("logplex_connections_open", "Connections open, by listener"),
+            &["listener"],
+        )
+        .expect("static metric definition");
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "logplex_connections_closed_total",
+                "Connections closed by logplex, by listener and reason \
+                 (evicted at the cap, idle, refused)",
+            ),
+            &["listener", "reason"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rejected.clone()),
@@ -204,6 +244,10 @@ impl Metrics {
             Box::new(alerts_firing.clone()),
             Box::new(alert_notices_dropped.clone()),
             Box::new(alert_webhooks.clone()),
+            Box::new(bodies_refused.clone()),
+            Box::new(body_bytes_inflight.clone()),
+            Box::new(connections_open.clone()),
+            Box::new(connections_closed.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -233,6 +277,10 @@ impl Metrics {
             alerts_firing,
             alert_notices_dropped,
             alert_webhooks,
+            bodies_refused,
+            body_bytes_inflight,
+            connections_open,
+            connections_closed,
         }
     }
 

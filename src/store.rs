@@ -1,9 +1,12 @@
-//! The SQLite store: channels, tokens, drains, the admin key and saved history.
+//! The SQLite store: channels, tokens, drains, the admin key's hash and saved history.
 //!
 //! One connection behind a mutex, used only from `spawn_blocking` (never on the async
-//! runtime). Schema migrations are applied at open, by `PRAGMA user_version`.
+//! runtime). Schema migrations are applied at open, by `PRAGMA user_version`. A new
+//! database is made whole under a temporary name (mode 0600, which SQLite gives its `-wal`
+//! and `-shm` too) and then renamed into place, so an existing file that is empty or not
+//! ours is an error at open, never mistaken for a fresh install.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -131,6 +134,10 @@ const MIGRATIONS: &[&str] = &[
      BEGIN DELETE FROM alerts WHERE app = OLD.name; END;",
 ];
 
+/// `PRAGMA application_id` of a logplex database ("LPLX"). Databases made before it was
+/// set are recognised by their schema and marked at open.
+const APPLICATION_ID: i32 = 0x4c50_4c58;
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -152,7 +159,8 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 impl Store {
-    /// Opens (creating the folder and file if needed) and migrates the database.
+    /// Opens (creating the folder and the database when there is no file) and migrates the
+    /// database. A file that is empty or not a logplex database is an error.
     /// Blocking: call at start, before serving, or from `spawn_blocking`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let open_err = |reason: String| StoreError::Open {
@@ -161,14 +169,57 @@ impl Store {
         };
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| open_err(e.to_string()))?;
             }
         }
-        let mut conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() == 0 && !has_wal(path) => {
+                return Err(open_err(
+                    "the file is empty (0 bytes), not a logplex database; a first start needs \
+                     no file, so move it away to start afresh, or put back the right one"
+                        .into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                create(path).map_err(|e| open_err(format!("cannot create it: {e}")))?
+            }
+            Err(e) => return Err(open_err(e.to_string())),
+        }
+        // Never SQLITE_OPEN_CREATE: the file exists (made just above when it did not).
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_err(e.to_string()))?;
+        let foreign = |why: String| {
+            open_err(format!(
+                "{why}: not a logplex database; point store.path elsewhere or move the file away"
+            ))
+        };
+        let app: i32 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .map_err(|e| foreign(e.to_string()))?;
+        let version: usize = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| foreign(e.to_string()))?;
+        if app != APPLICATION_ID {
+            let known = app == 0 && version >= 1 && has_table(&conn, "channels")?;
+            if !known {
+                return Err(foreign(format!(
+                    "application_id {app:#x}, schema version {version}"
+                )));
+            }
+            conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > MIGRATIONS.len() {
             return Err(open_err(format!(
                 "schema version {version} is newer than this logplex knows ({})",
@@ -223,6 +274,57 @@ impl Store {
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
     }
+}
+
+/// Makes a new, empty logplex database at `path`: written whole under `NAME.new` (mode
+/// 0600) and renamed into place, so `path` never exists half made.
+fn create(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().ok_or("no file name")?.to_string_lossy();
+    let tmp = path.with_file_name(format!("{name}.new"));
+    for leftover in [
+        tmp.clone(),
+        path.with_file_name(format!("{name}.new-journal")),
+    ] {
+        match std::fs::remove_file(&leftover) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    {
+        let conn = Connection::open(&tmp)?;
+        conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+    }
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Whether a write-ahead log with content sits beside `path` (an empty main file with one
+/// is a database SQLite can still recover).
+fn has_wal(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).is_ok_and(|m| m.len() > 0)
+}
+
+fn has_table(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
 }
 
 /// Every channel with its tokens, by name.
@@ -384,15 +486,15 @@ pub fn list_drains(conn: &mut Connection) -> Result<Vec<DrainRecord>, StoreError
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// The admin key kept in the store, if any.
-pub fn get_meta(conn: &mut Connection, key: &str) -> Result<Option<String>, StoreError> {
+/// A value of the `meta` table (e.g. the admin key's hash), if set.
+pub fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
         .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
         .optional()?)
 }
 
 /// Sets a meta value.
-pub fn set_meta(conn: &mut Connection, key: &str, value: &str) -> Result<(), StoreError> {
+pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         params![key, value],
@@ -400,7 +502,8 @@ pub fn set_meta(conn: &mut Connection, key: &str, value: &str) -> Result<(), Sto
     Ok(())
 }
 
-/// Replaces the saved history with `channels` (name → lines, oldest first).
+/// Replaces the saved history with `channels` (name → lines, oldest first), in one
+/// transaction: when it fails (a full disk) the history saved before stays whole.
 pub fn save_history(
     conn: &mut Connection,
     channels: &[(String, Vec<SavedLine>)],
@@ -422,8 +525,10 @@ pub fn save_history(
     Ok(n)
 }
 
-/// The saved history of every channel, oldest first, and clears it.
-pub fn take_history(conn: &mut Connection) -> Result<Vec<(String, Vec<SavedLine>)>, StoreError> {
+/// The saved history of every channel, oldest first. It stays saved until the next
+/// successful [`save_history`] replaces it, so a start that fails or a stop that cannot
+/// save loses nothing.
+pub fn load_history(conn: &mut Connection) -> Result<Vec<(String, Vec<SavedLine>)>, StoreError> {
     let mut out: Vec<(String, Vec<SavedLine>)> = Vec::new();
     {
         let mut stmt =
@@ -443,7 +548,6 @@ pub fn take_history(conn: &mut Connection) -> Result<Vec<(String, Vec<SavedLine>
             }
         }
     }
-    conn.execute("DELETE FROM history", [])?;
     Ok(out)
 }
 
@@ -653,10 +757,62 @@ mod tests {
             .unwrap();
         }
         let s = Store::open(&path).unwrap();
-        let h = s.call_blocking(take_history).unwrap();
+        let h = s.call_blocking(load_history).unwrap();
         assert_eq!(h.len(), 1);
         assert_eq!(h[0].1[0].frame, b"<1>1 x");
-        assert!(s.call_blocking(take_history).unwrap().is_empty());
+        // Kept until the next save replaces it.
+        assert_eq!(s.call_blocking(load_history).unwrap().len(), 1);
+        s.call_blocking(|c| save_history(c, &[])).unwrap();
+        assert!(s.call_blocking(load_history).unwrap().is_empty());
+    }
+
+    #[test]
+    fn new_databases_are_private_and_odd_files_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        drop(Store::open(&path).unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!dir.path().join("l.db.new").exists());
+        drop(Store::open(&path).unwrap());
+
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").unwrap();
+        let e = Store::open(&empty).err().unwrap().to_string();
+        assert!(e.contains("empty (0 bytes)"), "{e}");
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+
+        let text = dir.path().join("text.db");
+        std::fs::write(&text, b"hello, not a database at all, just some text\n").unwrap();
+        let e = Store::open(&text).err().unwrap().to_string();
+        assert!(e.contains("not a logplex database"), "{e}");
+
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); PRAGMA user_version = 1;")
+            .unwrap();
+        let e = Store::open(&other).err().unwrap().to_string();
+        assert!(e.contains("not a logplex database"), "{e}");
+    }
+
+    #[test]
+    fn databases_made_before_the_application_id_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            let tx_sql: String = MIGRATIONS.join(";\n");
+            c.execute_batch(&tx_sql).unwrap();
+            c.pragma_update(None, "user_version", MIGRATIONS.len())
+                .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let app: i32 = s
+            .call_blocking(|c| Ok(c.pragma_query_value(None, "application_id", |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(app, APPLICATION_ID);
     }
 }
 

@@ -162,7 +162,7 @@ struct NewAlert {
 }
 
 async fn create(shared: &Arc<Shared>, app: String, req: Request<Incoming>) -> ApiResult {
-    let b: NewAlert = read_json(req).await?;
+    let b: NewAlert = read_json(shared, req).await?;
     let nonempty = |o: Option<String>| o.filter(|s| !s.trim().is_empty());
     let spec = AlertConfig {
         name: b

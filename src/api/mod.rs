@@ -7,20 +7,18 @@ pub mod alerts;
 pub mod platform;
 pub mod stats;
 
+use crate::body::{BodyError, Listener};
 use crate::config::valid_channel_name;
 use crate::http::{json, response, Body};
 use crate::session::Spec;
 use crate::store::{self, StoreError};
 use crate::Shared;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 /// An API failure: status, stable id and a sentence for the user.
 #[derive(Debug)]
@@ -55,7 +53,50 @@ impl ApiError {
                 header::HeaderValue::from_static("Basic realm=Logplex"),
             );
         }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(crate::body::RETRY_AFTER_SECS),
+            );
+        }
+        if matches!(
+            self.status,
+            StatusCode::REQUEST_TIMEOUT
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            // The body was not read to its end: the connection cannot be reused.
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
         r
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        let status = e.status();
+        match e {
+            BodyError::TooLarge(_) => {
+                ApiError::new(status, "request_too_large", "Request body over 64 KiB.")
+            }
+            BodyError::OverBudget => ApiError::new(
+                status,
+                "unavailable",
+                format!(
+                    "Too many request bodies are being read at once; retry in {} s.",
+                    crate::body::RETRY_AFTER_SECS
+                ),
+            ),
+            BodyError::Timeout(_) | BodyError::TooSlow => {
+                ApiError::new(status, "request_timeout", format!("Request {e}."))
+            }
+            BodyError::Read(_) | BodyError::Gzip(_) => {
+                ApiError::new(status, "bad_request", format!("Invalid body: {e}."))
+            }
+        }
     }
 }
 
@@ -88,8 +129,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     }
 }
 
-/// Is the request authorised with the admin key (Bearer, or Basic with any user)?
-pub fn authorised(headers: &HeaderMap, key: &str) -> bool {
+/// Is the request authorised with the admin key (Bearer, or Basic with any user)? The key
+/// presented is hashed and compared with the key's hash in constant time.
+pub fn authorised(headers: &HeaderMap, key: &crate::admin_key::AdminKey) -> bool {
     let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -106,7 +148,7 @@ pub fn authorised(headers: &HeaderMap, key: &str) -> bool {
         }
         _ => return false,
     };
-    !key.is_empty() && bool::from(presented.as_bytes().ct_eq(key.as_bytes()))
+    key.matches(presented.as_bytes())
 }
 
 async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
@@ -217,7 +259,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
         }
         (&Method::POST, ["v2", "channels", name, "drains"]) => {
             let name = name.to_string();
-            let body: NewDrain = read_json(req).await?;
+            let body: NewDrain = read_json(shared, req).await?;
             let d = add_drain(shared, &name, &body.url).await?;
             Ok(json(StatusCode::CREATED, &drain_json(&d)))
         }
@@ -269,6 +311,10 @@ fn metrics(shared: &Shared) -> Response<Body> {
         n += 1;
     }
     shared.metrics.history_lines.set(lines as i64);
+    shared
+        .metrics
+        .body_bytes_inflight
+        .set(shared.bodies.in_flight() as i64);
     shared.metrics.history_bytes.set(bytes as i64);
     shared.metrics.channels.set(n);
     response(
@@ -278,20 +324,20 @@ fn metrics(shared: &Shared) -> Response<Body> {
     )
 }
 
-/// Reads a JSON body of at most 64 KiB.
+/// Reads a JSON body of at most 64 KiB (under the deadline, minimum rate and shared
+/// budget of [`crate::body`]).
 pub(crate) async fn read_json<T: for<'de> Deserialize<'de>>(
+    shared: &Shared,
     req: Request<Incoming>,
 ) -> Result<T, ApiError> {
-    let body: Bytes = match Limited::new(req.into_body(), 64 * 1024).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                "Request body over 64 KiB.",
-            ))
-        }
-    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let (body, _reservation) = shared
+        .bodies
+        .read(Listener::Api, req.into_body(), 64 * 1024, declared)
+        .await?;
     serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -317,7 +363,7 @@ struct NewChannel {
 }
 
 async fn create_channel(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
-    let body: NewChannel = read_json(req).await?;
+    let body: NewChannel = read_json(shared, req).await?;
     if !valid_channel_name(&body.name) {
         return Err(ApiError::invalid(format!(
             "Name {:?} must start with a letter and use only lowercase letters, digits and dashes (2 to 63).",
@@ -492,7 +538,7 @@ struct NewToken {
 }
 
 async fn create_token(shared: &Arc<Shared>, channel: &str, req: Request<Incoming>) -> ApiResult {
-    let body: NewToken = read_json(req).await?;
+    let body: NewToken = read_json(shared, req).await?;
     if !valid_token_name(&body.name) {
         return Err(ApiError::invalid(format!(
             "Token name {:?} must be 1 to 48 printable characters.",
@@ -532,7 +578,7 @@ struct NewSession {
 
 /// `POST /v2/sessions`; the URL is built on `api.public_url`, never the Host header.
 async fn create_session(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
-    let b: NewSession = read_json(req).await?;
+    let b: NewSession = read_json(shared, req).await?;
     let max = shared.config.buffers.history_lines;
     let num = b.num.unwrap_or(100);
     if num > max {

@@ -41,7 +41,7 @@ pub async fn route(
             Ok(json(StatusCode::OK, &Value::Array(list)))
         }
         (&Method::POST, ["log-drains"]) => {
-            let body: NewDrain = read_json(req).await?;
+            let body: NewDrain = read_json(shared, req).await?;
             let d = super::add_drain(shared, &app.name, &body.url)
                 .await
                 .map_err(heroku_drain_error)?;
@@ -195,7 +195,7 @@ async fn log_session(
     app: &ChannelRecord,
     req: Request<Incoming>,
 ) -> ApiResult {
-    let body: Value = read_json(req).await?;
+    let body: Value = read_json(shared, req).await?;
     let text = |k: &str| {
         body.get(k)
             .and_then(Value::as_str)

@@ -2,18 +2,19 @@
 //! frame is checked before any is stored. gzip bodies are capped by their decompressed size.
 //! A batch sent by a drain of the same channel (its `Logplex-Drain-Token`) is refused: it
 //! would loop.
+//! Bodies are read under the deadline, minimum rate and shared budget of [`crate::body`],
+//! and only once the token is known.
 
+use crate::body::{BodyError, Listener};
 use crate::http::{response, Body};
 use crate::line::Line;
 use crate::metrics::{InputCounters, Reject};
 use crate::Shared;
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode};
-use std::io::Read;
 use std::sync::Arc;
 
 /// Handles one request to the HTTP input.
@@ -30,13 +31,16 @@ pub async fn handle(
                 tracing::trace!("stored {n} lines");
                 r
             }
-            Err((status, reason)) => {
+            Err(Rejection(status, reason, body)) => {
                 let mut r = response(status, "text/plain; charset=utf-8", format!("{reason}\n"));
                 if status == StatusCode::UNAUTHORIZED {
                     r.headers_mut().insert(
                         header::WWW_AUTHENTICATE,
                         header::HeaderValue::from_static("Basic realm=Logplex"),
                     );
+                }
+                if let Some(e) = body {
+                    e.add_headers(r.headers_mut());
                 }
                 r
             }
@@ -59,7 +63,20 @@ pub async fn handle(
     }
 }
 
-type Rejection = (StatusCode, String);
+/// A refusal: status, reason, and the body error behind it (which adds headers).
+struct Rejection(StatusCode, String, Option<BodyError>);
+
+impl From<(StatusCode, String)> for Rejection {
+    fn from((status, reason): (StatusCode, String)) -> Self {
+        Rejection(status, reason, None)
+    }
+}
+
+impl From<BodyError> for Rejection {
+    fn from(e: BodyError) -> Self {
+        Rejection(e.status(), e.to_string(), Some(e))
+    }
+}
 
 /// The token in `Authorization: Basic base64(user:token)` (the user name is ignored).
 pub fn basic_password(headers: &HeaderMap) -> Option<String> {
@@ -89,9 +106,10 @@ async fn post_logs(
         .unwrap_or("");
     let mime = ctype.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/logplex-1") {
-        return Err((
+        return Err(Rejection(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be application/logplex-1, not {ctype:?}"),
+            None,
         ));
     }
     let token = basic_password(headers).ok_or((
@@ -126,49 +144,22 @@ async fn post_logs(
         None | Some("identity") => false,
         Some(e) if e.eq_ignore_ascii_case("gzip") => true,
         Some(e) => {
-            return Err((
+            return Err(Rejection(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!("Content-Encoding {e:?} is not supported (use gzip)"),
+                None,
             ))
         }
     };
-    let too_large = || {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body over {max_body} bytes"),
-        )
-    };
-    if let Some(len) = headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-    {
-        if len > max_body {
-            return Err(too_large());
-        }
-    }
-    let body = match Limited::new(req.into_body(), max_body).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return Err(too_large());
-            }
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the body: {e}"),
-            ));
-        }
-    };
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let (body, mut reservation) = shared
+        .bodies
+        .read(Listener::Http, req.into_body(), max_body, declared)
+        .await?;
     let body = if gzip {
-        let mut out = Vec::with_capacity((body.len() * 4).min(max_body + 1));
-        let mut dec = flate2::read::GzDecoder::new(&body[..]).take(max_body as u64 + 1);
-        dec.read_to_end(&mut out)
-            .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad gzip body: {e}")))?;
-        if out.len() > max_body {
-            return Err(too_large());
-        }
-        Bytes::from(out)
+        shared.bodies.gunzip(&body, max_body, &mut reservation)?
     } else {
         body
     };
@@ -182,11 +173,12 @@ async fn post_logs(
     if let Some(drain) = drain_token {
         if snap.is_drain_of(drain.as_bytes(), &route.channel) {
             counters.reject(Reject::DrainLoop, frames.len() as u64);
-            return Err((
+            return Err(Rejection(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "this batch comes from {drain}, a drain of this same app (Logplex-Drain-Token): storing it would send it back to that drain forever"
                 ),
+                None,
             ));
         }
     }
@@ -196,7 +188,11 @@ async fn post_logs(
             Ok(m) => lines.push(Line::from_parsed(f, &m, &route.source)),
             Err(e) => {
                 counters.reject(Reject::Malformed, frames.len() as u64);
-                return Err((StatusCode::BAD_REQUEST, format!("frame {i}: {e}")));
+                return Err(Rejection(
+                    StatusCode::BAD_REQUEST,
+                    format!("frame {i}: {e}"),
+                    None,
+                ));
             }
         }
     }

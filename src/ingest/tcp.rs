@@ -1,34 +1,38 @@
-//! Syslog over TCP: RFC 6587 octet-counted or newline-delimited frames, many connections,
-//! capped by a semaphore taken before `accept`. A bad frame is counted and skipped; after an
-//! implausible octet count the codec resynchronises at the next frame start (counted, logged
-//! once per connection); the connection is closed only when the stream cannot resynchronise.
+//! Syslog over TCP: RFC 6587 octet-counted or newline-delimited frames, many connections.
+//! A bad frame is counted and skipped; after an implausible octet count the codec
+//! resynchronises at the next frame start (counted, logged once per connection); the
+//! connection is closed only when the stream cannot resynchronise. Connections are capped by
+//! a [`Table`] (at the cap the one idle longest makes room for a new one) and closed after
+//! `ingest.tcp.idle_timeout` of silence; an idle connection holds no read buffer.
 
 use super::Router;
+use crate::conns::{Conn, Table};
 use crate::line::Line;
 use crate::metrics::{InputCounters, Reject};
 use crate::Shared;
 use bytes::BytesMut;
 use logplex_proto::{Decoded, FrameError, SyslogCodec};
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 const READ_CHUNK: usize = 64 * 1024;
 /// Longest a read waits for healthy drains to catch up (see `Channel::make_room`).
 const ROOM_BUDGET: std::time::Duration = std::time::Duration::from_millis(100);
+/// A connection silent this long gives its (empty) read buffer back.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 /// Accepts connections until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(shared.config.ingest.max_connections));
+pub async fn serve(
+    listener: TcpListener,
+    table: Arc<Table>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
     let counters = shared.metrics.input("tcp");
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.cancelled() => return,
-        };
         let (sock, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
@@ -41,42 +45,100 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
             },
             _ = shutdown.cancelled() => return,
         };
+        let Some(conn) = table.admit().await else {
+            continue;
+        };
         let _ = sock.set_nodelay(true);
         let shared = shared.clone();
         let counters = counters.clone();
         let shutdown = shutdown.clone();
         shared.clone().tasks.spawn(async move {
             shared.metrics.tcp_connections.inc();
-            if let Err(e) = connection(sock, peer, &shared, &counters, &shutdown).await {
-                tracing::info!(%peer, "syslog tcp connection closed: {e}");
+            match connection(sock, peer, &conn, &shared, &counters, &shutdown).await {
+                Ok(Closed::Eof) => {}
+                Ok(Closed::Idle) => {
+                    conn.closed_idle();
+                    tracing::debug!(%peer, "syslog tcp connection closed: idle");
+                }
+                Ok(Closed::Evicted) => {
+                    tracing::debug!(%peer, "syslog tcp connection closed to admit a new one")
+                }
+                Err(e) => tracing::info!(%peer, "syslog tcp connection closed: {e}"),
             }
             shared.metrics.tcp_connections.dec();
-            drop(permit);
+            drop(conn);
         });
     }
 }
 
+/// How a connection ended without an error.
+enum Closed {
+    Eof,
+    Idle,
+    Evicted,
+}
+
 async fn connection(
-    mut sock: TcpStream,
+    sock: TcpStream,
     peer: std::net::SocketAddr,
+    conn: &Conn,
     shared: &Shared,
     counters: &InputCounters,
     shutdown: &CancellationToken,
-) -> Result<(), FrameError> {
+) -> Result<Closed, FrameError> {
+    let idle_timeout = shared.config.ingest.tcp.idle_timeout();
     let mut codec = SyslogCodec::new(shared.config.ingest.max_frame);
     // An implausible octet count is logged once per connection (a broken sender would
     // otherwise fill the log); every one is counted.
     let mut told_bad_count = false;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut pending: Vec<Line> = Vec::with_capacity(256);
+    // Allocated when bytes are ready to read and given back after a second of silence, so
+    // thousands of idle connections hold no buffers.
+    let mut buf = BytesMut::new();
+    let mut pending: Vec<Line> = Vec::new();
+    let check = tokio::time::sleep(idle_timeout);
+    tokio::pin!(check);
     loop {
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
         let n = tokio::select! {
-            r = sock.read_buf(&mut buf) => r?,
+            r = sock.readable() => {
+                r?;
+                if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                    if buf.capacity() == 0 {
+                        let release = tokio::time::Instant::now() + RELEASE_AFTER;
+                        if check.deadline() > release {
+                            check.as_mut().reset(release);
+                        }
+                    }
+                    buf.reserve(READ_CHUNK);
+                }
+                match sock.try_read_buf(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             _ = shutdown.cancelled() => 0,
+            _ = conn.close.cancelled() => return Ok(Closed::Evicted),
+            _ = &mut check => {
+                let idle = conn.activity.idle();
+                if idle >= idle_timeout {
+                    return Ok(Closed::Idle);
+                }
+                let mut next = idle_timeout - idle;
+                if buf.is_empty() && buf.capacity() > 0 {
+                    if idle >= RELEASE_AFTER {
+                        buf = BytesMut::new();
+                        pending = Vec::new();
+                    } else {
+                        next = RELEASE_AFTER - idle;
+                    }
+                }
+                check.as_mut().reset(tokio::time::Instant::now() + next);
+                continue;
+            }
         };
+        if n > 0 {
+            conn.activity.touch();
+        }
         let eof = n == 0;
         let mut router = Router::new(shared.registry.snapshot(), counters, &mut pending);
         let mut fatal = None;
@@ -115,7 +177,7 @@ async fn connection(
             return Err(e);
         }
         if eof {
-            return Ok(());
+            return Ok(Closed::Eof);
         }
     }
 }
