@@ -11,7 +11,6 @@ pub mod alert;
 pub mod api;
 pub mod body;
 pub mod channel;
-pub mod cli;
 pub mod config;
 pub mod conns;
 pub mod console;

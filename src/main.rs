@@ -1,5 +1,8 @@
 //! The `logplex` binary: parses the command line, installs tracing and hands over to the
-//! library (`logplex::run` for `serve`, `logplex::cli` for the client commands).
+//! library's `logplex::run` for `serve`, or to the client commands of [`cli`], which talk to
+//! a running router over its API and are not part of the library.
+
+mod cli;
 
 use clap::{Parser, Subcommand};
 
@@ -30,7 +33,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     #[command(flatten)]
-    Client(logplex::cli::Command),
+    Client(cli::Command),
 }
 
 fn main() -> ExitCode {
@@ -44,7 +47,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::Client(cmd) => logplex::cli::main(cmd),
+        Command::Client(cmd) => cli::main(cmd),
     }
 }
 

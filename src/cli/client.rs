@@ -36,11 +36,7 @@ pub enum CliError {
     /// 404 on a request about one app.
     UnknownApp(String),
     /// Any other error answer of the API, with the server's own message.
-    Api {
-        status: StatusCode,
-        id: String,
-        message: String,
-    },
+    Api { status: StatusCode, message: String },
     /// A 2xx answer we could not understand.
     BadResponse(String),
     /// Local I/O failed (reading stdin, spawning a command, ...).
@@ -79,20 +75,13 @@ impl CliError {
         #[derive(Deserialize)]
         struct ApiError {
             #[serde(default)]
-            id: String,
-            #[serde(default)]
             message: String,
         }
-        let (id, message) = match serde_json::from_slice::<ApiError>(body) {
-            Ok(e) if !e.message.is_empty() => (e.id, e.message),
-            Ok(e) => (e.id, format!("the server answered {status}")),
-            Err(_) => (String::new(), format!("the server answered {status}")),
+        let message = match serde_json::from_slice::<ApiError>(body) {
+            Ok(e) if !e.message.is_empty() => e.message,
+            _ => format!("the server answered {status}"),
         };
-        CliError::Api {
-            status,
-            id,
-            message,
-        }
+        CliError::Api { status, message }
     }
 
     /// Maps a failed request of the hyper client to an error.

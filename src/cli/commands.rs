@@ -227,7 +227,7 @@ pub async fn drains_remove(c: &Client, app: &str, which: &str) -> Result<(), Cli
     let drains = list_drains(c, app).await?;
     // The server shows URLs with the password as `***`: a URL given with its password
     // is compared in that form.
-    let shown = crate::drain::url::redact(which);
+    let shown = logplex::drain::url::redact(which);
     let Some(d) = drains
         .iter()
         .find(|d| d.url == which || d.url == shown || d.token == which)
@@ -311,7 +311,7 @@ pub async fn alerts(c: &Client, app: Option<&str>) -> Result<(), CliError> {
 /// Checks what the server would only reject as 422, so that bad usage exits 2.
 pub fn check_alert_args(a: &AlertAddArgs) -> Result<(), CliError> {
     for (flag, d) in [("--window", &a.window), ("--cooldown", &a.cooldown)] {
-        if !matches!(crate::config::parse_duration(d), Some(d) if !d.is_zero()) {
+        if !matches!(logplex::config::parse_duration(d), Some(d) if !d.is_zero()) {
             return Err(CliError::Usage(format!(
                 "{flag}: {d:?} is not a duration like 30s, 1m or 1h"
             )));

@@ -278,8 +278,8 @@ fn admin_key() -> Result<String, CliError> {
 /// The config `logplex serve` would use when started here without `--config`. A config
 /// that does not validate still tells where the data directory is, so it is read without
 /// validation before falling back to the built-in defaults.
-pub(crate) fn default_config() -> crate::config::Config {
-    use crate::config::Config;
+pub(crate) fn default_config() -> logplex::config::Config {
+    use logplex::config::Config;
     Config::load(None)
         .ok()
         .or_else(|| {

@@ -155,7 +155,7 @@ struct Settings {
 
 impl Settings {
     fn from_args(a: &ShuttleArgs) -> Result<Settings, CliError> {
-        let wait = crate::config::parse_duration(&a.wait)
+        let wait = logplex::config::parse_duration(&a.wait)
             .filter(|d| !d.is_zero())
             .ok_or_else(|| {
                 CliError::Usage(format!(
