@@ -9,9 +9,8 @@
 //! made; with `admin.key` missing, a new key is made and written (the old one cannot be
 //! recovered from its hash), so deleting `admin.key` and restarting rotates the key.
 
-use crate::store::{self, StoreError};
+use crate::store;
 use ring::rand::SecureRandom;
-use rusqlite::Connection;
 use std::path::Path;
 use subtle::ConstantTimeEq;
 
@@ -80,7 +79,7 @@ pub fn generate() -> anyhow::Result<String> {
 /// Settles the admin key at start (blocking; the data directory is locked by then).
 /// `configured` is `api.auth_key` (or `LOGPLEX_AUTH_KEY`), empty when unset.
 pub fn settle(
-    conn: &mut Connection,
+    conn: &mut store::Conn,
     configured: &str,
     key_file: &Path,
 ) -> anyhow::Result<AdminKey> {
@@ -137,7 +136,7 @@ pub fn settle(
 /// Replaces a plain key left by an older version with its hash, overwriting the old row on
 /// disk and emptying the write-ahead log, so the key is readable nowhere but `admin.key`
 /// (written from it when missing).
-fn forget_plain_key(conn: &mut Connection, key_file: &Path) -> Result<(), anyhow::Error> {
+fn forget_plain_key(conn: &mut store::Conn, key_file: &Path) -> Result<(), anyhow::Error> {
     let Some(plain) = store::get_meta(conn, PLAIN_META)? else {
         return Ok(());
     };
@@ -145,19 +144,7 @@ fn forget_plain_key(conn: &mut Connection, key_file: &Path) -> Result<(), anyhow
         crate::datadir::write_private(key_file, format!("{plain}\n").as_bytes())
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", key_file.display()))?;
     }
-    conn.pragma_update(None, "secure_delete", true)
-        .map_err(StoreError::from)?;
-    {
-        let tx = conn.transaction().map_err(StoreError::from)?;
-        store::set_meta(&tx, HASH_META, &hex(&sha256(plain.as_bytes())))?;
-        tx.execute("DELETE FROM meta WHERE key = ?1", [PLAIN_META])
-            .map_err(StoreError::from)?;
-        tx.commit().map_err(StoreError::from)?;
-    }
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        .map_err(StoreError::from)?;
-    conn.pragma_update(None, "secure_delete", false)
-        .map_err(StoreError::from)?;
+    store::replace_meta_securely(conn, PLAIN_META, HASH_META, &hex(&sha256(plain.as_bytes())))?;
     tracing::info!("admin key: the store now keeps only its SHA-256");
     Ok(())
 }

@@ -19,7 +19,7 @@ pub struct Config {
     pub drains: DrainsConfig,
     pub store: StoreConfig,
     pub channels: Vec<ChannelConfig>,
-    pub alerts: Vec<AlertConfig>,
+    pub alerts: Vec<crate::alert::RuleSpec>,
 }
 
 /// A listen address, or `"off"` to disable the listener.
@@ -311,36 +311,6 @@ pub struct ChannelConfig {
     /// Drain URLs of this channel.
     #[serde(default)]
     pub drains: Vec<String>,
-}
-
-/// `[[alerts]]`: a rule of CONTRACT §8.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertConfig {
-    pub name: String,
-    /// A channel name, or `*` for every channel.
-    #[serde(default = "star")]
-    pub app: String,
-    pub source: Option<String>,
-    pub dyno: Option<String>,
-    /// A logfmt predicate on MSG, e.g. `status>=500 and at=error`.
-    #[serde(rename = "where")]
-    pub where_: Option<String>,
-    /// A regular expression on MSG.
-    pub regex: Option<String>,
-    pub threshold: u64,
-    /// A duration: `30s`, `1m`, `1h`.
-    pub window: String,
-    #[serde(default = "five_minutes")]
-    pub cooldown: String,
-    pub webhook: Option<String>,
-}
-
-fn star() -> String {
-    "*".into()
-}
-fn five_minutes() -> String {
-    "5m".into()
 }
 
 /// Every problem found in a config, reported together.

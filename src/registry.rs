@@ -1,13 +1,16 @@
 //! The registry: an in-memory snapshot (token → channel, name → channel) rebuilt from the
-//! store after every change and swapped atomically. The hot path reads it without locks and
-//! never touches SQLite.
+//! store's [`State`] after every change and swapped atomically; the same state is applied to
+//! the drains ([`Drains::apply`]) and the alert rules ([`Alerts::apply`]). The hot path reads
+//! the snapshot without locks and never touches SQLite.
 
+use crate::alert::Alerts;
 use crate::channel::{Channel, Limits, Tap};
+use crate::drain::Drains;
 use crate::line::Source;
-use crate::store::{self, ChannelRecord, Store, StoreError};
+use crate::store::{self, ChannelRecord, Conn, State, Store, StoreError};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Where a token's lines go.
 #[derive(Clone)]
@@ -59,16 +62,12 @@ impl Snapshot {
     }
 }
 
-/// Supplies the taps of each channel (a drain's buffer, an alert rule's window). After every
-/// store change the registry calls `refresh` (on the blocking pool, under the store lock,
-/// so it may read its own tables), then `taps` for each channel.
-pub trait TapProvider: Send + Sync {
-    fn refresh(
-        &self,
-        conn: &mut rusqlite::Connection,
-        channels: &[ChannelRecord],
-    ) -> Result<(), StoreError>;
-    fn taps(&self, channel: &Arc<Channel>) -> Vec<Arc<dyn Tap>>;
+/// Those who run what the store describes beside the channels: the drains and the alert
+/// rules. Attached once they are started (after history is restored, so restored lines are
+/// not sent again); from then on every change is applied to them.
+pub struct Outputs {
+    pub drains: Arc<Drains>,
+    pub alerts: Arc<Alerts>,
 }
 
 /// The live registry.
@@ -76,25 +75,35 @@ pub struct Registry {
     store: Store,
     limits: Limits,
     current: ArcSwap<Snapshot>,
-    providers: Vec<Arc<dyn TapProvider>>,
+    outputs: OnceLock<Outputs>,
 }
 
 impl Registry {
-    /// Builds the first snapshot from the store (blocking; start-up only).
-    pub fn load(
-        store: Store,
-        limits: Limits,
-        providers: Vec<Arc<dyn TapProvider>>,
-    ) -> Result<Arc<Registry>, StoreError> {
+    /// Builds the first snapshot from the store (blocking; start-up only). No drain or
+    /// alert rule runs until [`Registry::attach`].
+    pub fn load(store: Store, limits: Limits) -> Result<Arc<Registry>, StoreError> {
         let reg = Arc::new(Registry {
             store,
             limits,
             current: ArcSwap::from_pointee(Snapshot::default()),
-            providers,
+            outputs: OnceLock::new(),
         });
-        let r = reg.clone();
-        reg.store.call_blocking(move |conn| r.rebuild(conn))?;
+        let state = reg.store.call_blocking(store::state)?;
+        reg.install(&state);
         Ok(reg)
+    }
+
+    /// Hands the stored drains and rules to `outputs` and keeps them for every later change
+    /// (blocking; start-up only, once).
+    pub fn attach(&self, outputs: Outputs) -> Result<(), StoreError> {
+        if self.outputs.set(outputs).is_err() {
+            tracing::error!("the registry's outputs were attached twice; the first are kept");
+        }
+        self.store.call_blocking(|conn| {
+            let state = store::state(conn)?;
+            self.install(&state);
+            Ok(())
+        })
     }
 
     /// The current snapshot; cheap, lock-free.
@@ -106,31 +115,36 @@ impl Registry {
         &self.store
     }
 
-    /// Runs a store change and swaps in a new snapshot, both on the blocking pool and under
-    /// the store's connection lock, so snapshots are installed in the order of the changes.
+    /// Runs a store change, reads the new [`State`] and installs it (a new snapshot, drains
+    /// and rules applied), all on the blocking pool and under the store's connection lock,
+    /// so changes are installed in the order they were made.
     pub async fn change<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
     {
         let me = self.clone();
         self.store
             .call(move |conn| {
                 let out = f(conn)?;
-                me.rebuild(conn)?;
+                let state = store::state(conn)?;
+                me.install(&state);
                 Ok(out)
             })
             .await
     }
 
-    fn rebuild(&self, conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
-        let records = store::list_channels(conn)?;
+    /// Makes `state` current: channels kept by id (their history and tails with them),
+    /// drains and rules applied, each channel's taps set, the snapshot swapped in; a
+    /// channel no longer in the state is destroyed (its drains and rules stop seeing lines
+    /// at once and its sessions end).
+    fn install(&self, state: &State) {
         let old = self.current.load();
-        let mut channels: HashMap<Arc<str>, Arc<Channel>> = HashMap::with_capacity(records.len());
+        let mut channels: HashMap<Arc<str>, Arc<Channel>> =
+            HashMap::with_capacity(state.channels.len());
         let mut tokens = HashMap::new();
-        for rec in &records {
-            // A channel keeps its history and tails across snapshots; one of the same name
-            // but another id was destroyed and created again: a new channel.
+        for rec in &state.channels {
+            // A channel of the same name but another id was destroyed and created again.
             let ch = match old.channels.get(rec.name.as_str()) {
                 Some(c) if c.id == rec.id => c.clone(),
                 _ => Arc::new(Channel::new(rec.id, &rec.name, self.limits)),
@@ -145,31 +159,32 @@ impl Registry {
             channels.insert(ch.name.clone(), ch);
         }
         let mut drain_tokens = HashMap::new();
-        for d in store::list_drains(conn)? {
-            if let Some(rec) = records.iter().find(|r| r.name == d.channel) {
-                drain_tokens.insert(d.token.into_bytes().into_boxed_slice(), rec.id);
+        for d in &state.drains {
+            if let Some(ch) = channels.get(d.channel.as_str()) {
+                drain_tokens.insert(d.token.as_bytes().to_vec().into_boxed_slice(), ch.id);
             }
         }
-        for p in &self.providers {
-            p.refresh(conn, &records)?;
+        if let Some(out) = self.outputs.get() {
+            out.drains.apply(&state.drains);
+            out.alerts.apply(&state.alerts, &state.channels);
         }
-        // A destroyed channel's drains and rules stop seeing lines at once and its sessions
-        // end.
         for (name, ch) in old.channels.iter() {
             if !channels.get(name).is_some_and(|c| Arc::ptr_eq(c, ch)) {
                 ch.destroy();
             }
         }
-        for ch in channels.values() {
-            let taps: Vec<Arc<dyn Tap>> = self.providers.iter().flat_map(|p| p.taps(ch)).collect();
-            ch.set_taps(taps);
+        if let Some(out) = self.outputs.get() {
+            for ch in channels.values() {
+                let mut taps: Vec<Arc<dyn Tap>> = out.drains.taps(ch);
+                taps.extend(out.alerts.taps(ch));
+                ch.set_taps(taps);
+            }
         }
         self.current.store(Arc::new(Snapshot {
             tokens,
             channels,
-            records,
+            records: state.channels.clone(),
             drain_tokens,
         }));
-        Ok(())
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::http::{Body, StreamBody};
 use crate::line::{now_micros, Line};
-use crate::Shared;
+use crate::server::Node;
 use bytes::{Bytes, BytesMut};
 use hyper::{header, Response, StatusCode};
 use std::collections::HashMap;
@@ -123,27 +123,22 @@ impl Sessions {
 }
 
 /// `GET /sessions/UUID`.
-pub fn stream(
-    shared: &Arc<Shared>,
-    id: &str,
-    sse: bool,
-    last_event_id: Option<u64>,
-) -> Response<Body> {
+pub fn stream(node: &Arc<Node>, id: &str, sse: bool, last_event_id: Option<u64>) -> Response<Body> {
     let not_found =
         || crate::api::ApiError::not_found("Unknown or expired session.").into_response();
     let Ok(id) = Uuid::parse_str(id) else {
         return not_found();
     };
-    let Some(spec) = shared.sessions.open(&id) else {
+    let Some(spec) = node.sessions.open(&id) else {
         return not_found();
     };
-    let snap = shared.registry.snapshot();
+    let snap = node.registry.snapshot();
     let Some(channel) = snap
         .channel_with_id(&spec.channel, spec.channel_id)
         .cloned()
     else {
         // Its channel was destroyed: the session is gone with it.
-        shared.sessions.forget(&id);
+        node.sessions.forget(&id);
         return not_found();
     };
     let destroyed = channel.destroyed();
@@ -153,8 +148,8 @@ pub fn stream(
     };
     let (history, rx) = channel.read(num, after, spec.tail, |l| spec.keep(l));
     let (tx, body) = StreamBody::channel(4);
-    let shared2 = shared.clone();
-    shared.tasks.spawn(async move {
+    let shared2 = node.clone();
+    node.tasks.spawn(async move {
         shared2.metrics.sessions_open.inc();
         let mut w = Writer {
             tx,
@@ -293,7 +288,7 @@ fn take_queued(
 }
 
 async fn run(
-    shared: &Shared,
+    node: &Node,
     spec: &Spec,
     w: &mut Writer,
     history: Vec<Line>,
@@ -317,11 +312,11 @@ async fn run(
         tokio::select! {
             r = rx.recv() => match r {
                 Ok(line) => {
-                    take_queued(line, &mut rx, spec, w, &shared.metrics.tail_dropped, &mut last_ok);
+                    take_queued(line, &mut rx, spec, w, &node.metrics.tail_dropped, &mut last_ok);
                     w.flush().await?;
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    shared.metrics.tail_dropped.inc_by(n);
+                    node.metrics.tail_dropped.inc_by(n);
                     w.l11(n, last_ok);
                     w.flush().await?;
                 }
@@ -334,7 +329,7 @@ async fn run(
                 }
             }
             _ = w.tx.closed() => return Err(Gone),
-            _ = shared.shutdown.cancelled() => { w.flush().await?; return Ok(()) }
+            _ = node.shutdown.cancelled() => { w.flush().await?; return Ok(()) }
         }
     }
 }

@@ -10,7 +10,7 @@ use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use logplex::config::AlertConfig;
+use logplex::alert::RuleSpec;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -102,8 +102,8 @@ impl Hook {
     }
 }
 
-fn rule(name: &str, where_: Option<&str>, regex: Option<&str>) -> AlertConfig {
-    AlertConfig {
+fn rule(name: &str, where_: Option<&str>, regex: Option<&str>) -> RuleSpec {
+    RuleSpec {
         name: name.into(),
         app: "*".into(),
         source: None,

@@ -2,7 +2,7 @@
 //! lines and, when `threshold` of them fall within `window`, put a line in the channel, POST
 //! a webhook and move Prometheus series.
 //!
-//! The [`AlertManager`] is a [`TapProvider`]: after every store change it reloads the rules
+//! The [`Alerts`] is a [`TapProvider`]: after every store change it reloads the rules
 //! (compiling only new or changed ones) and gives each channel that has rules one tap. A
 //! channel without rules gets no tap and pays nothing. The tap runs on the ingest path with
 //! each stored batch: it filters and matches without locks, then takes one short lock per
@@ -15,15 +15,16 @@
 //! `"origin":"config"` and refuses to change them.
 
 pub mod rule;
+pub mod spec;
 pub mod webhook;
 pub mod window;
 
+pub use spec::RuleSpec;
+
 use crate::channel::{Channel, Tap};
-use crate::config::AlertConfig;
 use crate::line::Line;
 use crate::metrics::Metrics;
-use crate::registry::TapProvider;
-use crate::store::{self, ChannelRecord, StoreError};
+use crate::store::ChannelRecord;
 use bytes::{Bytes, BytesMut};
 use prometheus::{IntCounter, IntGauge};
 use rule::Rule;
@@ -34,7 +35,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use window::{Snapshot, Transition, WindowState};
+use window::{Report, Transition, WindowState};
 
 /// Notifications waiting for the notification task; beyond this the newest are dropped.
 pub const QUEUE: usize = 1024;
@@ -62,7 +63,7 @@ impl Watch {
 /// A state change on its way to the notification task.
 struct Notice {
     watch: Arc<Watch>,
-    snap: Snapshot,
+    snap: Report,
 }
 
 /// Where transitions are reported: metrics at once, the rest through the queue.
@@ -73,7 +74,7 @@ struct Notifier {
 }
 
 impl Notifier {
-    fn notify(&self, watch: &Arc<Watch>, snap: Snapshot) {
+    fn notify(&self, watch: &Arc<Watch>, snap: Report) {
         match snap.transition {
             Transition::Fire => {
                 watch.fired.inc();
@@ -92,8 +93,8 @@ impl Notifier {
 }
 
 /// The rules and their windows.
-pub struct AlertManager {
-    config_rules: Vec<AlertConfig>,
+pub struct Alerts {
+    config_rules: Vec<RuleSpec>,
     inner: Mutex<Inner>,
     notifier: Notifier,
     metrics: Arc<Metrics>,
@@ -107,14 +108,14 @@ struct Inner {
     watches: HashMap<(String, String, Arc<str>), Arc<Watch>>,
 }
 
-impl AlertManager {
+impl Alerts {
     /// Compiles the config rules and starts the notification task and the ticker.
-    pub fn start(ctx: &crate::Context<'_>) -> anyhow::Result<Arc<AlertManager>> {
+    pub fn start(ctx: &crate::server::Deps<'_>) -> anyhow::Result<Arc<Alerts>> {
         for (i, a) in ctx.config.alerts.iter().enumerate() {
             Rule::compile(a, "config").map_err(|e| anyhow::anyhow!("alerts[{i}]: {e}"))?;
         }
         let (tx, rx) = mpsc::channel(QUEUE);
-        let mgr = Arc::new(AlertManager {
+        let mgr = Arc::new(Alerts {
             config_rules: ctx.config.alerts.clone(),
             inner: Mutex::new(Inner::default()),
             notifier: Notifier {
@@ -172,7 +173,7 @@ pub struct WatchState {
     pub last_fired_us: Option<i64>,
 }
 
-impl AlertManager {
+impl Alerts {
     /// The state of rule `name` of `app` (`*` for every app) on each channel it watches,
     /// by channel name.
     pub fn states(&self, app: &str, name: &str) -> Vec<WatchState> {
@@ -201,13 +202,11 @@ impl AlertManager {
     }
 }
 
-impl TapProvider for AlertManager {
-    fn refresh(
-        &self,
-        conn: &mut rusqlite::Connection,
-        channels: &[ChannelRecord],
-    ) -> Result<(), StoreError> {
-        let stored = store::list_alerts(conn)?;
+impl Alerts {
+    /// Makes the running rules the config's plus `stored` (the store's, after a change):
+    /// unchanged rules keep their windows, new or changed ones are compiled, windows of
+    /// removed rules and destroyed `channels` are dropped.
+    pub fn apply(&self, stored: &[RuleSpec], channels: &[ChannelRecord]) {
         let mut inner = self.inner();
         let mut rules: Vec<Arc<Rule>> = Vec::with_capacity(self.config_rules.len() + stored.len());
         let specs = self
@@ -254,10 +253,10 @@ impl TapProvider for AlertManager {
             keep
         });
         inner.rules = rules;
-        Ok(())
     }
 
-    fn taps(&self, channel: &Arc<Channel>) -> Vec<Arc<dyn Tap>> {
+    /// The taps of `channel`: one for all the rules watching it, none without rules.
+    pub fn taps(&self, channel: &Arc<Channel>) -> Vec<Arc<dyn Tap>> {
         let mut inner = self.inner();
         let Inner { rules, watches } = &mut *inner;
         let mut mine = Vec::new();
@@ -410,7 +409,7 @@ pub fn message(rule: &Rule, transition: Transition, count: u64) -> String {
 }
 
 /// The webhook body of CONTRACT §8.
-fn webhook_body(w: &Watch, snap: &Snapshot) -> Bytes {
+fn webhook_body(w: &Watch, snap: &Report) -> Bytes {
     let r = &w.rule;
     let window_seconds = if r.window.subsec_nanos() == 0 {
         serde_json::json!(r.window.as_secs())
@@ -485,7 +484,7 @@ async fn notify_loop(mut rx: mpsc::Receiver<Notice>, d: Deliveries) {
 }
 
 /// Checks every window once per [`TICK`] until shutdown.
-async fn tick_loop(mgr: Weak<AlertManager>, shutdown: CancellationToken) {
+async fn tick_loop(mgr: Weak<Alerts>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(TICK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

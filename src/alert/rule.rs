@@ -2,7 +2,8 @@
 //! predicate or a regex on MSG) and the numbers (threshold, window, cooldown), with one
 //! sentence per way a rule can be wrong, shared by the API (422) and config validation.
 
-use crate::config::{parse_duration, AlertConfig};
+use crate::alert::RuleSpec;
+use crate::config::parse_duration;
 use crate::line::Line;
 use logplex_proto::logfmt::{self, CmpOp};
 use std::fmt;
@@ -371,7 +372,7 @@ pub fn check_webhook(url: &str) -> Result<crate::alert::webhook::Target, RuleErr
 pub struct Rule {
     /// As configured or posted; also the identity used to keep window state across
     /// refreshes (a rule whose definition changed starts a fresh window).
-    pub spec: AlertConfig,
+    pub spec: RuleSpec,
     /// Where it came from: `config` or `api`.
     pub origin: &'static str,
     pub matcher: Matcher,
@@ -385,7 +386,7 @@ pub struct Rule {
 
 impl Rule {
     /// Checks every field and compiles the rule; the first problem is the error.
-    pub fn compile(spec: &AlertConfig, origin: &'static str) -> Result<Rule, RuleError> {
+    pub fn compile(spec: &RuleSpec, origin: &'static str) -> Result<Rule, RuleError> {
         check_name(&spec.name)?;
         if spec.app != "*" && !crate::config::valid_channel_name(&spec.app) {
             return Err(RuleError::App(spec.app.clone()));
@@ -464,8 +465,8 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn spec(where_: Option<&str>, regex: Option<&str>) -> AlertConfig {
-        AlertConfig {
+    fn spec(where_: Option<&str>, regex: Option<&str>) -> RuleSpec {
+        RuleSpec {
             name: "http-5xx".into(),
             app: "*".into(),
             source: None,
@@ -592,7 +593,7 @@ mod tests {
 
     #[test]
     fn bad_numbers_and_webhooks() {
-        let bad = |f: &dyn Fn(&mut AlertConfig)| {
+        let bad = |f: &dyn Fn(&mut RuleSpec)| {
             let mut s = spec(Some("status>=500"), None);
             f(&mut s);
             Rule::compile(&s, "api").unwrap_err().to_string()

@@ -32,7 +32,7 @@ pub enum Transition {
 
 /// A notification's numbers, taken under the state lock.
 #[derive(Debug, Clone)]
-pub struct Snapshot {
+pub struct Report {
     pub transition: Transition,
     pub count: u64,
     pub first_us: Option<i64>,
@@ -106,7 +106,7 @@ impl WindowState {
         wall_us: i64,
         n: u64,
         samples: impl IntoIterator<Item = Line>,
-    ) -> Option<Snapshot> {
+    ) -> Option<Report> {
         if n == 0 {
             return None;
         }
@@ -136,7 +136,7 @@ impl WindowState {
     /// Fires when the window holds `threshold` matches and the cooldown since the last
     /// firing has passed; resolves a firing window that fell back under the threshold.
     /// Called on every recorded batch and by the manager's ticker.
-    pub fn check(&mut self, now: Instant) -> Option<Snapshot> {
+    pub fn check(&mut self, now: Instant) -> Option<Report> {
         let count = self.count(now);
         let transition = if self.firing {
             if count >= self.threshold {
@@ -156,7 +156,7 @@ impl WindowState {
             self.last_fired_us = Some(crate::line::now_micros());
             Transition::Fire
         };
-        Some(Snapshot {
+        Some(Report {
             transition,
             count,
             first_us: self.live(now).map(|b| b.first_us).min(),

@@ -12,10 +12,10 @@
 
 use super::{no_content, read_json, unknown_app, ApiError, ApiResult};
 use crate::alert::rule::Rule;
-use crate::config::AlertConfig;
+use crate::alert::RuleSpec;
 use crate::http::json;
+use crate::server::Node;
 use crate::store::{self, StoreError};
-use crate::Shared;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 /// Handles an authorised request whose path is under `/v2/alerts` or `/v2/channels/NAME/alerts`.
 pub async fn route(
-    shared: &Arc<Shared>,
+    node: &Arc<Node>,
     method: &Method,
     segs: &[&str],
     req: Request<Incoming>,
@@ -38,24 +38,24 @@ pub async fn route(
     };
     match (method, segs) {
         (&Method::GET, ["v2", "alerts"]) => {
-            let all = all_rules(shared).await?;
-            Ok(json(StatusCode::OK, &to_json(shared, all.iter(), None)))
+            let all = all_rules(node).await?;
+            Ok(json(StatusCode::OK, &to_json(node, all.iter(), None)))
         }
         (&Method::GET, ["v2", "channels", app, "alerts"]) => {
             let app = star(app);
-            check_app(shared, &app)?;
-            let all = all_rules(shared).await?;
+            check_app(node, &app)?;
+            let all = all_rules(node).await?;
             let mine = all.iter().filter(|(r, _)| r.app == "*" || r.app == app);
             let on = (app != "*").then_some(app.as_str());
-            Ok(json(StatusCode::OK, &to_json(shared, mine, on)))
+            Ok(json(StatusCode::OK, &to_json(node, mine, on)))
         }
         (&Method::POST, ["v2", "channels", app, "alerts"]) => {
             let app = star(app);
-            create(shared, app, req).await
+            create(node, app, req).await
         }
         (&Method::DELETE, ["v2", "channels", app, "alerts", name]) => {
             let app = star(app);
-            delete(shared, app, name.to_string()).await
+            delete(node, app, name.to_string()).await
         }
         _ => Err(ApiError::not_found(format!(
             "No route {method} /{}.",
@@ -65,18 +65,18 @@ pub async fn route(
 }
 
 /// 404 unless `app` is `*` or a channel.
-fn check_app(shared: &Shared, app: &str) -> Result<(), ApiError> {
-    if app != "*" && shared.registry.snapshot().channel(app).is_none() {
+fn check_app(node: &Node, app: &str) -> Result<(), ApiError> {
+    if app != "*" && node.registry.snapshot().channel(app).is_none() {
         return Err(unknown_app(app));
     }
     Ok(())
 }
 
 /// Config rules first, then the stored ones, each with its origin.
-async fn all_rules(shared: &Shared) -> Result<Vec<(AlertConfig, &'static str)>, ApiError> {
-    let stored = shared.registry.store().call(store::list_alerts).await?;
-    let config = &shared.config.alerts;
-    let mut out: Vec<(AlertConfig, &'static str)> =
+async fn all_rules(node: &Node) -> Result<Vec<(RuleSpec, &'static str)>, ApiError> {
+    let stored = node.registry.store().call(store::list_alerts).await?;
+    let config = &node.config.alerts;
+    let mut out: Vec<(RuleSpec, &'static str)> =
         config.iter().map(|r| (r.clone(), "config")).collect();
     out.extend(
         stored
@@ -87,7 +87,7 @@ async fn all_rules(shared: &Shared) -> Result<Vec<(AlertConfig, &'static str)>, 
     Ok(out)
 }
 
-fn rule_json(r: &AlertConfig, origin: &str) -> serde_json::Value {
+fn rule_json(r: &RuleSpec, origin: &str) -> serde_json::Value {
     json!({
         "name": r.name,
         "app": r.app,
@@ -105,15 +105,15 @@ fn rule_json(r: &AlertConfig, origin: &str) -> serde_json::Value {
 
 /// The rules, each with its `"state"` on channel `on` (or on every channel it watches).
 fn to_json<'a>(
-    shared: &Shared,
-    rules: impl Iterator<Item = &'a (AlertConfig, &'static str)>,
+    node: &Node,
+    rules: impl Iterator<Item = &'a (RuleSpec, &'static str)>,
     on: Option<&str>,
 ) -> serde_json::Value {
     serde_json::Value::Array(
         rules
             .map(|(r, o)| {
                 let mut v = rule_json(r, o);
-                let mut states = shared.alerts.states(&r.app, &r.name);
+                let mut states = node.alerts.states(&r.app, &r.name);
                 if let Some(app) = on {
                     states.retain(|s| &*s.channel == app);
                 }
@@ -161,10 +161,10 @@ struct NewAlert {
     webhook: Option<String>,
 }
 
-async fn create(shared: &Arc<Shared>, app: String, req: Request<Incoming>) -> ApiResult {
-    let b: NewAlert = read_json(shared, req).await?;
+async fn create(node: &Arc<Node>, app: String, req: Request<Incoming>) -> ApiResult {
+    let b: NewAlert = read_json(node, req).await?;
     let nonempty = |o: Option<String>| o.filter(|s| !s.trim().is_empty());
-    let spec = AlertConfig {
+    let spec = RuleSpec {
         name: b
             .name
             .ok_or_else(|| ApiError::invalid("A rule needs a \"name\"."))?,
@@ -183,7 +183,7 @@ async fn create(shared: &Arc<Shared>, app: String, req: Request<Incoming>) -> Ap
         webhook: nonempty(b.webhook),
     };
     Rule::compile(&spec, "api").map_err(|e| ApiError::invalid(e.to_string()))?;
-    check_app(shared, &app)?;
+    check_app(node, &app)?;
     let conflict = || {
         ApiError::new(
             StatusCode::CONFLICT,
@@ -191,7 +191,7 @@ async fn create(shared: &Arc<Shared>, app: String, req: Request<Incoming>) -> Ap
             format!("App {app} already has an alert named {}.", spec.name),
         )
     };
-    if shared
+    if node
         .config
         .alerts
         .iter()
@@ -200,8 +200,7 @@ async fn create(shared: &Arc<Shared>, app: String, req: Request<Incoming>) -> Ap
         return Err(conflict());
     }
     let to_store = spec.clone();
-    shared
-        .registry
+    node.registry
         .change(move |c| store::create_alert(c, &to_store))
         .await
         .map_err(|e| match e {
@@ -212,9 +211,9 @@ async fn create(shared: &Arc<Shared>, app: String, req: Request<Incoming>) -> Ap
     Ok(json(StatusCode::CREATED, &rule_json(&spec, "api")))
 }
 
-async fn delete(shared: &Arc<Shared>, app: String, name: String) -> ApiResult {
-    check_app(shared, &app)?;
-    let config = &shared.config.alerts;
+async fn delete(node: &Arc<Node>, app: String, name: String) -> ApiResult {
+    check_app(node, &app)?;
+    let config = &node.config.alerts;
     if config.iter().any(|c| c.app == app && c.name == name) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -223,7 +222,7 @@ async fn delete(shared: &Arc<Shared>, app: String, name: String) -> ApiResult {
         ));
     }
     let (a, n) = (app.clone(), name.clone());
-    let found = shared
+    let found = node
         .registry
         .change(move |c| match store::delete_alert(c, &a, &n) {
             Ok(()) => Ok(true),
@@ -235,7 +234,7 @@ async fn delete(shared: &Arc<Shared>, app: String, name: String) -> ApiResult {
         return Ok(no_content());
     }
     // A rule on every app is not removed through one app.
-    let stored = shared.registry.store().call(store::list_alerts).await?;
+    let stored = node.registry.store().call(store::list_alerts).await?;
     if app != "*" && (config.iter().chain(stored.iter())).any(|c| c.app == "*" && c.name == name) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -10,9 +10,9 @@ pub mod stats;
 use crate::body::{BodyError, Listener};
 use crate::config::valid_channel_name;
 use crate::http::{json, response, Body};
+use crate::server::Node;
 use crate::session::Spec;
 use crate::store::{self, StoreError};
-use crate::Shared;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode};
@@ -122,8 +122,8 @@ impl From<StoreError> for ApiError {
 pub type ApiResult = Result<Response<Body>, ApiError>;
 
 /// Handles one API request.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
-    match route(&shared, req).await {
+pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+    match route(&node, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -151,7 +151,7 @@ pub fn authorised(headers: &HeaderMap, key: &crate::admin_key::AdminKey) -> bool
     key.matches(presented.as_bytes())
 }
 
-async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
+async fn route(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').skip(1).collect();
     let method = req.method().clone();
@@ -166,7 +166,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
                 .ok_or_else(|| ApiError::not_found(format!("No file {path}.")));
         }
         (&Method::GET, ["sessions", id]) if crate::console::wants_html(req.headers()) => {
-            return Ok(crate::console::live(shared, id));
+            return Ok(crate::console::live(node, id));
         }
         (&Method::GET, ["sessions", id]) => {
             let h = req.headers();
@@ -178,7 +178,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
                 .get("last-event-id")
                 .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
             return Ok(crate::session::stream(
-                shared,
+                node,
                 id,
                 sse,
                 if sse { last } else { None },
@@ -186,7 +186,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
         }
         _ => {}
     }
-    if !authorised(req.headers(), &shared.admin_key) {
+    if !authorised(req.headers(), &node.admin_key) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -194,16 +194,16 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
         ));
     }
     match (&method, segs.as_slice()) {
-        (&Method::GET, ["metrics"]) => Ok(metrics(shared)),
-        (&Method::GET, ["v2", "stats"]) => Ok(stats::stats(shared)),
+        (&Method::GET, ["metrics"]) => Ok(metrics(node)),
+        (&Method::GET, ["v2", "stats"]) => Ok(stats::stats(node)),
         (&Method::GET, ["v2", "channels"]) => {
-            let snap = shared.registry.snapshot();
+            let snap = node.registry.snapshot();
             let list: Vec<_> = snap.records().iter().map(channel_json).collect();
             Ok(json(StatusCode::OK, &serde_json::Value::Array(list)))
         }
-        (&Method::POST, ["v2", "channels"]) => create_channel(shared, req).await,
+        (&Method::POST, ["v2", "channels"]) => create_channel(node, req).await,
         (&Method::GET, ["v2", "channels", name]) => {
-            let snap = shared.registry.snapshot();
+            let snap = node.registry.snapshot();
             let rec = snap
                 .records()
                 .iter()
@@ -213,15 +213,14 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
         }
         (&Method::DELETE, ["v2", "channels", name]) => {
             let n = name.to_string();
-            shared
-                .registry
+            node.registry
                 .change(move |c| store::delete_channel(c, &n))
                 .await
                 .map_err(|e| not_found_as(e, name))?;
             Ok(no_content())
         }
         (&Method::GET, ["v2", "channels", name, "tokens"]) => {
-            let snap = shared.registry.snapshot();
+            let snap = node.registry.snapshot();
             let rec = snap
                 .records()
                 .iter()
@@ -236,12 +235,12 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
         }
         (&Method::POST, ["v2", "channels", name, "tokens"]) => {
             let name = name.to_string();
-            create_token(shared, &name, req).await
+            create_token(node, &name, req).await
         }
-        (&Method::POST, ["v2", "sessions"]) => create_session(shared, req).await,
+        (&Method::POST, ["v2", "sessions"]) => create_session(node, req).await,
         (&Method::GET, ["v2", "channels", name, "drains"]) => {
             let n = name.to_string();
-            let list = shared
+            let list = node
                 .registry
                 .store()
                 .call(move |c| store::channel_drains(c, &n))
@@ -251,7 +250,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
                 .iter()
                 .map(|d| {
                     let mut v = drain_json(d);
-                    v["status"] = status_json(shared.drains.status(&d.id));
+                    v["status"] = status_json(node.drains.status(&d.id));
                     v
                 })
                 .collect();
@@ -259,18 +258,18 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
         }
         (&Method::POST, ["v2", "channels", name, "drains"]) => {
             let name = name.to_string();
-            let body: NewDrain = read_json(shared, req).await?;
-            let d = add_drain(shared, &name, &body.url).await?;
+            let body: NewDrain = read_json(node, req).await?;
+            let d = add_drain(node, &name, &body.url).await?;
             Ok(json(StatusCode::CREATED, &drain_json(&d)))
         }
         (&Method::DELETE, ["v2", "channels", name, "drains", which]) => {
-            remove_drain(shared, name, which).await?;
+            remove_drain(node, name, which).await?;
             Ok(no_content())
         }
         (_, ["v2", "alerts", ..]) | (_, ["v2", "channels", _, "alerts", ..]) => {
-            alerts::route(shared, &method, &segs, req).await
+            alerts::route(node, &method, &segs, req).await
         }
-        (_, ["apps", ..]) => platform::route(shared, &method, &segs, req).await,
+        (_, ["apps", ..]) => platform::route(node, &method, &segs, req).await,
         _ => Err(ApiError::not_found(format!("No route {method} {path}."))),
     }
 }
@@ -301,8 +300,8 @@ pub(crate) fn channel_json(rec: &store::ChannelRecord) -> serde_json::Value {
     json!({"name": rec.name, "tokens": tokens})
 }
 
-fn metrics(shared: &Shared) -> Response<Body> {
-    let snap = shared.registry.snapshot();
+fn metrics(node: &Node) -> Response<Body> {
+    let snap = node.registry.snapshot();
     let (mut lines, mut bytes, mut n) = (0usize, 0usize, 0i64);
     for c in snap.channels() {
         let (l, b) = c.history_len();
@@ -310,31 +309,30 @@ fn metrics(shared: &Shared) -> Response<Body> {
         bytes += b;
         n += 1;
     }
-    shared.metrics.history_lines.set(lines as i64);
-    shared
-        .metrics
+    node.metrics.history_lines.set(lines as i64);
+    node.metrics
         .body_bytes_inflight
-        .set(shared.bodies.in_flight() as i64);
-    shared.metrics.history_bytes.set(bytes as i64);
-    shared.metrics.channels.set(n);
+        .set(node.bodies.in_flight() as i64);
+    node.metrics.history_bytes.set(bytes as i64);
+    node.metrics.channels.set(n);
     response(
         StatusCode::OK,
         "text/plain; version=0.0.4",
-        shared.metrics.render(),
+        node.metrics.render(),
     )
 }
 
-/// Reads a JSON body of at most 64 KiB (under the deadline, minimum rate and shared
+/// Reads a JSON body of at most 64 KiB (under the deadline, minimum rate and node
 /// budget of [`crate::body`]).
 pub(crate) async fn read_json<T: for<'de> Deserialize<'de>>(
-    shared: &Shared,
+    node: &Node,
     req: Request<Incoming>,
 ) -> Result<T, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let (body, _reservation) = shared
+    let (body, _reservation) = node
         .bodies
         .read(Listener::Api, req.into_body(), 64 * 1024, declared)
         .await?;
@@ -362,8 +360,8 @@ struct NewChannel {
     tokens: Vec<String>,
 }
 
-async fn create_channel(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
-    let body: NewChannel = read_json(shared, req).await?;
+async fn create_channel(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
+    let body: NewChannel = read_json(node, req).await?;
     if !valid_channel_name(&body.name) {
         return Err(ApiError::invalid(format!(
             "Name {:?} must start with a letter and use only lowercase letters, digits and dashes (2 to 63).",
@@ -379,7 +377,7 @@ async fn create_channel(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResu
     tokens.sort();
     tokens.dedup();
     let name = body.name.clone();
-    let rec = shared
+    let rec = node
         .registry
         .change(move |c| store::create_channel(c, &name, &tokens))
         .await
@@ -432,20 +430,20 @@ fn status_json(st: Option<crate::drain::Status>) -> serde_json::Value {
 
 /// Validates and adds a drain; it starts at once (the registry refreshes the drains).
 pub(crate) async fn add_drain(
-    shared: &Arc<Shared>,
+    node: &Arc<Node>,
     channel: &str,
     url: &str,
 ) -> Result<store::DrainRecord, ApiError> {
     let parsed = crate::drain::DrainUrl::parse(url).map_err(ApiError::invalid)?;
-    if drain_loops(shared, channel, &parsed).await {
+    if drain_loops(node, channel, &parsed).await {
         return Err(ApiError::invalid(format!(
             "A drain to {} would send every line of {channel} back into {channel} (it is this server's log input with a token of {channel}), forever.",
             parsed.redacted
         )));
     }
-    let max = shared.config.drains.max_per_channel;
+    let max = node.config.drains.max_per_channel;
     let (ch, u) = (channel.to_string(), url.to_string());
-    let r = shared
+    let r = node
         .registry
         .change(move |c| Ok(store::create_drain(c, &ch, &u, max)))
         .await?;
@@ -466,8 +464,8 @@ pub(crate) async fn add_drain(
 /// the URL is this server's HTTP input (its bound address, or a name or address that
 /// resolves to it, such as `localhost`) with one of the channel's tokens as password.
 /// (A loop through something this cannot see, a proxy, is refused at ingest instead.)
-async fn drain_loops(shared: &Shared, channel: &str, url: &crate::drain::DrainUrl) -> bool {
-    let Some(input) = shared.http_addr else {
+async fn drain_loops(node: &Node, channel: &str, url: &crate::drain::DrainUrl) -> bool {
+    let Some(input) = node.http_addr else {
         return false;
     };
     let Some((_, password)) = url
@@ -480,7 +478,7 @@ async fn drain_loops(shared: &Shared, channel: &str, url: &crate::drain::DrainUr
     if url.port != input.port() {
         return false;
     }
-    let own_token = shared
+    let own_token = node
         .registry
         .snapshot()
         .records()
@@ -516,13 +514,12 @@ fn reaches(input: std::net::SocketAddr, a: std::net::SocketAddr) -> bool {
 
 /// Removes a drain by id, token or URL; it stops at once.
 pub(crate) async fn remove_drain(
-    shared: &Arc<Shared>,
+    node: &Arc<Node>,
     channel: &str,
     which: &str,
 ) -> Result<store::DrainRecord, ApiError> {
     let (ch, w) = (channel.to_string(), which.to_string());
-    shared
-        .registry
+    node.registry
         .change(move |c| store::delete_drain(c, &ch, &w))
         .await
         .map_err(|e| match e {
@@ -537,8 +534,8 @@ struct NewToken {
     name: String,
 }
 
-async fn create_token(shared: &Arc<Shared>, channel: &str, req: Request<Incoming>) -> ApiResult {
-    let body: NewToken = read_json(shared, req).await?;
+async fn create_token(node: &Arc<Node>, channel: &str, req: Request<Incoming>) -> ApiResult {
+    let body: NewToken = read_json(node, req).await?;
     if !valid_token_name(&body.name) {
         return Err(ApiError::invalid(format!(
             "Token name {:?} must be 1 to 48 printable characters.",
@@ -546,7 +543,7 @@ async fn create_token(shared: &Arc<Shared>, channel: &str, req: Request<Incoming
         )));
     }
     let (ch, tn) = (channel.to_string(), body.name.clone());
-    let token = shared
+    let token = node
         .registry
         .change(move |c| store::create_token(c, &ch, &tn))
         .await
@@ -577,21 +574,21 @@ struct NewSession {
 }
 
 /// `POST /v2/sessions`; the URL is built on `api.public_url`, never the Host header.
-async fn create_session(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResult {
-    let b: NewSession = read_json(shared, req).await?;
-    let max = shared.config.buffers.history_lines;
+async fn create_session(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
+    let b: NewSession = read_json(node, req).await?;
+    let max = node.config.buffers.history_lines;
     let num = b.num.unwrap_or(100);
     if num > max {
         return Err(ApiError::invalid(format!(
             "num {num} is over the history size ({max})."
         )));
     }
-    let channel_id = match shared.registry.snapshot().channel(&b.channel) {
+    let channel_id = match node.registry.snapshot().channel(&b.channel) {
         Some(c) => c.id,
         None => return Err(unknown_app(&b.channel)),
     };
     let nonempty = |o: Option<String>| o.filter(|s| !s.is_empty());
-    let id = shared.sessions.create(Spec {
+    let id = node.sessions.create(Spec {
         channel: b.channel,
         channel_id,
         num,
@@ -602,6 +599,6 @@ async fn create_session(shared: &Arc<Shared>, req: Request<Incoming>) -> ApiResu
     });
     Ok(json(
         StatusCode::CREATED,
-        &json!({"url": format!("{}/sessions/{id}", shared.public_url)}),
+        &json!({"url": format!("{}/sessions/{id}", node.public_url)}),
     ))
 }

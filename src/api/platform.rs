@@ -12,9 +12,9 @@
 
 use super::{read_json, ApiError, ApiResult};
 use crate::http::json;
+use crate::server::Node;
 use crate::session::Spec;
 use crate::store::{self, ChannelRecord, DrainRecord, StoreError};
-use crate::Shared;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde::Deserialize;
@@ -23,33 +23,33 @@ use std::sync::Arc;
 
 /// Handles an authorised request whose path starts with `/apps`.
 pub async fn route(
-    shared: &Arc<Shared>,
+    node: &Arc<Node>,
     method: &Method,
     segs: &[&str],
     req: Request<Incoming>,
 ) -> ApiResult {
     let app = match segs.get(1) {
-        Some(a) => find_app(shared, a)?,
+        Some(a) => find_app(node, a)?,
         None => return Err(no_route(method, segs)),
     };
     match (method, &segs[2..]) {
         (&Method::GET, []) => Ok(json(StatusCode::OK, &app_json(&app))),
-        (&Method::POST, ["log-sessions"]) => log_session(shared, &app, req).await,
+        (&Method::POST, ["log-sessions"]) => log_session(node, &app, req).await,
         (&Method::GET, ["log-drains"]) => {
-            let list = drains(shared, &app).await?;
+            let list = drains(node, &app).await?;
             let list: Vec<Value> = list.iter().map(|d| drain_json(&app, d)).collect();
             Ok(json(StatusCode::OK, &Value::Array(list)))
         }
         (&Method::POST, ["log-drains"]) => {
-            let body: NewDrain = read_json(shared, req).await?;
-            let d = super::add_drain(shared, &app.name, &body.url)
+            let body: NewDrain = read_json(node, req).await?;
+            let d = super::add_drain(node, &app.name, &body.url)
                 .await
                 .map_err(heroku_drain_error)?;
             Ok(json(StatusCode::CREATED, &drain_json(&app, &d)))
         }
         (&Method::GET, ["log-drains", which]) => {
             let which = percent_decode(which).ok_or_else(unknown_drain)?;
-            let d = drains(shared, &app)
+            let d = drains(node, &app)
                 .await?
                 .into_iter()
                 .find(|d| d.matches(&which))
@@ -58,7 +58,7 @@ pub async fn route(
         }
         (&Method::DELETE, ["log-drains", which]) => {
             let which = percent_decode(which).ok_or_else(unknown_drain)?;
-            let d = super::remove_drain(shared, &app.name, &which)
+            let d = super::remove_drain(node, &app.name, &which)
                 .await
                 .map_err(|e| match e.status {
                     StatusCode::NOT_FOUND => unknown_drain(),
@@ -85,8 +85,8 @@ fn unknown_drain() -> ApiError {
 }
 
 /// The app named, or whose id is, `name_or_id` (Heroku accepts either in the path).
-fn find_app(shared: &Shared, name_or_id: &str) -> Result<ChannelRecord, ApiError> {
-    let snap = shared.registry.snapshot();
+fn find_app(node: &Node, name_or_id: &str) -> Result<ChannelRecord, ApiError> {
+    let snap = node.registry.snapshot();
     let recs = snap.records();
     recs.iter()
         .find(|r| r.name == name_or_id)
@@ -95,10 +95,9 @@ fn find_app(shared: &Shared, name_or_id: &str) -> Result<ChannelRecord, ApiError
         .ok_or_else(unknown_app)
 }
 
-async fn drains(shared: &Shared, app: &ChannelRecord) -> Result<Vec<DrainRecord>, ApiError> {
+async fn drains(node: &Node, app: &ChannelRecord) -> Result<Vec<DrainRecord>, ApiError> {
     let n = app.name.clone();
-    shared
-        .registry
+    node.registry
         .store()
         .call(move |c| store::channel_drains(c, &n))
         .await
@@ -190,12 +189,8 @@ fn heroku_drain_error(e: ApiError) -> ApiError {
 /// `POST /apps/APP/log-sessions`. The body is read leniently, as Heroku does: every field
 /// is optional, `lines` may be a number or a numeric string and is capped at the history
 /// size, unknown fields (the CLI's `type` for fir apps) are ignored.
-async fn log_session(
-    shared: &Arc<Shared>,
-    app: &ChannelRecord,
-    req: Request<Incoming>,
-) -> ApiResult {
-    let body: Value = read_json(shared, req).await?;
+async fn log_session(node: &Arc<Node>, app: &ChannelRecord, req: Request<Incoming>) -> ApiResult {
+    let body: Value = read_json(node, req).await?;
     let text = |k: &str| {
         body.get(k)
             .and_then(Value::as_str)
@@ -216,10 +211,10 @@ async fn log_session(
         Some(Value::String(s)) => s == "true",
         _ => false,
     };
-    let id = shared.sessions.create(Spec {
+    let id = node.sessions.create(Spec {
         channel: app.name.clone(),
         channel_id: app.id,
-        num: lines.min(shared.config.buffers.history_lines),
+        num: lines.min(node.config.buffers.history_lines),
         tail,
         source: text("source"),
         dyno: text("dyno"),
@@ -230,7 +225,7 @@ async fn log_session(
         StatusCode::CREATED,
         &json!({
             "id": id.to_string(),
-            "logplex_url": format!("{}/sessions/{id}", shared.public_url),
+            "logplex_url": format!("{}/sessions/{id}", node.public_url),
             "created_at": at,
             "updated_at": at,
         }),

@@ -12,14 +12,14 @@
 
 use crate::channel::RATE_MINUTES;
 use crate::http::json;
-use crate::Shared;
+use crate::server::Node;
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
 /// Answers `GET /v2/stats` (the caller has checked the admin key).
-pub fn stats(shared: &Shared) -> Response<crate::http::Body> {
+pub fn stats(node: &Node) -> Response<crate::http::Body> {
     let now = crate::line::now_micros();
-    let snap = shared.registry.snapshot();
+    let snap = node.registry.snapshot();
     let channels: Vec<serde_json::Value> = snap
         .records()
         .iter()

@@ -11,7 +11,7 @@
 //! with `Referrer-Policy: no-referrer` so a session URL never leaks as a referrer.
 
 use crate::http::{response, Body};
-use crate::Shared;
+use crate::server::Node;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use std::sync::Arc;
@@ -115,13 +115,12 @@ pub fn console() -> Response<Body> {
 /// `GET /sessions/UUID` for a browser: the live page of a session that exists (404, as a
 /// page, for one that does not, has expired or whose app was destroyed). Opening the page
 /// keeps the session alive like opening its stream.
-pub fn live(shared: &Arc<Shared>, id: &str) -> Response<Body> {
+pub fn live(node: &Arc<Node>, id: &str) -> Response<Body> {
     let spec = uuid::Uuid::parse_str(id)
         .ok()
-        .and_then(|id| shared.sessions.touch(&id))
+        .and_then(|id| node.sessions.touch(&id))
         .filter(|spec| {
-            shared
-                .registry
+            node.registry
                 .snapshot()
                 .channel_with_id(&spec.channel, spec.channel_id)
                 .is_some()

@@ -13,8 +13,7 @@ pub mod url;
 use crate::channel::{Channel, Tap};
 use crate::line::Line;
 use crate::metrics::{DrainCounters, Metrics};
-use crate::registry::TapProvider;
-use crate::store::{self, ChannelRecord, StoreError};
+use crate::store::DrainRecord;
 use buffer::Buffer;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -259,7 +258,7 @@ pub struct Drains {
 }
 
 impl Drains {
-    pub fn new(ctx: &crate::Context<'_>) -> anyhow::Result<Drains> {
+    pub fn new(ctx: &crate::server::Deps<'_>) -> anyhow::Result<Drains> {
         let tls = tls::Tls::new(ctx.config.drains.tls_ca_file.as_deref())?;
         Ok(Drains {
             shared: Arc::new(Shared {
@@ -275,7 +274,7 @@ impl Drains {
         })
     }
 
-    fn start(&self, rec: &store::DrainRecord) -> Option<Arc<Drain>> {
+    fn start(&self, rec: &DrainRecord) -> Option<Arc<Drain>> {
         let url = match DrainUrl::parse(&rec.url) {
             Ok(u) => u,
             Err(e) => {
@@ -355,13 +354,10 @@ impl Drains {
     }
 }
 
-impl TapProvider for Drains {
-    fn refresh(
-        &self,
-        conn: &mut rusqlite::Connection,
-        _channels: &[ChannelRecord],
-    ) -> Result<(), StoreError> {
-        let records = store::list_drains(conn)?;
+impl Drains {
+    /// Makes the running drains those of `records` (the store's, after a change): drains no
+    /// longer there are stopped, new ones started, the others left running as they are.
+    pub fn apply(&self, records: &[DrainRecord]) {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         self.broken
             .lock()
@@ -375,17 +371,17 @@ impl TapProvider for Drains {
             }
             keep
         });
-        for rec in &records {
+        for rec in records {
             if !running.contains_key(&rec.id) {
                 if let Some(d) = self.start(rec) {
                     running.insert(rec.id.clone(), d);
                 }
             }
         }
-        Ok(())
     }
 
-    fn taps(&self, channel: &Arc<Channel>) -> Vec<Arc<dyn Tap>> {
+    /// The taps of `channel`: one per drain of it.
+    pub fn taps(&self, channel: &Arc<Channel>) -> Vec<Arc<dyn Tap>> {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running
             .values()

@@ -2,14 +2,14 @@
 //! frame is checked before any is stored. gzip bodies are capped by their decompressed size.
 //! A batch sent by a drain of the same channel (its `Logplex-Drain-Token`) is refused: it
 //! would loop.
-//! Bodies are read under the deadline, minimum rate and shared budget of [`crate::body`],
+//! Bodies are read under the deadline, minimum rate and node budget of [`crate::body`],
 //! and only once the token is known.
 
 use crate::body::{BodyError, Listener};
 use crate::http::{response, Body};
 use crate::line::Line;
 use crate::metrics::{InputCounters, Reject};
-use crate::Shared;
+use crate::server::Node;
 use base64::Engine;
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -19,12 +19,12 @@ use std::sync::Arc;
 
 /// Handles one request to the HTTP input.
 pub async fn handle(
-    shared: Arc<Shared>,
+    node: Arc<Node>,
     counters: InputCounters,
     req: Request<Incoming>,
 ) -> Response<Body> {
     match (req.method(), req.uri().path()) {
-        (&Method::POST, "/logs") => match post_logs(&shared, &counters, req).await {
+        (&Method::POST, "/logs") => match post_logs(&node, &counters, req).await {
             Ok(n) => {
                 let mut r = response(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
                 r.headers_mut().remove(header::CONTENT_TYPE);
@@ -94,11 +94,11 @@ pub fn basic_password(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn post_logs(
-    shared: &Shared,
+    node: &Node,
     counters: &InputCounters,
     req: Request<Incoming>,
 ) -> Result<usize, Rejection> {
-    let max_body = shared.config.ingest.http.max_body;
+    let max_body = node.config.ingest.http.max_body;
     let headers = req.headers();
     let ctype = headers
         .get(header::CONTENT_TYPE)
@@ -116,7 +116,7 @@ async fn post_logs(
         StatusCode::UNAUTHORIZED,
         "missing Basic authorization with the channel token as password".to_string(),
     ))?;
-    let snap = shared.registry.snapshot();
+    let snap = node.registry.snapshot();
     let route = snap
         .route(token.as_bytes())
         .ok_or_else(|| (StatusCode::UNAUTHORIZED, "unknown token".to_string()))?
@@ -154,16 +154,16 @@ async fn post_logs(
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let (body, mut reservation) = shared
+    let (body, mut reservation) = node
         .bodies
         .read(Listener::Http, req.into_body(), max_body, declared)
         .await?;
     let body = if gzip {
-        shared.bodies.gunzip(&body, max_body, &mut reservation)?
+        node.bodies.gunzip(&body, max_body, &mut reservation)?
     } else {
         body
     };
-    let frames = logplex_proto::split_batch(&body, shared.config.ingest.max_frame, expected)
+    let frames = logplex_proto::split_batch(&body, node.config.ingest.max_frame, expected)
         .map_err(|e| {
             counters.reject(Reject::Malformed, 1);
             (StatusCode::BAD_REQUEST, e.to_string())

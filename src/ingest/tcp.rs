@@ -9,7 +9,7 @@ use super::Router;
 use crate::conns::{Conn, Table};
 use crate::line::Line;
 use crate::metrics::{InputCounters, Reject};
-use crate::Shared;
+use crate::server::Node;
 use bytes::BytesMut;
 use logplex_proto::{Decoded, FrameError, SyslogCodec};
 use std::sync::Arc;
@@ -28,10 +28,10 @@ const RELEASE_AFTER: Duration = Duration::from_secs(1);
 pub async fn serve(
     listener: TcpListener,
     table: Arc<Table>,
-    shared: Arc<Shared>,
+    node: Arc<Node>,
     shutdown: CancellationToken,
 ) {
-    let counters = shared.metrics.input("tcp");
+    let counters = node.metrics.input("tcp");
     loop {
         let (sock, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -49,12 +49,12 @@ pub async fn serve(
             continue;
         };
         let _ = sock.set_nodelay(true);
-        let shared = shared.clone();
+        let node = node.clone();
         let counters = counters.clone();
         let shutdown = shutdown.clone();
-        shared.clone().tasks.spawn(async move {
-            shared.metrics.tcp_connections.inc();
-            match connection(sock, peer, &conn, &shared, &counters, &shutdown).await {
+        node.clone().tasks.spawn(async move {
+            node.metrics.tcp_connections.inc();
+            match connection(sock, peer, &conn, &node, &counters, &shutdown).await {
                 Ok(Closed::Eof) => {}
                 Ok(Closed::Idle) => {
                     conn.closed_idle();
@@ -65,7 +65,7 @@ pub async fn serve(
                 }
                 Err(e) => tracing::info!(%peer, "syslog tcp connection closed: {e}"),
             }
-            shared.metrics.tcp_connections.dec();
+            node.metrics.tcp_connections.dec();
             drop(conn);
         });
     }
@@ -82,12 +82,12 @@ async fn connection(
     sock: TcpStream,
     peer: std::net::SocketAddr,
     conn: &Conn,
-    shared: &Shared,
+    node: &Node,
     counters: &InputCounters,
     shutdown: &CancellationToken,
 ) -> Result<Closed, FrameError> {
-    let idle_timeout = shared.config.ingest.tcp.idle_timeout();
-    let mut codec = SyslogCodec::new(shared.config.ingest.max_frame);
+    let idle_timeout = node.config.ingest.tcp.idle_timeout();
+    let mut codec = SyslogCodec::new(node.config.ingest.max_frame);
     // An implausible octet count is logged once per connection (a broken sender would
     // otherwise fill the log); every one is counted.
     let mut told_bad_count = false;
@@ -140,7 +140,7 @@ async fn connection(
             conn.activity.touch();
         }
         let eof = n == 0;
-        let mut router = Router::new(shared.registry.snapshot(), counters, &mut pending);
+        let mut router = Router::new(node.registry.snapshot(), counters, &mut pending);
         let mut fatal = None;
         loop {
             let step = if eof {

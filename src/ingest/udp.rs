@@ -3,16 +3,16 @@
 use super::Router;
 use crate::line::Line;
 use crate::metrics::Reject;
-use crate::Shared;
+use crate::server::Node;
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 /// Receives datagrams until shutdown.
-pub async fn serve(sock: UdpSocket, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let counters = shared.metrics.input("udp");
-    let max_frame = shared.config.ingest.max_frame;
+pub async fn serve(sock: UdpSocket, node: Arc<Node>, shutdown: CancellationToken) {
+    let counters = node.metrics.input("udp");
+    let max_frame = node.config.ingest.max_frame;
     let mut buf = BytesMut::with_capacity(256 * 1024);
     let mut pending: Vec<Line> = Vec::with_capacity(64);
     loop {
@@ -36,7 +36,7 @@ pub async fn serve(sock: UdpSocket, shared: Arc<Shared>, shutdown: CancellationT
             counters.reject(Reject::TooLong, 1);
             continue;
         }
-        let mut router = Router::new(shared.registry.snapshot(), &counters, &mut pending);
+        let mut router = Router::new(node.registry.snapshot(), &counters, &mut pending);
         router.frame(datagram);
         // UDP has no flow control: no pacing to drains here.
         router.finish();

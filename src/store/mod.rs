@@ -6,9 +6,21 @@
 //! and `-shm` too) and then renamed into place, so an existing file that is empty or not
 //! ours is an error at open, never mistaken for a fresh install.
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+mod alerts;
+mod channels;
+mod drains;
+mod meta;
+
+pub use alerts::{create_alert, delete_alert, list_alerts};
+pub use channels::{
+    create_channel, create_token, delete_channel, get_channel, list_channels, upsert_channel,
+};
+pub use drains::{channel_drains, create_drain, delete_drain, list_drains, AddDrain};
+pub use meta::{get_meta, load_history, replace_meta_securely, save_history, set_meta};
 
 /// Errors at the store boundary.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +69,28 @@ impl DrainRecord {
     }
 }
 
+/// Everything the running router is configured from, as stored: read after every change
+/// and handed to the registry, which rebuilds its routes and passes the drains and the
+/// alert rules on to those who run them.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    /// By name.
+    pub channels: Vec<ChannelRecord>,
+    /// By channel, then creation.
+    pub drains: Vec<DrainRecord>,
+    /// The rules added through the API (config rules are not stored).
+    pub alerts: Vec<crate::alert::RuleSpec>,
+}
+
+/// Reads the whole [`State`].
+pub fn state(conn: &mut Conn) -> Result<State, StoreError> {
+    Ok(State {
+        channels: list_channels(conn)?,
+        drains: list_drains(conn)?,
+        alerts: list_alerts(conn)?,
+    })
+}
+
 /// One saved history line: the frame as received and its source (token name).
 #[derive(Debug, Clone)]
 pub struct SavedLine {
@@ -67,8 +101,12 @@ pub struct SavedLine {
 /// The database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Conn>>,
 }
+
+/// The open connection, lent to the closures of [`Store::call`]. Only this module's
+/// functions read and write through it, so every SQL statement lives in `store`.
+pub struct Conn(Connection);
 
 const MIGRATIONS: &[&str] = &[
     // 1: channels, tokens, drains, meta (admin key), history.
@@ -247,7 +285,7 @@ impl Store {
         }
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(Mutex::new(Conn(conn))),
         })
     }
 
@@ -255,7 +293,7 @@ impl Store {
     pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
@@ -269,7 +307,7 @@ impl Store {
     /// Runs `f` with the connection on this thread (start-up and shutdown only).
     pub fn call_blocking<T>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
@@ -325,296 +363,6 @@ fn has_table(conn: &Connection, name: &str) -> Result<bool, StoreError> {
         )
         .optional()?
         .is_some())
-}
-
-/// Every channel with its tokens, by name.
-pub fn list_channels(conn: &mut Connection) -> Result<Vec<ChannelRecord>, StoreError> {
-    let mut out: Vec<ChannelRecord> = Vec::new();
-    let mut stmt = conn.prepare("SELECT id, name, created_at FROM channels ORDER BY name")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (id, name, created_at) = row?;
-        out.push(ChannelRecord {
-            id,
-            name,
-            tokens: Vec::new(),
-            created_at,
-        });
-    }
-    let mut stmt =
-        conn.prepare("SELECT channel, name, token FROM tokens ORDER BY channel, created_at, name")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (channel, name, token) = row?;
-        if let Ok(i) = out.binary_search_by(|c| c.name.as_str().cmp(&channel)) {
-            out[i].tokens.push((name, token));
-        }
-    }
-    Ok(out)
-}
-
-/// One channel with its tokens.
-pub fn get_channel(conn: &mut Connection, name: &str) -> Result<ChannelRecord, StoreError> {
-    let (id, created_at): (i64, i64) = conn
-        .query_row(
-            "SELECT id, created_at FROM channels WHERE name = ?1",
-            [name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .ok_or(StoreError::NotFound)?;
-    let mut stmt = conn
-        .prepare("SELECT name, token FROM tokens WHERE channel = ?1 ORDER BY created_at, name")?;
-    let tokens = stmt
-        .query_map([name], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ChannelRecord {
-        id,
-        name: name.to_string(),
-        tokens,
-        created_at,
-    })
-}
-
-/// Creates a channel with new tokens of the given names. `Conflict` if it exists.
-pub fn create_channel(
-    conn: &mut Connection,
-    name: &str,
-    token_names: &[String],
-) -> Result<ChannelRecord, StoreError> {
-    let tx = conn.transaction()?;
-    let ts = now();
-    tx.execute(
-        "INSERT INTO channels (name, created_at) VALUES (?1, ?2)",
-        params![name, ts],
-    )
-    .map_err(conflict)?;
-    for t in token_names {
-        let token = format!("t.{}", uuid::Uuid::new_v4());
-        tx.execute(
-            "INSERT INTO tokens (token, channel, name, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![token, name, t, ts],
-        )?;
-    }
-    tx.commit()?;
-    get_channel(conn, name)
-}
-
-/// Creates the channel if missing and sets the given fixed tokens (config channels).
-pub fn upsert_channel(
-    conn: &mut Connection,
-    name: &str,
-    tokens: &[(String, String)],
-) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
-    let ts = now();
-    tx.execute(
-        "INSERT OR IGNORE INTO channels (name, created_at) VALUES (?1, ?2)",
-        params![name, ts],
-    )?;
-    for (tname, token) in tokens {
-        tx.execute(
-            "DELETE FROM tokens WHERE channel = ?1 AND name = ?2 AND token != ?3",
-            params![name, tname, token],
-        )?;
-        tx.execute(
-            "INSERT INTO tokens (token, channel, name, created_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(token) DO UPDATE SET channel = excluded.channel, name = excluded.name",
-            params![token, name, tname, ts],
-        )?;
-    }
-    tx.commit()?;
-    Ok(())
-}
-
-/// Deletes a channel, its tokens, drains and saved history.
-pub fn delete_channel(conn: &mut Connection, name: &str) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
-    let n = tx.execute("DELETE FROM channels WHERE name = ?1", [name])?;
-    if n == 0 {
-        return Err(StoreError::NotFound);
-    }
-    tx.execute("DELETE FROM history WHERE channel = ?1", [name])?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// Adds a token named `token_name` to a channel. `Conflict` if the name is taken.
-pub fn create_token(
-    conn: &mut Connection,
-    channel: &str,
-    token_name: &str,
-) -> Result<String, StoreError> {
-    get_channel(conn, channel)?;
-    let token = format!("t.{}", uuid::Uuid::new_v4());
-    conn.execute(
-        "INSERT INTO tokens (token, channel, name, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![token, channel, token_name, now()],
-    )
-    .map_err(conflict)?;
-    Ok(token)
-}
-
-/// Every drain, by channel then creation.
-pub fn list_drains(conn: &mut Connection) -> Result<Vec<DrainRecord>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT id, channel, token, url, created_at FROM drains ORDER BY channel, created_at, id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(DrainRecord {
-            id: r.get(0)?,
-            channel: r.get(1)?,
-            token: r.get(2)?,
-            url: r.get(3)?,
-            created_at: r.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
-}
-
-/// A value of the `meta` table (e.g. the admin key's hash), if set.
-pub fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
-    Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-        .optional()?)
-}
-
-/// Sets a meta value.
-pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )?;
-    Ok(())
-}
-
-/// Replaces the saved history with `channels` (name → lines, oldest first), in one
-/// transaction: when it fails (a full disk) the history saved before stays whole.
-pub fn save_history(
-    conn: &mut Connection,
-    channels: &[(String, Vec<SavedLine>)],
-) -> Result<usize, StoreError> {
-    let tx = conn.transaction()?;
-    tx.execute("DELETE FROM history", [])?;
-    let mut n = 0;
-    {
-        let mut stmt = tx
-            .prepare("INSERT INTO history (channel, seq, source, frame) VALUES (?1, ?2, ?3, ?4)")?;
-        for (channel, lines) in channels {
-            for (i, l) in lines.iter().enumerate() {
-                stmt.execute(params![channel, i as i64, l.source, l.frame])?;
-                n += 1;
-            }
-        }
-    }
-    tx.commit()?;
-    Ok(n)
-}
-
-/// The saved history of every channel, oldest first. It stays saved until the next
-/// successful [`save_history`] replaces it, so a start that fails or a stop that cannot
-/// save loses nothing.
-pub fn load_history(conn: &mut Connection) -> Result<Vec<(String, Vec<SavedLine>)>, StoreError> {
-    let mut out: Vec<(String, Vec<SavedLine>)> = Vec::new();
-    {
-        let mut stmt =
-            conn.prepare("SELECT channel, source, frame FROM history ORDER BY channel, seq")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (channel, source, frame) = row?;
-            match out.last_mut() {
-                Some((c, lines)) if *c == channel => lines.push(SavedLine { source, frame }),
-                _ => out.push((channel, vec![SavedLine { source, frame }])),
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Every alert rule added through the API, by app then creation.
-pub fn list_alerts(conn: &mut Connection) -> Result<Vec<crate::config::AlertConfig>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT app, name, source, dyno, cond, regex, threshold, win, cooldown, webhook
-         FROM alerts ORDER BY app, created_at, name",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(crate::config::AlertConfig {
-            app: r.get(0)?,
-            name: r.get(1)?,
-            source: r.get(2)?,
-            dyno: r.get(3)?,
-            where_: r.get(4)?,
-            regex: r.get(5)?,
-            threshold: r.get::<_, i64>(6)?.max(0) as u64,
-            window: r.get(7)?,
-            cooldown: r.get(8)?,
-            webhook: r.get(9)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
-}
-
-/// Adds an alert rule (already validated). `NotFound` if its channel does not exist (unless
-/// `app` is `*`), `Conflict` if the channel has a rule of that name.
-pub fn create_alert(
-    conn: &mut Connection,
-    rule: &crate::config::AlertConfig,
-) -> Result<(), StoreError> {
-    if rule.app != "*" {
-        get_channel(conn, &rule.app)?;
-    }
-    conn.execute(
-        "INSERT INTO alerts (app, name, source, dyno, cond, regex, threshold, win, cooldown,
-                             webhook, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![
-            rule.app,
-            rule.name,
-            rule.source,
-            rule.dyno,
-            rule.where_,
-            rule.regex,
-            i64::try_from(rule.threshold).unwrap_or(i64::MAX),
-            rule.window,
-            rule.cooldown,
-            rule.webhook,
-            now()
-        ],
-    )
-    .map_err(conflict)?;
-    Ok(())
-}
-
-/// Removes the rule `name` of `app` (a channel or `*`). `NotFound` if there is none.
-pub fn delete_alert(conn: &mut Connection, app: &str, name: &str) -> Result<(), StoreError> {
-    let n = conn.execute(
-        "DELETE FROM alerts WHERE app = ?1 AND name = ?2",
-        params![app, name],
-    )?;
-    if n == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -729,7 +477,7 @@ mod tests {
             assert!(list_alerts(c)?.is_empty());
             assert_eq!(list_channels(c)?.len(), 1);
             assert!(create_channel(c, "alpha", &[])?.id > 2);
-            let fk: i64 = c.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
+            let fk: i64 = c.0.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
             assert_eq!(fk, 1);
             Ok(())
         })
@@ -810,138 +558,10 @@ mod tests {
         }
         let s = Store::open(&path).unwrap();
         let app: i32 = s
-            .call_blocking(|c| Ok(c.pragma_query_value(None, "application_id", |r| r.get(0))?))
+            .call_blocking(|c| {
+                Ok(c.0.pragma_query_value(None, "application_id", |r| r.get(0))?)
+            })
             .unwrap();
         assert_eq!(app, APPLICATION_ID);
-    }
-}
-
-/// Drains of one channel.
-pub fn channel_drains(
-    conn: &mut Connection,
-    channel: &str,
-) -> Result<Vec<DrainRecord>, StoreError> {
-    get_channel(conn, channel)?;
-    Ok(list_drains(conn)?
-        .into_iter()
-        .filter(|d| d.channel == channel)
-        .collect())
-}
-
-/// Why a drain cannot be added.
-#[derive(Debug)]
-pub enum AddDrain {
-    Store(StoreError),
-    Duplicate,
-    Limit(usize),
-}
-
-impl From<rusqlite::Error> for AddDrain {
-    fn from(e: rusqlite::Error) -> Self {
-        AddDrain::Store(e.into())
-    }
-}
-
-/// Adds a drain (a new `d.` token) unless the URL is already a drain of the channel or the
-/// channel has `max` drains.
-pub fn create_drain(
-    conn: &mut Connection,
-    channel: &str,
-    url: &str,
-    max: usize,
-) -> Result<DrainRecord, AddDrain> {
-    let existing = channel_drains(conn, channel).map_err(AddDrain::Store)?;
-    if existing.iter().any(|d| d.url == url) {
-        return Err(AddDrain::Duplicate);
-    }
-    if existing.len() >= max {
-        return Err(AddDrain::Limit(max));
-    }
-    let id = uuid::Uuid::new_v4().to_string();
-    let token = format!("d.{}", uuid::Uuid::new_v4());
-    let created_at = now();
-    conn.execute(
-        "INSERT INTO drains (id, channel, token, url, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, channel, token, url, created_at],
-    )
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            AddDrain::Duplicate
-        } else {
-            e.into()
-        }
-    })?;
-    Ok(DrainRecord {
-        id,
-        channel: channel.to_string(),
-        token,
-        url: url.to_string(),
-        created_at,
-    })
-}
-
-/// Removes the drain of `channel` whose id, token or URL (or its URL as shown, password
-/// `***`) is `which`; returns it.
-pub fn delete_drain(
-    conn: &mut Connection,
-    channel: &str,
-    which: &str,
-) -> Result<DrainRecord, StoreError> {
-    let d = channel_drains(conn, channel)?
-        .into_iter()
-        .find(|d| d.matches(which))
-        .ok_or(StoreError::NotFound)?;
-    conn.execute("DELETE FROM drains WHERE id = ?1", [&d.id])?;
-    Ok(d)
-}
-
-#[cfg(test)]
-mod alert_tests {
-    use super::*;
-    use crate::config::AlertConfig;
-
-    fn rule(app: &str, name: &str) -> AlertConfig {
-        AlertConfig {
-            name: name.into(),
-            app: app.into(),
-            source: Some("heroku".into()),
-            dyno: None,
-            where_: Some("status>=500".into()),
-            regex: None,
-            threshold: 5,
-            window: "1m".into(),
-            cooldown: "5m".into(),
-            webhook: Some("http://127.0.0.1:9/hook".into()),
-        }
-    }
-
-    #[test]
-    fn alerts_round_trip_and_go_with_their_channel() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("l.db")).unwrap();
-        s.call_blocking(|c| {
-            create_channel(c, "demo", &[])?;
-            create_alert(c, &rule("demo", "a"))?;
-            create_alert(c, &rule("*", "a"))?;
-            assert!(matches!(
-                create_alert(c, &rule("demo", "a")),
-                Err(StoreError::Conflict)
-            ));
-            assert!(matches!(
-                create_alert(c, &rule("nope", "a")),
-                Err(StoreError::NotFound)
-            ));
-            let all = list_alerts(c)?;
-            assert_eq!(all, vec![rule("*", "a"), rule("demo", "a")]);
-            delete_channel(c, "demo")?;
-            assert_eq!(list_alerts(c)?, vec![rule("*", "a")]);
-            delete_alert(c, "*", "a")?;
-            assert!(matches!(
-                delete_alert(c, "*", "a"),
-                Err(StoreError::NotFound)
-            ));
-            Ok(())
-        })
-        .unwrap();
     }
 }

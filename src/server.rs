@@ -1,0 +1,427 @@
+//! A running node: [`Node`], the state every part of the server shares, and [`start`],
+//! which builds it in named phases, each a function below, in this order:
+//!
+//! 1. [`lock_and_bind`]: lock the data directory, bind every listener (nothing stored is
+//!    touched before, so a start that fails on a taken port leaves the saved state alone);
+//! 2. [`open_store`]: make the data directory private, open and migrate the store, settle
+//!    the admin key, write the channels declared in config;
+//! 3. [`Registry::load`]: the routing snapshot from the store;
+//! 4. [`restore_history`]: saved history back into the rings;
+//! 5. [`start_outputs`]: drains and alert rules, attached to the registry;
+//! 6. [`serve`]: intake and API tasks on the bound listeners.
+//!
+//! [`Server::wait`] stops in the reverse order: intake, then drains flush, then the API and
+//! sessions, then history is saved and the lock released.
+
+use crate::alert::Alerts;
+use crate::channel::Limits;
+use crate::config::Config;
+use crate::conns::{self, Caps};
+use crate::drain::Drains;
+use crate::line::Line;
+use crate::metrics::Metrics;
+use crate::registry::{Outputs, Registry};
+use crate::store::{self, Store};
+use crate::{admin_key, api, body, datadir, http, ingest, session};
+use anyhow::Context as _;
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The application state of a running node, shared by the API, intake and sessions.
+pub struct Node {
+    pub config: Config,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub sessions: session::Sessions,
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+    /// What API requests are checked against (the key's hash).
+    pub admin_key: admin_key::AdminKey,
+    pub api_addr: SocketAddr,
+    /// The base of session URLs (`api.public_url`, or `http://` + `api_addr`).
+    pub public_url: String,
+    /// Where the HTTP log input is bound, if it is on (a drain to it may be a loop).
+    pub http_addr: Option<SocketAddr>,
+    /// The running drains, for their status.
+    pub drains: Arc<Drains>,
+    /// The alert rules, for their firing state.
+    pub alerts: Arc<Alerts>,
+    /// The deadline and shared byte budget of request bodies.
+    pub bodies: body::Bodies,
+}
+
+/// The addresses actually bound (port 0 in the config becomes a real port here).
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    pub api: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    pub udp: Option<SocketAddr>,
+}
+
+/// A started server.
+pub struct Server {
+    pub addrs: Addrs,
+    node: Arc<Node>,
+    /// Intake (listeners and their connections), stopped first on shutdown.
+    intake: TaskTracker,
+    /// Cancelled once intake has stopped: drains flush then.
+    after_intake: CancellationToken,
+    /// The data directory's lock, released once history is saved.
+    lock: datadir::DirLock,
+}
+
+/// Runs the router until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(config, shutdown).await?.wait().await
+}
+
+/// Starts a node in the phases of the module's documentation and returns once every
+/// listener is serving. `config` has been validated by [`Config::load`].
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Server> {
+    let metrics = Arc::new(Metrics::new());
+    let bound = lock_and_bind(&config).await?;
+    let cfg = config.clone();
+    let (store, admin_key) = tokio::task::spawn_blocking(move || open_store(&cfg)).await??;
+    let limits = limits(&config);
+    let registry = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let registry = Registry::load(store, limits)?;
+        restore_history(&registry)?;
+        Ok(registry)
+    })
+    .await??;
+    let tasks = TaskTracker::new();
+    let after_intake = CancellationToken::new();
+    let outputs = start_outputs(&Deps {
+        config: &config,
+        metrics: &metrics,
+        tasks: &tasks,
+        shutdown: &shutdown,
+        after_intake: &after_intake,
+        runtime: tokio::runtime::Handle::current(),
+    })?;
+    let (drains, alerts) = (outputs.drains.clone(), outputs.alerts.clone());
+    let r = registry.clone();
+    tokio::task::spawn_blocking(move || r.attach(outputs)).await??;
+
+    let addrs = bound.addrs()?;
+    let node = Arc::new(Node {
+        public_url: config.api.public_url(addrs.api),
+        bodies: body::Bodies::new(&config, &metrics),
+        config,
+        registry,
+        metrics,
+        sessions: session::Sessions::default(),
+        tasks,
+        shutdown,
+        admin_key,
+        api_addr: addrs.api,
+        http_addr: addrs.http,
+        drains,
+        alerts,
+    });
+    let (intake, lock) = serve(&node, bound);
+    tracing::info!(
+        api = %addrs.api,
+        http = %shown(addrs.http),
+        tcp = %shown(addrs.tcp),
+        udp = %shown(addrs.udp),
+        "logplex listening"
+    );
+    Ok(Server {
+        addrs,
+        node,
+        intake,
+        after_intake,
+        lock,
+    })
+}
+
+/// An address for the startup log: the address, or `off`.
+fn shown(a: Option<SocketAddr>) -> String {
+    a.map_or_else(|| "off".to_string(), |a| a.to_string())
+}
+
+/// The listeners of the config, bound, and the data directory's lock.
+struct Bound {
+    lock: datadir::DirLock,
+    caps: Caps,
+    api: TcpListener,
+    http: Option<TcpListener>,
+    tcp: Option<TcpListener>,
+    udp: Option<UdpSocket>,
+}
+
+impl Bound {
+    fn addrs(&self) -> std::io::Result<Addrs> {
+        Ok(Addrs {
+            api: self.api.local_addr()?,
+            http: self.http.as_ref().map(|l| l.local_addr()).transpose()?,
+            tcp: self.tcp.as_ref().map(|l| l.local_addr()).transpose()?,
+            udp: self.udp.as_ref().map(|s| s.local_addr()).transpose()?,
+        })
+    }
+}
+
+/// Phase 1: locks the data directory (one node per directory), derives the connection caps
+/// from the open-files limit and binds every listener.
+async fn lock_and_bind(config: &Config) -> anyhow::Result<Bound> {
+    let dir = config.store.data_dir();
+    let db_name = config.store.file_name();
+    let lock = tokio::task::spawn_blocking(move || datadir::lock(&dir, &db_name)).await??;
+    let caps = Caps::derive(config, conns::open_files_limit());
+    if caps.lowered {
+        tracing::warn!(
+            "the open-files limit ({}) lowers the connection caps: api {}, http {}, syslog tcp {} \
+             ({} kept for drains, the store and the log); raise `ulimit -n` to lift them",
+            caps.open_files,
+            caps.api,
+            caps.http,
+            caps.tcp,
+            caps.reserve
+        );
+    }
+    let api = bind_tcp(config.api.listen.addr(), config.api.backlog, "api.listen")?
+        .context("api.listen is off")?;
+    let http = bind_tcp(
+        config.ingest.http.listen.addr(),
+        config.ingest.http.backlog,
+        "ingest.http.listen",
+    )?;
+    let tcp = bind_tcp(
+        config.ingest.tcp.listen.addr(),
+        config.ingest.tcp.backlog,
+        "ingest.tcp.listen",
+    )?;
+    let udp = match config.ingest.udp.listen.addr() {
+        Some(a) => Some(
+            UdpSocket::bind(a)
+                .await
+                .with_context(|| format!("cannot bind ingest.udp.listen {a}"))?,
+        ),
+        None => None,
+    };
+    Ok(Bound {
+        lock,
+        caps,
+        api,
+        http,
+        tcp,
+        udp,
+    })
+}
+
+/// Binds a TCP listener of the config with its backlog; `None` when it is off.
+fn bind_tcp(addr: Option<&str>, backlog: u32, key: &str) -> anyhow::Result<Option<TcpListener>> {
+    let Some(a) = addr else { return Ok(None) };
+    let parsed: SocketAddr = a
+        .parse()
+        .with_context(|| format!("{key} {a:?} is not an address"))?;
+    Ok(Some(
+        conns::bind(parsed, backlog).with_context(|| format!("cannot bind {key} {a}"))?,
+    ))
+}
+
+/// Phase 2 (blocking; the data directory is locked by then): makes the data directory's
+/// files private, opens and migrates the store, settles the admin key and writes the
+/// channels (with their fixed tokens and drains) declared in config.
+fn open_store(config: &Config) -> anyhow::Result<(Store, admin_key::AdminKey)> {
+    let dir = config.store.data_dir();
+    datadir::make_private(&dir, &config.store.file_name())?;
+    let st = Store::open(&config.store.path)?;
+    let key_file = dir.join(datadir::KEY_FILE);
+    let admin_key =
+        st.call_blocking(|c| Ok(admin_key::settle(c, &config.api.auth_key, &key_file)))??;
+    st.call_blocking(|c| {
+        for ch in &config.channels {
+            let tokens: Vec<(String, String)> = ch
+                .tokens
+                .iter()
+                .map(|(n, t)| (n.clone(), t.clone()))
+                .collect();
+            store::upsert_channel(c, &ch.name, &tokens)?;
+            for url in &ch.drains {
+                match store::create_drain(c, &ch.name, url, usize::MAX) {
+                    Ok(_) | Err(store::AddDrain::Duplicate) | Err(store::AddDrain::Limit(_)) => {}
+                    Err(store::AddDrain::Store(e)) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok((st, admin_key))
+}
+
+fn limits(config: &Config) -> Limits {
+    Limits {
+        history_lines: config.buffers.history_lines,
+        history_bytes: config.buffers.history_bytes,
+        tail_lines: config.buffers.tail_lines,
+    }
+}
+
+/// Phase 4 (blocking, start-up only): puts the history saved at the last stop back into
+/// the rings. It stays saved until the next stop replaces it, so a start that fails later
+/// loses nothing.
+fn restore_history(registry: &Registry) -> anyhow::Result<()> {
+    let saved = registry.store().call_blocking(store::load_history)?;
+    let snap = registry.snapshot();
+    let mut restored = 0;
+    for (name, lines) in saved {
+        let Some(ch) = snap.channel(&name) else {
+            continue;
+        };
+        let lines = lines.into_iter().filter_map(|l| {
+            Line::parse(Bytes::from(l.frame), Bytes::from(l.source.into_bytes())).ok()
+        });
+        restored += ch.restore(lines);
+    }
+    if restored > 0 {
+        tracing::info!(lines = restored, "history restored");
+    }
+    Ok(())
+}
+
+/// What drains and alert rules are started with.
+pub struct Deps<'a> {
+    pub config: &'a Config,
+    pub metrics: &'a Arc<Metrics>,
+    /// Their tasks join this tracker, so shutdown waits for them.
+    pub tasks: &'a TaskTracker,
+    pub shutdown: &'a CancellationToken,
+    /// Cancelled once intake has stopped after shutdown: drains flush then.
+    pub after_intake: &'a CancellationToken,
+    /// Changes are applied on the blocking pool; tasks are spawned onto this runtime.
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// Phase 5: the drains and the alert rules (config rules compiled, a bad one is an error),
+/// with their tasks; the registry hands them the stored ones once attached.
+fn start_outputs(deps: &Deps<'_>) -> anyhow::Result<Outputs> {
+    Ok(Outputs {
+        drains: Arc::new(Drains::new(deps)?),
+        alerts: Alerts::start(deps)?,
+    })
+}
+
+/// Phase 6: spawns the intake listeners (on their own tracker and token, stopped first so
+/// in-flight batches finish while the API still answers), the API and the session sweeper.
+/// Returns the intake tracker and the data directory's lock.
+fn serve(node: &Arc<Node>, bound: Bound) -> (TaskTracker, datadir::DirLock) {
+    let Bound {
+        lock,
+        caps,
+        api,
+        http: http_listener,
+        tcp,
+        udp,
+    } = bound;
+    let table = |label, what, cap| conns::Table::new(label, what, cap, &node.metrics);
+    let intake = TaskTracker::new();
+    let intake_stop = node.shutdown.child_token();
+    if let Some(l) = http_listener {
+        let n = node.clone();
+        let counters = node.metrics.input("http");
+        let handler = Arc::new(move |req| ingest::http::handle(n.clone(), counters.clone(), req));
+        intake.spawn(http::serve(
+            l,
+            table("http", "the HTTP input", caps.http),
+            intake.clone(),
+            intake_stop.clone(),
+            handler,
+        ));
+    }
+    if let Some(l) = tcp {
+        intake.spawn(ingest::tcp::serve(
+            l,
+            table("tcp", "syslog TCP", caps.tcp),
+            node.clone(),
+            intake_stop.clone(),
+        ));
+    }
+    if let Some(s) = udp {
+        intake.spawn(ingest::udp::serve(s, node.clone(), intake_stop.clone()));
+    }
+    let n = node.clone();
+    let handler = Arc::new(move |req| api::handle(n.clone(), req));
+    node.tasks.spawn(http::serve(
+        api,
+        table("api", "the API", caps.api),
+        node.tasks.clone(),
+        node.shutdown.clone(),
+        handler,
+    ));
+    let n = node.clone();
+    node.tasks.spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = every.tick() => { n.sessions.sweep(); }
+                _ = n.shutdown.cancelled() => return,
+            }
+        }
+    });
+    (intake, lock)
+}
+
+impl Server {
+    /// Serves until shutdown, then stops intake, lets drains flush, ends sessions and saves
+    /// history. A save that fails is an error saying how many lines could not be kept; the
+    /// history saved before stays as it was.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.node.shutdown.cancelled().await;
+        self.intake.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.intake.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("intake did not stop within 10s");
+        }
+        self.after_intake.cancel();
+        self.node.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.node.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some tasks did not stop within 10s");
+        }
+        let node = self.node.clone();
+        let saved = tokio::task::spawn_blocking(move || save_history(&node)).await??;
+        tracing::info!(lines = saved, "history saved; bye");
+        drop(self.lock);
+        Ok(())
+    }
+}
+
+fn save_history(node: &Node) -> anyhow::Result<usize> {
+    let snap = node.registry.snapshot();
+    let channels: Vec<(String, Vec<store::SavedLine>)> = snap
+        .channels()
+        .map(|c| {
+            let lines = c
+                .all_lines()
+                .into_iter()
+                .map(|l| store::SavedLine {
+                    source: String::from_utf8_lossy(&l.source).into_owned(),
+                    frame: l.frame.to_vec(),
+                })
+                .collect();
+            (c.name.to_string(), lines)
+        })
+        .collect();
+    let total: usize = channels.iter().map(|(_, l)| l.len()).sum();
+    node.registry
+        .store()
+        .call_blocking(|c| store::save_history(c, &channels))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot save history ({e}): {total} lines of history could not be kept; \
+                 the history saved before, if any, is kept as it was"
+            )
+        })
+}

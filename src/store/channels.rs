@@ -1,0 +1,152 @@
+//! Channels and their tokens.
+
+use super::{conflict, now, ChannelRecord, Conn, StoreError};
+use rusqlite::{params, OptionalExtension};
+
+/// Every channel with its tokens, by name.
+pub fn list_channels(conn: &mut Conn) -> Result<Vec<ChannelRecord>, StoreError> {
+    let mut out: Vec<ChannelRecord> = Vec::new();
+    let mut stmt = conn
+        .0
+        .prepare("SELECT id, name, created_at FROM channels ORDER BY name")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, name, created_at) = row?;
+        out.push(ChannelRecord {
+            id,
+            name,
+            tokens: Vec::new(),
+            created_at,
+        });
+    }
+    let mut stmt = conn
+        .0
+        .prepare("SELECT channel, name, token FROM tokens ORDER BY channel, created_at, name")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (channel, name, token) = row?;
+        if let Ok(i) = out.binary_search_by(|c| c.name.as_str().cmp(&channel)) {
+            out[i].tokens.push((name, token));
+        }
+    }
+    Ok(out)
+}
+
+/// One channel with its tokens.
+pub fn get_channel(conn: &mut Conn, name: &str) -> Result<ChannelRecord, StoreError> {
+    let (id, created_at): (i64, i64) = conn
+        .0
+        .query_row(
+            "SELECT id, created_at FROM channels WHERE name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or(StoreError::NotFound)?;
+    let mut stmt = conn
+        .0
+        .prepare("SELECT name, token FROM tokens WHERE channel = ?1 ORDER BY created_at, name")?;
+    let tokens = stmt
+        .query_map([name], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ChannelRecord {
+        id,
+        name: name.to_string(),
+        tokens,
+        created_at,
+    })
+}
+
+/// Creates a channel with new tokens of the given names. `Conflict` if it exists.
+pub fn create_channel(
+    conn: &mut Conn,
+    name: &str,
+    token_names: &[String],
+) -> Result<ChannelRecord, StoreError> {
+    let tx = conn.0.transaction()?;
+    let ts = now();
+    tx.execute(
+        "INSERT INTO channels (name, created_at) VALUES (?1, ?2)",
+        params![name, ts],
+    )
+    .map_err(conflict)?;
+    for t in token_names {
+        let token = format!("t.{}", uuid::Uuid::new_v4());
+        tx.execute(
+            "INSERT INTO tokens (token, channel, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![token, name, t, ts],
+        )?;
+    }
+    tx.commit()?;
+    get_channel(conn, name)
+}
+
+/// Creates the channel if missing and sets the given fixed tokens (config channels).
+pub fn upsert_channel(
+    conn: &mut Conn,
+    name: &str,
+    tokens: &[(String, String)],
+) -> Result<(), StoreError> {
+    let tx = conn.0.transaction()?;
+    let ts = now();
+    tx.execute(
+        "INSERT OR IGNORE INTO channels (name, created_at) VALUES (?1, ?2)",
+        params![name, ts],
+    )?;
+    for (tname, token) in tokens {
+        tx.execute(
+            "DELETE FROM tokens WHERE channel = ?1 AND name = ?2 AND token != ?3",
+            params![name, tname, token],
+        )?;
+        tx.execute(
+            "INSERT INTO tokens (token, channel, name, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(token) DO UPDATE SET channel = excluded.channel, name = excluded.name",
+            params![token, name, tname, ts],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Deletes a channel, its tokens, drains and saved history.
+pub fn delete_channel(conn: &mut Conn, name: &str) -> Result<(), StoreError> {
+    let tx = conn.0.transaction()?;
+    let n = tx.execute("DELETE FROM channels WHERE name = ?1", [name])?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    tx.execute("DELETE FROM history WHERE channel = ?1", [name])?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Adds a token named `token_name` to a channel. `Conflict` if the name is taken.
+pub fn create_token(
+    conn: &mut Conn,
+    channel: &str,
+    token_name: &str,
+) -> Result<String, StoreError> {
+    get_channel(conn, channel)?;
+    let token = format!("t.{}", uuid::Uuid::new_v4());
+    conn.0
+        .execute(
+            "INSERT INTO tokens (token, channel, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![token, channel, token_name, now()],
+        )
+        .map_err(conflict)?;
+    Ok(token)
+}
