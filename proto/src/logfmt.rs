@@ -225,29 +225,147 @@ impl CmpOp {
     }
 }
 
-/// Splits a predicate like `status>=500` or `code = H12` into key, operator and right-hand
-/// side (spaces around the operator allowed; the right-hand side may be double-quoted).
-/// `None` when there is no operator or no key.
-pub fn parse_predicate(text: &[u8]) -> Option<(&[u8], CmpOp, &[u8])> {
-    let at = text
-        .iter()
-        .position(|b| matches!(b, b'=' | b'!' | b'<' | b'>'))?;
-    let key = text[..at].trim_ascii();
-    let op_len = if text.get(at + 1) == Some(&b'=') {
-        2
-    } else {
-        1
-    };
-    let op = CmpOp::parse(&text[at..at + op_len])?;
-    let rhs = text[at + op_len..].trim_ascii();
-    let rhs = match rhs {
-        [b'"', inner @ .., b'"'] => inner,
-        _ => rhs,
-    };
-    if key.is_empty() {
-        return None;
+/// One `key OP value` term of a predicate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    /// The logfmt key the term reads (its first value in MSG).
+    pub key: Vec<u8>,
+    /// How the value is compared with [`Term::value`].
+    pub op: CmpOp,
+    /// Unquoted and unescaped.
+    pub value: Vec<u8>,
+}
+
+/// Why a predicate cannot be used: a phrase that completes "Predicate "TEXT" …", e.g.
+/// `has no operator after "status"; use =, !=, <, <=, > or >=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PredicateError(pub String);
+
+impl std::fmt::Display for PredicateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
-    Some((key, op, rhs))
+}
+
+impl std::error::Error for PredicateError {}
+
+const OPERATORS: &str = "use =, !=, <, <=, > or >=";
+
+fn is_key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b'#' | b'@' | b':')
+}
+
+fn is_op_byte(b: u8) -> bool {
+    b.is_ascii_punctuation() && !is_key_byte(b) && b != b'"' && b != b'\''
+}
+
+/// Parses a predicate on logfmt pairs: `key OP value [and key OP value ...]`, e.g.
+/// `status>=500 and at=error` or `code = "H12"`. Values are bare words or double-quoted
+/// (`\"` and `\\` escaped); `<`, `<=`, `>`, `>=` need a number. Not on the hot path:
+/// rules are parsed once.
+pub fn parse_predicate(text: &[u8]) -> Result<Vec<Term>, PredicateError> {
+    let err = |reason: String| PredicateError(reason);
+    let mut terms = Vec::new();
+    let mut rest = text.trim_ascii_start();
+    if rest.is_empty() {
+        return Err(err("is empty".into()));
+    }
+    loop {
+        let k = rest
+            .iter()
+            .position(|&b| !is_key_byte(b))
+            .unwrap_or(rest.len());
+        let key = &rest[..k];
+        rest = rest[k..].trim_ascii_start();
+        if key.is_empty() {
+            let at = String::from_utf8_lossy(rest);
+            return Err(err(if at.is_empty() {
+                "ends without a term; join terms with \"and\"".into()
+            } else {
+                format!("needs a key before {at:?}")
+            }));
+        }
+        let key_s = String::from_utf8_lossy(key).into_owned();
+        let o = rest
+            .iter()
+            .position(|&b| !is_op_byte(b))
+            .unwrap_or(rest.len());
+        let op_text = &rest[..o];
+        if op_text.is_empty() {
+            return Err(err(format!("has no operator after {key_s:?}; {OPERATORS}")));
+        }
+        let op = CmpOp::parse(op_text).ok_or_else(|| {
+            err(format!(
+                "has an unknown operator {:?}; {OPERATORS}",
+                String::from_utf8_lossy(op_text)
+            ))
+        })?;
+        rest = rest[o..].trim_ascii_start();
+        let (value, used) = match rest.first() {
+            Some(b'"') => {
+                let body = &rest[1..];
+                let mut n = 0;
+                let mut out = Vec::new();
+                loop {
+                    match body.get(n) {
+                        None => {
+                            return Err(err(format!("has an unterminated quote after {key_s:?}")))
+                        }
+                        Some(b'\\') if matches!(body.get(n + 1), Some(b'"' | b'\\')) => {
+                            out.push(body[n + 1]);
+                            n += 2;
+                        }
+                        Some(b'"') => break,
+                        Some(&b) => {
+                            out.push(b);
+                            n += 1;
+                        }
+                    }
+                }
+                (out, n + 2)
+            }
+            _ => {
+                let n = rest
+                    .iter()
+                    .position(|b| b.is_ascii_whitespace())
+                    .unwrap_or(rest.len());
+                (rest[..n].to_vec(), n)
+            }
+        };
+        if value.is_empty() && used == 0 {
+            return Err(err(format!(
+                "needs a value after {:?}",
+                format!("{key_s}{}", op.as_str())
+            )));
+        }
+        if !matches!(op, CmpOp::Eq | CmpOp::Ne) && parse_number(&value).is_none() {
+            return Err(err(format!(
+                "compares {key_s:?} with {:?} by {:?}, which needs a number",
+                String::from_utf8_lossy(&value),
+                op.as_str()
+            )));
+        }
+        terms.push(Term {
+            key: key.to_vec(),
+            op,
+            value,
+        });
+        rest = rest[used..].trim_ascii_start();
+        if rest.is_empty() {
+            return Ok(terms);
+        }
+        match rest.strip_prefix(b"and") {
+            Some(r) if r.first().is_some_and(|b| b.is_ascii_whitespace()) || r.is_empty() => {
+                rest = r.trim_ascii_start();
+            }
+            _ => {
+                return Err(err(format!(
+                    "has {:?} after a term; join terms with \"and\"",
+                    String::from_utf8_lossy(rest)
+                )))
+            }
+        }
+    }
 }
 
 /// Compares a value with a right-hand side: as numbers when both sides are plain numbers
@@ -288,20 +406,26 @@ mod tests {
 
     #[test]
     fn predicates() {
+        let t = |k: &str, op, v: &str| Term {
+            key: k.into(),
+            op,
+            value: v.into(),
+        };
         assert_eq!(
             parse_predicate(b"status>=500"),
-            Some((&b"status"[..], CmpOp::Ge, &b"500"[..]))
+            Ok(vec![t("status", CmpOp::Ge, "500")])
         );
         assert_eq!(
-            parse_predicate(b"code = \"H12\""),
-            Some((&b"code"[..], CmpOp::Eq, &b"H12"[..]))
+            parse_predicate(br#"code = "H\"12" and x!=1"#),
+            Ok(vec![t("code", CmpOp::Eq, "H\"12"), t("x", CmpOp::Ne, "1")])
         );
+        assert!(parse_predicate(b">=1").is_err());
+        assert!(parse_predicate(b"x!1").is_err());
         assert_eq!(
-            parse_predicate(b"x!=1"),
-            Some((&b"x"[..], CmpOp::Ne, &b"1"[..]))
+            parse_predicate(b"status>=abc").unwrap_err().to_string(),
+            r#"compares "status" with "abc" by ">=", which needs a number"#
         );
-        assert_eq!(parse_predicate(b">=1"), None);
-        assert_eq!(parse_predicate(b"x!1"), None);
+        assert!(parse_predicate(b"a=1 or b=2").is_err());
         assert!(parse_number(b"inf").is_none());
         assert!(parse_number(b"30000ms").is_none());
         assert_eq!(parse_number(b"-1.5"), Some(-1.5));

@@ -233,9 +233,9 @@ fn heroku_router_logfmt() {
         "30000ms has a unit"
     );
     let status = logfmt::get(h12, b"status").unwrap();
-    let (key, op, rhs) = logfmt::parse_predicate(b"status>=500").unwrap();
-    assert_eq!(key, b"status");
-    assert!(logfmt::compare(&status, op, rhs));
+    let terms = logfmt::parse_predicate(b"status>=500").unwrap();
+    assert_eq!(terms[0].key, b"status");
+    assert!(logfmt::compare(&status, terms[0].op, &terms[0].value));
     assert!(logfmt::compare(
         &logfmt::get(h12, b"code").unwrap(),
         logfmt::CmpOp::Eq,

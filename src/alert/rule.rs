@@ -68,8 +68,6 @@ impl std::error::Error for RuleError {}
 /// Largest threshold (it is stored as an SQLite integer and compared with window counts).
 pub const MAX_THRESHOLD: u64 = 1_000_000_000;
 
-const OPERATORS: &str = "use =, !=, <, <=, > or >=";
-
 /// One `key OP value` term of a predicate.
 #[derive(Debug, Clone)]
 pub struct Term {
@@ -220,131 +218,25 @@ fn compile_regex(r: &str) -> Result<regex::bytes::Regex, RuleError> {
         })
 }
 
-fn is_key_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b'#' | b'@' | b':')
-}
-
-fn is_op_byte(b: u8) -> bool {
-    b.is_ascii_punctuation() && !is_key_byte(b) && b != b'"' && b != b'\''
-}
-
-/// Parses `key OP value [and key OP value ...]`. Values are bare words or double-quoted.
+/// Parses `where` with proto's predicate parser and prepares each term's search.
 fn parse_predicate(text: &str) -> Result<Vec<Term>, RuleError> {
-    let err = |reason: String| RuleError::Predicate {
+    let terms = logfmt::parse_predicate(text.as_bytes()).map_err(|e| RuleError::Predicate {
         text: text.to_string(),
-        reason,
-    };
-    let mut terms = Vec::new();
-    let mut rest = text.as_bytes().trim_ascii_start();
-    if rest.is_empty() {
-        return Err(err("is empty".into()));
-    }
-    loop {
-        // key
-        let k = rest
-            .iter()
-            .position(|&b| !is_key_byte(b))
-            .unwrap_or(rest.len());
-        let key = &rest[..k];
-        rest = rest[k..].trim_ascii_start();
-        if key.is_empty() {
-            let at = String::from_utf8_lossy(rest);
-            return Err(err(if at.is_empty() {
-                "ends without a term; join terms with \"and\"".into()
-            } else {
-                format!("needs a key before {at:?}")
-            }));
-        }
-        let key_s = String::from_utf8_lossy(key).into_owned();
-        // operator
-        let o = rest
-            .iter()
-            .position(|&b| !is_op_byte(b))
-            .unwrap_or(rest.len());
-        let op_text = &rest[..o];
-        if op_text.is_empty() {
-            return Err(err(format!("has no operator after {key_s:?}; {OPERATORS}")));
-        }
-        let op = CmpOp::parse(op_text).ok_or_else(|| {
-            err(format!(
-                "has an unknown operator {:?}; {OPERATORS}",
-                String::from_utf8_lossy(op_text)
-            ))
-        })?;
-        rest = rest[o..].trim_ascii_start();
-        // value
-        let (value, used) = match rest.first() {
-            Some(b'"') => {
-                let body = &rest[1..];
-                let mut n = 0;
-                let mut out = Vec::new();
-                loop {
-                    match body.get(n) {
-                        None => {
-                            return Err(err(format!("has an unterminated quote after {key_s:?}")))
-                        }
-                        Some(b'\\') if matches!(body.get(n + 1), Some(b'"' | b'\\')) => {
-                            out.push(body[n + 1]);
-                            n += 2;
-                        }
-                        Some(b'"') => break,
-                        Some(&b) => {
-                            out.push(b);
-                            n += 1;
-                        }
-                    }
-                }
-                (out, n + 2)
+        reason: e.to_string(),
+    })?;
+    Ok(terms
+        .into_iter()
+        .map(|t| {
+            let mut needle = t.key.clone();
+            needle.push(b'=');
+            Term {
+                finder: memchr::memmem::Finder::new(&needle).into_owned(),
+                key: t.key,
+                op: t.op,
+                value: t.value,
             }
-            _ => {
-                let n = rest
-                    .iter()
-                    .position(|b| b.is_ascii_whitespace())
-                    .unwrap_or(rest.len());
-                (rest[..n].to_vec(), n)
-            }
-        };
-        if value.is_empty() && used == 0 {
-            return Err(err(format!(
-                "needs a value after {:?}",
-                format!("{key_s}{}", op.as_str())
-            )));
-        }
-        let numeric = std::str::from_utf8(&value)
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok())
-            .is_some_and(f64::is_finite);
-        if !matches!(op, CmpOp::Eq | CmpOp::Ne) && !numeric {
-            return Err(err(format!(
-                "compares {key_s:?} with {:?} by {:?}, which needs a number",
-                String::from_utf8_lossy(&value),
-                op.as_str()
-            )));
-        }
-        let mut needle = key.to_vec();
-        needle.push(b'=');
-        terms.push(Term {
-            finder: memchr::memmem::Finder::new(&needle).into_owned(),
-            key: key.to_vec(),
-            op,
-            value,
-        });
-        rest = rest[used..].trim_ascii_start();
-        if rest.is_empty() {
-            return Ok(terms);
-        }
-        match rest.strip_prefix(b"and") {
-            Some(r) if r.first().is_some_and(|b| b.is_ascii_whitespace()) || r.is_empty() => {
-                rest = r.trim_ascii_start();
-            }
-            _ => {
-                return Err(err(format!(
-                    "has {:?} after a term; join terms with \"and\"",
-                    String::from_utf8_lossy(rest)
-                )))
-            }
-        }
-    }
+        })
+        .collect())
 }
 
 /// Is `name` usable as an alert name (a URL segment and a metric label)?

@@ -20,9 +20,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = get(data, b"status");
-    if let Some((key, op, rhs)) = parse_predicate(data) {
-        assert!(!key.is_empty());
-        assert_eq!(CmpOp::parse(op.as_str().as_bytes()), Some(op));
-        let _ = rhs;
+    if let Ok(terms) = parse_predicate(data) {
+        for t in terms {
+            assert!(!t.key.is_empty());
+            assert_eq!(CmpOp::parse(t.op.as_str().as_bytes()), Some(t.op));
+        }
     }
 });
