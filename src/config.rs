@@ -567,53 +567,15 @@ impl Config {
             if !alert_names.insert(a.name.as_str()) {
                 p.push(format!("{at}.name: {:?} is declared twice", a.name));
             }
-            if a.app != "*" && !valid_channel_name(&a.app) {
-                p.push(format!(
-                    "{at}.app: {:?} is neither a channel name nor \"*\"",
-                    a.app
-                ));
-            }
-            match (&a.where_, &a.regex) {
-                (None, None) => p.push(format!("{at}: needs `where` or `regex`")),
-                (Some(_), Some(_)) => {
-                    p.push(format!("{at}: has both `where` and `regex`; keep one"))
-                }
-                (w, r) => {
-                    if let Err(e) = crate::alert::rule::Matcher::compile(w.as_deref(), r.as_deref())
-                    {
-                        p.push(format!("{at}: {e}"));
+            if let Err(errors) = crate::alert::rule::Rule::compile(a, "config") {
+                for e in errors {
+                    match (e.field(), &e) {
+                        // An empty name is said once, above.
+                        (_, crate::alert::rule::RuleError::Name(_)) if a.name.is_empty() => {}
+                        (Some(f), _) => p.push(format!("{at}.{f}: {e}")),
+                        (None, _) => p.push(format!("{at}: {e}")),
                     }
                 }
-            }
-            if let (false, Err(e)) = (a.name.is_empty(), crate::alert::rule::check_name(&a.name)) {
-                p.push(format!("{at}.name: {e}"));
-            }
-            if a.threshold == 0 {
-                p.push(format!("{at}.threshold: must be at least 1"));
-            }
-            match parse_duration(&a.window) {
-                Some(d) if !d.is_zero() => {}
-                _ => p.push(format!(
-                    "{at}.window: {:?} is not a duration above 0 like \"1m\"",
-                    a.window
-                )),
-            }
-            if parse_duration(&a.cooldown).is_none() {
-                p.push(format!(
-                    "{at}.cooldown: {:?} is not a duration like \"5m\"",
-                    a.cooldown
-                ));
-            }
-            if let Some(w) = &a.webhook {
-                if let Err(e) = crate::alert::rule::check_webhook(w) {
-                    p.push(format!("{at}.webhook: {e}"));
-                }
-            }
-            if a.threshold > crate::alert::rule::MAX_THRESHOLD {
-                p.push(format!(
-                    "{at}.threshold: must be at most {}",
-                    crate::alert::rule::MAX_THRESHOLD
-                ));
             }
         }
         if p.is_empty() {
@@ -667,7 +629,7 @@ mod tests {
             "threshold",
             "window",
             "webhook",
-            "needs `where`",
+            "needs \"where\"",
         ] {
             assert!(all.contains(needle), "missing {needle} in {all}");
         }

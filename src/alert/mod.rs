@@ -112,7 +112,7 @@ impl Alerts {
     /// Compiles the config rules and starts the notification task and the ticker.
     pub fn start(ctx: &crate::server::Deps<'_>) -> anyhow::Result<Arc<Alerts>> {
         for (i, a) in ctx.config.alerts.iter().enumerate() {
-            Rule::compile(a, "config").map_err(|e| anyhow::anyhow!("alerts[{i}]: {e}"))?;
+            Rule::compile(a, "config").map_err(|e| anyhow::anyhow!("alerts[{i}]: {}", e[0]))?;
         }
         let (tx, rx) = mpsc::channel(QUEUE);
         let mgr = Arc::new(Alerts {
@@ -238,7 +238,11 @@ impl Alerts {
             match Rule::compile(spec, origin) {
                 Ok(r) => rules.push(Arc::new(r)),
                 Err(e) => {
-                    tracing::error!(alert = %spec.name, app = %spec.app, "alert rule skipped: {e}")
+                    let why: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+                    tracing::error!(
+                        alert = %spec.name, app = %spec.app,
+                        "alert rule skipped: {}", why.join(" ")
+                    )
                 }
             }
         }

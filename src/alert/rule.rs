@@ -65,6 +65,40 @@ impl fmt::Display for RuleError {
 
 impl std::error::Error for RuleError {}
 
+impl RuleError {
+    /// The field of the rule that is wrong (`None` when it is about `where` and `regex`
+    /// together).
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            RuleError::Name(_) => Some("name"),
+            RuleError::App(_) => Some("app"),
+            RuleError::NoMatcher | RuleError::BothMatchers => None,
+            RuleError::Regex { .. } => Some("regex"),
+            RuleError::Predicate { .. } => Some("where"),
+            RuleError::Threshold => Some("threshold"),
+            RuleError::Window(_) => Some("window"),
+            RuleError::Cooldown(_) => Some("cooldown"),
+            RuleError::Webhook(_) => Some("webhook"),
+        }
+    }
+
+    /// Problems are reported in the order of the fields in a rule.
+    fn order(&self) -> u8 {
+        match self {
+            RuleError::Name(_) => 0,
+            RuleError::App(_) => 1,
+            RuleError::NoMatcher
+            | RuleError::BothMatchers
+            | RuleError::Regex { .. }
+            | RuleError::Predicate { .. } => 2,
+            RuleError::Threshold => 3,
+            RuleError::Window(_) => 4,
+            RuleError::Cooldown(_) => 5,
+            RuleError::Webhook(_) => 6,
+        }
+    }
+}
+
 /// Largest threshold (it is stored as an SQLite integer and compared with window counts).
 pub const MAX_THRESHOLD: u64 = 1_000_000_000;
 
@@ -277,22 +311,37 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Checks every field and compiles the rule; the first problem is the error.
-    pub fn compile(spec: &RuleSpec, origin: &'static str) -> Result<Rule, RuleError> {
-        check_name(&spec.name)?;
+    /// Checks every field of `spec` and compiles the rule; every problem found is
+    /// returned, each naming its field ([`RuleError::field`]).
+    pub fn compile(spec: &RuleSpec, origin: &'static str) -> Result<Rule, Vec<RuleError>> {
+        let mut errors = Vec::new();
+        let mut check = |r: Result<(), RuleError>| {
+            if let Err(e) = r {
+                errors.push(e);
+            }
+        };
+        check(check_name(&spec.name));
         if spec.app != "*" && !crate::config::valid_channel_name(&spec.app) {
-            return Err(RuleError::App(spec.app.clone()));
+            check(Err(RuleError::App(spec.app.clone())));
         }
-        let matcher = Matcher::compile(spec.where_.as_deref(), spec.regex.as_deref())?;
+        let matcher = Matcher::compile(spec.where_.as_deref(), spec.regex.as_deref());
         if spec.threshold == 0 || spec.threshold > MAX_THRESHOLD {
-            return Err(RuleError::Threshold);
+            check(Err(RuleError::Threshold));
         }
         let window = parse_duration(&spec.window)
             .filter(|d| !d.is_zero())
-            .ok_or_else(|| RuleError::Window(spec.window.clone()))?;
+            .ok_or_else(|| RuleError::Window(spec.window.clone()));
         let cooldown = parse_duration(&spec.cooldown)
-            .ok_or_else(|| RuleError::Cooldown(spec.cooldown.clone()))?;
-        let webhook = spec.webhook.as_deref().map(check_webhook).transpose()?;
+            .ok_or_else(|| RuleError::Cooldown(spec.cooldown.clone()));
+        let webhook = spec.webhook.as_deref().map(check_webhook).transpose();
+        let (matcher, window, cooldown, webhook) = match (matcher, window, cooldown, webhook) {
+            (Ok(m), Ok(w), Ok(c), Ok(h)) if errors.is_empty() => (m, w, c, h),
+            (m, w, c, h) => {
+                errors.extend([m.err(), w.err(), c.err(), h.err()].into_iter().flatten());
+                errors.sort_by_key(|e| e.order());
+                return Err(errors);
+            }
+        };
         let nonempty = |o: &Option<String>| {
             o.as_deref()
                 .filter(|s| !s.is_empty())
@@ -488,7 +537,7 @@ mod tests {
         let bad = |f: &dyn Fn(&mut RuleSpec)| {
             let mut s = spec(Some("status>=500"), None);
             f(&mut s);
-            Rule::compile(&s, "api").unwrap_err().to_string()
+            Rule::compile(&s, "api").unwrap_err()[0].to_string()
         };
         assert_eq!(
             bad(&|s| s.threshold = 0),

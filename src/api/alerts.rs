@@ -182,7 +182,8 @@ async fn create(node: &Arc<Node>, app: String, req: Request<Incoming>) -> ApiRes
         cooldown: b.cooldown.unwrap_or_else(|| "5m".into()),
         webhook: nonempty(b.webhook),
     };
-    Rule::compile(&spec, "api").map_err(|e| ApiError::invalid(e.to_string()))?;
+    // The first problem is the answer, as the API says one thing at a time.
+    Rule::compile(&spec, "api").map_err(|e| ApiError::invalid(e[0].to_string()))?;
     check_app(node, &app)?;
     let conflict = || {
         ApiError::new(
