@@ -217,9 +217,15 @@ pub async fn start(config: config::Config, shutdown: CancellationToken) -> anyho
     }
     tracing::info!(
         api = %addrs.api,
-        http = ?addrs.http,
-        tcp = ?addrs.tcp,
-        udp = ?addrs.udp,
+        http = %addrs.http.map_or("off".into(), |a| a.to_string()),
+        tcp = %addrs.tcp.map_or("off".into(), |a| a.to_string()),
+        udp = %addrs.udp.map_or("off".into(), |a| a.to_string()),
+        admin_key = %if shared.config.api.auth_key.is_empty() {
+            let file = shared.config.store.data_dir().join(datadir::KEY_FILE);
+            std::path::absolute(&file).unwrap_or(file).display().to_string()
+        } else {
+            "api.auth_key".to_string()
+        },
         "logplex listening"
     );
     Ok(Server {

@@ -4,15 +4,13 @@
 //! before the attack; the behaviour tests use `logplex::start` in this process.
 
 mod common;
-#[path = "common/serve.rs"]
-mod serve;
 
 use bytes::Bytes;
+use common::serve::{write_config, Ports, Serve};
 use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serve::{write_config, Ports, Serve};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -336,27 +336,12 @@ async fn alert_listings_tell_firing_state_and_last_firing() {
 /// Browser tests run one at a time: each starts a Chromium, and the machine has 2 cores.
 static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// `chromedriver`, started by the test in a process group of its own so that it and the
-/// Chromium it starts are ended by that group's id if the test fails half-way.
-struct Driver {
-    child: std::process::Child,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
 /// A headless Chromium driven over WebDriver.
 struct Browser {
     client: Client,
-    _driver: Driver,
+    /// `chromedriver`, started in a process group of its own so that it and the Chromium it
+    /// starts are ended by that group's id, even when the test fails half-way.
+    _driver: ChildGuard,
     _profile: tempfile::TempDir,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
@@ -377,16 +362,17 @@ impl Browser {
             .unwrap()
             .port();
         use std::os::unix::process::CommandExt;
-        let child = Command::new(tool_path("chromedriver").unwrap())
-            .arg(format!("--port={port}"))
-            .env("TZ", tz)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("chromedriver starts");
-        let driver = Driver { child };
+        let driver = ChildGuard::spawn(
+            "chromedriver",
+            Command::new(tool_path("chromedriver").expect("found by need() above"))
+                .arg(format!("--port={port}"))
+                .env("TZ", tz)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0),
+        )
+        .whole_group();
         let deadline = Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await

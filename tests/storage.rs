@@ -4,11 +4,9 @@
 //! for a fresh install when the database file is empty or foreign.
 
 mod common;
-#[path = "common/serve.rs"]
-mod serve;
 
+use common::serve::{write_config, Ports, Serve};
 use common::*;
-use serve::{write_config, Ports, Serve};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
