@@ -169,7 +169,7 @@ async fn pages_and_files_are_served_with_a_strict_policy() {
     // The console needs no key to load: it holds nothing until the key is given.
     let (st, h) = get(format!("{}/", s.api()), html).await;
     assert_eq!(st, 200);
-    assert!(header(&h, "content-type").starts_with("text/html"));
+    assert!(header(&h, "content-type").starts_with("text/html"), "{h:?}");
     let csp = header(&h, "content-security-policy");
     assert!(csp.starts_with("default-src 'self'"), "{csp}");
     assert_eq!(header(&h, "referrer-policy"), "no-referrer");
@@ -183,7 +183,10 @@ async fn pages_and_files_are_served_with_a_strict_policy() {
         let (st, h) = get(format!("{}/console/{file}", s.api()), "*/*").await;
         assert_eq!(st, 200, "{file}");
         assert!(header(&h, "content-type").starts_with(ctype), "{file}");
-        assert!(header(&h, "content-security-policy").starts_with("default-src 'self'"));
+        assert!(
+            header(&h, "content-security-policy").starts_with("default-src 'self'"),
+            "{file}: {h:?}"
+        );
     }
     let (st, _) = get(format!("{}/console/nope.js", s.api()), "*/*").await;
     assert_eq!(st, 404);
@@ -195,10 +198,16 @@ async fn pages_and_files_are_served_with_a_strict_policy() {
     let url = tail_session(&s, "demo", 10).await;
     let (st, h) = get(url.clone(), html).await;
     assert_eq!(st, 200);
-    assert!(header(&h, "content-type").starts_with("text/html"));
-    assert!(header(&h, "content-security-policy").starts_with("default-src 'self'"));
+    assert!(header(&h, "content-type").starts_with("text/html"), "{h:?}");
+    assert!(
+        header(&h, "content-security-policy").starts_with("default-src 'self'"),
+        "{h:?}"
+    );
     let page = get_text_with(&url, html).await;
-    assert!(page.contains(r#"data-app="demo""#) && page.contains(r#"data-tail="true""#));
+    assert!(
+        page.contains(r#"data-app="demo""#) && page.contains(r#"data-tail="true""#),
+        "{page}"
+    );
     assert!(!page.contains(KEY), "no admin key in the live page");
     let (st, h) = get(url.clone(), "text/event-stream").await;
     assert_eq!(
@@ -211,7 +220,7 @@ async fn pages_and_files_are_served_with_a_strict_policy() {
     let gone = format!("{}/sessions/{}", s.api(), uuid::Uuid::new_v4());
     let (st, h) = get(gone, html).await;
     assert_eq!(st, 404);
-    assert!(header(&h, "content-type").starts_with("text/html"));
+    assert!(header(&h, "content-type").starts_with("text/html"), "{h:?}");
     s.stop().await;
 }
 
@@ -575,7 +584,8 @@ async fn the_live_page_follows_pauses_filters_and_marks() {
     assert!(
         b.js("return document.getElementById('newlines').hidden")
             .await
-            == true
+            == true,
+        "the newlines notice is still shown"
     );
 
     // A dyno filter hides the other dynos and is kept in the URL.
@@ -964,9 +974,12 @@ async fn the_console_shows_apps_drains_and_alerts_behind_the_key() {
         fired.contains("firing on demo") && fired.contains("s ago"),
         "{alerts:?}"
     );
-    assert!(alerts
-        .iter()
-        .any(|r| r.starts_with("slow-requests") && r.contains("quiet")));
+    assert!(
+        alerts
+            .iter()
+            .any(|r| r.starts_with("slow-requests") && r.contains("quiet")),
+        "{alerts:?}"
+    );
     b.screenshot("console.png").await;
 
     // The key is kept for the tab: a reload does not ask again.
@@ -993,13 +1006,16 @@ async fn the_console_shows_apps_drains_and_alerts_behind_the_key() {
         msgs.iter().any(|m| m.starts_with("Alert http-5xx firing")),
         "{msgs:?}"
     );
-    assert!(b
-        .client
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .starts_with("/sessions/"));
+    assert!(
+        b.client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .starts_with("/sessions/"),
+        "{:?}",
+        b.client.current_url().await
+    );
     assert_eq!(
         b.js("return sessionStorage.length").await,
         0,

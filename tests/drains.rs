@@ -612,7 +612,10 @@ async fn http_drain_headers_framing_and_retry_on_429() {
     let h = &reqs[1]["headers"];
     assert_eq!(h["content-type"], "application/logplex-1");
     assert_eq!(h["logplex-drain-token"], drain.as_str());
-    assert!(h["user-agent"].as_str().unwrap().starts_with("logplex/"));
+    assert!(
+        h["user-agent"].as_str().unwrap().starts_with("logplex/"),
+        "{h:?}"
+    );
     assert_eq!(h["authorization"], "Basic dXNlcjpzZWNyZXQ=");
     assert_eq!(reqs[1]["path"], "/logs");
     let delivered: Vec<String> = reqs
@@ -718,14 +721,21 @@ async fn receiver_down_from_the_start_then_up_exact_accounting() {
         1000,
         "delivered {delivered} + dropped {dropped}"
     );
-    assert!(delivered <= 100 && dropped >= 900);
+    assert!(
+        delivered <= 100 && dropped >= 900,
+        "delivered {delivered}, dropped {dropped}"
+    );
     let got = read_lines(&out);
     assert!(
         got[0].contains("Error L10"),
         "the L10 frame comes first: {:?}",
         got.first()
     );
-    assert!(got.last().unwrap().ends_with("early 999"));
+    assert!(
+        got.last().unwrap().ends_with("early 999"),
+        "{:?}",
+        got.last()
+    );
     s.stop().await;
 }
 

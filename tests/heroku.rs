@@ -307,7 +307,7 @@ async fn heroku_cli_inside_netns() {
         five.stdout,
         expected_web[expected_web.len() - 5..].join("\n") + "\n"
     );
-    assert!(!nope.ok);
+    assert!(!nope.ok, "{}", nope.stdout);
     assert!(
         nope.stderr.contains("Couldn't find that app."),
         "{}",
@@ -357,7 +357,7 @@ async fn heroku_cli_inside_netns() {
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(r.stdout, format!("Successfully added drain {shown}\n"));
     let dup = heroku(&cli, &api, home, &["drains:add", url, "-a", "demo"]).await;
-    assert!(!dup.ok);
+    assert!(!dup.ok, "{}", dup.stdout);
     assert!(
         dup.stderr.contains("Url has already been taken."),
         "{}",
@@ -461,7 +461,7 @@ async fn platform_api_shapes_and_errors() {
     assert_eq!(st, 201);
     assert_eq!(d["addon"], serde_json::Value::Null);
     assert_eq!(d["app"], serde_json::json!({"id": id, "name": "demo"}));
-    assert!(d["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(d["created_at"].as_str().unwrap().ends_with('Z'), "{d}");
     let (st, e) = post_drain("syslog://127.0.0.1:1").await;
     assert_eq!((st, e["id"].as_str()), (422, Some("invalid_params")));
     let (st, e) = post_drain("ftp://nowhere").await;
@@ -605,8 +605,11 @@ async fn https_drain_parsed_by_heroku_syslog_parser() {
         let h = &g["headers"];
         assert_eq!(h["Content-Type"], "application/logplex-1");
         assert_eq!(h["Logplex-Drain-Token"], drain_token.as_str());
-        assert!(h["User-Agent"].as_str().unwrap().starts_with("logplex/"));
-        assert!(!h["Logplex-Frame-Id"].as_str().unwrap().is_empty());
+        assert!(
+            h["User-Agent"].as_str().unwrap().starts_with("logplex/"),
+            "{h}"
+        );
+        assert!(!h["Logplex-Frame-Id"].as_str().unwrap().is_empty(), "{h}");
         let in_request = got.iter().filter(|o| o["request"] == g["request"]).count();
         assert_eq!(h["Logplex-Msg-Count"], in_request.to_string().as_str());
     }

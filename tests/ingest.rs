@@ -179,7 +179,7 @@ async fn http_bad_input_gets_a_clear_answer_and_stores_nothing() {
     )
     .await;
     assert_eq!(st, 400, "{body}");
-    assert!(!body.is_empty());
+    assert!(!body.is_empty(), "the 400 says nothing");
 
     // One malformed frame among good ones: 400, nothing stored.
     let bad = format!("{good}{}{good}", octet("<999>1 nonsense"));
@@ -227,7 +227,11 @@ async fn http_bad_input_gets_a_clear_answer_and_stores_nothing() {
         enc.write_all(&zeros).unwrap();
     }
     let bomb = enc.finish().unwrap();
-    assert!(bomb.len() < 4 * 1024 * 1024);
+    assert!(
+        bomb.len() < 4 * 1024 * 1024,
+        "the bomb is {} bytes",
+        bomb.len()
+    );
     let (st, _) = post_logs(
         &s,
         &token,
@@ -338,7 +342,7 @@ async fn an_implausible_count_is_skipped_and_every_frame_after_it_stored() {
             h.last().is_some_and(|l| l.ends_with("]: after"))
         })
         .await;
-    assert!(h.last().unwrap().ends_with("]: after"));
+    assert!(h.last().unwrap().ends_with("]: after"), "{h:?}");
     s.stop().await;
 }
 

@@ -122,7 +122,8 @@ fn a_full_disk_degrades_the_log_and_it_recovers_by_itself() {
         panic!("not degraded")
     };
     assert!(reason.contains("No space left"), "{reason}");
-    assert!(matches!(put(&log, 1), Err(LogError::Failed(_))));
+    let r = put(&log, 1);
+    assert!(matches!(r, Err(LogError::Failed(_))), "{r:?}");
     let st = log.stats();
     assert!(
         st.lost_lines >= 10 && st.rejected_failed_lines >= 1,
@@ -130,7 +131,8 @@ fn a_full_disk_degrades_the_log_and_it_recovers_by_itself() {
     );
     // Still degraded while the disk is full (retries fail).
     std::thread::sleep(Duration::from_millis(300));
-    assert!(matches!(log.health(), Health::Degraded { .. }));
+    let health = log.health();
+    assert!(matches!(health, Health::Degraded { .. }), "{health:?}");
 
     // The disk frees up: the log recovers by itself.
     std::fs::remove_file(&filler).unwrap();
