@@ -766,10 +766,12 @@ async fn listeners_have_the_configured_backlog() {
     .await;
     // `ss` shows a listening socket's backlog as its Send-Q.
     let backlog = |port: u16| -> u32 {
-        let out = std::process::Command::new("ss")
-            .args(["-ltnH", &format!("sport = :{port}")])
-            .output()
-            .unwrap();
+        let out = output(
+            "ss",
+            std::process::Command::new("ss").args(["-ltnH", &format!("sport = :{port}")]),
+            None,
+            Duration::from_secs(10),
+        );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.split_whitespace()
             .nth(2)
