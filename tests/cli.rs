@@ -407,3 +407,24 @@ fn logs_web_prints_the_live_page_and_opens_it_where_a_desktop_is() {
     assert_eq!(o.status.code(), Some(2));
     stop(server);
 }
+
+/// A test that fails half-way leaves no `logplex serve` behind: its guard kills and reaps
+/// it while the panic unwinds (so a piped `cargo test 2>&1 | cat` does not wait on it).
+#[test]
+fn a_failing_test_leaves_no_server_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let p = write_config(&d);
+    let failed = std::thread::spawn(move || {
+        let s = serve(&d, &p);
+        std::panic::panic_any(s.pid());
+    })
+    .join()
+    .expect_err("the thread fails");
+    let pid = *failed.downcast::<u32>().expect("it failed with the pid");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+    assert!(
+        stat.is_err(),
+        "serve (pid {pid}) outlived the failed test: {stat:?}"
+    );
+}
