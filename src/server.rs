@@ -131,6 +131,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         http = %shown(addrs.http),
         tcp = %shown(addrs.tcp),
         udp = %shown(addrs.udp),
+        admin_key = %if node.config.api.auth_key.is_empty() {
+            let file = node.config.store.data_dir().join(datadir::KEY_FILE);
+            std::path::absolute(&file).unwrap_or(file).display().to_string()
+        } else {
+            "api.auth_key".to_string()
+        },
         "logplex listening"
     );
     Ok(Server {

@@ -4,15 +4,13 @@
 //! before the attack; the behaviour tests use `logplex::start` in this process.
 
 mod common;
-#[path = "common/serve.rs"]
-mod serve;
 
 use bytes::Bytes;
+use common::serve::{write_config, Ports, Serve};
 use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serve::{write_config, Ports, Serve};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -411,7 +409,11 @@ async fn slow_bodies_and_idle_connections_leave_health_and_ingest_alone() {
         peak >> 20
     );
     assert!(cut > 0.0, "slow bodies are cut off (408)");
-    assert!(stats.s408.load(Ordering::Relaxed) > 0);
+    assert!(
+        stats.s408.load(Ordering::Relaxed) > 0,
+        "no client saw a 408: {} of them",
+        stats.s408.load(Ordering::Relaxed)
+    );
     assert!(router.stop().success(), "{}", router.stderr_text());
 }
 
@@ -483,7 +485,11 @@ async fn the_body_budget_caps_memory_and_refuses_with_503() {
         stats.other.load(Ordering::Relaxed),
     );
     assert!(over >= 500.0, "bodies over the budget were refused: {over}");
-    assert!(stats.s503.load(Ordering::Relaxed) >= 500);
+    assert!(
+        stats.s503.load(Ordering::Relaxed) >= 500,
+        "clients saw {} 503s, want at least 500",
+        stats.s503.load(Ordering::Relaxed)
+    );
     assert!(inflight <= budget as f64, "{inflight}");
     assert!(st == 204 || (st == 503 && retry_after), "{st}");
     assert!(
@@ -507,7 +513,10 @@ async fn a_new_syslog_client_gets_in_at_the_cap_within_a_second() {
     let api = s.addrs.api;
     let deadline = Instant::now() + Duration::from_secs(5);
     while metric(api, "logplex_connections_open{listener=\"tcp\"}").await < 200.0 {
-        assert!(Instant::now() < deadline);
+        assert!(
+            Instant::now() < deadline,
+            "the TCP connections did not reach 200 open within 5 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let t = Instant::now();
@@ -666,12 +675,16 @@ async fn stalled_bodies_get_408_and_lose_their_connection() {
             },
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
                 let _ = c.write_all(&chunk).await;
-                assert!(t.elapsed() < Duration::from_secs(5));
+                assert!(t.elapsed() < Duration::from_secs(5), "the slow body was not cut off within 5 s: {:?}", String::from_utf8_lossy(&out));
             }
         }
     }
     assert_eq!(status_of(&out), 408, "{}", String::from_utf8_lossy(&out));
-    assert!(String::from_utf8_lossy(&out).contains("not received within 1s"));
+    assert!(
+        String::from_utf8_lossy(&out).contains("not received within 1s"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
     assert_eq!(
         metric(s.addrs.api, &m("http", "timeout")).await,
         1.0,
@@ -753,10 +766,12 @@ async fn listeners_have_the_configured_backlog() {
     .await;
     // `ss` shows a listening socket's backlog as its Send-Q.
     let backlog = |port: u16| -> u32 {
-        let out = std::process::Command::new("ss")
-            .args(["-ltnH", &format!("sport = :{port}")])
-            .output()
-            .unwrap();
+        let out = output(
+            "ss",
+            std::process::Command::new("ss").args(["-ltnH", &format!("sport = :{port}")]),
+            None,
+            Duration::from_secs(10),
+        );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.split_whitespace()
             .nth(2)

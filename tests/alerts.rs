@@ -186,7 +186,11 @@ async fn router_5xx_lines_fire_the_webhook_the_line_and_the_metric() {
     send_tcp(&s, &app, "router", &[ROUTER_503, ROUTER_503]).await;
     send_tcp(&s, &heroku, "web.1", &[ROUTER_503, ROUTER_503]).await;
     s.wait_history("demo", |h| h.len() == 10).await;
-    assert!(alert_lines(&s.history("demo", 1500).await).is_empty());
+    assert!(
+        alert_lines(&s.history("demo", 1500).await).is_empty(),
+        "{:?}",
+        s.history("demo", 1500).await
+    );
     let m = metrics(&s).await;
     assert!(
         m.contains("logplex_alerts_fired_total{alert=\"http-5xx\"} 0"),
@@ -319,7 +323,7 @@ async fn time_10k(s: &TestServer, token: &str) -> Duration {
     let h = s
         .wait_history("demo", |h| h.iter().any(|l| l.contains("line=9999 ")))
         .await;
-    assert!(h.iter().any(|l| l.contains("line=9999 ")));
+    assert!(h.iter().any(|l| l.contains("line=9999 ")), "{h:?}");
     t0.elapsed()
 }
 

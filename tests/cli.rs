@@ -2,106 +2,65 @@
 //! client commands (`apps:create`, `tokens`, `logs`, `shuttle`, `drains`) and by `logger`;
 //! SIGTERM then `serve` again keeps the history.
 
-use std::net::{TcpListener, UdpSocket};
+mod common;
+
+use common::output;
+use common::serve::{write_config as write_config_file, Ports, Serve, BIN};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_logplex");
-
-/// A free port on 127.0.0.1 for both TCP and UDP.
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
-
-struct Ports {
-    api: u16,
-    http: u16,
-    syslog: u16,
-}
-
+/// `dir/config.toml` on free ports, with the data directory `dir/data`: what a user has
+/// in the folder they run `logplex` from.
 fn write_config(dir: &Path) -> Ports {
-    let p = Ports {
-        api: free_port(),
-        http: free_port(),
-        syslog: free_port(),
-    };
-    let text = format!(
-        "[api]\nlisten = \"127.0.0.1:{}\"\n[ingest.http]\nlisten = \"127.0.0.1:{}\"\n\
-         [ingest.tcp]\nlisten = \"127.0.0.1:{}\"\n[ingest.udp]\nlisten = \"127.0.0.1:{}\"\n\
-         [store]\npath = \"{}\"\n",
-        p.api,
-        p.http,
-        p.syslog,
-        p.syslog,
-        dir.join("data/logplex.db").display()
-    );
-    std::fs::write(dir.join("config.toml"), text).unwrap();
+    let p = Ports::free();
+    write_config_file(dir, "config.toml", &p, &dir.join("data/logplex.db"), "");
     p
 }
 
-fn serve(dir: &Path, p: &Ports) -> Child {
-    let child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(dir.join("config.toml"))
-        .env_remove("LOGPLEX_AUTH_KEY")
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+/// `logplex serve` with `dir/config.toml`, up and listening, its admin key written (the
+/// listeners are bound before the store is opened, so the API can accept a connection a
+/// moment before `data/admin.key` exists).
+fn serve(dir: &Path, p: &Ports) -> Serve {
+    let s = Serve::start(&dir.join("config.toml"), p.api(), &[]);
+    let key = dir.join("data/admin.key");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", p.api)).is_err() {
-        assert!(Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
+    while !key.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "serve wrote no {}: {}",
+            key.display(),
+            s.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
-    child
+    s
 }
 
-fn stop(mut child: Child) {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert!(st.success(), "serve exited with {st}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// SIGTERM; it must exit cleanly (history saved).
+fn stop(mut server: Serve) {
+    let st = server.stop();
+    assert!(
+        st.success(),
+        "serve exited with {st}: {}",
+        server.stderr_text()
+    );
 }
 
-/// Runs a client command in `dir` (where `./config.toml` tells it the data directory).
+/// Runs a client command in `dir` the way a user does there: no `--url`, no
+/// `LOGPLEX_URL`, so the API address and the admin key come from `./config.toml`.
 fn client(dir: &Path, p: &Ports, args: &[&str], stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut c = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env("LOGPLEX_URL", format!("http://127.0.0.1:{}", p.api))
-        .env("LOGPLEX_INGEST_URL", format!("http://127.0.0.1:{}", p.http))
-        .env_remove("LOGPLEX_AUTH_KEY")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = c.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).unwrap();
-    }
-    drop(input);
-    c.wait_with_output().unwrap()
+    output(
+        "logplex client",
+        Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .env_remove("LOGPLEX_URL")
+            .env("LOGPLEX_INGEST_URL", format!("http://127.0.0.1:{}", p.http))
+            .env_remove("LOGPLEX_AUTH_KEY"),
+        stdin.map(str::as_bytes),
+        Duration::from_secs(30),
+    )
 }
 
 fn text(o: &Output) -> String {
@@ -123,6 +82,9 @@ fn wait_logs(dir: &Path, p: &Ports, n: usize) -> Vec<String> {
 
 #[test]
 fn serve_logger_logs_shuttle_and_restart() {
+    if !common::need("logger", "apt-get install bsdutils") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let p = write_config(d);
@@ -149,22 +111,7 @@ fn serve_logger_logs_shuttle_and_restart() {
         .to_string();
     assert!(token.starts_with("t."), "{token}");
 
-    let st = Command::new("logger")
-        .args([
-            "--rfc5424",
-            "--octet-count",
-            "-T",
-            "-n",
-            "127.0.0.1",
-            "-P",
-            &p.syslog.to_string(),
-            "-t",
-            &token,
-        ])
-        .arg("from logger")
-        .status()
-        .expect("logger (bsdutils) is needed");
-    assert!(st.success());
+    common::logger(p.tcp(), true, &token, "from logger");
     let o = client(
         d,
         &p,
@@ -219,32 +166,30 @@ fn client_errors_are_one_sentence_with_the_right_exit_code() {
     let d = dir.path();
     let p = write_config(d);
     // Server down.
-    let o = Command::new(BIN)
+    let o = run(Command::new(BIN)
         .args(["apps"])
         .env("LOGPLEX_URL", format!("http://127.0.0.1:{}", p.api))
-        .env("LOGPLEX_AUTH_KEY", "k")
-        .output()
-        .unwrap();
+        .env("LOGPLEX_AUTH_KEY", "k"));
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("cannot reach the server"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     // Bad usage.
-    let o = Command::new(BIN).args(["logs"]).output().unwrap();
+    let o = run(Command::new(BIN).args(["logs"]));
     assert_eq!(o.status.code(), Some(2));
     // Unknown app and wrong key against a running server.
     let server = serve(d, &p);
     let o = client(d, &p, &["logs", "-a", "nope"], None);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown app \"nope\""));
-    let o = Command::new(BIN)
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unknown app \"nope\""), "{err}");
+    let o = run(Command::new(BIN)
         .args(["apps"])
         .env("LOGPLEX_URL", format!("http://127.0.0.1:{}", p.api))
-        .env("LOGPLEX_AUTH_KEY", "wrong")
-        .output()
-        .unwrap();
+        .env("LOGPLEX_AUTH_KEY", "wrong"));
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("refused the admin key"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("refused the admin key"), "{err}");
     stop(server);
 }
 
@@ -257,11 +202,7 @@ fn a_bad_config_is_reported_whole_before_anything_listens() {
         "[buffers]\nhistory_lines = 0\n[ingest.tcp]\nlisten = \"nowhere\"\n",
     )
     .unwrap();
-    let o = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let o = run(Command::new(BIN).args(["serve", "--config"]).arg(&path));
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -347,15 +288,19 @@ fn logs_web(dir: &Path, p: &Ports, env: &[(&str, Option<&str>)]) -> Output {
         .env("LOGPLEX_URL", format!("http://127.0.0.1:{}", p.api))
         .env_remove("LOGPLEX_AUTH_KEY")
         .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .stdin(Stdio::null());
+        .env_remove("WAYLAND_DISPLAY");
     for (k, v) in env {
         match v {
             Some(v) => c.env(k, v),
             None => c.env_remove(k),
         };
     }
-    c.output().unwrap()
+    run(&mut c)
+}
+
+/// The binary with `cmd`'s arguments, to its end (bounded: 30 s).
+fn run(cmd: &mut Command) -> Output {
+    output("logplex", cmd, None, Duration::from_secs(30))
 }
 
 /// A GET with a browser's `Accept`, over a plain socket: status line and body.
@@ -399,9 +344,15 @@ fn logs_web_prints_the_live_page_and_opens_it_where_a_desktop_is() {
     // A browser gets the live page of that tail session; no admin key is in it.
     let (status, page) = browser_get(url);
     assert!(status.contains(" 200 "), "{status}");
-    assert!(page.contains(r#"data-app="demo""#) && page.contains(r#"data-tail="true""#));
-    let key = std::fs::read_to_string(d.join("data/admin.key")).unwrap();
-    assert!(!page.contains(key.trim()));
+    assert!(
+        page.contains(r#"data-app="demo""#) && page.contains(r#"data-tail="true""#),
+        "{page}"
+    );
+    let key = std::fs::read_to_string(d.join("data/admin.key")).expect("data/admin.key");
+    assert!(
+        !page.contains(key.trim()),
+        "the admin key is in the page: {page}"
+    );
 
     // A desktop: the opener is asked to open the URL (a stand-in that writes it down).
     let bin = d.join("bin");
@@ -448,11 +399,32 @@ fn logs_web_prints_the_live_page_and_opens_it_where_a_desktop_is() {
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(text(&o).trim().starts_with(&prefix));
+    assert!(text(&o).trim().starts_with(&prefix), "{}", text(&o));
     assert_eq!(String::from_utf8_lossy(&o.stderr), "");
 
     // --web and --json do not go together.
     let o = client(d, &p, &["logs", "-a", "demo", "--web", "--json"], None);
     assert_eq!(o.status.code(), Some(2));
     stop(server);
+}
+
+/// A test that fails half-way leaves no `logplex serve` behind: its guard kills and reaps
+/// it while the panic unwinds (so a piped `cargo test 2>&1 | cat` does not wait on it).
+#[test]
+fn a_failing_test_leaves_no_server_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let p = write_config(&d);
+    let failed = std::thread::spawn(move || {
+        let s = serve(&d, &p);
+        std::panic::panic_any(s.pid());
+    })
+    .join()
+    .expect_err("the thread fails");
+    let pid = *failed.downcast::<u32>().expect("it failed with the pid");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+    assert!(
+        stat.is_err(),
+        "serve (pid {pid}) outlived the failed test: {stat:?}"
+    );
 }

@@ -169,7 +169,7 @@ async fn pages_and_files_are_served_with_a_strict_policy() {
     // The console needs no key to load: it holds nothing until the key is given.
     let (st, h) = get(format!("{}/", s.api()), html).await;
     assert_eq!(st, 200);
-    assert!(header(&h, "content-type").starts_with("text/html"));
+    assert!(header(&h, "content-type").starts_with("text/html"), "{h:?}");
     let csp = header(&h, "content-security-policy");
     assert!(csp.starts_with("default-src 'self'"), "{csp}");
     assert_eq!(header(&h, "referrer-policy"), "no-referrer");
@@ -183,7 +183,10 @@ async fn pages_and_files_are_served_with_a_strict_policy() {
         let (st, h) = get(format!("{}/console/{file}", s.api()), "*/*").await;
         assert_eq!(st, 200, "{file}");
         assert!(header(&h, "content-type").starts_with(ctype), "{file}");
-        assert!(header(&h, "content-security-policy").starts_with("default-src 'self'"));
+        assert!(
+            header(&h, "content-security-policy").starts_with("default-src 'self'"),
+            "{file}: {h:?}"
+        );
     }
     let (st, _) = get(format!("{}/console/nope.js", s.api()), "*/*").await;
     assert_eq!(st, 404);
@@ -195,10 +198,16 @@ async fn pages_and_files_are_served_with_a_strict_policy() {
     let url = tail_session(&s, "demo", 10).await;
     let (st, h) = get(url.clone(), html).await;
     assert_eq!(st, 200);
-    assert!(header(&h, "content-type").starts_with("text/html"));
-    assert!(header(&h, "content-security-policy").starts_with("default-src 'self'"));
+    assert!(header(&h, "content-type").starts_with("text/html"), "{h:?}");
+    assert!(
+        header(&h, "content-security-policy").starts_with("default-src 'self'"),
+        "{h:?}"
+    );
     let page = get_text_with(&url, html).await;
-    assert!(page.contains(r#"data-app="demo""#) && page.contains(r#"data-tail="true""#));
+    assert!(
+        page.contains(r#"data-app="demo""#) && page.contains(r#"data-tail="true""#),
+        "{page}"
+    );
     assert!(!page.contains(KEY), "no admin key in the live page");
     let (st, h) = get(url.clone(), "text/event-stream").await;
     assert_eq!(
@@ -211,7 +220,7 @@ async fn pages_and_files_are_served_with_a_strict_policy() {
     let gone = format!("{}/sessions/{}", s.api(), uuid::Uuid::new_v4());
     let (st, h) = get(gone, html).await;
     assert_eq!(st, 404);
-    assert!(header(&h, "content-type").starts_with("text/html"));
+    assert!(header(&h, "content-type").starts_with("text/html"), "{h:?}");
     s.stop().await;
 }
 
@@ -336,27 +345,12 @@ async fn alert_listings_tell_firing_state_and_last_firing() {
 /// Browser tests run one at a time: each starts a Chromium, and the machine has 2 cores.
 static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// `chromedriver`, started by the test in a process group of its own so that it and the
-/// Chromium it starts are ended by that group's id if the test fails half-way.
-struct Driver {
-    child: std::process::Child,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
 /// A headless Chromium driven over WebDriver.
 struct Browser {
     client: Client,
-    _driver: Driver,
+    /// `chromedriver`, started in a process group of its own so that it and the Chromium it
+    /// starts are ended by that group's id, even when the test fails half-way.
+    _driver: ChildGuard,
     _profile: tempfile::TempDir,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
@@ -377,16 +371,17 @@ impl Browser {
             .unwrap()
             .port();
         use std::os::unix::process::CommandExt;
-        let child = Command::new(tool_path("chromedriver").unwrap())
-            .arg(format!("--port={port}"))
-            .env("TZ", tz)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("chromedriver starts");
-        let driver = Driver { child };
+        let driver = ChildGuard::spawn(
+            "chromedriver",
+            Command::new(tool_path("chromedriver").expect("found by need() above"))
+                .arg(format!("--port={port}"))
+                .env("TZ", tz)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0),
+        )
+        .whole_group();
         let deadline = Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -589,7 +584,8 @@ async fn the_live_page_follows_pauses_filters_and_marks() {
     assert!(
         b.js("return document.getElementById('newlines').hidden")
             .await
-            == true
+            == true,
+        "the newlines notice is still shown"
     );
 
     // A dyno filter hides the other dynos and is kept in the URL.
@@ -978,9 +974,12 @@ async fn the_console_shows_apps_drains_and_alerts_behind_the_key() {
         fired.contains("firing on demo") && fired.contains("s ago"),
         "{alerts:?}"
     );
-    assert!(alerts
-        .iter()
-        .any(|r| r.starts_with("slow-requests") && r.contains("quiet")));
+    assert!(
+        alerts
+            .iter()
+            .any(|r| r.starts_with("slow-requests") && r.contains("quiet")),
+        "{alerts:?}"
+    );
     b.screenshot("console.png").await;
 
     // The key is kept for the tab: a reload does not ask again.
@@ -1007,13 +1006,16 @@ async fn the_console_shows_apps_drains_and_alerts_behind_the_key() {
         msgs.iter().any(|m| m.starts_with("Alert http-5xx firing")),
         "{msgs:?}"
     );
-    assert!(b
-        .client
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .starts_with("/sessions/"));
+    assert!(
+        b.client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .starts_with("/sessions/"),
+        "{:?}",
+        b.client.current_url().await
+    );
     assert_eq!(
         b.js("return sessionStorage.length").await,
         0,

@@ -4,36 +4,34 @@
 //! read back with `logplex logs`.
 //!
 //! The CLI and the parser are installed by `.ci/run` into `~/.cache/logplex-ci`; without
-//! them these tests fail with the command that installs them, unless
-//! `LOGPLEX_SKIP_HEROKU_TOOLS=1` says to skip them (see the README).
+//! them these tests say SKIP with the command that installs them (and fail under
+//! `LOGPLEX_REQUIRE_PEERS=1`).
 
 mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 
-const SKIP_VAR: &str = "LOGPLEX_SKIP_HEROKU_TOOLS";
 /// Set by the outer test on the inner one, which runs only inside the namespace.
 const NETNS_VAR: &str = "LOGPLEX_HEROKU_NETNS";
-
-fn skipping(what: &str) -> bool {
-    if std::env::var(SKIP_VAR).is_ok_and(|v| v == "1") {
-        eprintln!("{SKIP_VAR}=1: skipping the test with {what}");
-        return true;
-    }
-    false
-}
+const INSTALL_CLI: &str = "run .ci/run, or npm install --prefix ~/.cache/logplex-ci/heroku \
+                           heroku@11.10.0, or set LOGPLEX_HEROKU_CLI to its `heroku`";
+const INSTALL_PARSER: &str = "run .ci/run, or python3 -m venv ~/.cache/logplex-ci/venv && \
+                              ~/.cache/logplex-ci/venv/bin/pip install \
+                              heroku-syslog-parser==0.0.4 pyparsing==3.3.3, or set \
+                              LOGPLEX_PYTHON to a python that has it";
 
 fn cache_dir() -> PathBuf {
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
     Path::new(&home).join(".cache/logplex-ci")
 }
 
-/// The `heroku` CLI: `LOGPLEX_HEROKU_CLI`, else where `.ci/run` installs it.
+/// The `heroku` CLI: `LOGPLEX_HEROKU_CLI`, else where `.ci/run` installs it (`None` when it
+/// is in neither place).
 fn heroku_cli() -> Option<PathBuf> {
     let p = match std::env::var_os("LOGPLEX_HEROKU_CLI") {
         Some(p) => PathBuf::from(p),
@@ -48,12 +46,16 @@ fn parser_python() -> Option<PathBuf> {
         Some(p) => PathBuf::from(p),
         None => cache_dir().join("venv/bin/python"),
     };
-    let ok = std::process::Command::new(&p)
-        .args(["-c", "import heroku_syslog_parser"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(p)
+    if !p.is_file() {
+        return None;
+    }
+    let o = output(
+        "python",
+        Command::new(&p).args(["-c", "import heroku_syslog_parser"]),
+        None,
+        Duration::from_secs(30),
+    );
+    o.status.success().then_some(p)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -64,52 +66,49 @@ fn parser_python() -> Option<PathBuf> {
 /// router is started by the harness inside that namespace, next to the CLI.
 #[test]
 fn heroku_cli_logs_and_drains() {
-    if heroku_cli().is_none() {
-        if skipping("the heroku CLI") {
-            return;
-        }
-        panic!(
-            "the heroku CLI is not installed: run .ci/run, or\n  npm install --prefix \
-             ~/.cache/logplex-ci/heroku heroku@11.10.0\nor set LOGPLEX_HEROKU_CLI to its \
-             `heroku` binary, or {SKIP_VAR}=1 to skip"
-        );
-    }
-    for tool in ["unshare", "ip"] {
-        let found = std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "`{tool}` is needed (Debian: util-linux, iproute2; .ci/run installs them)"
-        );
+    let cli = heroku_cli();
+    let cli = cli
+        .as_deref()
+        .map_or("heroku (npm)".into(), Path::to_string_lossy);
+    if !need(&cli, INSTALL_CLI)
+        || !need("node", "apt-get install nodejs (20 or later)")
+        || !need("unshare", "apt-get install util-linux")
+        || !need("ip", "apt-get install iproute2")
+    {
+        return;
     }
     // Root can make a network namespace directly; others need a user namespace too.
-    let unshare: &[&str] = if std::process::Command::new("unshare")
-        .args(["-n", "true"])
-        .status()
-        .is_ok_and(|s| s.success())
+    let unshare: &[&str] = if output(
+        "unshare",
+        Command::new("unshare").args(["-n", "true"]),
+        None,
+        Duration::from_secs(10),
+    )
+    .status
+    .success()
     {
         &["-n"]
     } else {
         &["-r", "-n"]
     };
-    let me = std::env::current_exe().unwrap();
-    let out = std::process::Command::new("unshare")
-        .args(unshare)
-        .args(["sh", "-c", "ip link set lo up && exec \"$@\"", "sh"])
-        .arg(me)
-        .args([
-            "heroku_cli_inside_netns",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(NETNS_VAR, "1")
-        .output()
-        .unwrap();
+    let me = std::env::current_exe().expect("this test binary's path");
+    let out = output(
+        "unshare",
+        Command::new("unshare")
+            .args(unshare)
+            .args(["sh", "-c", "ip link set lo up && exec \"$@\"", "sh"])
+            .arg(me)
+            .args([
+                "heroku_cli_inside_netns",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(NETNS_VAR, "1"),
+        None,
+        Duration::from_secs(300),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
@@ -145,19 +144,18 @@ fn heroku_command(cli: &Path, api: &str, home: &Path) -> Command {
         .env("DISABLE_TELEMETRY", "true")
         .env("HEROKU_LOGS_COLOR", "0")
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+        .stdin(Stdio::null());
     c
 }
 
 async fn heroku(cli: &Path, api: &str, home: &Path, args: &[&str]) -> Run {
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        heroku_command(cli, api, home).args(args).output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("heroku {args:?} did not finish in 30 s"))
-    .unwrap();
+    let mut cmd = heroku_command(cli, api, home);
+    cmd.args(args);
+    let what = format!("heroku {args:?}");
+    let out =
+        tokio::task::spawn_blocking(move || output(&what, &mut cmd, None, Duration::from_secs(30)))
+            .await
+            .expect("the heroku run panicked");
     let run = Run {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -223,10 +221,12 @@ async fn heroku_cli_inside_netns() {
         "run this only through heroku_cli_logs_and_drains"
     );
     // Only loopback here: nothing can leave.
-    let links = std::process::Command::new("ip")
-        .args(["-o", "link", "show"])
-        .output()
-        .unwrap();
+    let links = output(
+        "ip",
+        Command::new("ip").args(["-o", "link", "show"]),
+        None,
+        Duration::from_secs(10),
+    );
     let links = String::from_utf8_lossy(&links.stdout);
     assert!(
         links.lines().all(|l| l.contains(": lo:")),
@@ -283,12 +283,13 @@ async fn heroku_cli_inside_netns() {
 
     // The tail starts first (its history shows it is connected); the two one-shot
     // `logs` and the unknown app run meanwhile.
-    let mut tail = heroku_command(&cli, &api, home)
-        .args(["logs", "-t", "-a", "demo"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut tail = ChildGuard::spawn(
+        "heroku logs -t",
+        heroku_command(&cli, &api, home)
+            .args(["logs", "-t", "-a", "demo"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
     let (all, five, nope) = tokio::join!(
         heroku(&cli, &api, home, &["logs", "-a", "demo"]),
         heroku(
@@ -306,7 +307,7 @@ async fn heroku_cli_inside_netns() {
         five.stdout,
         expected_web[expected_web.len() - 5..].join("\n") + "\n"
     );
-    assert!(!nope.ok);
+    assert!(!nope.ok, "{}", nope.stdout);
     assert!(
         nope.stderr.contains("Couldn't find that app."),
         "{}",
@@ -314,7 +315,9 @@ async fn heroku_cli_inside_netns() {
     );
 
     // The tail: history, then a line sent after it started; SIGINT stops it.
-    let mut out = BufReader::new(tail.stdout.take().unwrap()).lines();
+    let stdout = tail.child().stdout.take().expect("piped stdout");
+    let stdout = tokio::process::ChildStdout::from_std(stdout).expect("an async stdout");
+    let mut out = BufReader::new(stdout).lines();
     let mut seen = Vec::new();
     while seen.len() < expected_all.len() {
         seen.push(next_line(&mut out, "the tail").await);
@@ -332,16 +335,15 @@ async fn heroku_cli_inside_netns() {
         seen.last().unwrap(),
         &format!("{ts} app[web.3]: live after the start")
     );
-    let pid = tail.id().unwrap().to_string();
-    let st = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    tokio::time::timeout(Duration::from_secs(10), tail.wait())
-        .await
-        .expect("the tail did not stop on SIGINT")
-        .unwrap();
+    tail.signal(rustix::process::Signal::INT);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tail.try_wait().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tail did not stop on SIGINT"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     println!(
         "$ heroku logs -t -a demo   (stopped with SIGINT)\n{}",
         seen.join("\n")
@@ -355,7 +357,7 @@ async fn heroku_cli_inside_netns() {
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(r.stdout, format!("Successfully added drain {shown}\n"));
     let dup = heroku(&cli, &api, home, &["drains:add", url, "-a", "demo"]).await;
-    assert!(!dup.ok);
+    assert!(!dup.ok, "{}", dup.stdout);
     assert!(
         dup.stderr.contains("Url has already been taken."),
         "{}",
@@ -459,7 +461,7 @@ async fn platform_api_shapes_and_errors() {
     assert_eq!(st, 201);
     assert_eq!(d["addon"], serde_json::Value::Null);
     assert_eq!(d["app"], serde_json::json!({"id": id, "name": "demo"}));
-    assert!(d["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(d["created_at"].as_str().unwrap().ends_with('Z'), "{d}");
     let (st, e) = post_drain("syslog://127.0.0.1:1").await;
     assert_eq!((st, e["id"].as_str()), (422, Some("invalid_params")));
     let (st, e) = post_drain("ftp://nowhere").await;
@@ -517,27 +519,25 @@ async fn platform_api_shapes_and_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_drain_parsed_by_heroku_syslog_parser() {
     let Some(python) = parser_python() else {
-        if skipping("heroku-syslog-parser") {
-            return;
-        }
-        panic!(
-            "heroku-syslog-parser is not installed: run .ci/run, or\n  python3 -m venv \
-             ~/.cache/logplex-ci/venv && ~/.cache/logplex-ci/venv/bin/pip install \
-             heroku-syslog-parser==0.0.4 pyparsing==3.3.3\nor set LOGPLEX_PYTHON to a \
-             python that has it, or {SKIP_VAR}=1 to skip"
-        );
+        skip(&format!(
+            "needs heroku-syslog-parser in a Python ({INSTALL_PARSER})"
+        ));
+        return;
     };
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/heroku_drain_receiver.py");
-    let mut rx = Command::new(python)
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = rx.stdin.take().unwrap();
-    let mut out = BufReader::new(rx.stdout.take().unwrap()).lines();
+    let mut rx = ChildGuard::spawn(
+        "heroku_drain_receiver.py",
+        Command::new(python)
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let stdin = rx.child().stdin.take().expect("piped stdin");
+    let mut stdin = tokio::process::ChildStdin::from_std(stdin).expect("an async stdin");
+    let stdout = rx.child().stdout.take().expect("piped stdout");
+    let stdout = tokio::process::ChildStdout::from_std(stdout).expect("an async stdout");
+    let mut out = BufReader::new(stdout).lines();
     let port = next_line(&mut out, "the receiver").await;
     let port = port.strip_prefix("PORT ").unwrap().to_string();
 
@@ -605,8 +605,11 @@ async fn https_drain_parsed_by_heroku_syslog_parser() {
         let h = &g["headers"];
         assert_eq!(h["Content-Type"], "application/logplex-1");
         assert_eq!(h["Logplex-Drain-Token"], drain_token.as_str());
-        assert!(h["User-Agent"].as_str().unwrap().starts_with("logplex/"));
-        assert!(!h["Logplex-Frame-Id"].as_str().unwrap().is_empty());
+        assert!(
+            h["User-Agent"].as_str().unwrap().starts_with("logplex/"),
+            "{h}"
+        );
+        assert!(!h["Logplex-Frame-Id"].as_str().unwrap().is_empty(), "{h}");
         let in_request = got.iter().filter(|o| o["request"] == g["request"]).count();
         assert_eq!(h["Logplex-Msg-Count"], in_request.to_string().as_str());
     }
@@ -734,13 +737,15 @@ async fn log_shuttle_bytes_read_back_with_logplex_logs() {
     let resp = String::from_utf8_lossy(&resp[..n]);
     assert!(resp.starts_with("HTTP/1.1 204"), "{resp}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_logplex"))
-        .args(["logs", "-a", "demo"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_logplex"));
+    cmd.args(["logs", "-a", "demo"])
         .env("LOGPLEX_URL", s.api())
-        .env("LOGPLEX_AUTH_KEY", KEY)
-        .output()
-        .await
-        .unwrap();
+        .env("LOGPLEX_AUTH_KEY", KEY);
+    let out = tokio::task::spawn_blocking(move || {
+        output("logplex logs", &mut cmd, None, Duration::from_secs(30))
+    })
+    .await
+    .expect("logplex logs ran");
     assert!(
         out.status.success(),
         "{}",

@@ -122,7 +122,8 @@ fn a_full_disk_degrades_the_log_and_it_recovers_by_itself() {
         panic!("not degraded")
     };
     assert!(reason.contains("No space left"), "{reason}");
-    assert!(matches!(put(&log, 1), Err(LogError::Failed(_))));
+    let r = put(&log, 1);
+    assert!(matches!(r, Err(LogError::Failed(_))), "{r:?}");
     let st = log.stats();
     assert!(
         st.lost_lines >= 10 && st.rejected_failed_lines >= 1,
@@ -130,7 +131,8 @@ fn a_full_disk_degrades_the_log_and_it_recovers_by_itself() {
     );
     // Still degraded while the disk is full (retries fail).
     std::thread::sleep(Duration::from_millis(300));
-    assert!(matches!(log.health(), Health::Degraded { .. }));
+    let health = log.health();
+    assert!(matches!(health, Health::Degraded { .. }), "{health:?}");
 
     // The disk frees up: the log recovers by itself.
     std::fs::remove_file(&filler).unwrap();
@@ -218,14 +220,15 @@ fn kill_9_loses_no_acknowledged_line() {
     let mut acked: HashMap<u64, u64> = HashMap::new();
     let mut rng = fastrand::Rng::with_seed(9);
     for round in 0..20 {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "kill9_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let mut child = common::ChildGuard::spawn(
+            "the kill9_child test",
+            Command::new(&exe)
+                .args(["--exact", "kill9_child", "--nocapture", "--test-threads=1"])
+                .env(CHILD_ENV, dir.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let stdout = child.child().stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -238,8 +241,7 @@ fn kill_9_loses_no_acknowledged_line() {
         // Kill at a random point once the child acknowledges lines.
         let first = rx.recv_timeout(Duration::from_secs(10)).expect("no ack");
         std::thread::sleep(Duration::from_millis(rng.u64(5..150)));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        drop(child); // SIGKILL, and reaped
         reader.join().unwrap();
         for (ch, seq) in std::iter::once(first).chain(rx.try_iter()) {
             let e = acked.entry(ch).or_insert(0);

@@ -273,10 +273,26 @@ fn heroku_fixture_matches_an_independent_computation() {
     let expected = Independent::new().compute(&lines, first, last);
     // The fixture has every kind of line the module reads.
     assert!(expected.h_codes.len() >= 4, "{:?}", expected.h_codes);
-    assert!(expected.samples.contains_key("memory_total"));
-    assert!(expected.samples.contains_key("db_size"));
-    assert!(expected.measures.contains_key("rails.request"));
-    assert!(expected.counts.contains_key("signups"));
+    assert!(
+        expected.samples.contains_key("memory_total"),
+        "{:?}",
+        expected.samples.keys()
+    );
+    assert!(
+        expected.samples.contains_key("db_size"),
+        "{:?}",
+        expected.samples.keys()
+    );
+    assert!(
+        expected.measures.contains_key("rails.request"),
+        "{:?}",
+        expected.measures.keys()
+    );
+    assert!(
+        expected.counts.contains_key("signups"),
+        "{:?}",
+        expected.counts.keys()
+    );
 
     let now = last + 1;
     let s = lm
@@ -467,8 +483,8 @@ proptest! {
         lm.observe(2, source, procid, &with_pairs);
         let d = Duration::from_secs(60);
         let s = lm.snapshot(3, d).summary("app", d);
-        prop_assert!(s.router.requests <= 2);
+        prop_assert!(s.router.requests <= 2, "{} requests", s.router.requests);
         let bytes = lm.encode();
-        prop_assert!(LogMetrics::decode(&bytes, Limits::default()).is_ok());
+        prop_assert!(LogMetrics::decode(&bytes, Limits::default()).is_ok(), "{:?}", LogMetrics::decode(&bytes, Limits::default()).err());
     }
 }

@@ -298,7 +298,7 @@ async fn history_survives_a_graceful_restart() {
     let s = TestServer::start_in(dir, c).await;
     let h = s.history("demo", 10).await;
     assert_eq!(h.len(), 2, "{h:?}");
-    assert!(h[1].ends_with("app[web.1]: kept 2"));
+    assert!(h[1].ends_with("app[web.1]: kept 2"), "{h:?}");
     s.stop().await;
 }
 

@@ -6,14 +6,14 @@
 mod common;
 
 use bytes::Bytes;
-use common::{TestServer, KEY};
+use common::{ChildGuard, TestServer, KEY};
 use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
+use std::process::Command;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep, timeout, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_logplex");
@@ -21,33 +21,83 @@ const BIN: &str = env!("CARGO_BIN_EXE_logplex");
 const TOKEN: &str = "t.01234567-89ab-4cde-8f01-23456789abcd";
 
 /// `logplex shuttle ARGS` with stdin, stdout and stderr piped, pointed at `api` (admin key
-/// [`KEY`]) and at the HTTP input `ingest`; killed if the test drops it.
-fn shuttle(api: &str, ingest: &str, args: &[&str]) -> Child {
+/// [`KEY`]) and at the HTTP input `ingest`; killed and reaped if the test drops it.
+fn shuttle(api: &str, ingest: &str, args: &[&str]) -> Shuttle {
     let cwd = std::env::temp_dir();
-    Command::new(BIN)
-        .arg("shuttle")
-        .args(args)
-        .current_dir(cwd)
-        .env("LOGPLEX_URL", api)
-        .env("LOGPLEX_AUTH_KEY", KEY)
-        .env("LOGPLEX_INGEST_URL", ingest)
-        .env_remove("LOGPLEX_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the logplex binary runs")
+    let mut guard = ChildGuard::spawn(
+        "logplex shuttle",
+        Command::new(BIN)
+            .arg("shuttle")
+            .args(args)
+            .current_dir(cwd)
+            .env("LOGPLEX_URL", api)
+            .env("LOGPLEX_AUTH_KEY", KEY)
+            .env("LOGPLEX_INGEST_URL", ingest)
+            .env_remove("LOGPLEX_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let c = guard.child();
+    let (stdin, stdout, stderr) = (c.stdin.take(), c.stdout.take(), c.stderr.take());
+    Shuttle {
+        stdin: stdin.map(|p| tokio::process::ChildStdin::from_std(p).expect("async stdin")),
+        stdout: stdout.map(|p| tokio::process::ChildStdout::from_std(p).expect("async stdout")),
+        stderr: stderr.map(|p| tokio::process::ChildStderr::from_std(p).expect("async stderr")),
+        guard,
+    }
+}
+
+/// A running shuttle: the [`ChildGuard`] that ends it, and async ends of its pipes.
+struct Shuttle {
+    guard: ChildGuard,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::process::ChildStderr>,
+}
+
+impl Shuttle {
+    /// Closes stdin and waits for the exit (callers bound it with a timeout).
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.stdin.take();
+        loop {
+            if let Some(st) = self.guard.try_wait() {
+                return Ok(st);
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Closes stdin, reads stdout and stderr to their end and waits for the exit.
+    async fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
+        self.stdin.take();
+        let (stdout, stderr) =
+            tokio::try_join!(read_all(self.stdout.take()), read_all(self.stderr.take()))?;
+        let status = self.wait().await?;
+        Ok(std::process::Output {
+            status,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+async fn read_all(r: Option<impl AsyncRead + Unpin>) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if let Some(mut r) = r {
+        r.read_to_end(&mut buf).await?;
+    }
+    Ok(buf)
 }
 
 /// The shuttle against the router of `server`.
-fn shuttle_to(server: &TestServer, args: &[&str]) -> Child {
+fn shuttle_to(server: &TestServer, args: &[&str]) -> Shuttle {
     let ingest = format!("http://{}", server.addrs.http.expect("HTTP input on"));
     shuttle(&server.api(), &ingest, args)
 }
 
 /// Writes `input` to the child's stdin, closes it and waits (bounded) for the exit.
-async fn feed_and_wait(mut child: Child, input: &[u8], limit: Duration) -> (ExitStatus, String) {
+async fn feed_and_wait(mut child: Shuttle, input: &[u8], limit: Duration) -> (ExitStatus, String) {
     let mut stdin = child.stdin.take().unwrap();
     timeout(limit, stdin.write_all(input))
         .await
@@ -152,6 +202,9 @@ async fn a_long_line_arrives_split_at_utf8_boundaries_and_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commands_stdout_and_stderr_arrive_and_its_exit_code_is_kept() {
+    if !common::need("sh", "a POSIX shell: apt-get install dash") {
+        return;
+    }
     let server = TestServer::start().await;
     server.create_app("demo").await;
 

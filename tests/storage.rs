@@ -4,11 +4,9 @@
 //! for a fresh install when the database file is empty or foreign.
 
 mod common;
-#[path = "common/serve.rs"]
-mod serve;
 
+use common::serve::{write_config, Ports, Serve};
 use common::*;
-use serve::{write_config, Ports, Serve};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -109,7 +107,11 @@ async fn the_data_directory_is_private_and_the_admin_key_stored_as_a_hash() {
         Some(sha256_hex(&key).as_str())
     );
     assert_eq!(meta(&db, "admin_key"), None);
-    assert!(files_containing(d, &key).is_empty());
+    assert!(
+        files_containing(d, &key).is_empty(),
+        "the key is in {:?}",
+        files_containing(d, &key)
+    );
 
     // Loosened by hand (or by an older version): fixed at the next start, key unchanged.
     std::fs::set_permissions(d, PermissionsExt::from_mode(0o755)).unwrap();
@@ -194,7 +196,10 @@ async fn a_plain_key_left_by_an_older_version_is_replaced_by_its_hash() {
         st.call_blocking(|c| logplex::store::set_meta(c, "admin_key", old_key))
             .unwrap();
     }
-    assert!(!files_containing(dir.path(), old_key).is_empty());
+    assert!(
+        !files_containing(dir.path(), old_key).is_empty(),
+        "the old key is in no file before the start"
+    );
     let mut c = test_config(dir.path());
     c.api.auth_key.clear();
     let s = TestServer::start_in(dir, c).await;
@@ -252,7 +257,10 @@ fn a_second_serve_on_the_same_directory_exits_1_naming_the_first() {
         "the second bound nothing"
     );
     // The first serves on, then stops; now the second may have the directory.
-    assert!(std::net::TcpStream::connect(p1.api()).is_ok());
+    assert!(
+        std::net::TcpStream::connect(p1.api()).is_ok(),
+        "the first server stopped serving"
+    );
     assert!(first.stop().success(), "{}", first.stderr_text());
     let mut second = Serve::start(&c2, p2.api(), &env);
     assert!(second.stop().success(), "{}", second.stderr_text());

@@ -86,7 +86,7 @@ fn an_over_long_frame_up_to_64_times_the_limit_is_skipped_as_it_streams() {
                 limit: 10240,
             },
         ))) => {
-            assert!(e.can_continue());
+            assert!(e.can_continue(), "{e}");
             assert_eq!(
                 e.to_string(),
                 "frame of 655360 bytes is over the limit of 10240 bytes and was skipped"
@@ -102,8 +102,9 @@ fn an_over_long_frame_up_to_64_times_the_limit_is_skipped_as_it_streams() {
     inside.truncate(LEN);
     for chunk in inside.chunks(1 << 16) {
         buf.extend_from_slice(chunk);
-        assert!(matches!(codec.decode(&mut buf), Ok(None)));
-        assert!(buf.is_empty());
+        let r = codec.decode(&mut buf);
+        assert!(matches!(r, Ok(None)), "{r:?}");
+        assert!(buf.is_empty(), "{} bytes kept", buf.len());
     }
     buf.extend_from_slice(&octet(GOOD));
     match codec.decode(&mut buf) {
@@ -125,7 +126,7 @@ fn one_gib_octet_count_is_implausible_and_nothing_accumulates() {
                 limit: 10240,
             },
         ))) => {
-            assert!(e.can_continue());
+            assert!(e.can_continue(), "{e}");
             assert_eq!(
                 e.to_string(),
                 "octet count 1073741824 is implausible (over 64 times the frame limit of 10240 bytes); skipped to the next frame start"
@@ -137,8 +138,9 @@ fn one_gib_octet_count_is_implausible_and_nothing_accumulates() {
     let chunk = vec![b'x'; 1 << 20];
     for _ in 0..1024 {
         buf.extend_from_slice(&chunk);
-        assert!(matches!(codec.decode(&mut buf), Ok(None)));
-        assert!(buf.is_empty());
+        let r = codec.decode(&mut buf);
+        assert!(matches!(r, Ok(None)), "{r:?}");
+        assert!(buf.is_empty(), "{} bytes kept", buf.len());
         assert!(
             buf.capacity() <= 2 << 20,
             "the skipped bytes must not be buffered"
@@ -264,7 +266,7 @@ fn octet_count_with_sign_is_fatal() {
         input.extend_from_slice(GOOD);
         let out = decode_stream(&mut SyslogCodec::default(), &input, 64);
         assert_eq!(out.len(), 2);
-        assert!(matches!(&out[1], Out::Fatal(_)));
+        assert!(matches!(&out[1], Out::Fatal(_)), "{out:?}");
         let e = split_batch(&Bytes::from(input), 10240, None).unwrap_err();
         assert_eq!(e.to_string(), "frame 1 at byte 70: octet count has a sign");
     }
@@ -275,14 +277,18 @@ fn octet_count_with_no_space_is_fatal() {
     for bad in [&b"12<13>1 - - - - - -"[..], b"1x"] {
         let out = decode_stream(&mut SyslogCodec::default(), bad, 64);
         assert!(matches!(&out[..], [Out::Fatal(_)]), "{out:?}");
-        assert!(matches!(
-            split_batch(&Bytes::copy_from_slice(bad), 10240, None),
-            Err(BatchError::BadCount {
-                frame: 0,
-                offset: 0,
-                ..
-            })
-        ));
+        assert!(
+            matches!(
+                split_batch(&Bytes::copy_from_slice(bad), 10240, None),
+                Err(BatchError::BadCount {
+                    frame: 0,
+                    offset: 0,
+                    ..
+                })
+            ),
+            "{:?}",
+            split_batch(&Bytes::copy_from_slice(bad), 10240, None)
+        );
     }
 }
 
@@ -338,13 +344,17 @@ fn timestamp_without_zone_is_refused_by_both() {
     }
     // Lenient takes nanoseconds (Go's RFC3339Nano); strict stops at microseconds.
     let nano = b"<13>1 2016-03-08T02:43:26.123456789-07:00 h a - - - x";
-    assert!(parse(nano).is_err());
+    assert!(parse(nano).is_err(), "{:?}", parse(nano));
     assert_eq!(
         parse_lenient(nano).unwrap().timestamp,
         b"2016-03-08T02:43:26.123456789-07:00"
     );
     // No fraction is fine in both.
-    assert!(parse(b"<13>1 2016-03-08T02:43:26+01:00 h a - - - x").is_ok());
+    assert!(
+        parse(b"<13>1 2016-03-08T02:43:26+01:00 h a - - - x").is_ok(),
+        "{:?}",
+        parse(b"<13>1 2016-03-08T02:43:26+01:00 h a - - - x")
+    );
 }
 
 #[test]
@@ -429,7 +439,11 @@ fn header_field_limits() {
     let long_app = format!("<13>1 - h {} - - -", "a".repeat(49));
     let e = parse(long_app.as_bytes()).unwrap_err();
     assert_eq!((e.kind, e.offset), (ParseErrorKind::AppName, 10 + 48));
-    assert!(parse(format!("<13>1 - {} a - - -", "h".repeat(255)).as_bytes()).is_ok());
+    assert!(
+        parse(format!("<13>1 - {} a - - -", "h".repeat(255)).as_bytes()).is_ok(),
+        "{:?}",
+        parse(format!("<13>1 - {} a - - -", "h".repeat(255)).as_bytes()).err()
+    );
     assert_eq!(
         parse(format!("<13>1 - {} a - - -", "h".repeat(256)).as_bytes())
             .unwrap_err()
@@ -515,16 +529,36 @@ fn batch_count_mismatch_and_empty_bodies() {
         e.to_string(),
         "Logplex-Msg-Count is 3 but the body holds 2 frames"
     );
-    assert!(split_batch(&Bytes::new(), 10240, None).unwrap().is_empty());
-    assert!(split_batch(&Bytes::new(), 10240, Some(0))
-        .unwrap()
-        .is_empty());
-    assert!(split_batch(&Bytes::from_static(b"\n"), 10240, Some(0))
-        .unwrap()
-        .is_empty());
-    assert!(split_batch(&Bytes::new(), 10240, Some(1)).is_err());
+    assert!(
+        split_batch(&Bytes::new(), 10240, None).unwrap().is_empty(),
+        "{:?}",
+        split_batch(&Bytes::new(), 10240, None)
+    );
+    assert!(
+        split_batch(&Bytes::new(), 10240, Some(0))
+            .unwrap()
+            .is_empty(),
+        "{:?}",
+        split_batch(&Bytes::new(), 10240, Some(0))
+    );
+    assert!(
+        split_batch(&Bytes::from_static(b"\n"), 10240, Some(0))
+            .unwrap()
+            .is_empty(),
+        "{:?}",
+        split_batch(&Bytes::from_static(b"\n"), 10240, Some(0))
+    );
+    assert!(
+        split_batch(&Bytes::new(), 10240, Some(1)).is_err(),
+        "{:?}",
+        split_batch(&Bytes::new(), 10240, Some(1))
+    );
     // A huge claimed count does not reserve a huge Vec.
-    assert!(split_batch(&body, 10240, Some(usize::MAX)).is_err());
+    assert!(
+        split_batch(&body, 10240, Some(usize::MAX)).is_err(),
+        "{:?}",
+        split_batch(&body, 10240, Some(usize::MAX)).map(|f| f.len())
+    );
     // Not a count at all.
     let e = split_batch(&Bytes::from_static(b"<13>1 - h a - - - x"), 10240, None).unwrap_err();
     assert_eq!(

@@ -40,7 +40,11 @@ fn check_logger_hello(m: &Message) {
 #[test]
 fn logger_rfc5424_octet_count_tcp() {
     let input = fixture("logger_rfc5424_octet_count_tcp.bin");
-    assert!(input.starts_with(b"129 <13>1 "));
+    assert!(
+        input.starts_with(b"129 <13>1 "),
+        "{:?}",
+        String::from_utf8_lossy(&input)
+    );
     let frames = decode_all_ways(&input);
     assert_eq!(frames.len(), 1);
     check_logger_hello(&parse(&frames[0]).unwrap());
@@ -50,7 +54,11 @@ fn logger_rfc5424_octet_count_tcp() {
 #[test]
 fn logger_rfc5424_newline_tcp() {
     let input = fixture("logger_rfc5424_newline_tcp.bin");
-    assert!(input.ends_with(b"hello\n"));
+    assert!(
+        input.ends_with(b"hello\n"),
+        "{:?}",
+        String::from_utf8_lossy(&input)
+    );
     let frames = decode_all_ways(&input);
     assert_eq!(frames.len(), 1);
     check_logger_hello(&parse(&frames[0]).unwrap());
@@ -120,7 +128,11 @@ fn rsyslog_omfwd_protocol23_octet_counted() {
 #[test]
 fn log_shuttle_batch() {
     let body = fixture("log_shuttle.logplex1");
-    assert!(body.starts_with(b"111 <190>1 2016-03-08T02:43:26.693600+00:00 shuttle t."));
+    assert!(
+        body.starts_with(b"111 <190>1 2016-03-08T02:43:26.693600+00:00 shuttle t."),
+        "{:?}",
+        String::from_utf8_lossy(&body)
+    );
     let frames = split_batch(&body, 10240, Some(2)).unwrap();
     let m = parse(&frames[0]).unwrap();
     assert_eq!(
@@ -160,7 +172,7 @@ fn log_shuttle_without_structured_data() {
     // `<190>1 TS host t.TOKEN web.1 - line`: MSGID then MSG, SD left out. Strict refuses,
     // lenient takes SD as nil.
     let line = b"<190>1 2016-03-08T02:43:26.693600+00:00 host t.01234567-89ab-4cde-8f01-23456789abcd web.1 - line";
-    assert!(parse(line).is_err());
+    assert!(parse(line).is_err(), "{:?}", parse(line));
     let m = parse_lenient(line).unwrap();
     assert_eq!(
         (m.procid, m.msgid, m.structured_data, m.msg),
@@ -201,7 +213,11 @@ fn heroku_https_drain_docs_example() {
         b"State changed from starting to up",
     );
     assert_eq!(&out[..], &body[..out.len()]);
-    assert!(out.starts_with(b"83 ") && out.ends_with(b"up\n"));
+    assert!(
+        out.starts_with(b"83 ") && out.ends_with(b"up\n"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
 }
 
 #[test]
@@ -226,7 +242,11 @@ fn heroku_router_logfmt() {
         logfmt::get(h12, b"desc").unwrap().unescape().as_ref(),
         b"Request timeout"
     );
-    assert!(logfmt::get(h12, b"desc").unwrap().quoted);
+    assert!(
+        logfmt::get(h12, b"desc").unwrap().quoted,
+        "{:?}",
+        logfmt::get(h12, b"desc")
+    );
     assert_eq!(
         logfmt::get(h12, b"service").unwrap().as_f64(),
         None,
@@ -234,23 +254,32 @@ fn heroku_router_logfmt() {
     );
     let status = logfmt::get(h12, b"status").unwrap();
     let terms = logfmt::parse_predicate(b"status>=500").unwrap();
-    assert_eq!(terms[0].key, b"status");
-    assert!(logfmt::compare(&status, terms[0].op, &terms[0].value));
-    assert!(logfmt::compare(
-        &logfmt::get(h12, b"code").unwrap(),
-        logfmt::CmpOp::Eq,
-        b"H12"
-    ));
+    let t = &terms[0];
+    assert_eq!(t.key, b"status");
+    assert!(logfmt::compare(&status, t.op, &t.value), "{status:?} {t:?}");
+    assert!(
+        logfmt::compare(
+            &logfmt::get(h12, b"code").unwrap(),
+            logfmt::CmpOp::Eq,
+            b"H12"
+        ),
+        "{:?}",
+        logfmt::get(h12, b"code")
+    );
 
     // H10: empty values.
     let h10 = lines[2];
     assert_eq!(logfmt::get(h10, b"dyno").unwrap().raw, b"");
     assert_eq!(logfmt::get(h10, b"bytes").unwrap().raw, b"");
-    assert!(!logfmt::compare(
-        &logfmt::get(h10, b"bytes").unwrap(),
-        logfmt::CmpOp::Gt,
-        b"0"
-    ));
+    assert!(
+        !logfmt::compare(
+            &logfmt::get(h10, b"bytes").unwrap(),
+            logfmt::CmpOp::Gt,
+            b"0"
+        ),
+        "{:?}",
+        logfmt::get(h10, b"bytes")
+    );
     assert_eq!(logfmt::get(h10, b"status").unwrap().as_f64(), Some(503.0));
 
     // The docs' stray quote after the host does not derail the rest of the line.
@@ -266,10 +295,18 @@ fn heroku_router_logfmt() {
 #[test]
 fn rails_lines_are_not_logfmt_but_do_not_break_it() {
     let started = b"Started GET \"/\" for 1.2.3.4 at 2016-03-08 02:43:26 +0000";
-    assert!(logfmt::get(started, b"status").is_none());
+    assert!(
+        logfmt::get(started, b"status").is_none(),
+        "{:?}",
+        logfmt::get(started, b"status")
+    );
     assert_eq!(logfmt::pairs(started).count(), 9);
     let completed = b"Completed 500 Internal Server Error in 2ms";
-    assert!(logfmt::pairs(completed).all(|(_, v)| v.raw.is_empty()));
+    assert!(
+        logfmt::pairs(completed).all(|(_, v)| v.raw.is_empty()),
+        "{:?}",
+        logfmt::pairs(completed).collect::<Vec<_>>()
+    );
 }
 
 /// Session lines from Heroku's docs survive drain rendering, parsing and session rendering

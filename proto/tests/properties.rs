@@ -89,9 +89,9 @@ proptest! {
     fn session_line_is_always_utf8(msg in proptest::collection::vec(any::<u8>(), 0..200)) {
         let mut out = BytesMut::new();
         session_line(&mut out, b"TS", b"app", b"web.1", &msg);
-        prop_assert!(std::str::from_utf8(&out).is_ok());
+        prop_assert!(std::str::from_utf8(&out).is_ok(), "{out:?}");
         if let Ok(s) = std::str::from_utf8(&msg) {
-            prop_assert!(out.ends_with(s.as_bytes()));
+            prop_assert!(out.ends_with(s.as_bytes()), "{out:?} does not end with {s:?}");
         }
     }
 
@@ -136,7 +136,7 @@ proptest! {
         let out = decode_stream(&mut SyslogCodec::new(max), &input, chunk);
         for o in &out {
             if let common::Out::Frame(f) = o {
-                prop_assert!(f.len() <= max);
+                prop_assert!(f.len() <= max, "a frame of {} bytes over {max}", f.len());
             }
         }
     }
@@ -166,7 +166,7 @@ proptest! {
         max in 0usize..64, count in proptest::option::of(0usize..10),
     ) {
         if let Ok(frames) = split_batch(&Bytes::from(input), max, count) {
-            prop_assert!(frames.iter().all(|f| f.len() <= max && !f.is_empty()));
+            prop_assert!(frames.iter().all(|f| f.len() <= max && !f.is_empty()), "{frames:?} (max {max})");
         }
     }
 
@@ -177,7 +177,7 @@ proptest! {
     ) {
         let op = logfmt::CmpOp::parse(op.as_bytes()).unwrap();
         for (k, v) in logfmt::pairs(&input) {
-            prop_assert!(!k.is_empty());
+            prop_assert!(!k.is_empty(), "an empty key in {input:?}");
             let _ = v.unescape();
             let _ = logfmt::compare(&v, op, b"500");
         }

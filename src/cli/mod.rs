@@ -21,14 +21,9 @@ use std::process::ExitCode;
 /// The API address every client command talks to.
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
-    /// The logplex API.
-    #[arg(
-        long,
-        env = "LOGPLEX_URL",
-        default_value = "http://127.0.0.1:8001",
-        value_name = "URL"
-    )]
-    pub url: String,
+    /// The logplex API [default: `api.listen` of ./config.toml, else http://127.0.0.1:8001].
+    #[arg(long, env = "LOGPLEX_URL", value_name = "URL")]
+    pub url: Option<String>,
 }
 
 /// `-a APP` of the app-scoped commands.
@@ -247,22 +242,48 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
     }
 }
 
-/// A client for `--url` with the admin key.
+/// A client for `--url` (`LOGPLEX_URL`), else for the API of the default config, with the
+/// admin key.
 pub(crate) fn connect(server: &ServerArgs) -> Result<Client, CliError> {
-    let base = normalize_base("--url", &server.url)?;
-    Ok(Client::new(base, admin_key()?))
+    let config = default_config();
+    let base = match &server.url {
+        Some(url) => normalize_base("--url", url)?,
+        None => {
+            let listen = config.api.listen.addr().ok_or_else(|| {
+                CliError::Usage("the API is off in the config; give --url".into())
+            })?;
+            format!("http://{}", reachable("api.listen", listen)?)
+        }
+    };
+    Ok(Client::new(base, admin_key(&config)?))
+}
+
+/// The address to connect to for a listen address of the config: itself, or loopback for a
+/// wildcard (`0.0.0.0`, `[::]`). `key` names the setting in the error.
+pub(crate) fn reachable(key: &str, listen: &str) -> Result<std::net::SocketAddr, CliError> {
+    let mut addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|_| CliError::Usage(format!("{key}: {listen:?} is not an address")))?;
+    if addr.ip().is_unspecified() {
+        let loopback = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        addr.set_ip(loopback);
+    }
+    Ok(addr)
 }
 
 /// The admin key: `LOGPLEX_AUTH_KEY`, else `api.auth_key` of the default config, else the
 /// `admin.key` file `logplex serve` writes into the default config's data directory.
-fn admin_key() -> Result<String, CliError> {
+fn admin_key(config: &logplex::config::Config) -> Result<String, CliError> {
     if let Ok(k) = std::env::var("LOGPLEX_AUTH_KEY") {
         let k = k.trim();
         if !k.is_empty() {
             return Ok(k.to_string());
         }
     }
-    let config = default_config();
     if !config.api.auth_key.trim().is_empty() {
         return Ok(config.api.auth_key.trim().to_string());
     }
@@ -299,6 +320,18 @@ mod tests {
     struct Cli {
         #[command(subcommand)]
         command: Command,
+    }
+
+    #[test]
+    fn a_wildcard_listen_address_is_reached_on_loopback() {
+        let got = |listen: &str| reachable("api.listen", listen).map(|a| a.to_string());
+        assert_eq!(got("0.0.0.0:8001").ok().as_deref(), Some("127.0.0.1:8001"));
+        assert_eq!(got("[::]:8001").ok().as_deref(), Some("[::1]:8001"));
+        assert_eq!(got("10.0.0.5:9").ok().as_deref(), Some("10.0.0.5:9"));
+        match reachable("api.listen", "nowhere") {
+            Err(CliError::Usage(m)) => assert!(m.contains("api.listen"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

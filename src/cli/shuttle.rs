@@ -21,7 +21,6 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::{ExitCode, Stdio};
 use std::rc::Rc;
@@ -230,17 +229,7 @@ fn ingest_url(flag: Option<&str>) -> Result<Uri, CliError> {
                     "the HTTP input is off in the config; give --ingest-url".into(),
                 ));
             };
-            let mut addr: SocketAddr = listen.parse().map_err(|_| {
-                CliError::Usage(format!("ingest.http.listen: {listen:?} is not an address"))
-            })?;
-            if addr.ip().is_unspecified() {
-                let loopback = if addr.is_ipv4() {
-                    std::net::Ipv4Addr::LOCALHOST.into()
-                } else {
-                    std::net::Ipv6Addr::LOCALHOST.into()
-                };
-                addr.set_ip(loopback);
-            }
+            let addr = super::reachable("ingest.http.listen", listen)?;
             format!("http://{addr}/logs")
         }
     };

@@ -2,6 +2,12 @@
 //! data directory, and small clients that speak the real wire.
 #![allow(dead_code)]
 
+pub mod child;
+pub mod receiver;
+pub mod serve;
+
+pub use child::{output, ChildGuard};
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -243,14 +249,20 @@ pub fn skip(why: &str) -> bool {
         .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .map(|s| s.rsplit_once('-').map(|(a, _)| a.to_string()).unwrap_or(s))
         .unwrap_or_default();
-    let line = format!("SKIP {exe}::{name}: {why}");
+    let line = format!("SKIP {exe}::{name}: {why}\n");
     if std::env::var("LOGPLEX_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
-        panic!("{line}; LOGPLEX_REQUIRE_PEERS=1 forbids skipping");
+        // Worded so the line does not start with `SKIP`: the closing summary counts those.
+        panic!(
+            "LOGPLEX_REQUIRE_PEERS=1 forbids skipping: {}",
+            line.trim_end()
+        );
     }
     // Written to the stderr handle itself, not with eprintln!, so cargo's capture of a
-    // passing test's output does not hide it.
+    // passing test's output does not hide it; in one write, so that the line stays whole
+    // among libtest's own (the closing summary of `.ci/run` counts lines that start with
+    // `SKIP `).
     use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
     false
 }
 
@@ -425,7 +437,8 @@ impl Drop for HttpSink {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1, made with openssl.
+/// A CA and a server certificate for 127.0.0.1, made with openssl (call
+/// `need("openssl", ...)` first).
 pub fn make_certs(
     dir: &std::path::Path,
     name: &str,
@@ -433,11 +446,14 @@ pub fn make_certs(
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
     let run = |args: &[&str]| {
-        let o = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(&d)
-            .output()
-            .expect("openssl is needed");
+        let o = output(
+            "openssl",
+            std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&d),
+            None,
+            Duration::from_secs(60),
+        );
         assert!(
             o.status.success(),
             "openssl {args:?}: {}",
@@ -494,4 +510,34 @@ pub fn make_certs(
         "ext.cnf",
     ]);
     (d.join("ca.pem"), d.join("server.pem"), d.join("server.key"))
+}
+
+/// Sends `message` with `logger(1)` (util-linux) to a syslog input at `addr`, RFC 5424,
+/// octet-counted over TCP or one datagram over UDP, with the tag `tag`; the test fails
+/// with logger's own words when it does not succeed (call `need("logger", ...)` first).
+pub fn logger(addr: SocketAddr, tcp: bool, tag: &str, message: &str) {
+    let mut cmd = std::process::Command::new("logger");
+    cmd.args([
+        if tcp { "--tcp" } else { "--udp" },
+        "--rfc5424",
+        "--server",
+        &addr.ip().to_string(),
+        "--port",
+        &addr.port().to_string(),
+        "-t",
+        tag,
+        "-p",
+        "user.info",
+    ]);
+    if tcp {
+        cmd.arg("--octet-count");
+    }
+    cmd.arg(message);
+    let o = output("logger", &mut cmd, None, Duration::from_secs(10));
+    assert!(
+        o.status.success(),
+        "logger exited with {}: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

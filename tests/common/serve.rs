@@ -1,10 +1,11 @@
 //! The real binary as a server: `logplex serve --config` in its own process, with its
-//! stderr kept in a file, stopped with SIGTERM (or killed).
+//! stderr kept in a file, stopped with SIGTERM (or killed when the test ends or fails).
 #![allow(dead_code)]
 
+use super::ChildGuard;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_logplex");
@@ -74,9 +75,9 @@ pub fn write_config(dir: &Path, name: &str, p: &Ports, store: &Path, extra: &str
     path
 }
 
-/// A running `logplex serve`.
+/// A running `logplex serve`, killed and reaped when dropped (see [`ChildGuard`]).
 pub struct Serve {
-    pub child: Child,
+    pub child: ChildGuard,
     pub stderr: PathBuf,
 }
 
@@ -101,8 +102,8 @@ impl Serve {
             "stderr.{}",
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
         ));
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--config"])
@@ -111,12 +112,15 @@ impl Serve {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap());
+            .stderr(
+                std::fs::File::create(&stderr)
+                    .unwrap_or_else(|e| panic!("{}: {e}", stderr.display())),
+            );
         for (k, v) in env {
             cmd.env(k, v);
         }
         Serve {
-            child: cmd.spawn().unwrap(),
+            child: ChildGuard::spawn("logplex serve", &mut cmd),
             stderr,
         }
     }
@@ -131,30 +135,19 @@ impl Serve {
 
     /// Waits (at most `within`) for the process to exit by itself.
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "serve did not exit within {within:?}: {}",
-                    self.stderr_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match self.child.wait_timeout(within) {
+            Some(st) => st,
+            // The panic drops the guard, which kills it.
+            None => panic!(
+                "serve did not exit within {within:?}: {}",
+                self.stderr_text()
+            ),
         }
     }
 
     /// SIGTERM, then waits (at most 30 s) for the exit.
     pub fn stop(&mut self) -> ExitStatus {
-        let pid = self.pid().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
+        self.child.terminate();
         self.wait_exit(Duration::from_secs(30))
     }
 
@@ -186,15 +179,6 @@ impl Serve {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .map(|d| d.count())
             .unwrap_or(0)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
