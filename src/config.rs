@@ -1,6 +1,7 @@
 //! Configuration: the `config.toml` schema (CONTRACT §3, §6, §8, §9), strict parsing and one
 //! `validate()` that reports every problem at once, before anything listens.
 
+use crate::names::{valid_channel_name, valid_token, valid_token_name};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,31 +23,75 @@ pub struct Config {
     pub alerts: Vec<crate::alert::RuleSpec>,
 }
 
-/// A listen address, or `"off"` to disable the listener.
+/// A listen address, or `"off"` to disable the listener. Parsed as the config is read; a
+/// text that is neither is kept as written ([`Listen::Invalid`]) so that validation
+/// reports it together with every other problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
     Off,
-    Addr(String),
+    Addr(SocketAddr),
+    Invalid(String),
 }
 
 impl Listen {
-    /// The address to bind, or `None` when the listener is off.
-    pub fn addr(&self) -> Option<&str> {
+    /// The address to bind, or `None` when the listener is off (or invalid, which
+    /// validation refuses before anything binds).
+    pub fn addr(&self) -> Option<SocketAddr> {
         match self {
-            Listen::Off => None,
-            Listen::Addr(a) => Some(a),
+            Listen::Addr(a) => Some(*a),
+            Listen::Off | Listen::Invalid(_) => None,
+        }
+    }
+
+    fn parse(s: &str) -> Listen {
+        match s {
+            "off" => Listen::Off,
+            _ => s
+                .parse()
+                .map_or_else(|_| Listen::Invalid(s.to_string()), Listen::Addr),
         }
     }
 }
 
 impl<'de> Deserialize<'de> for Listen {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Ok(if s == "off" {
-            Listen::Off
-        } else {
-            Listen::Addr(s)
-        })
+        Ok(Listen::parse(&String::deserialize(d)?))
+    }
+}
+
+/// A duration setting written like `"10s"`, `"5m"` or `"500ms"`: parsed as the config is
+/// read. A text that is not a duration is kept as written so that validation reports it
+/// together with every other problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    text: String,
+    value: Option<Duration>,
+}
+
+impl Span {
+    /// The duration, or `None` when the text is not one.
+    pub fn get(&self) -> Option<Duration> {
+        self.value
+    }
+
+    /// As written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl From<&str> for Span {
+    fn from(text: &str) -> Span {
+        Span {
+            text: text.to_string(),
+            value: parse_duration(text),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Span::from(String::deserialize(d)?.as_str()))
     }
 }
 
@@ -74,7 +119,7 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
-            listen: Listen::Addr("127.0.0.1:8001".into()),
+            listen: Listen::Addr(([127, 0, 0, 1], 8001).into()),
             auth_key: String::new(),
             public_url: String::new(),
             max_connections: 1024,
@@ -154,7 +199,7 @@ pub struct HttpIngestConfig {
     pub backlog: u32,
     /// A whole request body (here and on the API) must arrive within this (408 beyond), and
     /// at 64 KiB/s at least once its first 3 seconds are over.
-    pub body_timeout: String,
+    pub body_timeout: Span,
     /// Bytes of request bodies (here and on the API, gzip output included) held at once;
     /// a body that does not fit is refused with 503 and `Retry-After`.
     pub max_inflight_bytes: usize,
@@ -163,11 +208,11 @@ pub struct HttpIngestConfig {
 impl Default for HttpIngestConfig {
     fn default() -> Self {
         HttpIngestConfig {
-            listen: Listen::Addr("127.0.0.1:8601".into()),
+            listen: Listen::Addr(([127, 0, 0, 1], 8601).into()),
             max_body: 4 * 1024 * 1024,
             max_connections: 4096,
             backlog: 1024,
-            body_timeout: "10s".into(),
+            body_timeout: Span::from("10s"),
             max_inflight_bytes: 64 * 1024 * 1024,
         }
     }
@@ -176,7 +221,7 @@ impl Default for HttpIngestConfig {
 impl HttpIngestConfig {
     /// `body_timeout` as a duration (validated at load).
     pub fn body_timeout(&self) -> Duration {
-        parse_duration(&self.body_timeout).unwrap_or(Duration::from_secs(10))
+        self.body_timeout.get().unwrap_or(Duration::from_secs(10))
     }
 }
 
@@ -188,15 +233,15 @@ pub struct TcpIngestConfig {
     /// The kernel's queue of connections not yet accepted.
     pub backlog: u32,
     /// A connection that sends nothing for this long is closed.
-    pub idle_timeout: String,
+    pub idle_timeout: Span,
 }
 
 impl Default for TcpIngestConfig {
     fn default() -> Self {
         TcpIngestConfig {
-            listen: Listen::Addr("127.0.0.1:6001".into()),
+            listen: Listen::Addr(([127, 0, 0, 1], 6001).into()),
             backlog: 1024,
-            idle_timeout: "5m".into(),
+            idle_timeout: Span::from("5m"),
         }
     }
 }
@@ -204,7 +249,7 @@ impl Default for TcpIngestConfig {
 impl TcpIngestConfig {
     /// `idle_timeout` as a duration (validated at load).
     pub fn idle_timeout(&self) -> Duration {
-        parse_duration(&self.idle_timeout).unwrap_or(Duration::from_secs(300))
+        self.idle_timeout.get().unwrap_or(Duration::from_secs(300))
     }
 }
 
@@ -218,7 +263,7 @@ pub struct UdpIngestConfig {
 impl Default for UdpIngestConfig {
     fn default() -> Self {
         UdpIngestConfig {
-            listen: Listen::Addr("127.0.0.1:6001".into()),
+            listen: Listen::Addr(([127, 0, 0, 1], 6001).into()),
         }
     }
 }
@@ -349,22 +394,6 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(d)
 }
 
-/// Is `name` a valid channel name (`^[a-z][a-z0-9-]{1,62}$`)?
-pub fn valid_channel_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    (2..=63).contains(&b.len())
-        && b[0].is_ascii_lowercase()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-}
-
-/// Is `t` a token of the form `PREFIX` + UUID (e.g. `t.` + UUIDv4)?
-pub fn valid_token(t: &str, prefix: &str) -> bool {
-    t.strip_prefix(prefix)
-        .is_some_and(|u| uuid::Uuid::parse_str(u).is_ok() && u.len() == 36)
-}
-
 impl Config {
     /// Loads `path`, or `./config.toml` when `None` and it exists, else the built-in
     /// defaults. Applies environment overrides, then validates.
@@ -423,12 +452,10 @@ impl Config {
             ("ingest.udp.listen", &self.ingest.udp.listen),
         ];
         for (key, l) in listeners {
-            if let Listen::Addr(a) = l {
-                if a.parse::<SocketAddr>().is_err() {
-                    p.push(format!(
-                        "{key}: {a:?} is not an address like \"127.0.0.1:8001\" or \"off\""
-                    ));
-                }
+            if let Listen::Invalid(a) = l {
+                p.push(format!(
+                    "{key}: {a:?} is not an address like \"127.0.0.1:8001\" or \"off\""
+                ));
             }
         }
         if self.api.listen == Listen::Off {
@@ -466,18 +493,18 @@ impl Config {
                 p.push(format!("{key}: {n} is not between 1 and 65535"));
             }
         }
-        match parse_duration(&self.ingest.http.body_timeout) {
+        match self.ingest.http.body_timeout.get() {
             Some(d) if d >= Duration::from_secs(1) => {}
             _ => p.push(format!(
                 "ingest.http.body_timeout: {:?} is not a duration of 1s or more like \"10s\"",
-                self.ingest.http.body_timeout
+                self.ingest.http.body_timeout.text()
             )),
         }
-        match parse_duration(&self.ingest.tcp.idle_timeout) {
+        match self.ingest.tcp.idle_timeout.get() {
             Some(d) if d >= Duration::from_secs(1) => {}
             _ => p.push(format!(
                 "ingest.tcp.idle_timeout: {:?} is not a duration of 1s or more like \"5m\"",
-                self.ingest.tcp.idle_timeout
+                self.ingest.tcp.idle_timeout.text()
             )),
         }
         if self.ingest.http.max_inflight_bytes < self.ingest.http.max_body
@@ -531,10 +558,10 @@ impl Config {
                 p.push(format!("{at}.name: {:?} is declared twice", c.name));
             }
             for (name, token) in &c.tokens {
-                if name.is_empty() || name.len() > 48 || !name.bytes().all(|b| b.is_ascii_graphic())
-                {
+                if !valid_token_name(name) {
                     p.push(format!(
-                        "{at}.tokens: {name:?} is not a token name (1 to 48 printable ASCII)"
+                        "{at}.tokens: {name:?} is not a token name ({})",
+                        crate::names::TOKEN_NAME_RULE
                     ));
                 }
                 if !valid_token(token, "t.") {
@@ -601,7 +628,7 @@ mod tests {
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
         let c = Config::from_toml(&text).unwrap();
         c.validate().unwrap();
-        assert_eq!(c.api.listen, Listen::Addr("127.0.0.1:8001".into()));
+        assert_eq!(c.api.listen, Listen::Addr(([127, 0, 0, 1], 8001).into()));
         assert_eq!(c.buffers.history_lines, 1500);
     }
 
@@ -692,14 +719,5 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("m"), None);
-    }
-
-    #[test]
-    fn channel_names() {
-        assert!(valid_channel_name("demo"));
-        assert!(valid_channel_name("my-app-2"));
-        assert!(!valid_channel_name("d"));
-        assert!(!valid_channel_name("2app"));
-        assert!(!valid_channel_name("Demo"));
     }
 }

@@ -174,10 +174,4 @@ impl Line {
     }
 }
 
-/// Microseconds since the UNIX epoch, now.
-pub fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_micros;

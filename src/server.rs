@@ -15,7 +15,7 @@
 
 use crate::alert::Alerts;
 use crate::channel::Limits;
-use crate::config::Config;
+use crate::config::{Config, Listen};
 use crate::conns::{self, Caps};
 use crate::drain::Drains;
 use crate::line::Line;
@@ -192,19 +192,19 @@ async fn lock_and_bind(config: &Config) -> anyhow::Result<Bound> {
             caps.reserve
         );
     }
-    let api = bind_tcp(config.api.listen.addr(), config.api.backlog, "api.listen")?
+    let api = bind_tcp(&config.api.listen, config.api.backlog, "api.listen")?
         .context("api.listen is off")?;
     let http = bind_tcp(
-        config.ingest.http.listen.addr(),
+        &config.ingest.http.listen,
         config.ingest.http.backlog,
         "ingest.http.listen",
     )?;
     let tcp = bind_tcp(
-        config.ingest.tcp.listen.addr(),
+        &config.ingest.tcp.listen,
         config.ingest.tcp.backlog,
         "ingest.tcp.listen",
     )?;
-    let udp = match config.ingest.udp.listen.addr() {
+    let udp = match listen_addr(&config.ingest.udp.listen, "ingest.udp.listen")? {
         Some(a) => Some(
             UdpSocket::bind(a)
                 .await
@@ -223,14 +223,22 @@ async fn lock_and_bind(config: &Config) -> anyhow::Result<Bound> {
 }
 
 /// Binds a TCP listener of the config with its backlog; `None` when it is off.
-fn bind_tcp(addr: Option<&str>, backlog: u32, key: &str) -> anyhow::Result<Option<TcpListener>> {
-    let Some(a) = addr else { return Ok(None) };
-    let parsed: SocketAddr = a
-        .parse()
-        .with_context(|| format!("{key} {a:?} is not an address"))?;
+fn bind_tcp(listen: &Listen, backlog: u32, key: &str) -> anyhow::Result<Option<TcpListener>> {
+    let Some(a) = listen_addr(listen, key)? else {
+        return Ok(None);
+    };
     Ok(Some(
-        conns::bind(parsed, backlog).with_context(|| format!("cannot bind {key} {a}"))?,
+        conns::bind(a, backlog).with_context(|| format!("cannot bind {key} {a}"))?,
     ))
+}
+
+/// The address of a listener, `None` when it is off; an invalid one (a config that was not
+/// validated) is an error.
+fn listen_addr(listen: &Listen, key: &str) -> anyhow::Result<Option<SocketAddr>> {
+    match listen {
+        Listen::Invalid(a) => anyhow::bail!("{key} {a:?} is not an address"),
+        l => Ok(l.addr()),
+    }
 }
 
 /// Phase 2 (blocking; the data directory is locked by then): makes the data directory's

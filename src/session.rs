@@ -42,9 +42,7 @@ impl Spec {
             }
         }
         if let Some(d) = &self.dyno {
-            let p = line.procid();
-            let d = d.as_bytes();
-            if !(p == d || (p.len() > d.len() && p.starts_with(d) && p[d.len()] == b'.')) {
+            if !crate::names::dyno_matches(d.as_bytes(), line.procid()) {
                 return false;
             }
         }

@@ -277,7 +277,7 @@ async fn a_start_that_fails_keeps_the_saved_history() {
     // A port already taken: the start fails before it touches the store.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut c = test_config(dir.path());
-    c.ingest.http.listen = logplex::config::Listen::Addr(taken.local_addr().unwrap().to_string());
+    c.ingest.http.listen = logplex::config::Listen::Addr(taken.local_addr().unwrap());
     let e = logplex::start(c, tokio_util::sync::CancellationToken::new())
         .await
         .err()

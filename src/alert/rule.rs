@@ -321,7 +321,7 @@ impl Rule {
             }
         };
         check(check_name(&spec.name));
-        if spec.app != "*" && !crate::config::valid_channel_name(&spec.app) {
+        if spec.app != "*" && !crate::names::valid_channel_name(&spec.app) {
             check(Err(RuleError::App(spec.app.clone())));
         }
         let matcher = Matcher::compile(spec.where_.as_deref(), spec.regex.as_deref());
@@ -379,12 +379,7 @@ impl Rule {
             }
         }
         if let Some(d) = &self.dyno {
-            let ok = procid == &d[..]
-                || (procid.len() > d.len()
-                    && procid.starts_with(d)
-                    && procid[d.len()] == b'.'
-                    && !d.contains(&b'.'));
-            if !ok {
+            if !crate::names::dyno_matches(d, procid) {
                 return false;
             }
         }

@@ -8,8 +8,8 @@ pub mod platform;
 pub mod stats;
 
 use crate::body::{BodyError, Listener};
-use crate::config::valid_channel_name;
 use crate::http::{json, response, Body};
+use crate::names::{valid_channel_name, valid_token_name};
 use crate::server::Node;
 use crate::session::Spec;
 use crate::store::{self, StoreError};
@@ -343,13 +343,6 @@ pub(crate) async fn read_json<T: for<'de> Deserialize<'de>>(
             format!("Invalid JSON body: {e}."),
         )
     })
-}
-
-fn valid_token_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 48
-        && n.bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'[' && b != b']')
 }
 
 #[derive(Deserialize)]

@@ -138,12 +138,7 @@ fn heroku_time(secs: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::now_secs;
 
 /// The app object. `generation` `cedar` tells the CLI to use log sessions with `lines` and
 /// `tail` (a `fir` app would be streamed differently).

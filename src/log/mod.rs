@@ -324,12 +324,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::now_micros as now_us;
 
 fn seg_name(dir: &Path, base: Lsn, ext: &str) -> PathBuf {
     dir.join(format!("{base:020}.{ext}"))

@@ -176,12 +176,7 @@ const MIGRATIONS: &[&str] = &[
 /// set are recognised by their schema and marked at open.
 const APPLICATION_ID: i32 = 0x4c50_4c58;
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::now_secs as now;
 
 /// A uniqueness violation is a `Conflict`; anything else stays a database error.
 fn conflict(e: rusqlite::Error) -> StoreError {

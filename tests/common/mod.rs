@@ -29,11 +29,11 @@ pub struct TestServer {
 /// A config on port 0 everywhere, in a temporary directory.
 pub fn test_config(dir: &std::path::Path) -> Config {
     let mut c = Config::default();
-    c.api.listen = Listen::Addr("127.0.0.1:0".into());
+    c.api.listen = Listen::Addr(([127, 0, 0, 1], 0).into());
     c.api.auth_key = KEY.into();
-    c.ingest.http.listen = Listen::Addr("127.0.0.1:0".into());
-    c.ingest.tcp.listen = Listen::Addr("127.0.0.1:0".into());
-    c.ingest.udp.listen = Listen::Addr("127.0.0.1:0".into());
+    c.ingest.http.listen = Listen::Addr(([127, 0, 0, 1], 0).into());
+    c.ingest.tcp.listen = Listen::Addr(([127, 0, 0, 1], 0).into());
+    c.ingest.udp.listen = Listen::Addr(([127, 0, 0, 1], 0).into());
     c.store.path = dir.join("logplex.db");
     c.alerts.clear();
     c
