@@ -15,6 +15,8 @@
 //!   --rules-elsewhere N  N rules on another channel, `other`
 //!   --rules-star N       N rules on every app like the shipped default (heroku, router)
 //! ```
+//!   --log off|interval|batch  the durable log of the started router (default interval,
+//!                        the config's default; its folder is in the temporary data dir)
 //! Every loop is bounded in count and time (`--max-secs`, default 60).
 
 use bytes::Bytes;
@@ -101,8 +103,14 @@ fn start_target(kv: &HashMap<String, String>) -> Target {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let log = match kv.get("log").map(String::as_str) {
+        None | Some("interval") => "[log]\nfsync = \"interval\"\n",
+        Some("batch") => "[log]\nfsync = \"batch\"\n",
+        Some("off") => "[log]\npath = \"off\"\n",
+        Some(other) => panic!("--log {other}: off, interval or batch"),
+    };
     let text = format!(
-        "[api]\nlisten = \"127.0.0.1:0\"\nauth_key = \"bench\"\n[ingest.http]\nlisten = \"127.0.0.1:0\"\n\
+        "{log}[api]\nlisten = \"127.0.0.1:0\"\nauth_key = \"bench\"\n[ingest.http]\nlisten = \"127.0.0.1:0\"\n\
          [ingest.tcp]\nlisten = \"127.0.0.1:0\"\n[ingest.udp]\nlisten = \"off\"\n[store]\npath = \"{}\"\n\
          [[channels]]\nname = \"bench\"\ntokens = {{ app = \"{TOKEN}\" }}\n",
         dir.path().join("bench.db").display()

@@ -1,11 +1,14 @@
 //! A channel at run time: its history ring (last N lines, capped in lines and bytes) and the
-//! broadcast that feeds its tails. Ingest pushes whole batches under one short lock.
+//! broadcast that feeds its tails. Ingest pushes whole batches under one short lock, which
+//! also numbers the lines and hands them to the durable log (when it is on) as one record,
+//! so the log holds each channel's lines in the order of its ring.
 
 mod rate;
 
 pub use rate::{LineRate, MINUTES as RATE_MINUTES};
 
 use crate::line::Line;
+use crate::log::{Log, LogError, Lsn};
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use std::collections::VecDeque;
@@ -72,10 +75,42 @@ pub struct Channel {
     tail: broadcast::Sender<Line>,
     /// Drains and alert rules of this channel, swapped by the registry when they change.
     taps: ArcSwap<Vec<Arc<dyn Tap>>>,
+    /// The node's durable log, `None` when it is off.
+    log: Option<Arc<Log>>,
+}
+
+/// What became of a pushed batch in the durable log.
+#[derive(Debug)]
+pub enum Logged {
+    /// The log is off (or nothing was pushed).
+    Off,
+    /// Written at this position (on disk once [`Log::durable`] of it resolves).
+    At(Lsn),
+    /// The log refused the lines (degraded, or its pending memory is full): they are in the
+    /// ring, tails and drains, but not on disk.
+    Refused(LogError),
+}
+
+impl Logged {
+    /// Folds the outcome of a later part of the same batch into this one: a refusal stays,
+    /// else the later position (durability is monotonic: it covers the earlier ones).
+    pub fn then(self, later: Logged) -> Logged {
+        match (self, later) {
+            (Logged::Refused(e), _) | (_, Logged::Refused(e)) => Logged::Refused(e),
+            (Logged::At(a), Logged::At(b)) => Logged::At(a.max(b)),
+            (Logged::At(a), Logged::Off) | (Logged::Off, Logged::At(a)) => Logged::At(a),
+            (Logged::Off, Logged::Off) => Logged::Off,
+        }
+    }
 }
 
 impl Channel {
     pub fn new(id: i64, name: &str, limits: Limits) -> Channel {
+        Channel::with_log(id, name, limits, None)
+    }
+
+    /// A channel whose pushed lines are also written to `log`.
+    pub fn with_log(id: i64, name: &str, limits: Limits, log: Option<Arc<Log>>) -> Channel {
         let (tail, _) = broadcast::channel(limits.tail_lines.max(1));
         Channel {
             id,
@@ -91,6 +126,7 @@ impl Channel {
             }),
             tail,
             taps: ArcSwap::from_pointee(Vec::new()),
+            log,
         }
     }
 
@@ -114,7 +150,12 @@ impl Channel {
     /// Appends lines to the history (dropping the oldest beyond the caps), the tails and the
     /// taps (drains, alerts). Returns how many were appended.
     pub fn push<I: IntoIterator<Item = Line>>(&self, lines: I) -> usize {
-        self.append(lines, true)
+        self.append(lines, Mode::Live).0
+    }
+
+    /// [`Channel::push`], also saying what the durable log did with the lines.
+    pub fn push_logged<I: IntoIterator<Item = Line>>(&self, lines: I) -> (usize, Logged) {
+        self.append(lines, Mode::Live)
     }
 
     /// Pushes `n` lines like [`Channel::push`], in chunks of an eighth of the smallest tap
@@ -127,7 +168,7 @@ impl Channel {
         lines: I,
         n: usize,
         deadline: tokio::time::Instant,
-    ) -> usize {
+    ) -> (usize, Logged) {
         let taps = self.taps.load_full();
         let Some(chunk) = taps
             .iter()
@@ -135,10 +176,10 @@ impl Channel {
             .min()
             .map(|c| (c / 8).max(1))
         else {
-            return self.push(lines);
+            return self.push_logged(lines);
         };
         let mut lines = lines;
-        let (mut left, mut stored) = (n, 0);
+        let (mut left, mut stored, mut logged) = (n, 0, Logged::Off);
         while left > 0 {
             let k = left.min(chunk);
             for tap in taps.iter() {
@@ -155,21 +196,53 @@ impl Channel {
                     }
                 }
             }
-            stored += self.push(lines.by_ref().take(k));
+            let (n, l) = self.push_logged(lines.by_ref().take(k));
+            stored += n;
+            logged = logged.then(l);
             left -= k;
         }
-        stored
+        (stored, logged)
     }
 
     /// Puts saved lines back into the history at start: no tails, drains or alerts see them
-    /// again.
-    pub fn restore<I: IntoIterator<Item = Line>>(&self, lines: I) -> usize {
-        self.append(lines, false)
+    /// again. They are numbered after the last line the log holds, and written to it (lines
+    /// saved at a stop by a node without the log, now kept by it).
+    pub fn restore<I: IntoIterator<Item = Line>>(&self, lines: I) -> (usize, Logged) {
+        self.append(lines, Mode::Restore)
     }
 
-    fn append<I: IntoIterator<Item = Line>>(&self, lines: I, live: bool) -> usize {
-        // One clock read per batch, outside the lock, for the line rate.
-        let now = if live { crate::line::now_micros() } else { 0 };
+    /// Puts lines read back from the durable log into the history at start, with their own
+    /// seqs, and numbers new lines after `last_seq` (the last the log holds, which retention
+    /// may have deleted).
+    pub fn reload<I: IntoIterator<Item = Line>>(&self, lines: I, last_seq: u64) -> usize {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for mut line in lines {
+            let len = line.frame.len();
+            if h.arena.capacity() - h.arena.len() < len {
+                let chunk = (h.bytes / 4).clamp(2048, 65536).max(len);
+                h.arena = BytesMut::with_capacity(chunk);
+            }
+            h.arena.extend_from_slice(&line.frame);
+            line.frame = h.arena.split_to(len).freeze();
+            h.bytes += line.weight();
+            h.lines.push_back(line);
+            n += 1;
+        }
+        h.next_seq = h.next_seq.max(last_seq + 1);
+        while h.lines.len() > self.limits.history_lines || h.bytes > self.limits.history_bytes {
+            match h.lines.pop_front() {
+                Some(old) => h.bytes -= old.weight(),
+                None => break,
+            }
+        }
+        n
+    }
+
+    fn append<I: IntoIterator<Item = Line>>(&self, lines: I, mode: Mode) -> (usize, Logged) {
+        let live = mode == Mode::Live;
+        // One clock read per batch, outside the lock, for the line rate and the log.
+        let now = crate::clock::now_micros();
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         // Read under the lock: a tail subscribes (in `read`) under it too, so a line is either
         // in the history it copies or sent to it, never neither.
@@ -199,6 +272,17 @@ impl Channel {
         if live && n > 0 {
             h.rate.add(now, n as u64);
         }
+        let logged = match &self.log {
+            Some(log) if n > 0 => {
+                let first_seq = h.lines[first].seq;
+                let new = h.lines.range(first..).map(|l| (l.source, &l.frame));
+                match log.append(self.id as u64, first_seq, now, new) {
+                    Ok(at) => Logged::At(at),
+                    Err(e) => Logged::Refused(e),
+                }
+            }
+            _ => Logged::Off,
+        };
         if tapped {
             // The new lines, in place: taps see them without a copy (so under the lock, which
             // also gives every tap the channel's order).
@@ -222,7 +306,7 @@ impl Channel {
                 None => break,
             }
         }
-        n
+        (n, logged)
     }
 
     /// The last `num` history lines that pass `keep` and come after `after_seq`, oldest first,
@@ -270,6 +354,15 @@ impl Channel {
     pub fn limits(&self) -> Limits {
         self.limits
     }
+}
+
+/// Why lines are appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Received: tails, taps and the line rate see them.
+    Live,
+    /// Saved history put back at start: only the ring (and the log) get them.
+    Restore,
 }
 
 #[cfg(test)]

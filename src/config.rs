@@ -19,6 +19,7 @@ pub struct Config {
     pub buffers: BuffersConfig,
     pub drains: DrainsConfig,
     pub store: StoreConfig,
+    pub log: LogConfig,
     pub channels: Vec<ChannelConfig>,
     pub alerts: Vec<crate::alert::RuleSpec>,
 }
@@ -345,6 +346,57 @@ impl StoreConfig {
     }
 }
 
+/// `[log]`: the durable log, where every line is kept on disk as it arrives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Its directory; empty: `log` in the data directory; `"off"`: memory only (history is
+    /// then saved at a graceful stop only, and a crash loses it).
+    pub path: String,
+    /// `"interval"`: fsync at least every `fsync_interval`; `"batch"`: `POST /logs` is
+    /// answered only once an fsync covers the batch.
+    pub fsync: FsyncMode,
+    pub fsync_interval: Span,
+    /// Retention by size, in bytes: whole oldest segments are deleted beyond it.
+    pub max_bytes: u64,
+    /// Retention by age.
+    pub max_age: Span,
+    /// The most lines one session or `logs -n` may ask for.
+    pub max_lines_per_session: usize,
+}
+
+/// `[log] fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    Interval,
+    Batch,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            path: String::new(),
+            fsync: FsyncMode::Interval,
+            fsync_interval: Span::from("1s"),
+            max_bytes: 10 << 30,
+            max_age: Span::from("7d"),
+            max_lines_per_session: 100_000,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The log's directory, `None` when it is off.
+    pub fn dir(&self, data_dir: &Path) -> Option<PathBuf> {
+        match self.path.as_str() {
+            "off" => None,
+            "" => Some(data_dir.join("log")),
+            p => Some(PathBuf::from(p)),
+        }
+    }
+}
+
 /// `[[channels]]`: a channel declared in config, created or updated at start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -499,6 +551,32 @@ impl Config {
                 "ingest.http.body_timeout: {:?} is not a duration of 1s or more like \"10s\"",
                 self.ingest.http.body_timeout.text()
             )),
+        }
+        match self.log.fsync_interval.get() {
+            Some(d) if d >= Duration::from_millis(1) && d <= Duration::from_secs(60) => {}
+            _ => p.push(format!(
+                "log.fsync_interval: {:?} is not a duration from 1ms to 60s like \"1s\"",
+                self.log.fsync_interval.text()
+            )),
+        }
+        match self.log.max_age.get() {
+            Some(d) if d >= Duration::from_secs(60) => {}
+            _ => p.push(format!(
+                "log.max_age: {:?} is not a duration of a minute or more like \"7d\"",
+                self.log.max_age.text()
+            )),
+        }
+        if self.log.max_bytes < 64 << 20 {
+            p.push(format!(
+                "log.max_bytes: {} is below the least useful size, 67108864 (64 MiB)",
+                self.log.max_bytes
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.log.max_lines_per_session) {
+            p.push(format!(
+                "log.max_lines_per_session: {} is not between 1 and 10000000",
+                self.log.max_lines_per_session
+            ));
         }
         match self.ingest.tcp.idle_timeout.get() {
             Some(d) if d >= Duration::from_secs(1) => {}

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub alerts_firing: IntGaugeVec,
     /// Alert notifications dropped because their queue was full (drop-newest).
     pub alert_notices_dropped: IntCounter,
+    /// Latency of the durable log's fsyncs.
+    pub log_fsync_seconds: prometheus::Histogram,
     /// Webhook deliveries by result: `delivered`, `refused` (4xx), `failed` (gave up).
     pub alert_webhooks: IntCounterVec,
     /// Request bodies refused while being read, by listener (`api`, `http`) and reason
@@ -68,6 +70,8 @@ pub enum Reject {
     /// An HTTP batch that a drain of the same channel sent (`Logplex-Drain-Token`): storing
     /// it would send it back to that drain forever.
     DrainLoop,
+    /// An HTTP batch refused because the durable log cannot write (503).
+    NotStored,
 }
 
 impl Reject {
@@ -78,6 +82,7 @@ impl Reject {
             Reject::UnknownToken => "unknown_token",
             Reject::BadCount => "bad_count",
             Reject::DrainLoop => "drain_loop",
+            Reject::NotStored => "not_stored",
         }
     }
 }
@@ -91,6 +96,7 @@ pub struct InputCounters {
     pub unknown_token: IntCounter,
     pub bad_count: IntCounter,
     pub drain_loop: IntCounter,
+    pub not_stored: IntCounter,
 }
 
 impl InputCounters {
@@ -101,6 +107,7 @@ impl InputCounters {
             Reject::UnknownToken => self.unknown_token.inc_by(n),
             Reject::BadCount => self.bad_count.inc_by(n),
             Reject::DrainLoop => self.drain_loop.inc_by(n),
+            Reject::NotStored => self.not_stored.inc_by(n),
         }
     }
 }
@@ -225,8 +232,17 @@ impl Metrics {
             &["listener", "reason"],
         )
         .expect("static metric definition");
+        let log_fsync_seconds = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "logplex_log_fsync_seconds",
+                "Latency of the durable log's fsyncs",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16).expect("static buckets")),
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(received.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(log_fsync_seconds.clone()),
             Box::new(rejected.clone()),
             Box::new(history_lines.clone()),
             Box::new(history_bytes.clone()),
@@ -276,6 +292,7 @@ impl Metrics {
             alerts_fired,
             alerts_firing,
             alert_notices_dropped,
+            log_fsync_seconds,
             alert_webhooks,
             bodies_refused,
             body_bytes_inflight,
@@ -306,6 +323,7 @@ impl Metrics {
             unknown_token: r(Reject::UnknownToken),
             bad_count: r(Reject::BadCount),
             drain_loop: r(Reject::DrainLoop),
+            not_stored: r(Reject::NotStored),
         }
     }
 
@@ -320,5 +338,98 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The durable log's counters and sizes as Prometheus series, read from [`Log::stats`] at
+/// each scrape (no per-line cost).
+///
+/// [`Log::stats`]: crate::log::Log::stats
+struct LogCollector {
+    log: std::sync::Arc<crate::log::Log>,
+    counters: Vec<(IntCounter, StatOf)>,
+    gauges: Vec<(IntGauge, StatOf)>,
+    degraded: IntGauge,
+}
+
+/// Reads one number of the log's stats.
+type StatOf = fn(&crate::log::Stats) -> u64;
+
+impl LogCollector {
+    fn new(log: std::sync::Arc<crate::log::Log>) -> LogCollector {
+        type Get = StatOf;
+        let counter = |name: &str, help: &str, get: Get| {
+            (
+                IntCounter::new(name, help).expect("static metric definition"),
+                get,
+            )
+        };
+        let gauge = |name: &str, help: &str, get: Get| {
+            (
+                IntGauge::new(name, help).expect("static metric definition"),
+                get,
+            )
+        };
+        LogCollector {
+            log,
+            counters: vec![
+                counter("logplex_log_appended_lines_total", "Lines appended to the durable log", |s| s.appended_lines),
+                counter("logplex_log_written_bytes_total", "Bytes written to the durable log's segments", |s| s.written_bytes),
+                counter("logplex_log_fsyncs_total", "Fsyncs of the durable log", |s| s.fsyncs),
+                counter("logplex_log_write_failures_total", "Failed writes and fsyncs of the durable log (each made it degraded)", |s| s.write_failures),
+                counter("logplex_log_lost_lines_total", "Lines appended, then lost by a failed write or fsync", |s| s.lost_lines),
+                counter("logplex_log_rejected_lines_total", "Lines the durable log refused (degraded, or its pending memory full): in memory only", |s| s.rejected_full_lines + s.rejected_failed_lines),
+                counter("logplex_log_corrupt_records_total", "Corrupt records found by reads and skipped", |s| s.read_corrupt_records),
+                counter("logplex_log_deleted_segments_total", "Segments deleted by retention", |s| s.deleted_segments),
+            ],
+            gauges: vec![
+                gauge("logplex_log_bytes", "Bytes of the durable log's segments", |s| s.bytes),
+                gauge("logplex_log_segments", "Segments of the durable log", |s| s.segments),
+                gauge("logplex_log_pending_bytes", "Bytes appended to the durable log and not written yet", |s| s.pending_bytes),
+            ],
+            degraded: IntGauge::new("logplex_log_degraded", "1 while the durable log cannot write")
+                .expect("static metric definition"),
+        }
+    }
+}
+
+impl prometheus::core::Collector for LogCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut d: Vec<&prometheus::core::Desc> = Vec::new();
+        for (c, _) in &self.counters {
+            d.extend(c.desc());
+        }
+        for (g, _) in &self.gauges {
+            d.extend(g.desc());
+        }
+        d.extend(self.degraded.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let s = self.log.stats();
+        let mut out = Vec::new();
+        for (c, get) in &self.counters {
+            c.reset();
+            c.inc_by(get(&s));
+            out.extend(c.collect());
+        }
+        for (g, get) in &self.gauges {
+            g.set(i64::try_from(get(&s)).unwrap_or(i64::MAX));
+            out.extend(g.collect());
+        }
+        let degraded = matches!(self.log.health(), crate::log::Health::Degraded { .. });
+        self.degraded.set(i64::from(degraded));
+        out.extend(self.degraded.collect());
+        out
+    }
+}
+
+impl Metrics {
+    /// Exports the durable log's series (once, at start).
+    pub fn watch_log(&self, log: std::sync::Arc<crate::log::Log>) {
+        if let Err(e) = self.registry.register(Box::new(LogCollector::new(log))) {
+            tracing::warn!("the durable log's metrics are not exported: {e}");
+        }
     }
 }

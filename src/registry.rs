@@ -7,6 +7,7 @@ use crate::alert::Alerts;
 use crate::channel::{Channel, Limits, Tap};
 use crate::drain::Drains;
 use crate::line::Source;
+use crate::log::Log;
 use crate::store::{self, ChannelRecord, Conn, State, Store, StoreError};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -74,6 +75,8 @@ pub struct Outputs {
 pub struct Registry {
     store: Store,
     limits: Limits,
+    /// The durable log new channels write to, `None` when it is off.
+    log: Option<Arc<Log>>,
     current: ArcSwap<Snapshot>,
     outputs: OnceLock<Outputs>,
 }
@@ -81,10 +84,15 @@ pub struct Registry {
 impl Registry {
     /// Builds the first snapshot from the store (blocking; start-up only). No drain or
     /// alert rule runs until [`Registry::attach`].
-    pub fn load(store: Store, limits: Limits) -> Result<Arc<Registry>, StoreError> {
+    pub fn load(
+        store: Store,
+        limits: Limits,
+        log: Option<Arc<Log>>,
+    ) -> Result<Arc<Registry>, StoreError> {
         let reg = Arc::new(Registry {
             store,
             limits,
+            log,
             current: ArcSwap::from_pointee(Snapshot::default()),
             outputs: OnceLock::new(),
         });
@@ -109,6 +117,11 @@ impl Registry {
     /// The current snapshot; cheap, lock-free.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// The buffers of every channel.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     pub fn store(&self) -> &Store {
@@ -147,7 +160,12 @@ impl Registry {
             // A channel of the same name but another id was destroyed and created again.
             let ch = match old.channels.get(rec.name.as_str()) {
                 Some(c) if c.id == rec.id => c.clone(),
-                _ => Arc::new(Channel::new(rec.id, &rec.name, self.limits)),
+                _ => Arc::new(Channel::with_log(
+                    rec.id,
+                    &rec.name,
+                    self.limits,
+                    self.log.clone(),
+                )),
             };
             for (name, token) in &rec.tokens {
                 let route = Route {
@@ -171,6 +189,13 @@ impl Registry {
         for (name, ch) in old.channels.iter() {
             if !channels.get(name).is_some_and(|c| Arc::ptr_eq(c, ch)) {
                 ch.destroy();
+                // Its lines are never read again (a channel of the same name is another id);
+                // retention deletes them with their segments.
+                if let Some(log) = &self.log {
+                    if let Err(e) = log.forget(ch.id as u64) {
+                        tracing::warn!(channel = %ch.name, "cannot mark the destroyed channel's lines in the log: {e}");
+                    }
+                }
             }
         }
         if let Some(out) = self.outputs.get() {

@@ -19,6 +19,7 @@ use crate::config::{Config, Listen};
 use crate::conns::{self, Caps};
 use crate::drain::Drains;
 use crate::line::Line;
+use crate::log::{self, Log, Recovery};
 use crate::metrics::Metrics;
 use crate::registry::{Outputs, Registry};
 use crate::store::{self, Store};
@@ -53,6 +54,19 @@ pub struct Node {
     pub alerts: Arc<Alerts>,
     /// The deadline and shared byte budget of request bodies.
     pub bodies: body::Bodies,
+    /// The durable log, `None` when `[log] path = "off"`.
+    pub log: Option<Arc<Log>>,
+}
+
+impl Node {
+    /// `normal`, or `degraded` while the durable log cannot write (lines still reach the
+    /// rings, tails and drains, but are not kept).
+    pub fn health(&self) -> &'static str {
+        match self.log.as_ref().map(|l| l.health()) {
+            Some(crate::log::Health::Degraded { .. }) => "degraded",
+            _ => "normal",
+        }
+    }
 }
 
 /// The addresses actually bound (port 0 in the config becomes a real port here).
@@ -89,10 +103,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let cfg = config.clone();
     let (store, admin_key) = tokio::task::spawn_blocking(move || open_store(&cfg)).await??;
     let limits = limits(&config);
-    let registry = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let registry = Registry::load(store, limits)?;
-        restore_history(&registry)?;
-        Ok(registry)
+    let cfg = config.clone();
+    let m = metrics.clone();
+    let (registry, log) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let log = open_log(&cfg, &m)?;
+        let registry = Registry::load(store, limits, log.as_ref().map(|(l, _)| l.clone()))?;
+        restore_history(&registry, log.as_ref())?;
+        Ok((registry, log.map(|(l, _)| l)))
     })
     .await??;
     let tasks = TaskTracker::new();
@@ -124,6 +141,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         http_addr: addrs.http,
         drains,
         alerts,
+        log,
     });
     let (intake, lock) = serve(&node, bound);
     tracing::info!(
@@ -279,24 +297,117 @@ fn limits(config: &Config) -> Limits {
     }
 }
 
-/// Phase 4 (blocking, start-up only): puts the history saved at the last stop back into
-/// the rings. It stays saved until the next stop replaces it, so a start that fails later
-/// loses nothing.
-fn restore_history(registry: &Registry) -> anyhow::Result<()> {
-    let saved = registry.store().call_blocking(store::load_history)?;
+/// Phase 3a (blocking): opens the durable log (unless `[log] path = "off"`), recovering
+/// it: a torn tail is cut, corrupt records skipped, each counted and logged once.
+fn open_log(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<(Arc<Log>, Recovery)>> {
+    let Some(dir) = config.log.dir(&config.store.data_dir()) else {
+        return Ok(None);
+    };
+    let opts = log::Options {
+        fsync: match config.log.fsync {
+            crate::config::FsyncMode::Interval => log::Fsync::Interval,
+            crate::config::FsyncMode::Batch => log::Fsync::Batch,
+        },
+        fsync_interval: config
+            .log
+            .fsync_interval
+            .get()
+            .unwrap_or(Duration::from_secs(1)),
+        max_bytes: config.log.max_bytes,
+        max_age: config
+            .log
+            .max_age
+            .get()
+            .unwrap_or(Duration::from_secs(7 * 86400)),
+        fsync_seconds: Some(metrics.log_fsync_seconds.clone()),
+        ..log::Options::default()
+    };
+    let (log, rec) =
+        Log::open(&dir, opts).with_context(|| format!("cannot open the log {}", dir.display()))?;
+    let log = Arc::new(log);
+    metrics.watch_log(log.clone());
+    tracing::info!(
+        dir = %dir.display(),
+        segments = rec.segments,
+        bytes = rec.bytes,
+        channels = rec.last_seq.len(),
+        took_ms = rec.took.as_millis() as u64,
+        "durable log open"
+    );
+    Ok(Some((log, rec)))
+}
+
+/// Phase 4 (blocking, start-up only): fills the rings. With the log, each channel's last
+/// lines are read back from it and numbering resumes after its last line; history a stop
+/// saved in the store (a node run without the log, or an older version) is put back for
+/// channels the log knows nothing of, written to the log, then dropped from the store.
+/// Without the log, the history saved at the last stop is put back; it stays saved until
+/// the next stop replaces it, so a start that fails later loses nothing.
+fn restore_history(registry: &Registry, log: Option<&(Arc<Log>, Recovery)>) -> anyhow::Result<()> {
     let snap = registry.snapshot();
-    let mut restored = 0;
+    let mut reloaded = 0;
+    if let Some((log, rec)) = log {
+        let limit = registry.limits().history_lines;
+        for ch in snap.channels() {
+            let id = ch.id as u64;
+            let Some(&last) = rec.last_seq.get(&id) else {
+                continue;
+            };
+            let q = log::Query {
+                limit,
+                from_end: true,
+                ..Default::default()
+            };
+            let lines = log.read(id, &q)?.into_iter().filter_map(|l| {
+                let seq = l.seq;
+                Line::parse(l.frame, l.source).ok().map(|mut line| {
+                    line.seq = seq;
+                    line
+                })
+            });
+            reloaded += ch.reload(lines, last);
+        }
+    }
+    let saved = registry.store().call_blocking(store::load_history)?;
+    let (mut restored, mut logged) = (0, crate::channel::Logged::Off);
     for (name, lines) in saved {
         let Some(ch) = snap.channel(&name) else {
             continue;
         };
+        if log.is_some_and(|(_, rec)| rec.last_seq.contains_key(&(ch.id as u64))) {
+            continue;
+        }
         let lines = lines.into_iter().filter_map(|l| {
             Line::parse(Bytes::from(l.frame), Bytes::from(l.source.into_bytes())).ok()
         });
-        restored += ch.restore(lines);
+        let (n, l) = ch.restore(lines);
+        restored += n;
+        logged = logged.then(l);
     }
-    if restored > 0 {
-        tracing::info!(lines = restored, "history restored");
+    if let Some((log, _)) = log {
+        // On disk before the store forgets them (this runs on the blocking pool).
+        match logged {
+            crate::channel::Logged::Off => {}
+            crate::channel::Logged::At(at) => tokio::runtime::Handle::current()
+                .block_on(tokio::time::timeout(
+                    Duration::from_secs(30),
+                    log.durable(at),
+                ))
+                .map_err(|_| {
+                    anyhow::anyhow!("the log did not write the saved history in 30 s")
+                })??,
+            crate::channel::Logged::Refused(e) => return Err(e.into()),
+        }
+        registry
+            .store()
+            .call_blocking(|c| store::save_history(c, &[]))?;
+    }
+    if reloaded + restored > 0 {
+        tracing::info!(
+            from_log = reloaded,
+            from_store = restored,
+            "history restored"
+        );
     }
     Ok(())
 }
@@ -384,9 +495,9 @@ fn serve(node: &Arc<Node>, bound: Bound) -> (TaskTracker, datadir::DirLock) {
 }
 
 impl Server {
-    /// Serves until shutdown, then stops intake, lets drains flush, ends sessions and saves
-    /// history. A save that fails is an error saying how many lines could not be kept; the
-    /// history saved before stays as it was.
+    /// Serves until shutdown, then stops intake, lets drains flush, ends sessions and closes
+    /// the durable log (without it, saves history in the store: a save that fails is an
+    /// error saying how many lines could not be kept, and the history saved before stays).
     pub async fn wait(self) -> anyhow::Result<()> {
         self.node.shutdown.cancelled().await;
         self.intake.close();
@@ -405,8 +516,15 @@ impl Server {
             tracing::warn!("some tasks did not stop within 10s");
         }
         let node = self.node.clone();
-        let saved = tokio::task::spawn_blocking(move || save_history(&node)).await??;
-        tracing::info!(lines = saved, "history saved; bye");
+        if let Some(log) = &self.node.log {
+            // Every line is in the log already: what is pending is written and fsynced.
+            let log = log.clone();
+            tokio::task::spawn_blocking(move || log.close()).await??;
+            tracing::info!("durable log closed; bye");
+        } else {
+            let saved = tokio::task::spawn_blocking(move || save_history(&node)).await??;
+            tracing::info!(lines = saved, "history saved; bye");
+        }
         drop(self.lock);
         Ok(())
     }

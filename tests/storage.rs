@@ -126,7 +126,15 @@ async fn the_data_directory_is_private_and_the_admin_key_stored_as_a_hash() {
     let mut seen = Vec::new();
     for e in std::fs::read_dir(&d).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        assert_eq!(mode(&e.path()), 0o600, "{name}");
+        if e.path().is_dir() {
+            // The durable log's folder: 0700, its files 0600.
+            assert_eq!(mode(&e.path()), 0o700, "{name}");
+            for f in std::fs::read_dir(e.path()).unwrap().flatten() {
+                assert_eq!(mode(&f.path()), 0o600, "{name}/{:?}", f.file_name());
+            }
+        } else {
+            assert_eq!(mode(&e.path()), 0o600, "{name}");
+        }
         seen.push(name);
     }
     seen.sort();
@@ -387,6 +395,7 @@ impl Drop for Tmpfs {
 }
 
 #[test]
+/// Without the durable log (`[log] path = "off"`), history is saved at stop.
 fn a_stop_on_a_full_disk_says_what_was_lost_and_keeps_the_previous_save() {
     let dir = tempfile::tempdir().unwrap();
     let Some(fs) = Tmpfs::mount(&dir.path().join("disk"), "3m") else {
@@ -401,7 +410,9 @@ fn a_stop_on_a_full_disk_says_what_was_lost_and_keeps_the_previous_save() {
         "c.toml",
         &p,
         &store,
-        &format!("[[channels]]\nname = \"demo\"\ntokens = {{ app = \"{token}\" }}\n"),
+        &format!(
+            "[log]\npath = \"off\"\n[[channels]]\nname = \"demo\"\ntokens = {{ app = \"{token}\" }}\n"
+        ),
     );
     let env = [("LOGPLEX_AUTH_KEY", KEY)];
     let rt = tokio::runtime::Runtime::new().unwrap();

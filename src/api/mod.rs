@@ -158,7 +158,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
     // Unauthenticated routes.
     match (&method, segs.as_slice()) {
         (&Method::GET, ["healthcheck"]) => {
-            return Ok(json(StatusCode::OK, &json!({"status": "normal"})));
+            return Ok(json(StatusCode::OK, &json!({"status": node.health()})));
         }
         (&Method::GET, []) => return Ok(crate::console::console()),
         (&Method::GET, ["console", file]) => {

@@ -6,6 +6,8 @@
 //! and only once the token is known.
 
 use crate::body::{BodyError, Listener};
+use crate::channel::Logged;
+use crate::config::FsyncMode;
 use crate::http::{response, Body};
 use crate::line::Line;
 use crate::metrics::{InputCounters, Reject};
@@ -33,6 +35,13 @@ pub async fn handle(
             }
             Err(Rejection(status, reason, body)) => {
                 let mut r = response(status, "text/plain; charset=utf-8", format!("{reason}\n"));
+                if status == StatusCode::SERVICE_UNAVAILABLE && body.is_none() {
+                    // The durable log cannot write: it retries the disk every second.
+                    r.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        header::HeaderValue::from(crate::body::RETRY_AFTER_SECS),
+                    );
+                }
                 if status == StatusCode::UNAUTHORIZED {
                     r.headers_mut().insert(
                         header::WWW_AUTHENTICATE,
@@ -53,7 +62,7 @@ pub async fn handle(
         (&Method::GET, "/healthcheck") => response(
             StatusCode::OK,
             "application/json",
-            "{\"status\":\"normal\"}\n",
+            format!("{{\"status\":\"{}\"}}\n", node.health()),
         ),
         _ => response(
             StatusCode::NOT_FOUND,
@@ -121,6 +130,16 @@ async fn post_logs(
         .route(token.as_bytes())
         .ok_or_else(|| (StatusCode::UNAUTHORIZED, "unknown token".to_string()))?
         .clone();
+    if let Some(log) = &node.log {
+        if let crate::log::Health::Degraded { reason, .. } = log.health() {
+            counters.reject(Reject::NotStored, 1);
+            return Err(Rejection(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the durable log cannot write ({reason}); nothing of this batch was stored, retry later"),
+                None,
+            ));
+        }
+    }
     let drain_token = headers
         .get("logplex-drain-token")
         .and_then(|v| v.to_str().ok())
@@ -197,7 +216,7 @@ async fn post_logs(
         }
     }
     let count = lines.len();
-    let n = route
+    let (n, logged) = route
         .channel
         .push_paced(
             lines.into_iter(),
@@ -206,5 +225,21 @@ async fn post_logs(
         )
         .await;
     counters.received.inc_by(n as u64);
+    let not_stored = |why: String| {
+        Rejection(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the durable log did not keep this batch ({why}); its lines reached tails and drains, but retry to keep them"),
+            None,
+        )
+    };
+    match (logged, &node.log) {
+        (Logged::Refused(e), _) => return Err(not_stored(e.to_string())),
+        (Logged::At(at), Some(log)) if node.config.log.fsync == FsyncMode::Batch => {
+            log.durable(at)
+                .await
+                .map_err(|e| not_stored(e.to_string()))?;
+        }
+        _ => {}
+    }
     Ok(n)
 }

@@ -102,7 +102,7 @@ impl<'a> Router<'a> {
         let mut lines = self.pending.drain(..);
         let mut stored = 0;
         for (ch, n) in &self.runs {
-            stored += ch.push_paced(lines.by_ref().take(*n), *n, deadline).await as u64;
+            stored += ch.push_paced(lines.by_ref().take(*n), *n, deadline).await.0 as u64;
         }
         drop(lines);
         self.count(stored);

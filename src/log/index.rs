@@ -19,6 +19,7 @@
 //! the table of each sealed segment ([`load_table`]); a channel's entries are read on
 //! demand with one `pread` ([`load_entries`]) and checked against the table's CRC.
 
+use super::private_file;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
@@ -207,7 +208,7 @@ pub(crate) fn encode(base: u64, seg_len: u64, idx: &SegIndex) -> (Vec<u8>, Table
 /// caller syncs the directory).
 pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("idx.tmp");
-    let mut f = File::create(&tmp)?;
+    let mut f = private_file(&tmp)?;
     f.write_all(bytes)?;
     f.sync_data()?;
     drop(f);

@@ -326,6 +326,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 use crate::clock::now_micros as now_us;
 
+/// Options for a file of the log: readable and writable by its owner only (0600), as every
+/// file of the data directory (the lines are the apps' logs).
+pub(crate) fn private_options() -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    o.mode(0o600);
+    o
+}
+
+/// `File::create`, mode 0600.
+pub(crate) fn private_file(path: &Path) -> std::io::Result<File> {
+    private_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
 fn seg_name(dir: &Path, base: Lsn, ext: &str) -> PathBuf {
     dir.join(format!("{base:020}.{ext}"))
 }

@@ -13,8 +13,9 @@ use super::{
     lock, seg_name, ActiveView, ChannelId, Counters, Front, Health, Inner, Log, LogError, Options,
     Progress, Run, Sealed, Segs,
 };
+use super::{private_file, private_options};
 use std::collections::{HashMap, VecDeque};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
@@ -87,7 +88,7 @@ fn cut(file: &File, s: &Scanned) -> io::Result<()> {
 fn open_sealed(dir: &Path, base: u64, rec: &mut Recovery) -> Result<Sealed, LogError> {
     let log_path = seg_name(dir, base, "log");
     let idx_path = seg_name(dir, base, "idx");
-    let file = OpenOptions::new().read(true).write(true).open(&log_path)?;
+    let file = private_options().read(true).write(true).open(&log_path)?;
     let len = file.metadata()?.len();
     let (idx, table, len) = match index::load_table(&idx_path, base, len) {
         Ok((idx, table)) => (idx, table, len),
@@ -113,7 +114,7 @@ fn open_sealed(dir: &Path, base: u64, rec: &mut Recovery) -> Result<Sealed, LogE
 }
 
 pub(super) fn create_segment(dir: &Path, base: u64) -> io::Result<File> {
-    let f = OpenOptions::new()
+    let f = private_options()
         .read(true)
         .write(true)
         .create(true)
@@ -125,8 +126,14 @@ pub(super) fn create_segment(dir: &Path, base: u64) -> io::Result<File> {
 
 pub(super) fn open(dir: &Path, opts: Options) -> Result<(Log, Recovery), LogError> {
     let t0 = Instant::now();
-    fs::create_dir_all(dir)?;
-    let lockf = OpenOptions::new()
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let lockf = private_options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -165,7 +172,7 @@ pub(super) fn open(dir: &Path, opts: Options) -> Result<(Log, Recovery), LogErro
     for &b in sealed_bases {
         sealed.push_back(Arc::new(open_sealed(dir, b, &mut rec)?));
     }
-    let file = OpenOptions::new()
+    let file = private_options()
         .read(true)
         .write(true)
         .open(seg_name(dir, last, "log"))?;
@@ -302,7 +309,7 @@ fn load_forgotten(dir: &Path) -> io::Result<HashMap<ChannelId, u64>> {
 pub(super) fn append_forgotten(dir: &Path, channel: ChannelId, through: u64) -> io::Result<()> {
     let path = dir.join(FORGOTTEN);
     let existed = path.exists();
-    let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+    let mut f = private_options().create(true).append(true).open(&path)?;
     // A torn row from a crash would shift every later row: start at a row boundary.
     let len = f.metadata()?.len();
     if len % FORGOTTEN_ROW as u64 != 0 {
@@ -324,7 +331,7 @@ pub(super) fn rewrite_forgotten(dir: &Path, keep: &HashMap<ChannelId, u64>) -> i
     for (ch, th) in keep {
         b.extend_from_slice(&forgotten_row(*ch, *th));
     }
-    let mut f = File::create(&tmp)?;
+    let mut f = private_file(&tmp)?;
     f.write_all(&b)?;
     f.sync_data()?;
     fs::rename(&tmp, &path)?;

@@ -6,6 +6,7 @@
 //! the read lock and the durable position through the watch.
 
 use super::index::{self, Entry};
+use super::private_file;
 use super::record::{self, HEADER_LEN};
 use super::recover::{compact_forgotten, create_segment, sync_dir};
 use super::{
@@ -417,7 +418,7 @@ impl Writer {
         self.file.sync_all()?;
         let probe = self.inner.dir.join("probe.tmp");
         let r = (|| {
-            let f = File::create(&probe)?;
+            let f = private_file(&probe)?;
             f.write_all_at(&vec![0u8; PROBE_BYTES], 0)?;
             f.sync_data()
         })();
