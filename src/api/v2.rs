@@ -2,7 +2,7 @@
 //! [`super::alerts`], the stats in [`super::stats`]). A channel is shown as
 //! `{"name","tokens":{NAME:TOKEN}}`, a drain as `{"id","token","url","status"}` with a
 //! password in its URL shown as `***`. Adding and removing drains is shared with the
-//! Platform API ([`add_drain`], [`remove_drain`]).
+//! Platform API (`add_drain`, `remove_drain`).
 
 use super::{no_content, reply, ApiError, Clash, JsonBody, Missing, Params, V2};
 use crate::names::{valid_channel_name, valid_token_name};
