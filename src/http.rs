@@ -1,5 +1,6 @@
-//! HTTP plumbing shared by the API and the HTTP input: the accept loop with graceful
-//! shutdown, the response body type, and JSON helpers.
+//! HTTP plumbing shared by the API and the HTTP input: the accept loop (connection caps
+//! that evict the longest idle, a header timeout, capped read buffers, graceful shutdown),
+//! the response body type, and JSON helpers.
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -70,8 +71,9 @@ impl hyper::body::Body for StreamBody {
 
 /// Serves HTTP/1.1 on `listener` with `handler` until `shutdown`; open connections are
 /// asked to finish their current request and close. `table` caps the connections (at the
-/// cap the one idle longest is closed to admit a new one).
-pub async fn serve<H, F>(
+/// cap the one idle longest is closed to admit a new one). `B` is the handler's response
+/// body: [`Body`] for the HTTP input, axum's for the API.
+pub async fn serve<H, F, B>(
     listener: TcpListener,
     table: Arc<crate::conns::Table>,
     tasks: TaskTracker,
@@ -79,7 +81,9 @@ pub async fn serve<H, F>(
     handler: Arc<H>,
 ) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     loop {
         let (sock, _) = tokio::select! {

@@ -472,8 +472,8 @@ fn serve(node: &Arc<Node>, bound: Bound) -> (TaskTracker, datadir::DirLock) {
     if let Some(s) = udp {
         intake.spawn(ingest::udp::serve(s, node.clone(), intake_stop.clone()));
     }
-    let n = node.clone();
-    let handler = Arc::new(move |req| api::handle(n.clone(), req));
+    let router = api::router(node.clone());
+    let handler = Arc::new(move |req| api::handle(router.clone(), req));
     node.tasks.spawn(http::serve(
         api,
         table("api", "the API", caps.api),

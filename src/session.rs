@@ -1,4 +1,4 @@
-//! Sessions (CONTRACT §5): one-time URLs that stream a channel's history and, optionally, a
+//! Sessions: one-time URLs that stream a channel's history and, optionally, a
 //! live tail, as chunked text or Server-Sent Events. A tail that cannot keep up loses its
 //! oldest lines and is told with the L11 line; it never slows ingestion or other tails.
 
@@ -120,16 +120,21 @@ impl Sessions {
     }
 }
 
-/// `GET /sessions/UUID`.
-pub fn stream(node: &Arc<Node>, id: &str, sse: bool, last_event_id: Option<u64>) -> Response<Body> {
-    let not_found =
-        || crate::api::ApiError::not_found("Unknown or expired session.").into_response();
-    let Ok(id) = Uuid::parse_str(id) else {
-        return not_found();
-    };
-    let Some(spec) = node.sessions.open(&id) else {
-        return not_found();
-    };
+/// The session asked for does not exist: never made, expired, or its channel destroyed.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown or expired session")]
+pub struct UnknownSession;
+
+/// `GET /sessions/UUID`: the session's history, then its tail if it has one, as chunked
+/// text or (`sse`) Server-Sent Events resuming after `last_event_id`.
+pub fn stream(
+    node: &Arc<Node>,
+    id: &str,
+    sse: bool,
+    last_event_id: Option<u64>,
+) -> Result<Response<Body>, UnknownSession> {
+    let id = Uuid::parse_str(id).map_err(|_| UnknownSession)?;
+    let spec = node.sessions.open(&id).ok_or(UnknownSession)?;
     let snap = node.registry.snapshot();
     let Some(channel) = snap
         .channel_with_id(&spec.channel, spec.channel_id)
@@ -137,7 +142,7 @@ pub fn stream(node: &Arc<Node>, id: &str, sse: bool, last_event_id: Option<u64>)
     else {
         // Its channel was destroyed: the session is gone with it.
         node.sessions.forget(&id);
-        return not_found();
+        return Err(UnknownSession);
     };
     let destroyed = channel.destroyed();
     let (num, after) = match last_event_id {
@@ -180,7 +185,7 @@ pub fn stream(node: &Arc<Node>, id: &str, sse: bool, last_event_id: Option<u64>)
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-cache"),
     );
-    r
+    Ok(r)
 }
 
 struct Writer {

@@ -1,4 +1,4 @@
-//! The alert routes of CONTRACT §7: `GET /v2/alerts`, `GET|POST /v2/channels/NAME/alerts`,
+//! The alert rules of the logplex API: `GET /v2/alerts`, `GET|POST /v2/channels/NAME/alerts`,
 //! `DELETE /v2/channels/NAME/alerts/ALERT`.
 //!
 //! `NAME` may be `*` (or `%2A`) for rules that watch every channel. Listing a channel's rules
@@ -10,64 +10,41 @@
 //! through a channel, over every channel the rule watches through `GET /v2/alerts` (firing
 //! on any, matches in the windows added up, the latest firing, the apps firing now).
 
-use super::{no_content, read_json, unknown_app, ApiError, ApiResult};
+use super::{no_content, reply, ApiError, Clash, JsonBody, Missing, Params, V2};
 use crate::alert::rule::Rule;
 use crate::alert::RuleSpec;
-use crate::http::json;
 use crate::server::Node;
 use crate::store::{self, StoreError};
-use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
+use axum::extract::State;
+use axum::response::Response;
+use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
-/// Handles an authorised request whose path is under `/v2/alerts` or `/v2/channels/NAME/alerts`.
-pub async fn route(
-    node: &Arc<Node>,
-    method: &Method,
-    segs: &[&str],
-    req: Request<Incoming>,
-) -> ApiResult {
-    let star = |s: &str| {
-        if s == "%2A" || s == "%2a" {
-            "*".to_string()
-        } else {
-            s.to_string()
-        }
-    };
-    match (method, segs) {
-        (&Method::GET, ["v2", "alerts"]) => {
-            let all = all_rules(node).await?;
-            Ok(json(StatusCode::OK, &to_json(node, all.iter(), None)))
-        }
-        (&Method::GET, ["v2", "channels", app, "alerts"]) => {
-            let app = star(app);
-            check_app(node, &app)?;
-            let all = all_rules(node).await?;
-            let mine = all.iter().filter(|(r, _)| r.app == "*" || r.app == app);
-            let on = (app != "*").then_some(app.as_str());
-            Ok(json(StatusCode::OK, &to_json(node, mine, on)))
-        }
-        (&Method::POST, ["v2", "channels", app, "alerts"]) => {
-            let app = star(app);
-            create(node, app, req).await
-        }
-        (&Method::DELETE, ["v2", "channels", app, "alerts", name]) => {
-            let app = star(app);
-            delete(node, app, name.to_string()).await
-        }
-        _ => Err(ApiError::not_found(format!(
-            "No route {method} /{}.",
-            segs.join("/")
-        ))),
-    }
+/// `GET /v2/alerts`: every rule, its state over every channel it watches.
+pub async fn list(State(node): State<Arc<Node>>) -> Result<Response, V2> {
+    let all = all_rules(&node).await?;
+    Ok(reply(StatusCode::OK, &to_json(&node, all.iter(), None)))
+}
+
+/// `GET /v2/channels/NAME/alerts`: the channel's rules and the `*` rules, their state on
+/// that channel (on every channel for `NAME` `*`).
+pub async fn list_on(
+    State(node): State<Arc<Node>>,
+    Params(app): Params<String>,
+) -> Result<Response, V2> {
+    check_app(&node, &app)?;
+    let all = all_rules(&node).await?;
+    let mine = all.iter().filter(|(r, _)| r.app == "*" || r.app == app);
+    let on = (app != "*").then_some(app.as_str());
+    Ok(reply(StatusCode::OK, &to_json(&node, mine, on)))
 }
 
 /// 404 unless `app` is `*` or a channel.
 fn check_app(node: &Node, app: &str) -> Result<(), ApiError> {
     if app != "*" && node.registry.snapshot().channel(app).is_none() {
-        return Err(unknown_app(app));
+        return Err(ApiError::no_app(app));
     }
     Ok(())
 }
@@ -148,7 +125,7 @@ fn state_json(states: &[crate::alert::WatchState]) -> serde_json::Value {
 /// The body of `POST /v2/channels/NAME/alerts`; `app` comes from the path.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewAlert {
+pub struct NewAlert {
     name: Option<String>,
     source: Option<String>,
     dyno: Option<String>,
@@ -161,14 +138,50 @@ struct NewAlert {
     webhook: Option<String>,
 }
 
-async fn create(node: &Arc<Node>, app: String, req: Request<Incoming>) -> ApiResult {
-    let b: NewAlert = read_json(node, req).await?;
+/// `POST /v2/channels/NAME/alerts`: the rule, compiled before it is stored.
+pub async fn create(
+    State(node): State<Arc<Node>>,
+    Params(app): Params<String>,
+    JsonBody(b): JsonBody<NewAlert>,
+) -> Result<Response, V2> {
+    let spec = spec(app, b)?;
+    // The first problem is the answer, as the API says one thing at a time.
+    Rule::compile(&spec, "api").map_err(|e| ApiError::invalid(e[0].to_string()))?;
+    check_app(&node, &spec.app)?;
+    let conflict = || {
+        ApiError::Conflict(Clash::Alert {
+            app: spec.app.clone(),
+            name: spec.name.clone(),
+        })
+    };
+    if node
+        .config
+        .alerts
+        .iter()
+        .any(|c| c.app == spec.app && c.name == spec.name)
+    {
+        return Err(conflict().into());
+    }
+    let to_store = spec.clone();
+    node.registry
+        .change(move |c| store::create_alert(c, &to_store))
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict => conflict(),
+            StoreError::NotFound => ApiError::no_app(&spec.app),
+            other => other.into(),
+        })?;
+    Ok(reply(StatusCode::CREATED, &rule_json(&spec, "api")))
+}
+
+/// The rule a `POST` asks for, on `app`; the fields a rule cannot do without are required.
+fn spec(app: String, b: NewAlert) -> Result<RuleSpec, ApiError> {
     let nonempty = |o: Option<String>| o.filter(|s| !s.trim().is_empty());
-    let spec = RuleSpec {
+    Ok(RuleSpec {
         name: b
             .name
             .ok_or_else(|| ApiError::invalid("A rule needs a \"name\"."))?,
-        app: app.clone(),
+        app,
         source: nonempty(b.source),
         dyno: nonempty(b.dyno),
         where_: nonempty(b.where_),
@@ -181,46 +194,19 @@ async fn create(node: &Arc<Node>, app: String, req: Request<Incoming>) -> ApiRes
             .ok_or_else(|| ApiError::invalid("A rule needs a \"window\", like \"1m\"."))?,
         cooldown: b.cooldown.unwrap_or_else(|| "5m".into()),
         webhook: nonempty(b.webhook),
-    };
-    // The first problem is the answer, as the API says one thing at a time.
-    Rule::compile(&spec, "api").map_err(|e| ApiError::invalid(e[0].to_string()))?;
-    check_app(node, &app)?;
-    let conflict = || {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("App {app} already has an alert named {}.", spec.name),
-        )
-    };
-    if node
-        .config
-        .alerts
-        .iter()
-        .any(|c| c.app == spec.app && c.name == spec.name)
-    {
-        return Err(conflict());
-    }
-    let to_store = spec.clone();
-    node.registry
-        .change(move |c| store::create_alert(c, &to_store))
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict => conflict(),
-            StoreError::NotFound => unknown_app(&app),
-            other => other.into(),
-        })?;
-    Ok(json(StatusCode::CREATED, &rule_json(&spec, "api")))
+    })
 }
 
-async fn delete(node: &Arc<Node>, app: String, name: String) -> ApiResult {
-    check_app(node, &app)?;
+/// `DELETE /v2/channels/NAME/alerts/ALERT`: a rule added through the API. A rule of
+/// `config.toml` (409), or one on every app asked of one app (409), is not removed.
+pub async fn delete(
+    State(node): State<Arc<Node>>,
+    Params((app, name)): Params<(String, String)>,
+) -> Result<Response, V2> {
+    check_app(&node, &app)?;
     let config = &node.config.alerts;
     if config.iter().any(|c| c.app == app && c.name == name) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("Alert {name} is defined in config.toml; remove it there and restart."),
-        ));
+        return Err(ApiError::Conflict(Clash::ConfigAlert(name)).into());
     }
     let (a, n) = (app.clone(), name.clone());
     let found = node
@@ -237,13 +223,7 @@ async fn delete(node: &Arc<Node>, app: String, name: String) -> ApiResult {
     // A rule on every app is not removed through one app.
     let stored = node.registry.store().call(store::list_alerts).await?;
     if app != "*" && (config.iter().chain(stored.iter())).any(|c| c.app == "*" && c.name == name) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("Alert {name} watches every app; remove it from app \"*\"."),
-        ));
+        return Err(ApiError::Conflict(Clash::EveryAppAlert(name)).into());
     }
-    Err(ApiError::not_found(format!(
-        "Couldn't find that alert on {app}: {name}."
-    )))
+    Err(ApiError::NotFound(Missing::Alert { app, name }).into())
 }

@@ -1,131 +1,176 @@
-//! The HTTP API of CONTRACT §7: healthcheck, metrics, channels, tokens and sessions.
-//! Every route but `/healthcheck`, `/sessions/UUID` and the web console's pages and files
-//! (`/`, `/console/FILE`, which hold no data) needs the admin key (Basic with any user, or
-//! Bearer), compared in constant time. Errors are one JSON shape.
+//! The HTTP API, routed with axum: the logplex API (`/v2`, in the README), the Heroku
+//! Platform API subset ([`platform`]), the web [`console`](crate::console), session URLs,
+//! `/healthcheck` and `/metrics`. [`router`] builds the one [`Router`]; [`handle`] hands it
+//! each request of the API listener, whose connections [`crate::http::serve`] accepts and
+//! caps.
+//!
+//! | Method | Path                                   | Auth | Handler                       |
+//! |--------|----------------------------------------|------|-------------------------------|
+//! | GET    | `/healthcheck`                         | no   | [`healthcheck`]               |
+//! | GET    | `/`                                    | no   | [`console`]                   |
+//! | GET    | `/console/{file}`                      | no   | [`console_file`]              |
+//! | GET    | `/sessions/{id}`                       | no   | [`session`] (text, SSE, page) |
+//! | GET    | `/metrics`                             | key  | [`metrics`]                   |
+//! | GET    | `/v2/stats`                            | key  | [`stats::stats`]              |
+//! | GET    | `/v2/channels`                         | key  | [`v2::list_channels`]         |
+//! | POST   | `/v2/channels`                         | key  | [`v2::create_channel`]        |
+//! | GET    | `/v2/channels/{app}`                   | key  | [`v2::channel`]               |
+//! | DELETE | `/v2/channels/{app}`                   | key  | [`v2::delete_channel`]        |
+//! | GET    | `/v2/channels/{app}/tokens`            | key  | [`v2::tokens`]                |
+//! | POST   | `/v2/channels/{app}/tokens`            | key  | [`v2::create_token`]          |
+//! | GET    | `/v2/channels/{app}/drains`            | key  | [`v2::drains`]                |
+//! | POST   | `/v2/channels/{app}/drains`            | key  | [`v2::create_drain`]          |
+//! | DELETE | `/v2/channels/{app}/drains/{which}`    | key  | [`v2::delete_drain`]          |
+//! | GET    | `/v2/channels/{app}/alerts`            | key  | [`alerts::list_on`]           |
+//! | POST   | `/v2/channels/{app}/alerts`            | key  | [`alerts::create`]            |
+//! | DELETE | `/v2/channels/{app}/alerts/{name}`     | key  | [`alerts::delete`]            |
+//! | GET    | `/v2/alerts`                           | key  | [`alerts::list`]              |
+//! | POST   | `/v2/sessions`                         | key  | [`v2::create_session`]        |
+//! | GET    | `/apps/{app}`                          | key  | [`platform::app`]             |
+//! | POST   | `/apps/{app}/log-sessions`             | key  | [`platform::log_session`]     |
+//! | GET    | `/apps/{app}/log-drains`               | key  | [`platform::drains`]          |
+//! | POST   | `/apps/{app}/log-drains`               | key  | [`platform::add_drain`]       |
+//! | GET    | `/apps/{app}/log-drains/{which}`       | key  | [`platform::drain`]           |
+//! | DELETE | `/apps/{app}/log-drains/{which}`       | key  | [`platform::remove_drain`]    |
+//! | any    | anything else                          | key  | [`no_route`] (404)            |
+//!
+//! "key" is the admin key, as Bearer or as the password of Basic with any user, checked by
+//! one layer, [`require_admin_key`], in constant time; the routes without it hold no data
+//! (the console asks for the key in the browser) or are guarded by their unguessable URL
+//! (sessions). A request without the key gets 401 before any 404 or 422, so unknown paths
+//! say nothing. Path segments are percent-decoded (the CLI encodes them; `%2A` is `*`), and
+//! a trailing `/` is ignored. Errors are [`ApiError`]s, answered by [`V2`] or [`Platform`].
 
 pub mod alerts;
+pub mod error;
 pub mod platform;
 pub mod stats;
+pub mod v2;
 
-use crate::body::{BodyError, Listener};
-use crate::http::{json, response, Body};
-use crate::names::{valid_channel_name, valid_token_name};
+pub use error::{ApiError, Clash, Missing, Platform, V2};
+
+use crate::body::Listener;
 use crate::server::Node;
-use crate::session::Spec;
-use crate::store::{self, StoreError};
+use axum::extract::{FromRequest, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
-use hyper::{Method, Request, Response, StatusCode};
-use serde::Deserialize;
+use hyper::{Method, Request, StatusCode, Uri};
+use serde::de::DeserializeOwned;
 use serde_json::json;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use tower::ServiceExt;
 
-/// An API failure: status, stable id and a sentence for the user.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub id: &'static str,
-    pub message: String,
+/// The API's routes, as in the table of the module's documentation.
+pub fn router(node: Arc<Node>) -> Router {
+    let public = Router::new()
+        .route("/healthcheck", get(healthcheck))
+        .route("/", get(console))
+        .route("/console/{file}", get(console_file))
+        .route("/sessions/{id}", get(session))
+        .method_not_allowed_fallback(no_route);
+    let keyed = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v2/stats", get(stats::stats))
+        .route(
+            "/v2/channels",
+            get(v2::list_channels).post(v2::create_channel),
+        )
+        .route(
+            "/v2/channels/{app}",
+            get(v2::channel).delete(v2::delete_channel),
+        )
+        .route(
+            "/v2/channels/{app}/tokens",
+            get(v2::tokens).post(v2::create_token),
+        )
+        .route(
+            "/v2/channels/{app}/drains",
+            get(v2::drains).post(v2::create_drain),
+        )
+        .route(
+            "/v2/channels/{app}/drains/{which}",
+            axum::routing::delete(v2::delete_drain),
+        )
+        .route(
+            "/v2/channels/{app}/alerts",
+            get(alerts::list_on).post(alerts::create),
+        )
+        .route(
+            "/v2/channels/{app}/alerts/{name}",
+            axum::routing::delete(alerts::delete),
+        )
+        .route("/v2/alerts", get(alerts::list))
+        .route("/v2/sessions", post(v2::create_session))
+        .route("/apps/{app}", get(platform::app))
+        .route("/apps/{app}/log-sessions", post(platform::log_session))
+        .route(
+            "/apps/{app}/log-drains",
+            get(platform::drains).post(platform::add_drain),
+        )
+        .route(
+            "/apps/{app}/log-drains/{which}",
+            get(platform::drain).delete(platform::remove_drain),
+        )
+        .method_not_allowed_fallback(no_route)
+        .fallback(no_route)
+        // After the routes and the fallback: the layer guards them all.
+        .layer(middleware::from_fn_with_state(
+            node.clone(),
+            require_admin_key,
+        ));
+    public.merge(keyed).with_state(node)
 }
 
-impl ApiError {
-    pub fn new(status: StatusCode, id: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            id,
-            message: message.into(),
-        }
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_params", message)
-    }
-    pub fn into_response(self) -> Response<Body> {
-        let mut r = json(
-            self.status,
-            &json!({"id": self.id, "message": self.message}),
-        );
-        if self.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=Logplex"),
-            );
-        }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                header::HeaderValue::from(crate::body::RETRY_AFTER_SECS),
-            );
-        }
-        if matches!(
-            self.status,
-            StatusCode::REQUEST_TIMEOUT
-                | StatusCode::PAYLOAD_TOO_LARGE
-                | StatusCode::SERVICE_UNAVAILABLE
-        ) {
-            // The body was not read to its end: the connection cannot be reused.
-            r.headers_mut().insert(
-                header::CONNECTION,
-                header::HeaderValue::from_static("close"),
-            );
-        }
-        r
-    }
-}
-
-impl From<BodyError> for ApiError {
-    fn from(e: BodyError) -> Self {
-        let status = e.status();
-        match e {
-            BodyError::TooLarge(_) => {
-                ApiError::new(status, "request_too_large", "Request body over 64 KiB.")
-            }
-            BodyError::OverBudget => ApiError::new(
-                status,
-                "unavailable",
-                format!(
-                    "Too many request bodies are being read at once; retry in {} s.",
-                    crate::body::RETRY_AFTER_SECS
-                ),
-            ),
-            BodyError::Timeout(_) | BodyError::TooSlow => {
-                ApiError::new(status, "request_timeout", format!("Request {e}."))
-            }
-            BodyError::Read(_) | BodyError::Gzip(_) => {
-                ApiError::new(status, "bad_request", format!("Invalid body: {e}."))
-            }
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound => ApiError::not_found("Not found."),
-            StoreError::Conflict => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", "It already exists.")
-            }
-            other => {
-                tracing::error!("store: {other}");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "Internal error; see the server log.",
-                )
-            }
-        }
-    }
-}
-
-pub type ApiResult = Result<Response<Body>, ApiError>;
-
-/// Handles one API request.
-pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
-    match route(&node, req).await {
+/// Answers one request of the API listener with `router`. The body is not handed to the
+/// router as axum's: it stays hyper's, in the request's extensions, so that [`JsonBody`]
+/// reads it through the node's body limits ([`crate::body`]), as the HTTP input does.
+pub async fn handle(router: Router, req: Request<Incoming>) -> Response {
+    let (mut parts, body) = req.into_parts();
+    trim_trailing_slash(&mut parts.uri);
+    parts
+        .extensions
+        .insert(RawBody(Arc::new(Mutex::new(Some(body)))));
+    let req = Request::from_parts(parts, axum::body::Body::empty());
+    match router.oneshot(req).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(never) => match never {},
+    }
+}
+
+/// `/v2/channels/` is `/v2/channels`, as it always was.
+fn trim_trailing_slash(uri: &mut Uri) {
+    let path = uri.path();
+    if path.len() <= 1 || !path.ends_with('/') {
+        return;
+    }
+    let trimmed = path.trim_end_matches('/');
+    let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+    let pq = match uri.query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed.to_string(),
+    };
+    let mut p = std::mem::take(uri).into_parts();
+    p.path_and_query = pq.parse().ok();
+    if let Ok(u) = Uri::from_parts(p) {
+        *uri = u;
+    }
+}
+
+/// The layer in front of every route but the public ones: the admin key, or 401.
+pub async fn require_admin_key(
+    State(node): State<Arc<Node>>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if authorised(req.headers(), &node.admin_key) {
+        next.run(req).await
+    } else {
+        V2(ApiError::Unauthorized).into_response()
     }
 }
 
@@ -151,156 +196,50 @@ pub fn authorised(headers: &HeaderMap, key: &crate::admin_key::AdminKey) -> bool
     key.matches(presented.as_bytes())
 }
 
-async fn route(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
-    let path = req.uri().path().trim_end_matches('/').to_string();
-    let segs: Vec<&str> = path.split('/').skip(1).collect();
-    let method = req.method().clone();
-    // Unauthenticated routes.
-    match (&method, segs.as_slice()) {
-        (&Method::GET, ["healthcheck"]) => {
-            return Ok(json(StatusCode::OK, &json!({"status": node.health()})));
-        }
-        (&Method::GET, []) => return Ok(crate::console::console()),
-        (&Method::GET, ["console", file]) => {
-            return crate::console::file(file)
-                .ok_or_else(|| ApiError::not_found(format!("No file {path}.")));
-        }
-        (&Method::GET, ["sessions", id]) if crate::console::wants_html(req.headers()) => {
-            return Ok(crate::console::live(node, id));
-        }
-        (&Method::GET, ["sessions", id]) => {
-            let h = req.headers();
-            let sse = h
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|a| a.contains("text/event-stream"));
-            let last = h
-                .get("last-event-id")
-                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-            return Ok(crate::session::stream(
-                node,
-                id,
-                sse,
-                if sse { last } else { None },
-            ));
-        }
-        _ => {}
+/// `GET /healthcheck`: `normal`, or `degraded` while the durable log cannot write.
+pub async fn healthcheck(State(node): State<Arc<Node>>) -> Response {
+    crate::http::json(StatusCode::OK, &json!({"status": node.health()})).into_response()
+}
+
+/// `GET /`: the console page.
+pub async fn console() -> Response {
+    crate::console::console().into_response()
+}
+
+/// `GET /console/FILE`: one of the console's embedded files.
+pub async fn console_file(Params(file): Params<String>) -> Result<Response, V2> {
+    crate::console::file(&file)
+        .map(IntoResponse::into_response)
+        .ok_or_else(|| {
+            V2(ApiError::NotFound(Missing::File(format!(
+                "/console/{file}"
+            ))))
+        })
+}
+
+/// `GET /sessions/UUID`: the live page for a browser's navigation, else the stream (SSE
+/// for an `Accept` of `text/event-stream`, resuming after `Last-Event-ID`; text otherwise).
+pub async fn session(
+    State(node): State<Arc<Node>>,
+    Params(id): Params<String>,
+    headers: HeaderMap,
+) -> Result<Response, V2> {
+    if crate::console::wants_html(&headers) {
+        return Ok(crate::console::live(&node, &id).into_response());
     }
-    if !authorised(req.headers(), &node.admin_key) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Missing or wrong admin key.",
-        ));
-    }
-    match (&method, segs.as_slice()) {
-        (&Method::GET, ["metrics"]) => Ok(metrics(node)),
-        (&Method::GET, ["v2", "stats"]) => Ok(stats::stats(node)),
-        (&Method::GET, ["v2", "channels"]) => {
-            let snap = node.registry.snapshot();
-            let list: Vec<_> = snap.records().iter().map(channel_json).collect();
-            Ok(json(StatusCode::OK, &serde_json::Value::Array(list)))
-        }
-        (&Method::POST, ["v2", "channels"]) => create_channel(node, req).await,
-        (&Method::GET, ["v2", "channels", name]) => {
-            let snap = node.registry.snapshot();
-            let rec = snap
-                .records()
-                .iter()
-                .find(|r| r.name == *name)
-                .ok_or_else(|| unknown_app(name))?;
-            Ok(json(StatusCode::OK, &channel_json(rec)))
-        }
-        (&Method::DELETE, ["v2", "channels", name]) => {
-            let n = name.to_string();
-            node.registry
-                .change(move |c| store::delete_channel(c, &n))
-                .await
-                .map_err(|e| not_found_as(e, name))?;
-            Ok(no_content())
-        }
-        (&Method::GET, ["v2", "channels", name, "tokens"]) => {
-            let snap = node.registry.snapshot();
-            let rec = snap
-                .records()
-                .iter()
-                .find(|r| r.name == *name)
-                .ok_or_else(|| unknown_app(name))?;
-            let list: Vec<_> = rec
-                .tokens
-                .iter()
-                .map(|(n, t)| json!({"name": n, "token": t}))
-                .collect();
-            Ok(json(StatusCode::OK, &serde_json::Value::Array(list)))
-        }
-        (&Method::POST, ["v2", "channels", name, "tokens"]) => {
-            let name = name.to_string();
-            create_token(node, &name, req).await
-        }
-        (&Method::POST, ["v2", "sessions"]) => create_session(node, req).await,
-        (&Method::GET, ["v2", "channels", name, "drains"]) => {
-            let n = name.to_string();
-            let list = node
-                .registry
-                .store()
-                .call(move |c| store::channel_drains(c, &n))
-                .await
-                .map_err(|e| not_found_as(e, name))?;
-            let list = list
-                .iter()
-                .map(|d| {
-                    let mut v = drain_json(d);
-                    v["status"] = status_json(node.drains.status(&d.id));
-                    v
-                })
-                .collect();
-            Ok(json(StatusCode::OK, &serde_json::Value::Array(list)))
-        }
-        (&Method::POST, ["v2", "channels", name, "drains"]) => {
-            let name = name.to_string();
-            let body: NewDrain = read_json(node, req).await?;
-            let d = add_drain(node, &name, &body.url).await?;
-            Ok(json(StatusCode::CREATED, &drain_json(&d)))
-        }
-        (&Method::DELETE, ["v2", "channels", name, "drains", which]) => {
-            remove_drain(node, name, which).await?;
-            Ok(no_content())
-        }
-        (_, ["v2", "alerts", ..]) | (_, ["v2", "channels", _, "alerts", ..]) => {
-            alerts::route(node, &method, &segs, req).await
-        }
-        (_, ["apps", ..]) => platform::route(node, &method, &segs, req).await,
-        _ => Err(ApiError::not_found(format!("No route {method} {path}."))),
-    }
+    let sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    let r = crate::session::stream(&node, &id, sse, if sse { last } else { None })?;
+    Ok(r.into_response())
 }
 
-pub(crate) fn no_content() -> Response<Body> {
-    let mut r = Response::new(crate::http::empty());
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    r
-}
-
-pub(crate) fn unknown_app(name: &str) -> ApiError {
-    ApiError::not_found(format!("Couldn't find that app: {name}."))
-}
-
-pub(crate) fn not_found_as(e: StoreError, name: &str) -> ApiError {
-    match e {
-        StoreError::NotFound => unknown_app(name),
-        other => other.into(),
-    }
-}
-
-pub(crate) fn channel_json(rec: &store::ChannelRecord) -> serde_json::Value {
-    let tokens: serde_json::Map<String, serde_json::Value> = rec
-        .tokens
-        .iter()
-        .map(|(n, t)| (n.clone(), serde_json::Value::String(t.clone())))
-        .collect();
-    json!({"name": rec.name, "tokens": tokens})
-}
-
-fn metrics(node: &Node) -> Response<Body> {
+/// `GET /metrics`: Prometheus text, with the gauges read at this moment refreshed first.
+pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let snap = node.registry.snapshot();
     let (mut lines, mut bytes, mut n) = (0usize, 0usize, 0i64);
     for c in snap.channels() {
@@ -315,283 +254,91 @@ fn metrics(node: &Node) -> Response<Body> {
         .set(node.bodies.in_flight() as i64);
     node.metrics.history_bytes.set(bytes as i64);
     node.metrics.channels.set(n);
-    response(
+    crate::http::response(
         StatusCode::OK,
         "text/plain; version=0.0.4",
         node.metrics.render(),
     )
+    .into_response()
 }
 
-/// Reads a JSON body of at most 64 KiB (under the deadline, minimum rate and node
-/// budget of [`crate::body`]).
-pub(crate) async fn read_json<T: for<'de> Deserialize<'de>>(
-    node: &Node,
-    req: Request<Incoming>,
-) -> Result<T, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let (body, _reservation) = node
-        .bodies
-        .read(Listener::Api, req.into_body(), 64 * 1024, declared)
-        .await?;
-    serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("Invalid JSON body: {e}."),
-        )
-    })
+/// Any request no route takes (behind the admin key, so only a client with the key learns
+/// which paths exist), and a method a route does not answer.
+pub async fn no_route(method: Method, uri: Uri) -> V2 {
+    V2(ApiError::NotFound(Missing::Route {
+        method,
+        path: uri.path().to_string(),
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewChannel {
-    name: String,
-    #[serde(default)]
-    tokens: Vec<String>,
-}
+/// The request's body as hyper gave it, until [`JsonBody`] takes it.
+#[derive(Clone)]
+struct RawBody(Arc<Mutex<Option<Incoming>>>);
 
-async fn create_channel(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
-    let body: NewChannel = read_json(node, req).await?;
-    if !valid_channel_name(&body.name) {
-        return Err(ApiError::invalid(format!(
-            "Name {:?} must start with a letter and use only lowercase letters, digits and dashes (2 to 63).",
-            body.name
-        )));
-    }
-    if let Some(t) = body.tokens.iter().find(|t| !valid_token_name(t)) {
-        return Err(ApiError::invalid(format!(
-            "Token name {t:?} must be 1 to 48 printable characters."
-        )));
-    }
-    let mut tokens = body.tokens;
-    tokens.sort();
-    tokens.dedup();
-    let name = body.name.clone();
-    let rec = node
-        .registry
-        .change(move |c| store::create_channel(c, &name, &tokens))
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict => ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("App {} already exists.", body.name),
-            ),
-            other => other.into(),
-        })?;
-    Ok(json(StatusCode::CREATED, &channel_json(&rec)))
-}
-
-#[derive(Deserialize)]
-struct NewDrain {
-    url: String,
-}
-
-/// `{"id","token","url"}` of a drain; a password in the URL shows as `***`.
-pub(crate) fn drain_json(d: &store::DrainRecord) -> serde_json::Value {
-    json!({"id": d.id, "token": d.token, "url": crate::drain::url::redact(&d.url)})
-}
-
-/// A drain's `status`: `{"state","last_error","last_error_at","sent","dropped","lag_lines"}`
-/// (times in RFC 3339). A drain not running (not yet, or no more) is `connecting` with zeros.
-fn status_json(st: Option<crate::drain::Status>) -> serde_json::Value {
-    let st = st.unwrap_or(crate::drain::Status {
-        state: crate::drain::State::Connecting,
-        last_error: None,
-        last_error_at: None,
-        sent: 0,
-        dropped: 0,
-        lag_lines: 0,
-    });
-    let at = st.last_error_at.map(|us| {
-        let mut b = bytes::BytesMut::with_capacity(32);
-        logplex_proto::render::rfc3339_micros(&mut b, us);
-        String::from_utf8_lossy(&b).into_owned()
-    });
-    json!({
-        "state": st.state.as_str(),
-        "last_error": st.last_error,
-        "last_error_at": at,
-        "sent": st.sent,
-        "dropped": st.dropped,
-        "lag_lines": st.lag_lines,
-    })
-}
-
-/// Validates and adds a drain; it starts at once (the registry refreshes the drains).
-pub(crate) async fn add_drain(
-    node: &Arc<Node>,
-    channel: &str,
-    url: &str,
-) -> Result<store::DrainRecord, ApiError> {
-    let parsed = crate::drain::DrainUrl::parse(url).map_err(ApiError::invalid)?;
-    if drain_loops(node, channel, &parsed).await {
-        return Err(ApiError::invalid(format!(
-            "A drain to {} would send every line of {channel} back into {channel} (it is this server's log input with a token of {channel}), forever.",
-            parsed.redacted
-        )));
-    }
-    let max = node.config.drains.max_per_channel;
-    let (ch, u) = (channel.to_string(), url.to_string());
-    let r = node
-        .registry
-        .change(move |c| Ok(store::create_drain(c, &ch, &u, max)))
-        .await?;
-    r.map_err(|e| match e {
-        store::AddDrain::Duplicate => ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("{url} is already a drain of {channel}."),
-        ),
-        store::AddDrain::Limit(n) => ApiError::invalid(format!(
-            "App {channel} already has {n} drains, the most allowed (drains.max_per_channel)."
-        )),
-        store::AddDrain::Store(e) => not_found_as(e, channel),
-    })
-}
-
-/// Would a drain of `channel` to `url` post the channel's lines back into it? It would when
-/// the URL is this server's HTTP input (its bound address, or a name or address that
-/// resolves to it, such as `localhost`) with one of the channel's tokens as password.
-/// (A loop through something this cannot see, a proxy, is refused at ingest instead.)
-async fn drain_loops(node: &Node, channel: &str, url: &crate::drain::DrainUrl) -> bool {
-    let Some(input) = node.http_addr else {
-        return false;
-    };
-    let Some((_, password)) = url
-        .auth
-        .as_ref()
-        .filter(|_| url.kind == crate::drain::Kind::Http)
-    else {
-        return false;
-    };
-    if url.port != input.port() {
-        return false;
-    }
-    let own_token = node
-        .registry
-        .snapshot()
-        .records()
-        .iter()
-        .find(|r| r.name == channel)
-        .is_some_and(|r| r.tokens.iter().any(|(_, t)| t.as_bytes() == &password[..]));
-    if !own_token {
-        return false;
-    }
-    let lookup = tokio::net::lookup_host((url.host.as_str(), url.port));
-    match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
-        Ok(Ok(addrs)) => addrs.into_iter().any(|a| reaches(input, a)),
-        _ => false,
+impl RawBody {
+    fn take(&self) -> Option<Incoming> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
-/// Does a connection to `a` reach a listener bound to `input`?
-fn reaches(input: std::net::SocketAddr, a: std::net::SocketAddr) -> bool {
-    if a.port() != input.port() {
-        return false;
+/// A JSON body of at most 64 KiB, read under the deadline, minimum rate and shared budget
+/// of [`crate::body`]. Its errors (body and JSON) are worded alike on both surfaces.
+pub struct JsonBody<T>(pub T);
+
+/// The most an API body may hold.
+const MAX_BODY: usize = 64 * 1024;
+
+impl<T: DeserializeOwned> FromRequest<Arc<Node>> for JsonBody<T> {
+    type Rejection = V2;
+
+    async fn from_request(req: axum::extract::Request, node: &Arc<Node>) -> Result<Self, V2> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let body = req
+            .extensions()
+            .get::<RawBody>()
+            .and_then(RawBody::take)
+            .ok_or_else(|| ApiError::Internal("the request's body was not kept".into()))?;
+        let (bytes, _reservation) = node
+            .bodies
+            .read(Listener::Api, body, MAX_BODY, declared)
+            .await?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| V2(ApiError::BadJson(e.to_string())))
     }
-    let (ip, bound) = (a.ip().to_canonical(), input.ip().to_canonical());
-    // Connecting to 0.0.0.0 or :: reaches this host.
-    let local = |ip: std::net::IpAddr| {
-        ip.is_loopback() || ip.is_unspecified() || std::net::UdpSocket::bind((ip, 0)).is_ok()
-    };
-    if bound.is_unspecified() {
-        local(ip)
-    } else {
-        ip == bound || (ip.is_unspecified() && bound.is_loopback())
+}
+
+/// The path's parameters, percent-decoded. A segment that is not UTF-8 once decoded
+/// matches no route.
+pub struct Params<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Params<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = V2;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, V2> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(Params(t)),
+            Err(_) => Err(V2(ApiError::NotFound(Missing::Route {
+                method: parts.method.clone(),
+                path: parts.uri.path().to_string(),
+            }))),
+        }
     }
 }
 
-/// Removes a drain by id, token or URL; it stops at once.
-pub(crate) async fn remove_drain(
-    node: &Arc<Node>,
-    channel: &str,
-    which: &str,
-) -> Result<store::DrainRecord, ApiError> {
-    let (ch, w) = (channel.to_string(), which.to_string());
-    node.registry
-        .change(move |c| store::delete_drain(c, &ch, &w))
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found(format!("No drain {which} on {channel}.")),
-            other => other.into(),
-        })
+/// A JSON answer.
+pub(crate) fn reply(status: StatusCode, value: &serde_json::Value) -> Response {
+    crate::http::json(status, value).into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewToken {
-    name: String,
-}
-
-async fn create_token(node: &Arc<Node>, channel: &str, req: Request<Incoming>) -> ApiResult {
-    let body: NewToken = read_json(node, req).await?;
-    if !valid_token_name(&body.name) {
-        return Err(ApiError::invalid(format!(
-            "Token name {:?} must be 1 to 48 printable characters.",
-            body.name
-        )));
-    }
-    let (ch, tn) = (channel.to_string(), body.name.clone());
-    let token = node
-        .registry
-        .change(move |c| store::create_token(c, &ch, &tn))
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict => ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("App {channel} already has a token named {}.", body.name),
-            ),
-            other => not_found_as(other, channel),
-        })?;
-    Ok(json(
-        StatusCode::CREATED,
-        &json!({"name": body.name, "token": token}),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewSession {
-    channel: String,
-    num: Option<usize>,
-    #[serde(default)]
-    tail: bool,
-    source: Option<String>,
-    dyno: Option<String>,
-    grep: Option<String>,
-}
-
-/// `POST /v2/sessions`; the URL is built on `api.public_url`, never the Host header.
-async fn create_session(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
-    let b: NewSession = read_json(node, req).await?;
-    let max = node.config.buffers.history_lines;
-    let num = b.num.unwrap_or(100);
-    if num > max {
-        return Err(ApiError::invalid(format!(
-            "num {num} is over the history size ({max})."
-        )));
-    }
-    let channel_id = match node.registry.snapshot().channel(&b.channel) {
-        Some(c) => c.id,
-        None => return Err(unknown_app(&b.channel)),
-    };
-    let nonempty = |o: Option<String>| o.filter(|s| !s.is_empty());
-    let id = node.sessions.create(Spec {
-        channel: b.channel,
-        channel_id,
-        num,
-        tail: b.tail,
-        source: nonempty(b.source),
-        dyno: nonempty(b.dyno),
-        grep: nonempty(b.grep),
-    });
-    Ok(json(
-        StatusCode::CREATED,
-        &json!({"url": format!("{}/sessions/{id}", node.public_url)}),
-    ))
+/// 204, for a removal.
+pub(crate) fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
 }

@@ -1,4 +1,4 @@
-//! The Heroku Platform API subset of CONTRACT §7, so the real `heroku` CLI works against
+//! The Heroku Platform API subset, so the real `heroku` CLI works against
 //! logplex: `GET /apps/APP`, `POST /apps/APP/log-sessions`, `GET|POST /apps/APP/log-drains`,
 //! `GET|DELETE /apps/APP/log-drains/ID_URL_OR_TOKEN`.
 //!
@@ -10,102 +10,109 @@
 //! id is derived from its name and creation time, so it is stable across calls and restarts
 //! but differs for an app destroyed and created again, as on Heroku.
 
-use super::{read_json, ApiError, ApiResult};
-use crate::http::json;
+use super::v2::{self, NewDrain};
+use super::{reply, ApiError, JsonBody, Missing, Params, Platform};
+use crate::clock::now_secs;
 use crate::server::Node;
 use crate::session::Spec;
-use crate::store::{self, ChannelRecord, DrainRecord, StoreError};
-use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
-use serde::Deserialize;
+use crate::store::{self, ChannelRecord, DrainRecord};
+use axum::extract::{FromRequestParts, RawPathParams, State};
+use axum::http::request::Parts;
+use axum::response::Response;
+use hyper::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// Handles an authorised request whose path starts with `/apps`.
-pub async fn route(
-    node: &Arc<Node>,
-    method: &Method,
-    segs: &[&str],
-    req: Request<Incoming>,
-) -> ApiResult {
-    let app = match segs.get(1) {
-        Some(a) => find_app(node, a)?,
-        None => return Err(no_route(method, segs)),
-    };
-    match (method, &segs[2..]) {
-        (&Method::GET, []) => Ok(json(StatusCode::OK, &app_json(&app))),
-        (&Method::POST, ["log-sessions"]) => log_session(node, &app, req).await,
-        (&Method::GET, ["log-drains"]) => {
-            let list = drains(node, &app).await?;
-            let list: Vec<Value> = list.iter().map(|d| drain_json(&app, d)).collect();
-            Ok(json(StatusCode::OK, &Value::Array(list)))
-        }
-        (&Method::POST, ["log-drains"]) => {
-            let body: NewDrain = read_json(node, req).await?;
-            let d = super::add_drain(node, &app.name, &body.url)
-                .await
-                .map_err(heroku_drain_error)?;
-            Ok(json(StatusCode::CREATED, &drain_json(&app, &d)))
-        }
-        (&Method::GET, ["log-drains", which]) => {
-            let which = percent_decode(which).ok_or_else(unknown_drain)?;
-            let d = drains(node, &app)
-                .await?
-                .into_iter()
-                .find(|d| d.matches(&which))
-                .ok_or_else(unknown_drain)?;
-            Ok(json(StatusCode::OK, &drain_json(&app, &d)))
-        }
-        (&Method::DELETE, ["log-drains", which]) => {
-            let which = percent_decode(which).ok_or_else(unknown_drain)?;
-            let d = super::remove_drain(node, &app.name, &which)
-                .await
-                .map_err(|e| match e.status {
-                    StatusCode::NOT_FOUND => unknown_drain(),
-                    _ => e,
-                })?;
-            // Heroku answers a removal with the drain as it was.
-            Ok(json(StatusCode::OK, &drain_json(&app, &d)))
-        }
-        _ => Err(no_route(method, segs)),
+/// The app of the path, named or by its id (Heroku accepts either); it is looked up before
+/// the body is read, so an unknown app is answered as such whatever the body.
+pub struct App(pub ChannelRecord);
+
+impl FromRequestParts<Arc<Node>> for App {
+    type Rejection = Platform;
+
+    async fn from_request_parts(parts: &mut Parts, node: &Arc<Node>) -> Result<Self, Platform> {
+        let params = RawPathParams::from_request_parts(parts, node).await.ok();
+        let name_or_id = params
+            .as_ref()
+            .and_then(|p| p.iter().find(|(k, _)| *k == "app"))
+            .map(|(_, v)| v.to_string());
+        let Some(name_or_id) = name_or_id else {
+            // Not UTF-8 once decoded.
+            return Err(Platform(ApiError::NotFound(Missing::Route {
+                method: parts.method.clone(),
+                path: parts.uri.path().to_string(),
+            })));
+        };
+        let snap = node.registry.snapshot();
+        let recs = snap.records();
+        recs.iter()
+            .find(|r| r.name == name_or_id)
+            .or_else(|| recs.iter().find(|r| app_id(r) == name_or_id))
+            .cloned()
+            .map(App)
+            .ok_or_else(|| Platform(ApiError::no_app(&name_or_id)))
     }
 }
 
-fn no_route(method: &Method, segs: &[&str]) -> ApiError {
-    ApiError::not_found(format!("No route {method} /{}.", segs.join("/")))
+/// `GET /apps/APP`.
+pub async fn app(App(app): App) -> Response {
+    reply(StatusCode::OK, &app_json(&app))
 }
 
-/// Heroku's answer for an app that does not exist (the CLI shows the message as is).
-fn unknown_app() -> ApiError {
-    ApiError::not_found("Couldn't find that app.")
+/// `GET /apps/APP/log-drains`.
+pub async fn drains(State(node): State<Arc<Node>>, App(app): App) -> Result<Response, Platform> {
+    let list = drains_of(&node, &app).await?;
+    let list: Vec<Value> = list.iter().map(|d| drain_json(&app, d)).collect();
+    Ok(reply(StatusCode::OK, &Value::Array(list)))
 }
 
-fn unknown_drain() -> ApiError {
-    ApiError::not_found("Couldn't find that log drain.")
+/// `POST /apps/APP/log-drains` `{"url"}`.
+pub async fn add_drain(
+    State(node): State<Arc<Node>>,
+    App(app): App,
+    JsonBody(body): JsonBody<NewDrain>,
+) -> Result<Response, Platform> {
+    let d = v2::add_drain(&node, &app.name, &body.url).await?;
+    Ok(reply(StatusCode::CREATED, &drain_json(&app, &d)))
 }
 
-/// The app named, or whose id is, `name_or_id` (Heroku accepts either in the path).
-fn find_app(node: &Node, name_or_id: &str) -> Result<ChannelRecord, ApiError> {
-    let snap = node.registry.snapshot();
-    let recs = snap.records();
-    recs.iter()
-        .find(|r| r.name == name_or_id)
-        .or_else(|| recs.iter().find(|r| app_id(r) == name_or_id))
-        .cloned()
-        .ok_or_else(unknown_app)
+/// `GET /apps/APP/log-drains/ID_URL_OR_TOKEN` (a URL percent-encoded, as the CLI sends it).
+pub async fn drain(
+    State(node): State<Arc<Node>>,
+    App(app): App,
+    Params((_, which)): Params<(String, String)>,
+) -> Result<Response, Platform> {
+    let d = drains_of(&node, &app)
+        .await?
+        .into_iter()
+        .find(|d| d.matches(&which))
+        .ok_or_else(|| {
+            ApiError::NotFound(Missing::Drain {
+                app: app.name.clone(),
+                which,
+            })
+        })?;
+    Ok(reply(StatusCode::OK, &drain_json(&app, &d)))
 }
 
-async fn drains(node: &Node, app: &ChannelRecord) -> Result<Vec<DrainRecord>, ApiError> {
+/// `DELETE /apps/APP/log-drains/ID_URL_OR_TOKEN`: Heroku answers with the drain as it was.
+pub async fn remove_drain(
+    State(node): State<Arc<Node>>,
+    App(app): App,
+    Params((_, which)): Params<(String, String)>,
+) -> Result<Response, Platform> {
+    let d = v2::remove_drain(&node, &app.name, &which).await?;
+    Ok(reply(StatusCode::OK, &drain_json(&app, &d)))
+}
+
+async fn drains_of(node: &Node, app: &ChannelRecord) -> Result<Vec<DrainRecord>, ApiError> {
     let n = app.name.clone();
     node.registry
         .store()
         .call(move |c| store::channel_drains(c, &n))
         .await
-        .map_err(|e| match e {
-            // Destroyed between the lookup and now.
-            StoreError::NotFound => unknown_app(),
-            other => other.into(),
-        })
+        // Not found: destroyed between the lookup and now.
+        .map_err(v2::or_no_app(&app.name))
 }
 
 /// A stable UUID for an app: FNV-1a (128 bits) of its name and creation time, shaped as a
@@ -138,8 +145,6 @@ fn heroku_time(secs: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
-use crate::clock::now_secs;
-
 /// The app object. `generation` `cedar` tells the CLI to use log sessions with `lines` and
 /// `tail` (a `fir` app would be streamed differently).
 fn app_json(rec: &ChannelRecord) -> Value {
@@ -167,25 +172,14 @@ fn drain_json(app: &ChannelRecord, d: &DrainRecord) -> Value {
     })
 }
 
-#[derive(Deserialize)]
-struct NewDrain {
-    url: String,
-}
-
-/// Our drain errors, worded as Heroku words them; a duplicate is Heroku's 422.
-fn heroku_drain_error(e: ApiError) -> ApiError {
-    match e.status {
-        StatusCode::CONFLICT => ApiError::invalid("Url has already been taken."),
-        StatusCode::NOT_FOUND => unknown_app(),
-        _ => e,
-    }
-}
-
 /// `POST /apps/APP/log-sessions`. The body is read leniently, as Heroku does: every field
 /// is optional, `lines` may be a number or a numeric string and is capped at the history
 /// size, unknown fields (the CLI's `type` for fir apps) are ignored.
-async fn log_session(node: &Arc<Node>, app: &ChannelRecord, req: Request<Incoming>) -> ApiResult {
-    let body: Value = read_json(node, req).await?;
+pub async fn log_session(
+    State(node): State<Arc<Node>>,
+    App(app): App,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, Platform> {
     let text = |k: &str| {
         body.get(k)
             .and_then(Value::as_str)
@@ -199,7 +193,7 @@ async fn log_session(node: &Arc<Node>, app: &ChannelRecord, req: Request<Incomin
             .trim()
             .parse::<usize>()
             .map_err(|_| ApiError::invalid("Lines must be a number."))?,
-        Some(_) => return Err(ApiError::invalid("Lines must be a number.")),
+        Some(_) => return Err(ApiError::invalid("Lines must be a number.").into()),
     };
     let tail = match body.get("tail") {
         Some(Value::Bool(b)) => *b,
@@ -216,7 +210,7 @@ async fn log_session(node: &Arc<Node>, app: &ChannelRecord, req: Request<Incomin
         grep: None,
     });
     let at = heroku_time(now_secs());
-    Ok(json(
+    Ok(reply(
         StatusCode::CREATED,
         &json!({
             "id": id.to_string(),
@@ -225,26 +219,6 @@ async fn log_session(node: &Arc<Node>, app: &ChannelRecord, req: Request<Incomin
             "updated_at": at,
         }),
     ))
-}
-
-/// Decodes `%XX` escapes of a path segment (the CLI sends a drain URL with
-/// `encodeURIComponent`); `None` for a bad escape or bytes that are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -268,17 +242,6 @@ mod tests {
         assert_ne!(a, app_id(&rec("demo2", 1_457_404_206)));
         let u = uuid::Uuid::parse_str(&a).unwrap();
         assert_eq!(u.get_version_num(), 8);
-    }
-
-    #[test]
-    fn decodes_encode_uri_component() {
-        assert_eq!(
-            percent_decode("https%3A%2F%2Fu%3Ap%40example.com%2Flogs%3Fa%3D1").as_deref(),
-            Some("https://u:p@example.com/logs?a=1")
-        );
-        assert_eq!(percent_decode("d.abc").as_deref(), Some("d.abc"));
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%4"), None);
     }
 
     #[test]

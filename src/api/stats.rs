@@ -10,14 +10,17 @@
 //! is the minute under way (so it grows until the minute ends). Counts are of this node's
 //! intake since it started; history restored at start is not counted.
 
+use super::reply;
 use crate::channel::RATE_MINUTES;
-use crate::http::json;
 use crate::server::Node;
-use hyper::{Response, StatusCode};
+use axum::extract::State;
+use axum::response::Response;
+use hyper::StatusCode;
 use serde_json::json;
+use std::sync::Arc;
 
-/// Answers `GET /v2/stats` (the caller has checked the admin key).
-pub fn stats(node: &Node) -> Response<crate::http::Body> {
+/// `GET /v2/stats`.
+pub async fn stats(State(node): State<Arc<Node>>) -> Response {
     let now = crate::line::now_micros();
     let snap = node.registry.snapshot();
     let channels: Vec<serde_json::Value> = snap
@@ -36,7 +39,7 @@ pub fn stats(node: &Node) -> Response<crate::http::Body> {
         .collect();
     let mut at = bytes::BytesMut::with_capacity(32);
     logplex_proto::render::rfc3339_micros(&mut at, now);
-    json(
+    reply(
         StatusCode::OK,
         &json!({
             "at": String::from_utf8_lossy(&at),
