@@ -30,6 +30,7 @@ pub mod log;
 pub mod logmetrics;
 pub mod metrics;
 pub mod registry;
+pub mod retry;
 pub mod server;
 pub mod session;
 pub mod shutdown;
