@@ -433,7 +433,7 @@ mod tests {
         let r = c.line_rate();
         assert_eq!(r.total(), 7);
         // The minute may have turned between the pushes and the read.
-        let m = r.minutes(crate::line::now_micros());
+        let m = r.minutes(crate::clock::now_micros());
         assert_eq!(m[RATE_MINUTES - 1] + m[RATE_MINUTES - 2], 7);
     }
 

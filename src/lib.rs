@@ -32,6 +32,7 @@ pub mod logmetrics;
 pub mod metrics;
 pub mod names;
 pub mod registry;
+pub mod retry;
 pub mod server;
 pub mod session;
 pub mod shutdown;

@@ -126,7 +126,7 @@ impl Line {
     pub fn internal(source: &'static str, procid: &str, msg: &str) -> Line {
         let mut b = BytesMut::with_capacity(64 + msg.len());
         b.extend_from_slice(b"<172>1 ");
-        render::rfc3339_micros(&mut b, now_micros());
+        render::rfc3339_micros(&mut b, crate::clock::now_micros());
         b.extend_from_slice(b" logplex ");
         b.extend_from_slice(source.as_bytes());
         b.extend_from_slice(b" ");
@@ -173,5 +173,3 @@ impl Line {
         );
     }
 }
-
-pub use crate::clock::now_micros;

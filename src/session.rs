@@ -2,8 +2,9 @@
 //! live tail, as chunked text or Server-Sent Events. A tail that cannot keep up loses its
 //! oldest lines and is told with the L11 line; it never slows ingestion or other tails.
 
+use crate::clock::now_micros;
 use crate::http::{Body, StreamBody};
-use crate::line::{now_micros, Line};
+use crate::line::Line;
 use crate::server::Node;
 use bytes::{Bytes, BytesMut};
 use hyper::{header, Response, StatusCode};

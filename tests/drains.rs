@@ -1157,3 +1157,157 @@ async fn drain_status_tells_a_healthy_drain_from_failing_ones() {
     }
     s.stop().await;
 }
+
+/// A receiver that accepts connections and never answers: it reads nothing (its receive
+/// buffer is small, so writes into it stall once the kernel's buffers are full), never
+/// completes a TLS handshake and never answers an HTTP request. Returns its port; the
+/// connections are held until the test's runtime ends.
+async fn silent_receiver() -> u16 {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let l = sock.listen(64).unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = l.accept().await {
+            held.push(c);
+        }
+    });
+    port
+}
+
+/// Stops a router whose drain (`scheme://` to a receiver that never answers) still holds
+/// lines; the stop must end within the flush deadline (5 s) plus a small margin, whatever
+/// the drain is waiting on (a write, a TLS handshake, an HTTP answer, a backoff).
+async fn stop_within_flush_deadline(scheme: &str) {
+    let s = TestServer::start_with(|c| c.drains.buffer_lines = 50_000).await;
+    let token = s.create_app("demo").await;
+    let port = silent_receiver().await;
+    add_drain(&s, "demo", &format!("{scheme}://127.0.0.1:{port}/")).await;
+    // 40,000 lines of 500 bytes: more than the kernel buffers between us and the receiver.
+    let n = 40_000;
+    let mut c = connect(s.addrs.tcp.unwrap()).await;
+    let pad = "p".repeat(500);
+    let mut buf = String::new();
+    for i in 0..n {
+        buf += &octet(&frame(&token, "web.1", &format!("stuck {i} {pad}")));
+    }
+    c.write_all(buf.as_bytes()).await.unwrap();
+    c.shutdown().await.unwrap();
+    s.wait_history("demo", |h| {
+        h.last()
+            .is_some_and(|l| l.contains(&format!("stuck {} ", n - 1)))
+    })
+    .await;
+    // Let the drain get stuck in its write, handshake or request.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, metrics) = request(&s.api(), "GET", "/metrics", None).await;
+    let buffered: i64 = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("logplex_drain_buffered{"))
+        .filter_map(|l| l.split_once("} "))
+        .map(|(_, v)| v.parse::<i64>().unwrap())
+        .sum();
+    assert!(buffered > 0, "{scheme}: the drain should still hold lines");
+    let t = Instant::now();
+    s.stop().await;
+    let took = t.elapsed();
+    eprintln!("{scheme}:// drain to a receiver that never answers: stop took {took:?}");
+    assert!(
+        took < Duration::from_millis(6_500),
+        "{scheme}: stop took {took:?}, past the 5 s flush deadline"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_within_the_flush_deadline_https() {
+    stop_within_flush_deadline("https").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_within_the_flush_deadline_http() {
+    stop_within_flush_deadline("http").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_within_the_flush_deadline_syslog_tls() {
+    stop_within_flush_deadline("syslog+tls").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_within_the_flush_deadline_syslog() {
+    stop_within_flush_deadline("syslog").await;
+}
+
+/// Throughput of the drain path, TCP input → channel → syslog drain → a tokio receiver
+/// counting frames: a measurement, not a check (`cargo test --release --test drains --
+/// --ignored --nocapture drain_throughput`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn drain_throughput() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+    let s = TestServer::start().await;
+    let token = s.create_app("demo").await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got = Arc::new(AtomicU64::new(0));
+    let count = got.clone();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut b = vec![0u8; 256 * 1024];
+                while let Ok(n) = c.read(&mut b).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let lf = memchr::memchr_iter(b'\n', &b[..n]).count();
+                    count.fetch_add(lf as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    add_drain(&s, "demo", &format!("syslog://127.0.0.1:{port}")).await;
+    let n: u64 = std::env::var("DRAIN_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let mut chunk = String::new();
+    for i in 0..1000 {
+        chunk += &octet(&frame(
+            &token,
+            "web.1",
+            &format!("measured line {i:06} of the drain"),
+        ));
+    }
+    let t = Instant::now();
+    let mut c = connect(s.addrs.tcp.unwrap()).await;
+    for _ in 0..n / 1000 {
+        c.write_all(chunk.as_bytes()).await.unwrap();
+    }
+    c.shutdown().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = (0, Instant::now());
+    loop {
+        let g = got.load(Ordering::Relaxed);
+        if g >= n || Instant::now() > deadline {
+            break;
+        }
+        if g != last.0 {
+            last = (g, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let g = got.load(Ordering::Relaxed);
+    eprintln!(
+        "drain throughput: {g} of {n} frames in {secs:.3}s = {:.2} M lines/s",
+        g as f64 / secs / 1e6
+    );
+    s.stop().await;
+}

@@ -278,6 +278,40 @@ pub fn l11_line(out: &mut BytesMut, now_micros: i64, dropped: u64, since_micros:
     out.extend_from_slice(b".");
 }
 
+/// The text of log-shuttle's L12 notice, sent by `logplex shuttle` after its queue was full
+/// and it dropped lines: `Error L12: N messages dropped since TIME.`
+pub fn l12_text(out: &mut BytesMut, dropped: u64, since_micros: i64) {
+    out.extend_from_slice(b"Error L12: ");
+    write_u64(out, dropped);
+    out.extend_from_slice(b" messages dropped since ");
+    rfc3339_micros(out, since_micros);
+    out.extend_from_slice(b".");
+}
+
+/// The text of log-shuttle's L13 notice, sent by `logplex shuttle` after batches it could
+/// not deliver: `Error L13: N messages lost since TIME.`
+pub fn l13_text(out: &mut BytesMut, lost: u64, since_micros: i64) {
+    out.extend_from_slice(b"Error L13: ");
+    write_u64(out, lost);
+    out.extend_from_slice(b" messages lost since ");
+    rfc3339_micros(out, since_micros);
+    out.extend_from_slice(b".");
+}
+
+/// The text of the L14 notice put into a channel when a TLS drain's receiver presents a
+/// certificate that is refused:
+/// `Error L14 (certificate validation): drain d.TOKEN (HOST:PORT): WHY`.
+pub fn l14_text(out: &mut BytesMut, drain_token: &[u8], host: &str, port: u16, why: &str) {
+    out.extend_from_slice(b"Error L14 (certificate validation): drain ");
+    extend_lossy(out, drain_token);
+    out.extend_from_slice(b" (");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b":");
+    write_u64(out, u64::from(port));
+    out.extend_from_slice(b"): ");
+    out.extend_from_slice(why.as_bytes());
+}
+
 /// Appends a UNIX time in microseconds as `2016-03-08T02:43:26.693600+00:00`.
 pub fn rfc3339_micros(out: &mut BytesMut, unix_micros: i64) {
     let mut buf = [0u8; 32];
@@ -376,6 +410,29 @@ mod tests {
 
     const T0: i64 = 1_457_404_999_693_600;
     const T1: i64 = 1_457_405_059_000_000;
+
+    #[test]
+    fn shuttle_and_certificate_notices() {
+        assert_eq!(
+            text(|b| l12_text(b, 5, T0)),
+            "Error L12: 5 messages dropped since 2016-03-08T02:43:19.693600+00:00."
+        );
+        assert_eq!(
+            text(|b| l13_text(b, 1, T1)),
+            "Error L13: 1 messages lost since 2016-03-08T02:44:19.000000+00:00."
+        );
+        assert_eq!(
+            text(|b| l14_text(
+                b,
+                b"d.01234567-89ab-4cde-8f01-23456789abcd",
+                "logs.example.com",
+                6514,
+                "invalid peer certificate: UnknownIssuer"
+            )),
+            "Error L14 (certificate validation): drain d.01234567-89ab-4cde-8f01-23456789abcd \
+             (logs.example.com:6514): invalid peer certificate: UnknownIssuer"
+        );
+    }
 
     #[test]
     fn overflow_notices() {

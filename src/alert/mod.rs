@@ -361,7 +361,8 @@ impl Tap for AlertTap {
             if n == 0 {
                 continue;
             }
-            let (t, wall) = *now.get_or_insert_with(|| (Instant::now(), crate::line::now_micros()));
+            let (t, wall) =
+                *now.get_or_insert_with(|| (Instant::now(), crate::clock::now_micros()));
             let kept = n.min(window::SAMPLES);
             let start = if n > window::SAMPLES {
                 n % window::SAMPLES
@@ -472,16 +473,16 @@ async fn notify_loop(mut rx: mpsc::Receiver<Notice>, d: Deliveries) {
             let _slot = slot;
             let url = &target.redacted;
             match webhook::deliver(&clients, &target, body, &stop).await {
-                webhook::Outcome::Delivered { .. } => ok.inc(),
-                webhook::Outcome::Refused(status) => {
+                webhook::Delivery::Delivered { .. } => ok.inc(),
+                webhook::Delivery::Refused(status) => {
                     refused.inc();
                     tracing::warn!(alert = %rule.spec.name, %url, "webhook refused the notification: {status}");
                 }
-                webhook::Outcome::GaveUp { attempts, last_error } => {
+                webhook::Delivery::GaveUp { attempts, last_error } => {
                     failed.inc();
                     tracing::warn!(alert = %rule.spec.name, %url, "webhook failed {attempts} times; last: {last_error}");
                 }
-                webhook::Outcome::Cancelled => {}
+                webhook::Delivery::Cancelled => {}
             }
         });
     }

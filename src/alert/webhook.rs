@@ -1,9 +1,10 @@
 //! Webhook delivery: one JSON POST per notification over HTTP or HTTPS (certificates checked
-//! like those of HTTPS drains), with a 5 s timeout per attempt and bounded retries with
-//! exponential backoff. Runs in the alert tasks, never on the ingest path; gives up at
-//! shutdown.
+//! like those of HTTPS drains), with a 5 s timeout per attempt, retried by the shared policy
+//! ([`crate::retry::WEBHOOK`]: 5 tries, backoff with jitter). Runs in the alert tasks, never
+//! on the ingest path; gives up at shutdown.
 
 use crate::drain::tls::Tls;
+use crate::retry::{self, Failure, Finished};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -15,10 +16,6 @@ use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Attempts per notification (the first one and the retries).
-pub const ATTEMPTS: u32 = 5;
-/// Wait before the first retry; doubled for each next one (0.5 s, 1 s, 2 s, 4 s).
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Limit of one attempt, connect to end of response headers.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -110,13 +107,14 @@ impl Clients {
     }
 }
 
-/// How a delivery ended.
+/// What became of one notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Delivery {
     Delivered {
         attempts: u32,
     },
-    /// A 4xx other than 408/429: the receiver refuses this notification; retrying will not help.
+    /// An answer [`retry::classify`] calls final (a 4xx but 429): the receiver refuses this
+    /// notification; retrying will not help.
     Refused(StatusCode),
     GaveUp {
         attempts: u32,
@@ -125,70 +123,92 @@ pub enum Outcome {
     Cancelled,
 }
 
-/// POSTs `body` to `target`, retrying network errors, timeouts, 408, 429 and 5xx.
+/// Why one attempt failed.
+enum AttemptError {
+    /// The receiver answered with this status.
+    Status(StatusCode),
+    Other(String),
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Status(s) => write!(f, "answered {s}"),
+            AttemptError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+/// POSTs `body` to `target`, retried by [`retry::WEBHOOK`] (network errors, timeouts, 429
+/// and 5xx); `shutdown` ends it at once, in an attempt or between two.
 pub async fn deliver(
     clients: &Clients,
     target: &Target,
     body: Bytes,
     shutdown: &CancellationToken,
-) -> Outcome {
+) -> Delivery {
     let client = clients.for_target(target);
-    let mut backoff = FIRST_BACKOFF;
-    let mut last_error = String::new();
-    for attempt in 1..=ATTEMPTS {
-        if attempt > 1 {
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.cancelled() => return Outcome::Cancelled,
-            }
-            backoff *= 2;
-        }
-        let mut req = Request::post(target.endpoint.clone())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("logplex/", env!("CARGO_PKG_VERSION")),
-            );
-        if let Some(a) = &target.auth {
-            req = req.header(hyper::header::AUTHORIZATION, a.clone());
-        }
-        let req = req.body(Full::new(body.clone()));
-        let req = match req {
-            Ok(r) => r,
-            Err(e) => {
-                return Outcome::GaveUp {
-                    attempts: attempt,
-                    last_error: e.to_string(),
-                }
-            }
-        };
-        let sent = tokio::select! {
-            r = tokio::time::timeout(TIMEOUT, client.request(req)) => r,
-            _ = shutdown.cancelled() => return Outcome::Cancelled,
-        };
-        match sent {
-            Err(_) => last_error = format!("no answer within {}s", TIMEOUT.as_secs()),
-            Ok(Err(e)) => last_error = e.to_string(),
-            Ok(Ok(resp)) => {
-                let status = resp.status();
-                // Read (and drop) the body so the connection can be reused; bounded by time.
-                let _ = tokio::time::timeout(TIMEOUT, resp.into_body().collect()).await;
-                if status.is_success() {
-                    return Outcome::Delivered { attempts: attempt };
-                }
-                if status.is_client_error()
-                    && status != StatusCode::TOO_MANY_REQUESTS
-                    && status != StatusCode::REQUEST_TIMEOUT
-                {
-                    return Outcome::Refused(status);
-                }
-                last_error = format!("answered {status}");
+    let deadline = retry::Deadline::on(shutdown.clone());
+    let finished = retry::WEBHOOK
+        .run(
+            &deadline,
+            |_| attempt(client, target, body.clone()),
+            |_, _| {},
+        )
+        .await;
+    match finished {
+        Finished::Done { attempts, .. } => Delivery::Delivered { attempts },
+        Finished::Refused {
+            error: AttemptError::Status(status),
+            ..
+        } => Delivery::Refused(status),
+        Finished::Refused { attempts, error } | Finished::Exhausted { attempts, error } => {
+            Delivery::GaveUp {
+                attempts,
+                last_error: error.to_string(),
             }
         }
+        Finished::Stopped { .. } => Delivery::Cancelled,
     }
-    Outcome::GaveUp {
-        attempts: ATTEMPTS,
-        last_error,
+}
+
+/// One POST of a notification.
+async fn attempt(
+    client: &HttpClient,
+    target: &Target,
+    body: Bytes,
+) -> Result<(), Failure<AttemptError>> {
+    let mut req = Request::post(target.endpoint.clone())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("logplex/", env!("CARGO_PKG_VERSION")),
+        );
+    if let Some(a) = &target.auth {
+        req = req.header(hyper::header::AUTHORIZATION, a.clone());
+    }
+    let req = req
+        .body(Full::new(body))
+        .map_err(|e| Failure::GiveUp(AttemptError::Other(e.to_string())))?;
+    let resp = match tokio::time::timeout(TIMEOUT, client.request(req)).await {
+        Err(_) => {
+            return Err(Failure::Retry(AttemptError::Other(format!(
+                "no answer within {}s",
+                TIMEOUT.as_secs()
+            ))))
+        }
+        Ok(Err(e)) => return Err(Failure::Retry(AttemptError::Other(e.to_string()))),
+        Ok(Ok(resp)) => resp,
+    };
+    let status = resp.status();
+    // Read (and drop) the body so the connection can be reused; bounded by time.
+    let _ = tokio::time::timeout(TIMEOUT, resp.into_body().collect()).await;
+    match retry::classify(status.as_u16()) {
+        retry::Class::Done => Ok(()),
+        _ => Err(Failure::of_status(
+            status.as_u16(),
+            AttemptError::Status(status),
+        )),
     }
 }
 
@@ -212,7 +232,9 @@ mod tests {
         )
         .await;
         match out {
-            Outcome::GaveUp { attempts, .. } => assert_eq!(attempts, ATTEMPTS),
+            Delivery::GaveUp { attempts, .. } => {
+                assert_eq!(Some(attempts), retry::WEBHOOK.attempts)
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -228,6 +250,6 @@ mod tests {
         stop.cancel();
         let clients = Clients::new(&Tls::new(None).unwrap());
         let out = deliver(&clients, &url, Bytes::from_static(b"{}"), &stop).await;
-        assert_eq!(out, Outcome::Cancelled);
+        assert_eq!(out, Delivery::Cancelled);
     }
 }

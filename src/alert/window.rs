@@ -153,7 +153,7 @@ impl WindowState {
             }
             self.firing = true;
             self.last_fired = Some(now);
-            self.last_fired_us = Some(crate::line::now_micros());
+            self.last_fired_us = Some(crate::clock::now_micros());
             Transition::Fire
         };
         Some(Report {

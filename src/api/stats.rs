@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 /// `GET /v2/stats`.
 pub async fn stats(State(node): State<Arc<Node>>) -> Response {
-    let now = crate::line::now_micros();
+    let now = crate::clock::now_micros();
     let snap = node.registry.snapshot();
     let channels: Vec<serde_json::Value> = snap
         .records()

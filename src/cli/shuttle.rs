@@ -19,6 +19,8 @@ use futures_util::stream::{self, Stream, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
+use logplex::retry::{self, Failure};
+use logplex_proto::render;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -36,8 +38,6 @@ const PRI_NOTICE: u8 = 172;
 /// A batch is closed before its body passes this size, far below the input's default
 /// `ingest.http.max_body` (4 MiB), whatever `--batch-size` and `--max-line-length` say.
 const MAX_BATCH_BYTES: usize = 1 << 20;
-/// Tries per batch on 5xx and network errors, the first included.
-const ATTEMPTS: u32 = 4;
 /// How long one POST to the input may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(30);
 const SHUTTLE_USER_AGENT: &str = concat!("logplex-shuttle/", env!("CARGO_PKG_VERSION"));
@@ -431,7 +431,7 @@ async fn poll_inflight(f: &mut Option<Inflight>) -> Option<Lost> {
 /// `2016-03-08T02:43:26.693600+00:00`: UTC, microseconds, as Logplex writes it.
 fn timestamp(t: OffsetDateTime) -> String {
     let mut b = BytesMut::with_capacity(32);
-    logplex_proto::render::rfc3339_micros(&mut b, (t.unix_timestamp_nanos() / 1000) as i64);
+    render::rfc3339_micros(&mut b, micros(t));
     String::from_utf8_lossy(&b).into_owned()
 }
 
@@ -479,7 +479,7 @@ impl Framer {
 
     /// Appends one of log-shuttle's own notices (L12, L13): `heroku` as HOSTNAME and
     /// `log-shuttle` as PROCID, byte for byte what log-shuttle sends.
-    fn notice(&self, out: &mut BytesMut, ts: &str, msg: &str) {
+    fn notice(&self, out: &mut BytesMut, ts: &str, msg: &[u8]) {
         frame(
             out,
             PRI_NOTICE,
@@ -487,7 +487,7 @@ impl Framer {
             "heroku",
             &self.token,
             "log-shuttle",
-            msg.as_bytes(),
+            msg,
         );
     }
 }
@@ -495,7 +495,7 @@ impl Framer {
 /// Appends one octet-counted RFC 5424 frame with empty MSGID and SD, as log-shuttle sends
 /// it (input-side frames: no LF after MSG, unlike drain frames).
 fn frame(out: &mut BytesMut, pri: u8, ts: &str, host: &str, app: &str, procid: &str, msg: &[u8]) {
-    logplex_proto::render::syslog_message(
+    render::syslog_message(
         out,
         true,
         pri,
@@ -507,14 +507,9 @@ fn frame(out: &mut BytesMut, pri: u8, ts: &str, host: &str, app: &str, procid: &
     );
 }
 
-/// The text of the L12 line, as log-shuttle words it.
-fn l12_message(count: u64, since: &str) -> String {
-    format!("Error L12: {count} messages dropped since {since}.")
-}
-
-/// The text of the L13 line, as log-shuttle words it.
-fn l13_message(count: u64, since: &str) -> String {
-    format!("Error L13: {count} messages lost since {since}.")
+/// A time as UNIX microseconds, as proto's renderers take it.
+fn micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1000) as i64
 }
 
 /// A logplex-1 body under construction and the number of frames in it.
@@ -534,12 +529,16 @@ impl Batch {
         let ts = timestamp(now);
         let mut body = BytesMut::with_capacity(self.body.len() + 320);
         let mut count = self.count;
+        let mut text = BytesMut::with_capacity(96);
         if let Some(d) = notices.dropped {
-            framer.notice(&mut body, &ts, &l12_message(d.count, &timestamp(d.since)));
+            render::l12_text(&mut text, d.count, micros(d.since));
+            framer.notice(&mut body, &ts, &text);
             count += 1;
         }
         if let Some(l) = notices.lost {
-            framer.notice(&mut body, &ts, &l13_message(l.count, &timestamp(l.since)));
+            text.clear();
+            render::l13_text(&mut text, l.count, micros(l.since));
+            framer.notice(&mut body, &ts, &text);
             count += 1;
         }
         body.extend_from_slice(&self.body);
@@ -684,48 +683,42 @@ struct Sink {
     auth: HeaderValue,
 }
 
-/// How one POST went.
-enum Outcome {
-    Delivered,
-    /// Worth another try: 5xx, 429, network errors.
-    Retry(String),
-    /// The input refused the batch for good.
-    Refused(String),
-}
-
 impl Sink {
-    /// Sends one batch, retrying with backoff; `false` when it is lost, which is told on
-    /// stderr (never fatal). `own_lines` is the batch's count without its notices.
+    /// Sends one batch, retried by [`retry::SHUTTLE`]; `false` when it is lost, which is
+    /// told on stderr (never fatal). `own_lines` is the batch's count without its notices.
     async fn deliver(&self, batch: Batch, own_lines: usize) -> bool {
         let count = batch.count;
         let body = batch.body.freeze();
-        let mut delay = Duration::from_millis(500);
-        for attempt in 1..=ATTEMPTS {
-            match self.post(body.clone(), count).await {
-                Outcome::Delivered => return true,
-                Outcome::Refused(why) => {
-                    eprintln!("logplex: {why}; {} lost.", lines(own_lines));
-                    return false;
-                }
-                Outcome::Retry(why) if attempt == ATTEMPTS => {
-                    eprintln!(
-                        "logplex: {why}; gave up after {ATTEMPTS} tries, {} lost.",
-                        lines(own_lines)
-                    );
-                }
-                Outcome::Retry(why) => {
+        let finished = retry::SHUTTLE
+            .run(
+                &retry::Deadline::default(),
+                |_| self.post(body.clone(), count),
+                |attempt, why| {
                     if attempt == 1 {
                         eprintln!("logplex: {why}; retrying.");
                     }
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
+                },
+            )
+            .await;
+        match finished {
+            retry::Finished::Done { .. } => true,
+            retry::Finished::Refused { error, .. } => {
+                eprintln!("logplex: {error}; {} lost.", lines(own_lines));
+                false
             }
+            retry::Finished::Exhausted { attempts, error } => {
+                eprintln!(
+                    "logplex: {error}; gave up after {attempts} tries, {} lost.",
+                    lines(own_lines)
+                );
+                false
+            }
+            retry::Finished::Stopped { .. } => false,
         }
-        false
     }
 
-    async fn post(&self, body: Bytes, count: usize) -> Outcome {
+    /// One POST of a batch: delivered, or why not and whether to try again.
+    async fn post(&self, body: Bytes, count: usize) -> Result<(), Failure<String>> {
         let req = Request::post(self.url.clone())
             .header(CONTENT_TYPE, "application/logplex-1")
             .header("Logplex-Msg-Count", count)
@@ -734,26 +727,30 @@ impl Sink {
             .body(Full::new(body));
         let req = match req {
             Ok(r) => r,
-            Err(e) => return Outcome::Refused(format!("cannot build the request: {e}")),
+            Err(e) => return Err(Failure::GiveUp(format!("cannot build the request: {e}"))),
         };
         let url = &self.url;
         let resp = match tokio::time::timeout(POST_TIMEOUT, self.http.request(req)).await {
             Err(_) => {
-                return Outcome::Retry(format!("the HTTP input at {url} did not answer within 30s"))
+                return Err(Failure::Retry(format!(
+                    "the HTTP input at {url} did not answer within 30s"
+                )))
             }
             Ok(Err(e)) if e.is_connect() => {
-                return Outcome::Retry(format!("cannot reach the HTTP input at {url}"))
+                return Err(Failure::Retry(format!(
+                    "cannot reach the HTTP input at {url}"
+                )))
             }
             Ok(Err(e)) => {
-                return Outcome::Retry(format!(
+                return Err(Failure::Retry(format!(
                     "the request to the HTTP input at {url} failed: {e}"
-                ))
+                )))
             }
             Ok(Ok(r)) => r,
         };
         let status = resp.status();
         if status.is_success() {
-            return Outcome::Delivered;
+            return Ok(());
         }
         let reason = match resp.into_body().collect().await {
             Ok(b) => String::from_utf8_lossy(&b.to_bytes())
@@ -765,7 +762,7 @@ impl Sink {
                 .collect(),
             Err(_) => String::new(),
         };
-        input_refusal(url, status, &reason)
+        Err(input_refusal(url, status, &reason))
     }
 }
 
@@ -777,8 +774,9 @@ fn lines(n: usize) -> String {
     }
 }
 
-/// The sentence for an error answer of the HTTP input, and whether to try again.
-fn input_refusal(url: &Uri, status: StatusCode, reason: &str) -> Outcome {
+/// The sentence for an error answer of the HTTP input, and whether to try again (by
+/// [`retry::classify`]: 429 and 5xx are worth another try).
+fn input_refusal(url: &Uri, status: StatusCode, reason: &str) -> Failure<String> {
     let why = match status {
         StatusCode::UNAUTHORIZED => {
             format!("the HTTP input at {url} does not know the token (401)")
@@ -792,11 +790,7 @@ fn input_refusal(url: &Uri, status: StatusCode, reason: &str) -> Outcome {
             reason.trim()
         ),
     };
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        Outcome::Retry(why)
-    } else {
-        Outcome::Refused(why)
-    }
+    Failure::of_status(status.as_u16(), why)
 }
 
 #[cfg(test)]
@@ -1024,14 +1018,14 @@ mod tests {
         let url: Uri = "http://127.0.0.1:8601/logs".parse().unwrap();
         assert!(matches!(
             input_refusal(&url, StatusCode::SERVICE_UNAVAILABLE, ""),
-            Outcome::Retry(_)
+            Failure::Retry(_)
         ));
         assert!(matches!(
             input_refusal(&url, StatusCode::TOO_MANY_REQUESTS, ""),
-            Outcome::Retry(_)
+            Failure::Retry(_)
         ));
         match input_refusal(&url, StatusCode::BAD_REQUEST, "frame 3 is malformed\n") {
-            Outcome::Refused(why) => assert_eq!(
+            Failure::GiveUp(why) => assert_eq!(
                 why,
                 "the HTTP input at http://127.0.0.1:8601/logs answered 400 Bad Request: frame 3 is malformed"
             ),
@@ -1039,7 +1033,7 @@ mod tests {
         }
         assert!(matches!(
             input_refusal(&url, StatusCode::UNAUTHORIZED, ""),
-            Outcome::Refused(_)
+            Failure::GiveUp(_)
         ));
     }
 

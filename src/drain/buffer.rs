@@ -1,7 +1,8 @@
 //! A drain's bounded buffer. Full means drop-oldest: the lines that go are counted, and the
 //! drain's next delivery starts with the L10 frame saying how many and since when.
 
-use crate::line::{now_micros, Line};
+use crate::clock::now_micros;
+use crate::line::Line;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;

@@ -1,11 +1,12 @@
-//! Drains: every line of a channel goes to each of its drains (CONTRACT §6). One task per
-//! drain with its own bounded buffer (drop-oldest, announced with L10); a slow or dead drain
-//! never slows ingestion, tails or other drains. Drains are added and removed at run time:
-//! the registry refreshes this provider after every store change.
+//! Drains: every line of a channel goes to each of its drains. One task per drain with its
+//! own bounded buffer (drop-oldest, announced with L10); a slow or dead drain never slows
+//! ingestion, tails or other drains. Every task runs the same delivery loop
+//! ([`runner`]) over its transport ([`syslog`], [`http`]). Drains are added and removed at
+//! run time: the registry hands the store's drains to [`Drains::apply`] after every change.
 
-pub mod backoff;
 pub mod buffer;
 pub mod http;
+pub mod runner;
 pub mod syslog;
 pub mod tls;
 pub mod url;
@@ -13,6 +14,7 @@ pub mod url;
 use crate::channel::{Channel, Tap};
 use crate::line::Line;
 use crate::metrics::{DrainCounters, Metrics};
+use crate::retry::Flush;
 use crate::store::DrainRecord;
 use buffer::Buffer;
 use bytes::Bytes;
@@ -114,7 +116,7 @@ impl Drain {
     /// Runs a write or request, marking it under way for [`Tap::pressure`].
     pub async fn writing<T>(&self, f: impl std::future::Future<Output = T>) -> T {
         self.writing_since
-            .store(crate::line::now_micros().max(1), Ordering::Relaxed);
+            .store(crate::clock::now_micros().max(1), Ordering::Relaxed);
         let r = f.await;
         self.writing_since.store(0, Ordering::Relaxed);
         r
@@ -144,7 +146,7 @@ impl Drain {
         self.healthy.store(false, Ordering::Relaxed);
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.state = State::Failing;
-        st.last_error = Some((why.to_string(), crate::line::now_micros()));
+        st.last_error = Some((why.to_string(), crate::clock::now_micros()));
     }
 
     /// `n` lines were delivered.
@@ -225,7 +227,7 @@ impl Tap for Drain {
             return None;
         }
         let since = self.writing_since.load(Ordering::Relaxed);
-        if since != 0 && crate::line::now_micros() - since > STALLED_WRITE_MICROS {
+        if since != 0 && crate::clock::now_micros() - since > STALLED_WRITE_MICROS {
             tracing::trace!(drain = %String::from_utf8_lossy(&self.token), "write stalled; not pacing intake");
             return None;
         }
@@ -238,18 +240,20 @@ impl Tap for Drain {
     }
 }
 
-/// What drain tasks share.
-pub struct Shared {
+/// What every drain's task is given: metrics, TLS client configurations, the shutdown's
+/// flush and the size of buffers.
+pub struct DrainEnv {
     pub metrics: Arc<Metrics>,
     pub tls: tls::Tls,
-    /// Cancelled once intake has stopped: drains then flush under [`FLUSH_DEADLINE`].
-    pub flush: CancellationToken,
+    /// Starts once intake has stopped: drains then flush what they hold within
+    /// [`FLUSH_DEADLINE`], every connect, send and wait of theirs capped by it.
+    pub flush: Arc<Flush>,
     pub buffer_lines: usize,
 }
 
-/// The drains of every channel; a [`TapProvider`] for the registry.
+/// The drains of every channel, as the registry last applied them.
 pub struct Drains {
-    shared: Arc<Shared>,
+    env: Arc<DrainEnv>,
     running: Mutex<HashMap<String, Arc<Drain>>>,
     /// Drains of the store that could not start (a URL this version refuses), by id: why.
     broken: Mutex<HashMap<String, String>>,
@@ -261,10 +265,10 @@ impl Drains {
     pub fn new(ctx: &crate::server::Deps<'_>) -> anyhow::Result<Drains> {
         let tls = tls::Tls::new(ctx.config.drains.tls_ca_file.as_deref())?;
         Ok(Drains {
-            shared: Arc::new(Shared {
+            env: Arc::new(DrainEnv {
                 metrics: ctx.metrics.clone(),
                 tls,
-                flush: ctx.after_intake.clone(),
+                flush: Flush::new(ctx.after_intake.clone(), FLUSH_DEADLINE),
                 buffer_lines: ctx.config.drains.buffer_lines,
             }),
             running: Mutex::new(HashMap::new()),
@@ -286,13 +290,13 @@ impl Drains {
                 return None;
             }
         };
-        let counters = self.shared.metrics.drain(url.kind.label());
+        let counters = self.env.metrics.drain(url.kind.label());
         counters.drains.inc();
         let d = Arc::new(Drain {
             id: rec.id.clone(),
             token: Bytes::from(rec.token.clone()),
             url,
-            buffer: Buffer::new(self.shared.buffer_lines),
+            buffer: Buffer::new(self.env.buffer_lines),
             counters,
             channel_name: rec.channel.clone(),
             removed: CancellationToken::new(),
@@ -310,15 +314,19 @@ impl Drains {
             dropped: AtomicU64::new(0),
         });
         tracing::info!(drain = %rec.token, url = %d.url.redacted, channel = %rec.channel, "drain started");
-        let shared = self.shared.clone();
+        let env = self.env.clone();
         let task = d.clone();
         self.tasks.spawn_on(
             async move {
                 task.check_host().await;
                 match task.url.kind {
-                    Kind::Syslog | Kind::SyslogTls => syslog::run_stream(&task, &shared).await,
-                    Kind::SyslogUdp => syslog::run_udp(&task, &shared).await,
-                    Kind::Http | Kind::Https => http::run(&task, &shared).await,
+                    Kind::Syslog | Kind::SyslogTls => {
+                        runner::run(&task, &env, syslog::Stream).await
+                    }
+                    Kind::SyslogUdp => runner::run(&task, &env, syslog::Datagrams).await,
+                    Kind::Http | Kind::Https => {
+                        runner::run(&task, &env, http::Http::new(&task)).await
+                    }
                 }
                 task.set_connected(false);
                 task.counters.drains.dec();
@@ -391,50 +399,5 @@ impl Drains {
                 d.clone() as Arc<dyn Tap>
             })
             .collect()
-    }
-}
-
-/// Waits until the drain has something to send. Returns false when the drain should stop:
-/// removed, or flushing and nothing left.
-pub async fn wait_for_work(d: &Drain, shared: &Shared, idle: Option<Duration>) -> Wait {
-    loop {
-        if d.removed.is_cancelled() {
-            return Wait::Stop;
-        }
-        if d.buffer.pending() {
-            return Wait::Work;
-        }
-        if shared.flush.is_cancelled() {
-            return Wait::Stop;
-        }
-        let idle_sleep = async {
-            match idle {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = d.buffer.notify.notified() => {}
-            _ = d.removed.cancelled() => return Wait::Stop,
-            _ = shared.flush.cancelled() => {}
-            _ = idle_sleep => return Wait::Idle,
-        }
-    }
-}
-
-/// What [`wait_for_work`] found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Wait {
-    Work,
-    Idle,
-    Stop,
-}
-
-/// Sleeps `d` unless the drain is removed (false) or flushing (returns at once, true).
-pub async fn pause(drain: &Drain, shared: &Shared, d: Duration) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => true,
-        _ = drain.removed.cancelled() => false,
-        _ = shared.flush.cancelled() => true,
     }
 }
