@@ -1,4 +1,4 @@
-//! Configuration: the `config.toml` schema (CONTRACT §3, §6, §8, §9), strict parsing and one
+//! Configuration: the `config.toml` schema (every key in `docs/config.md`), strict parsing and one
 //! `validate()` that reports every problem at once, before anything listens.
 
 use crate::names::{valid_channel_name, valid_token, valid_token_name};
@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The whole configuration. Every section is optional; missing keys take the defaults of
-/// CONTRACT §3, which are also the values written in the root `config.toml`.
+/// The whole configuration. Every section is optional; missing keys take the defaults,
+/// which are also the values written in the root `config.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -100,7 +100,7 @@ impl<'de> Deserialize<'de> for Span {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Where the API listens (CONTRACT §3: 127.0.0.1:8001).
+    /// Where the API listens (default 127.0.0.1:8001).
     pub listen: Listen,
     /// The admin key. Empty: taken from `LOGPLEX_AUTH_KEY`, else the key whose hash the
     /// store keeps (readable in `admin.key` beside the database), else generated on first
@@ -497,6 +497,20 @@ impl Config {
     /// Checks every field; returns all problems found.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut p = Vec::new();
+        self.check_listeners(&mut p);
+        self.check_limits(&mut p);
+        self.check_log(&mut p);
+        self.check_channels(&mut p);
+        self.check_alerts(&mut p);
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+
+    /// `api`, `ingest.*.listen` and `api.public_url`.
+    fn check_listeners(&self, p: &mut Vec<String>) {
         let listeners = [
             ("api.listen", &self.api.listen),
             ("ingest.http.listen", &self.ingest.http.listen),
@@ -518,6 +532,10 @@ impl Config {
                 p.push(format!("api.public_url: {why}"));
             }
         }
+    }
+
+    /// Sizes, counts and durations of `ingest`, `buffers`, `drains` and `store`.
+    fn check_limits(&self, p: &mut Vec<String>) {
         if !(64..=1 << 20).contains(&self.ingest.max_frame) {
             p.push(format!(
                 "ingest.max_frame: {} is not between 64 and 1048576",
@@ -551,32 +569,6 @@ impl Config {
                 "ingest.http.body_timeout: {:?} is not a duration of 1s or more like \"10s\"",
                 self.ingest.http.body_timeout.text()
             )),
-        }
-        match self.log.fsync_interval.get() {
-            Some(d) if d >= Duration::from_millis(1) && d <= Duration::from_secs(60) => {}
-            _ => p.push(format!(
-                "log.fsync_interval: {:?} is not a duration from 1ms to 60s like \"1s\"",
-                self.log.fsync_interval.text()
-            )),
-        }
-        match self.log.max_age.get() {
-            Some(d) if d >= Duration::from_secs(60) => {}
-            _ => p.push(format!(
-                "log.max_age: {:?} is not a duration of a minute or more like \"7d\"",
-                self.log.max_age.text()
-            )),
-        }
-        if self.log.max_bytes < 64 << 20 {
-            p.push(format!(
-                "log.max_bytes: {} is below the least useful size, 67108864 (64 MiB)",
-                self.log.max_bytes
-            ));
-        }
-        if !(1..=10_000_000).contains(&self.log.max_lines_per_session) {
-            p.push(format!(
-                "log.max_lines_per_session: {} is not between 1 and 10000000",
-                self.log.max_lines_per_session
-            ));
         }
         match self.ingest.tcp.idle_timeout.get() {
             Some(d) if d >= Duration::from_secs(1) => {}
@@ -622,6 +614,40 @@ impl Config {
         if self.store.path.as_os_str().is_empty() {
             p.push("store.path: must not be empty".into());
         }
+    }
+
+    /// `[log]`.
+    fn check_log(&self, p: &mut Vec<String>) {
+        match self.log.fsync_interval.get() {
+            Some(d) if d >= Duration::from_millis(1) && d <= Duration::from_secs(60) => {}
+            _ => p.push(format!(
+                "log.fsync_interval: {:?} is not a duration from 1ms to 60s like \"1s\"",
+                self.log.fsync_interval.text()
+            )),
+        }
+        match self.log.max_age.get() {
+            Some(d) if d >= Duration::from_secs(60) => {}
+            _ => p.push(format!(
+                "log.max_age: {:?} is not a duration of a minute or more like \"7d\"",
+                self.log.max_age.text()
+            )),
+        }
+        if self.log.max_bytes < 64 << 20 {
+            p.push(format!(
+                "log.max_bytes: {} is below the least useful size, 67108864 (64 MiB)",
+                self.log.max_bytes
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.log.max_lines_per_session) {
+            p.push(format!(
+                "log.max_lines_per_session: {} is not between 1 and 10000000",
+                self.log.max_lines_per_session
+            ));
+        }
+    }
+
+    /// `[[channels]]`: names, token names and tokens, each declared once.
+    fn check_channels(&self, p: &mut Vec<String>) {
         let mut names = std::collections::HashSet::new();
         let mut tokens = std::collections::HashSet::new();
         for (i, c) in self.channels.iter().enumerate() {
@@ -663,6 +689,10 @@ impl Config {
                 ));
             }
         }
+    }
+
+    /// `[[alerts]]`: unique names, then every problem of each rule (see `Rule::compile`).
+    fn check_alerts(&self, p: &mut Vec<String>) {
         let mut alert_names = std::collections::HashSet::new();
         for (i, a) in self.alerts.iter().enumerate() {
             let at = format!("alerts[{i}]");
@@ -682,11 +712,6 @@ impl Config {
                     }
                 }
             }
-        }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(p)
         }
     }
 }

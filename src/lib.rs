@@ -13,6 +13,8 @@
 //! binary and the integration tests call it (tests bind port 0 and read the addresses from
 //! [`start`]).
 
+#![deny(rustdoc::broken_intra_doc_links)]
+
 pub mod admin_key;
 pub mod alert;
 pub mod api;

@@ -1,17 +1,20 @@
 //! A running node: [`Node`], the state every part of the server shares, and [`start`],
 //! which builds it in named phases, each a function below, in this order:
 //!
-//! 1. [`lock_and_bind`]: lock the data directory, bind every listener (nothing stored is
+//! 1. `lock_and_bind`: lock the data directory, bind every listener (nothing stored is
 //!    touched before, so a start that fails on a taken port leaves the saved state alone);
-//! 2. [`open_store`]: make the data directory private, open and migrate the store, settle
+//! 2. `open_store`: make the data directory private, open and migrate the store, settle
 //!    the admin key, write the channels declared in config;
-//! 3. [`Registry::load`]: the routing snapshot from the store;
-//! 4. [`restore_history`]: saved history back into the rings;
-//! 5. [`start_outputs`]: drains and alert rules, attached to the registry;
-//! 6. [`serve`]: intake and API tasks on the bound listeners.
+//! 3. `open_log`: open and recover the durable log (unless it is off);
+//! 4. [`Registry::load`]: the routing snapshot from the store, channels writing to the log;
+//! 5. `restore_history`: the rings refilled from the log (or from the history saved at
+//!    the last stop when the log is off);
+//! 6. `start_outputs`: drains and alert rules, attached to the registry
+//!    ([`Registry::attach`]);
+//! 7. `serve`: intake and API tasks on the bound listeners.
 //!
 //! [`Server::wait`] stops in the reverse order: intake, then drains flush, then the API and
-//! sessions, then history is saved and the lock released.
+//! sessions, then the log is closed (or, without it, history saved) and the lock released.
 
 use crate::alert::Alerts;
 use crate::channel::Limits;

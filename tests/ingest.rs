@@ -1,5 +1,5 @@
 //! Ingest over real sockets: `logger` over TCP and UDP, `curl` and a hyper client over HTTP,
-//! and every kind of bad input of CONTRACT §4, each with its answer.
+//! and every kind of bad input of `docs/input.md`, each with its answer.
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! logfmt for Heroku router lines. No sockets, no runtime, no allocation per message.
 
 #![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod codec;
 pub mod logfmt;

@@ -1,9 +1,9 @@
-//! Alerts (CONTRACT §8): rules from `config.toml` and the API watch channels for matching
+//! Alerts (see `docs/alerts.md`): rules from `config.toml` and the API watch channels for matching
 //! lines and, when `threshold` of them fall within `window`, put a line in the channel, POST
 //! a webhook and move Prometheus series.
 //!
-//! The [`Alerts`] is a [`TapProvider`]: after every store change it reloads the rules
-//! (compiling only new or changed ones) and gives each channel that has rules one tap. A
+//! After every store change the registry hands [`Alerts::apply`] the stored rules; it
+//! merges them with the config's (compiling only new or changed ones) and gives each channel that has rules one tap. A
 //! channel without rules gets no tap and pays nothing. The tap runs on the ingest path with
 //! each stored batch: it filters and matches without locks, then takes one short lock per
 //! (rule, channel) with matches. Notifications leave through a bounded queue (full: the
@@ -413,7 +413,8 @@ pub fn message(rule: &Rule, transition: Transition, count: u64) -> String {
     )
 }
 
-/// The webhook body of CONTRACT §8.
+/// The webhook body: `{"alert","app","state","count","threshold","window_seconds",
+/// "first_at","last_at","samples"}` (see `docs/alerts.md`).
 fn webhook_body(w: &Watch, snap: &Report) -> Bytes {
     let r = &w.rule;
     let window_seconds = if r.window.subsec_nanos() == 0 {

@@ -1,4 +1,4 @@
-//! The HTTP side of the client commands: a small [`Client`] for the JSON API of CONTRACT §7
+//! The HTTP side of the client commands: a small [`Client`] for the JSON API (`docs/api.md`)
 //! and [`CliError`], whose `Display` is the one sentence a user sees after `logplex: `.
 
 use bytes::Bytes;
@@ -46,7 +46,7 @@ pub enum CliError {
 }
 
 impl CliError {
-    /// 2 for bad usage, 1 for everything else (CONTRACT §2).
+    /// 2 for bad usage, 1 for everything else (`docs/cli.md`).
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 2,

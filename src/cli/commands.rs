@@ -244,7 +244,7 @@ pub async fn drains_remove(c: &Client, app: &str, which: &str) -> Result<(), Cli
 }
 
 /// Renders one rule as `NAME key=value ...`: the rule's known fields in the order of
-/// CONTRACT §8, then any other field the server adds, `null`s left out.
+/// `docs/alerts.md`, then any other field the server adds, `null`s left out.
 fn rule_line(rule: &Value) -> String {
     const ORDER: [&str; 10] = [
         "app",

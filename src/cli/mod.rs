@@ -1,4 +1,4 @@
-//! The client commands of CONTRACT §2 (`apps`, `tokens`, `logs`, `drains`, `alerts`,
+//! The client commands (`docs/cli.md`: `apps`, `tokens`, `logs`, `drains`, `alerts`,
 //! `shuttle`): they talk to a running `logplex serve` over its HTTP API.
 //!
 //! [`Command`] is flattened into the binary's own subcommands; [`main`] runs one of them on a
@@ -132,7 +132,7 @@ pub enum Command {
     Shuttle(Box<shuttle::ShuttleArgs>),
 }
 
-/// `alerts:add`: the rule of CONTRACT §8, minus `app` (given by -a).
+/// `alerts:add`: the rule of `docs/alerts.md`, minus `app` (given by -a).
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("condition").required(true).args(["where_", "regex"])))]
 pub struct AlertAddArgs {

@@ -1,4 +1,4 @@
-//! `POST /logs`: logplex-1 batches over HTTP (CONTRACT §4). All or nothing per batch: every
+//! `POST /logs`: logplex-1 batches over HTTP (`docs/input.md`). All or nothing per batch: every
 //! frame is checked before any is stored. gzip bodies are capped by their decompressed size.
 //! A batch sent by a drain of the same channel (its `Logplex-Drain-Token`) is refused: it
 //! would loop.

@@ -19,7 +19,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 const READ_CHUNK: usize = 64 * 1024;
-/// Longest a read waits for healthy drains to catch up (see `Channel::make_room`).
+/// Longest a read waits for healthy drains to catch up (see [`Channel::push_paced`](crate::channel::Channel::push_paced)).
 const ROOM_BUDGET: std::time::Duration = std::time::Duration::from_millis(100);
 /// A connection silent this long gives its (empty) read buffer back.
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
