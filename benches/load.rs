@@ -134,6 +134,26 @@ fn start_target(kv: &HashMap<String, String>) -> Target {
 
 /// `logplex_messages_received_total{input=...}` from the target's /metrics.
 async fn received(t: &Target, input: &str) -> u64 {
+    metric(
+        t,
+        &format!("logplex_messages_received_total{{input=\"{input}\"}}"),
+    )
+    .await
+}
+
+/// Prints what the durable log did with the lines (stderr, beside the JSON figure).
+async fn log_stats(t: &Target) {
+    let appended = metric(t, "logplex_log_appended_lines_total").await;
+    let refused = metric(t, "logplex_log_rejected_lines_total").await;
+    let fsyncs = metric(t, "logplex_log_fsyncs_total").await;
+    if appended + refused > 0 {
+        eprintln!("durable log: {appended} lines appended, {refused} refused, {fsyncs} fsyncs");
+    }
+}
+
+/// A series' value (`NAME{LABELS}` exactly as exposed) from the target's /metrics; 0 when
+/// absent.
+async fn metric(t: &Target, series: &str) -> u64 {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let req = hyper::Request::get(format!("http://{}/metrics", t.api))
         .header("authorization", format!("Bearer {}", t.key))
@@ -149,7 +169,7 @@ async fn received(t: &Target, input: &str) -> u64 {
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&body);
-    let needle = format!("logplex_messages_received_total{{input=\"{input}\"}} ");
+    let needle = format!("{series} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&needle))
         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -280,6 +300,7 @@ async fn tcp(t: &Target, kv: &HashMap<String, String>) {
         bytes,
         start.elapsed().as_secs_f64(),
     );
+    log_stats(t).await;
 }
 
 async fn http(t: &Target, kv: &HashMap<String, String>) {
@@ -334,6 +355,7 @@ async fn http(t: &Target, kv: &HashMap<String, String>) {
         sent * body.len() as u64 / batch,
         start.elapsed().as_secs_f64(),
     );
+    log_stats(t).await;
 }
 
 fn now_ns() -> u64 {
