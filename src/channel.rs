@@ -1,11 +1,13 @@
 //! A channel at run time: its history ring (last N lines, capped in lines and bytes) and the
-//! broadcast that feeds its tails. Ingest pushes whole batches under one short lock.
+//! broadcast that feeds its tails, and its metrics from the logs when they are on. Ingest
+//! pushes whole batches under one short lock.
 
 mod rate;
 
 pub use rate::{LineRate, MINUTES as RATE_MINUTES};
 
 use crate::line::Line;
+use crate::logmetrics::{self, LogMetrics};
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use std::collections::VecDeque;
@@ -30,6 +32,9 @@ struct History {
     next_seq: u64,
     /// Lines stored per minute, counted per batch (for the console and `GET /v2/stats`).
     rate: LineRate,
+    /// Metrics from the logs, when the channel has them on: every live line is observed
+    /// here under the lock the push already holds. `None` costs one branch per batch.
+    metrics: Option<Box<LogMetrics>>,
 }
 
 /// Something that sees every line stored in a channel, as it is stored: a drain's buffer, an
@@ -88,6 +93,7 @@ impl Channel {
                 bytes: 0,
                 next_seq: 1,
                 rate: LineRate::default(),
+                metrics: None,
             }),
             tail,
             taps: ArcSwap::from_pointee(Vec::new()),
@@ -197,7 +203,14 @@ impl Channel {
         }
         let n = h.lines.len() - first;
         if live && n > 0 {
+            let h = &mut *h;
             h.rate.add(now, n as u64);
+            if let Some(m) = h.metrics.as_mut() {
+                let secs = now.div_euclid(1_000_000);
+                for line in h.lines.range(first..) {
+                    m.observe(secs, &line.source, line.procid(), line.msg());
+                }
+            }
         }
         if tapped {
             // The new lines, in place: taps see them without a copy (so under the lock, which
@@ -265,6 +278,42 @@ impl Channel {
     pub fn line_rate(&self) -> LineRate {
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         h.rate.clone()
+    }
+
+    /// Turns metrics from the logs on (empty, from now, unless they are on already) or off
+    /// (forgetting them).
+    pub fn set_metrics(&self, on: bool) {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        match (on, h.metrics.is_some()) {
+            (true, false) => {
+                let now = crate::line::now_micros().div_euclid(1_000_000);
+                h.metrics = Some(Box::new(LogMetrics::new(
+                    now,
+                    logmetrics::Limits::default(),
+                )));
+            }
+            (false, true) => h.metrics = None,
+            _ => {}
+        }
+    }
+
+    /// Puts roll-ups saved at the last stop back (start-up only), if metrics are on.
+    pub fn restore_metrics(&self, saved: LogMetrics) -> bool {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        match h.metrics.as_mut() {
+            Some(m) => {
+                **m = saved;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs `f` on the metrics under the channel's lock, if they are on. Keep `f` short:
+    /// take a [`logmetrics::Snapshot`] or the counters and compute without the lock.
+    pub fn with_metrics<T>(&self, f: impl FnOnce(&mut LogMetrics) -> T) -> Option<T> {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.metrics.as_deref_mut().map(f)
     }
 
     pub fn limits(&self) -> Limits {

@@ -149,6 +149,7 @@ impl Registry {
                 Some(c) if c.id == rec.id => c.clone(),
                 _ => Arc::new(Channel::new(rec.id, &rec.name, self.limits)),
             };
+            ch.set_metrics(rec.metrics);
             for (name, token) in &rec.tokens {
                 let route = Route {
                     channel: ch.clone(),

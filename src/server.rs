@@ -251,6 +251,9 @@ fn open_store(config: &Config) -> anyhow::Result<(Store, admin_key::AdminKey)> {
                 .map(|(n, t)| (n.clone(), t.clone()))
                 .collect();
             store::upsert_channel(c, &ch.name, &tokens)?;
+            if let Some(on) = ch.metrics {
+                store::set_channel_metrics(c, &ch.name, on)?;
+            }
             for url in &ch.drains {
                 match store::create_drain(c, &ch.name, url, usize::MAX) {
                     Ok(_) | Err(store::AddDrain::Duplicate) | Err(store::AddDrain::Limit(_)) => {}

@@ -4,6 +4,7 @@
 //! Bearer), compared in constant time. Errors are one JSON shape.
 
 pub mod alerts;
+pub mod metrics;
 pub mod platform;
 pub mod stats;
 
@@ -211,6 +212,16 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
                 .ok_or_else(|| unknown_app(name))?;
             Ok(json(StatusCode::OK, &channel_json(rec)))
         }
+        (&Method::PATCH, ["v2", "channels", name]) => {
+            let name = name.to_string();
+            let patch = read_json(node, req).await?;
+            let v = metrics::patch_channel(node, &name, patch).await?;
+            Ok(json(StatusCode::OK, &v))
+        }
+        (&Method::GET, ["v2", "channels", name, "metrics"]) => {
+            let v = metrics::channel_metrics(node, name, req.uri().query())?;
+            Ok(json(StatusCode::OK, &v))
+        }
         (&Method::DELETE, ["v2", "channels", name]) => {
             let n = name.to_string();
             node.registry
@@ -297,7 +308,7 @@ pub(crate) fn channel_json(rec: &store::ChannelRecord) -> serde_json::Value {
         .iter()
         .map(|(n, t)| (n.clone(), serde_json::Value::String(t.clone())))
         .collect();
-    json!({"name": rec.name, "tokens": tokens})
+    json!({"name": rec.name, "tokens": tokens, "metrics": rec.metrics})
 }
 
 fn metrics(node: &Node) -> Response<Body> {
@@ -358,6 +369,9 @@ struct NewChannel {
     name: String,
     #[serde(default)]
     tokens: Vec<String>,
+    /// Metrics from the logs for this channel (off when left out).
+    #[serde(default)]
+    metrics: bool,
 }
 
 async fn create_channel(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
@@ -376,10 +390,16 @@ async fn create_channel(node: &Arc<Node>, req: Request<Incoming>) -> ApiResult {
     let mut tokens = body.tokens;
     tokens.sort();
     tokens.dedup();
-    let name = body.name.clone();
+    let (name, with_metrics) = (body.name.clone(), body.metrics);
     let rec = node
         .registry
-        .change(move |c| store::create_channel(c, &name, &tokens))
+        .change(move |c| {
+            let rec = store::create_channel(c, &name, &tokens)?;
+            if with_metrics {
+                return store::set_channel_metrics(c, &name, true);
+            }
+            Ok(rec)
+        })
         .await
         .map_err(|e| match e {
             StoreError::Conflict => ApiError::new(

@@ -262,6 +262,7 @@ mod tests {
             name: name.into(),
             tokens: vec![],
             created_at,
+            metrics: false,
         }
     }
 
