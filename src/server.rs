@@ -6,12 +6,13 @@
 //! 2. [`open_store`]: make the data directory private, open and migrate the store, settle
 //!    the admin key, write the channels declared in config;
 //! 3. [`Registry::load`]: the routing snapshot from the store;
-//! 4. [`restore_history`]: saved history back into the rings;
+//! 4. [`restore_history`]: saved history back into the rings, saved metric roll-ups back
+//!    into their channels;
 //! 5. [`start_outputs`]: drains and alert rules, attached to the registry;
 //! 6. [`serve`]: intake and API tasks on the bound listeners.
 //!
 //! [`Server::wait`] stops in the reverse order: intake, then drains flush, then the API and
-//! sessions, then history is saved and the lock released.
+//! sessions, then history and metric roll-ups are saved and the lock released.
 
 use crate::alert::Alerts;
 use crate::channel::Limits;
@@ -293,6 +294,27 @@ fn restore_history(registry: &Registry) -> anyhow::Result<()> {
     if restored > 0 {
         tracing::info!(lines = restored, "history restored");
     }
+    restore_logmetrics(registry, &snap)
+}
+
+/// Part of phase 4: the metric roll-ups saved at the last stop, back into the channels
+/// that still have metrics on. Roll-ups that do not decode are left out with a warning
+/// (the channel starts empty); they stay saved until the next stop replaces them.
+fn restore_logmetrics(registry: &Registry, snap: &crate::registry::Snapshot) -> anyhow::Result<()> {
+    let saved = registry.store().call_blocking(store::load_logmetrics)?;
+    let mut restored = 0;
+    for (name, data) in saved {
+        let Some(ch) = snap.channel(&name) else {
+            continue;
+        };
+        match crate::logmetrics::LogMetrics::decode(&data, crate::logmetrics::Limits::default()) {
+            Ok(m) => restored += usize::from(ch.restore_metrics(m)),
+            Err(e) => tracing::warn!(channel = %name, "saved metrics left out: {e}"),
+        }
+    }
+    if restored > 0 {
+        tracing::info!(channels = restored, "metric roll-ups restored");
+    }
     Ok(())
 }
 
@@ -400,11 +422,36 @@ impl Server {
             tracing::warn!("some tasks did not stop within 10s");
         }
         let node = self.node.clone();
-        let saved = tokio::task::spawn_blocking(move || save_history(&node)).await??;
+        let saved = tokio::task::spawn_blocking(move || {
+            let lines = save_history(&node)?;
+            save_logmetrics(&node)?;
+            anyhow::Ok(lines)
+        })
+        .await??;
         tracing::info!(lines = saved, "history saved; bye");
         drop(self.lock);
         Ok(())
     }
+}
+
+/// Saves the roll-ups of every channel with metrics on (their bytes are taken under the
+/// channel's lock, one channel at a time), replacing those saved before.
+fn save_logmetrics(node: &Node) -> anyhow::Result<()> {
+    let snap = node.registry.snapshot();
+    let channels: Vec<(String, Vec<u8>)> = snap
+        .channels()
+        .filter_map(|c| Some((c.name.to_string(), c.with_metrics(|m| m.encode())?)))
+        .collect();
+    let n = channels.len();
+    node.registry
+        .store()
+        .call_blocking(|c| store::save_logmetrics(c, &channels))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot save metrics ({e}): the roll-ups of {n} channels could not be kept; \
+                 those saved before, if any, are kept as they were"
+            )
+        })
 }
 
 fn save_history(node: &Node) -> anyhow::Result<usize> {

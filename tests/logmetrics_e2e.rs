@@ -419,3 +419,23 @@ async fn metrics_off_answer_409_until_a_patch_turns_them_on() {
     assert_eq!(st, 409);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_survive_a_graceful_restart() {
+    let s = TestServer::start().await;
+    let tokens = create(&s, "keep", true).await;
+    let lines = fixture();
+    send_tcp(&s, &lines, &tokens).await;
+    let want = expected(&lines);
+    let before = metrics_when(&s, "keep", |v| v["router"]["requests"] == want.requests).await;
+    check(&before, &want);
+    let dir = s.stop().await;
+    let c = test_config(dir.path());
+    let s = TestServer::start_in(dir, c).await;
+    let (_, body) = request(&s.api(), "GET", "/v2/channels/keep", None).await;
+    assert!(body.contains(r#""metrics":true"#), "{body}");
+    let after = metrics_when(&s, "keep", |_| true).await;
+    check(&after, &want);
+    assert_eq!(after["l2met"], before["l2met"]);
+    s.stop().await;
+}
