@@ -96,6 +96,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         Ok(registry)
     })
     .await??;
+    metrics.register(Box::new(crate::metrics::AppSeries::new(&registry)));
     let tasks = TaskTracker::new();
     let after_intake = CancellationToken::new();
     let outputs = start_outputs(&Deps {

@@ -439,3 +439,68 @@ async fn rollups_survive_a_graceful_restart() {
     assert_eq!(after["l2met"], before["l2met"]);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_text_has_the_series_of_apps_with_metrics_on_only() {
+    let s = TestServer::start().await;
+    let tokens = create(&s, "promapp", true).await;
+    let quiet = create(&s, "quietapp", false).await;
+    let lines = fixture();
+    send_tcp(&s, &lines, &tokens).await;
+    send_tcp(&s, &lines[..50], &quiet).await;
+    let want = expected(&lines);
+    metrics_when(&s, "promapp", |v| v["router"]["requests"] == want.requests).await;
+    let (st, text) = request(&s.api(), "GET", "/metrics", None).await;
+    assert_eq!(st, 200);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let series =
+        |name: &str, app: &str, key: &str, value: &str| -> Option<prometheus_parse::Value> {
+            scrape
+                .samples
+                .iter()
+                .find(|s| {
+                    s.metric == name
+                        && s.labels.get("app") == Some(app)
+                        && (key.is_empty() || s.labels.get(key) == Some(value))
+                })
+                .map(|s| s.value.clone())
+        };
+    use prometheus_parse::Value::{Counter, Gauge};
+    for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+        let got = series("logplex_app_requests_total", "promapp", "class", class);
+        assert_eq!(got, Some(Counter(want.by_class[i + 1] as f64)), "{class}");
+    }
+    for (code, n) in &want.h_codes {
+        let got = series("logplex_app_h_codes_total", "promapp", "code", code);
+        assert_eq!(got, Some(Counter(*n as f64)), "{code}");
+    }
+    assert_eq!(
+        series("logplex_app_response_bytes_total", "promapp", "", ""),
+        Some(Counter(want.bytes as f64))
+    );
+    for (q, label) in [(0.5, "0.5"), (0.95, "0.95"), (0.99, "0.99")] {
+        let Some(Gauge(v)) = series("logplex_app_service_ms", "promapp", "quantile", label) else {
+            panic!("no service quantile {label} in\n{text}");
+        };
+        near(&serde_json::json!(v), exact(&want.service, q), label);
+    }
+    assert!(matches!(
+        series("logplex_app_l2met_names", "promapp", "", ""),
+        Some(Gauge(n)) if n > 5.0
+    ));
+    // Bounded labels only, and nothing for the app with metrics off.
+    for sample in scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric.starts_with("logplex_app_"))
+    {
+        assert_eq!(sample.labels.get("app"), Some("promapp"), "{sample:?}");
+        for key in sample.labels.keys() {
+            assert!(
+                ["app", "class", "code", "quantile"].contains(&key.as_str()),
+                "{sample:?}"
+            );
+        }
+    }
+    s.stop().await;
+}
