@@ -504,3 +504,83 @@ async fn prometheus_text_has_the_series_of_apps_with_metrics_on_only() {
     }
     s.stop().await;
 }
+
+/// The CLI against `s`: `logplex ARGS` with `--url` and the admin key from the environment.
+async fn cli(s: &TestServer, args: &[&str]) -> (bool, String, String) {
+    let (api, args): (String, Vec<String>) =
+        (s.api(), args.iter().map(|a| a.to_string()).collect());
+    tokio::task::spawn_blocking(move || {
+        let o = output(
+            "logplex client",
+            std::process::Command::new(env!("CARGO_BIN_EXE_logplex"))
+                .args(&args)
+                .env("LOGPLEX_URL", api)
+                .env("LOGPLEX_AUTH_KEY", KEY),
+            None,
+            Duration::from_secs(30),
+        );
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_turns_metrics_on_and_prints_a_table_with_sparklines_or_the_json() {
+    let s = TestServer::start().await;
+    let tokens = create(&s, "cliapp", false).await;
+    let (ok, _, err) = cli(&s, &["metrics", "-a", "cliapp"]).await;
+    assert!(!ok && err.contains("metrics:enable -a cliapp"), "{err}");
+    let (ok, out, err) = cli(&s, &["metrics:enable", "-a", "cliapp"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "Metrics on for cliapp\n");
+    let lines = fixture();
+    send_tcp(&s, &lines, &tokens).await;
+    let want = expected(&lines);
+    let v = metrics_when(&s, "cliapp", |v| v["router"]["requests"] == want.requests).await;
+
+    let (ok, out, err) = cli(&s, &["metrics", "-a", "cliapp", "--since", "30m"]).await;
+    assert!(ok, "{err}");
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in\n{out}"))
+            .to_string()
+    };
+    assert!(out.starts_with("cliapp since "), "{out}");
+    let minutes = v["minutes"].as_array().unwrap().len() as f64;
+    let rpm = format!("{:.1}", want.requests as f64 / minutes);
+    assert!(row("requests/min").contains(&rpm), "{out}");
+    let pct = format!(
+        "{:.2}%",
+        100.0 * want.by_class[5] as f64 / want.requests as f64
+    );
+    assert!(row("5xx %").contains(&pct), "{out}");
+    assert!(
+        row("requests/min").ends_with(['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█']),
+        "{out}"
+    );
+    assert!(row("service p50/p95/p99").contains(" ms"), "{out}");
+    assert!(
+        row("H12").contains(&want.h_codes["H12"].to_string()),
+        "{out}"
+    );
+    assert!(row("measure#rails.request").contains("values"), "{out}");
+    assert!(row("sample#memory_total").contains("min "), "{out}");
+
+    let (ok, out, err) = cli(&s, &["metrics", "-a", "cliapp", "--json"]).await;
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["router"], v["router"]);
+    let (ok, _, err) = cli(&s, &["metrics", "-a", "cliapp", "--since", "2d"]).await;
+    assert!(!ok && err.contains("over 24h"), "{err}");
+    let (ok, out, _) = cli(&s, &["metrics:disable", "-a", "cliapp"]).await;
+    assert!(ok && out == "Metrics off for cliapp\n", "{out}");
+    let (ok, _, err) = cli(&s, &["metrics:enable", "-a", "nope"]).await;
+    assert!(!ok && err.contains("nope"), "{err}");
+    s.stop().await;
+}

@@ -1,5 +1,5 @@
 //! The client commands of CONTRACT §2 (`apps`, `tokens`, `logs`, `drains`, `alerts`,
-//! `shuttle`): they talk to a running `logplex serve` over its HTTP API.
+//! `metrics`, `shuttle`): they talk to a running `logplex serve` over its HTTP API.
 //!
 //! [`Command`] is flattened into the binary's own subcommands; [`main`] runs one of them on a
 //! current-thread runtime and turns its outcome into the exit code (0 ok, 1 failed request,
@@ -9,6 +9,7 @@ mod browser;
 mod client;
 mod commands;
 mod logs;
+mod metrics;
 mod shuttle;
 
 pub use client::CliError;
@@ -130,6 +131,36 @@ pub enum Command {
     },
     /// Send lines of stdin, or of a command's output, to an app (the dyno side).
     Shuttle(Box<shuttle::ShuttleArgs>),
+    /// Show an app's metrics from its logs: requests/min, 5xx %, service time, H-codes and
+    /// l2met names, with a sparkline per minute.
+    Metrics {
+        #[command(flatten)]
+        app: AppArg,
+        /// How far back, up to 24h (`30m`, `1h`, `24h`).
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        since: String,
+        /// Print the API's JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Turn metrics from the logs on for an app (they start empty).
+    #[command(name = "metrics:enable")]
+    MetricsEnable {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Turn metrics from the logs off for an app (its roll-ups are forgotten).
+    #[command(name = "metrics:disable")]
+    MetricsDisable {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 /// `alerts:add`: the rule of CONTRACT §8, minus `app` (given by -a).
@@ -239,6 +270,18 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             ok(commands::alerts_remove(&connect(&server)?, &app.app, &name).await)
         }
         Command::Shuttle(args) => shuttle::run(*args).await,
+        Command::Metrics {
+            app,
+            since,
+            json,
+            server,
+        } => ok(metrics::show(&connect(&server)?, &app.app, &since, json).await),
+        Command::MetricsEnable { app, server } => {
+            ok(metrics::set(&connect(&server)?, &app.app, true).await)
+        }
+        Command::MetricsDisable { app, server } => {
+            ok(metrics::set(&connect(&server)?, &app.app, false).await)
+        }
     }
 }
 
