@@ -584,3 +584,152 @@ async fn the_cli_turns_metrics_on_and_prints_a_table_with_sparklines_or_the_json
     assert!(!ok && err.contains("nope"), "{err}");
     s.stop().await;
 }
+
+fn router_line(service_ms: u32, status: u16) -> String {
+    format!(
+        r#"at=info method=GET path="/" host=alertapp.herokuapp.com fwd="1.2.3.4" dyno=web.1 connect=1ms service={service_ms}ms status={status} bytes=10 protocol=https"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metric_alert_fires_and_resolves_with_its_webhook_and_in_band_line() {
+    let hook = HttpSink::start(|_| 200).await;
+    let s = TestServer::start().await;
+    let tokens = create(&s, "alertapp", true).await;
+    create(&s, "nometrics", false).await;
+    let rule = |extra: &str| {
+        format!(
+            r#"{{"name":"slow","metric":"router.p95_service","above":"500ms","window":"1m","cooldown":"0s","webhook":"{}"{extra}}}"#,
+            hook.url("/hook")
+        )
+    };
+    // On an app with metrics off: refused at creation, saying why.
+    let (st, body) = request(
+        &s.api(),
+        "POST",
+        "/v2/channels/nometrics/alerts",
+        Some(&rule("")),
+    )
+    .await;
+    assert_eq!(st, 422, "{body}");
+    assert!(body.contains("metrics off"), "{body}");
+    // A metric rule takes neither a line condition nor a threshold.
+    for (extra, field) in [
+        (r#","where":"status>=500""#, "not both"),
+        (r#","threshold":5"#, "no \\\"threshold\\\""),
+    ] {
+        let (st, body) = request(
+            &s.api(),
+            "POST",
+            "/v2/channels/alertapp/alerts",
+            Some(&rule(extra)),
+        )
+        .await;
+        assert_eq!(st, 422, "{body}");
+        assert!(body.contains(field), "{field}: {body}");
+    }
+    let (st, body) = request(
+        &s.api(),
+        "POST",
+        "/v2/channels/alertapp/alerts",
+        Some(&rule("")),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    assert!(body.contains(r#""metric":"router.p95_service""#), "{body}");
+    // A `*` rule on every app: skipped where metrics are off, counted where they are on.
+    let ratio = format!(
+        r#"{{"name":"errors","metric":"router.5xx_ratio","above":0.05,"window":"1m","cooldown":"0s","webhook":"{}"}}"#,
+        hook.url("/star")
+    );
+    let (st, body) = request(&s.api(), "POST", "/v2/channels/*/alerts", Some(&ratio)).await;
+    assert_eq!(st, 201, "{body}");
+    assert!(body.contains(r#""above":0.05"#), "{body}");
+
+    let slow: Vec<String> = (0..5).map(|_| router_line(900, 200)).collect();
+    let send = |msgs: Vec<String>| {
+        let tokens = tokens.clone();
+        let s = &s;
+        async move {
+            let lines: Vec<Fx> = msgs
+                .iter()
+                .map(|m| Fx {
+                    source: "heroku",
+                    procid: "router",
+                    msg: m,
+                })
+                .collect();
+            send_tcp(s, &lines, &tokens).await;
+        }
+    };
+    send(slow).await;
+    let got = hook.wait(10, |r| r.iter().any(|r| r.path == "/hook")).await;
+    let fired: serde_json::Value = serde_json::from_slice(
+        &got.iter()
+            .find(|r| r.path == "/hook")
+            .expect("a firing webhook")
+            .body,
+    )
+    .unwrap();
+    assert_eq!(fired["state"], "firing", "{fired}");
+    assert_eq!(
+        (&fired["alert"], &fired["app"]),
+        (&"slow".into(), &"alertapp".into())
+    );
+    assert_eq!(fired["metric"], "router.p95_service");
+    near(&fired["count"], 900.0, "webhook count");
+    assert_eq!(fired["threshold"], 500.0);
+    assert_eq!(fired["window_seconds"], 60);
+    let h = s
+        .wait_history("alertapp", |h| {
+            h.iter().any(|l| l.contains("Alert slow firing"))
+        })
+        .await;
+    let line = h.iter().find(|l| l.contains("Alert slow firing")).unwrap();
+    assert!(
+        line.contains(
+            "heroku[alerts]: Alert slow firing: router.p95_service 900 over 60s, above 500"
+        ),
+        "{line}"
+    );
+    // Fast requests bring the p95 under the limit: resolved once.
+    send((0..200).map(|_| router_line(10, 200)).collect()).await;
+    let got = hook
+        .wait(10, |r| {
+            r.iter()
+                .any(|r| r.path == "/hook" && String::from_utf8_lossy(&r.body).contains("resolved"))
+        })
+        .await;
+    let resolved: serde_json::Value = serde_json::from_slice(
+        &got.iter()
+            .filter(|r| r.path == "/hook")
+            .nth(1)
+            .expect("a resolving webhook")
+            .body,
+    )
+    .unwrap();
+    assert_eq!(resolved["state"], "resolved", "{resolved}");
+    assert!(resolved["count"].as_f64().unwrap() <= 500.0, "{resolved}");
+    s.wait_history("alertapp", |h| {
+        h.iter().any(|l| l.contains("Alert slow resolved"))
+    })
+    .await
+    .iter()
+    .find(|l| l.contains("Alert slow resolved"))
+    .expect("the in-band resolved line");
+    // The 5xx ratio rule fires on alertapp when errors come, never on the app without metrics.
+    send((0..20).map(|_| router_line(10, 503)).collect()).await;
+    let got = hook.wait(10, |r| r.iter().any(|r| r.path == "/star")).await;
+    let star: Vec<serde_json::Value> = got
+        .iter()
+        .filter(|r| r.path == "/star")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(star.len(), 1, "{star:?}");
+    assert_eq!(
+        (&star[0]["app"], &star[0]["state"]),
+        (&"alertapp".into(), &"firing".into())
+    );
+    near(&star[0]["count"], 20.0 / 225.0, "5xx ratio");
+    s.stop().await;
+}

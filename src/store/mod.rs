@@ -187,6 +187,10 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE TRIGGER logmetrics_go_with_their_channel AFTER DELETE ON channels
      BEGIN DELETE FROM logmetrics WHERE channel = OLD.name; END;",
+    // 5: alert rules on a metric from the logs (`metric`, `above` as written; `cond` and
+    // `regex` empty, `threshold` 0).
+    "ALTER TABLE alerts ADD COLUMN metric TEXT;
+     ALTER TABLE alerts ADD COLUMN above TEXT;",
 ];
 
 /// `PRAGMA application_id` of a logplex database ("LPLX"). Databases made before it was
