@@ -733,3 +733,54 @@ async fn a_metric_alert_fires_and_resolves_with_its_webhook_and_in_band_line() {
     near(&star[0]["count"], 20.0 / 225.0, "5xx ratio");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_adds_and_lists_metric_alert_rules() {
+    let s = TestServer::start().await;
+    create(&s, "ruled", true).await;
+    let (ok, out, err) = cli(
+        &s,
+        &[
+            "alerts:add",
+            "errors",
+            "-a",
+            "ruled",
+            "--metric",
+            "router.5xx_ratio",
+            "--above",
+            "0.05",
+            "--window",
+            "5m",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("Added alert errors app=ruled metric=router.5xx_ratio above=0.05"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(&s, &["alerts", "-a", "ruled"]).await;
+    assert!(
+        ok && out.contains("metric=router.5xx_ratio above=0.05"),
+        "{out}{err}"
+    );
+    // --above goes with --metric; a bad limit is the server's sentence.
+    let (ok, _, err) = cli(&s, &["alerts:add", "x", "-a", "ruled", "--above", "1"]).await;
+    assert!(!ok && err.contains("--metric"), "{err}");
+    let (ok, _, err) = cli(
+        &s,
+        &[
+            "alerts:add",
+            "y",
+            "-a",
+            "ruled",
+            "--metric",
+            "router.5xx_ratio",
+            "--above",
+            "fast",
+        ],
+    )
+    .await;
+    assert!(!ok && err.contains("Above \"fast\""), "{err}");
+    s.stop().await;
+}

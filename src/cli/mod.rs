@@ -165,7 +165,7 @@ pub enum Command {
 
 /// `alerts:add`: the rule of CONTRACT §8, minus `app` (given by -a).
 #[derive(Args, Debug)]
-#[command(group(ArgGroup::new("condition").required(true).args(["where_", "regex"])))]
+#[command(group(ArgGroup::new("condition").required(true).args(["where_", "regex", "metric"])))]
 pub struct AlertAddArgs {
     pub name: String,
     #[command(flatten)]
@@ -176,9 +176,16 @@ pub struct AlertAddArgs {
     /// A regular expression on the message.
     #[arg(long, value_name = "RE")]
     pub regex: Option<String>,
-    /// Matching lines within the window that fire the alert.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub threshold: u64,
+    /// Instead of lines: a metric from the logs of an app with metrics on, e.g.
+    /// `router.p95_service` or `router.5xx_ratio` (see docs/metrics.md).
+    #[arg(long, value_name = "NAME", requires = "above")]
+    pub metric: Option<String>,
+    /// The limit of --metric: a number (`0.05`), or a duration for a time (`500ms`).
+    #[arg(long, value_name = "LIMIT", requires = "metric")]
+    pub above: Option<String>,
+    /// Matching lines within the window that fire a line rule (default 1).
+    #[arg(long, value_name = "N")]
+    pub threshold: Option<u64>,
     /// The window the threshold counts in (`30s`, `1m`, `1h`).
     #[arg(long, default_value = "1m", value_name = "DURATION")]
     pub window: String,
