@@ -14,6 +14,12 @@
 //!   --rules-here-source S  give those rules `source = S` (e.g. heroku: filtered out early)
 //!   --rules-elsewhere N  N rules on another channel, `other`
 //!   --rules-star N       N rules on every app like the shipped default (heroku, router)
+//! metrics from the logs (in-process router only):
+//!   --metrics off|on|both  send to `bench` (metrics off, the default), to `benchm`
+//!                        (metrics on), or to both one after the other in the same run
+//!   --lines app|router   what is sent: app lines (`Started GET …`, the default) or Heroku
+//!                        router lines (`at=info … service=Nms status=N bytes=N`, token
+//!                        `heroku`, PROCID `router`), which metrics parse in full
 //! ```
 //!   --log off|interval|batch  the durable log of the started router (default interval,
 //!                        the config's default; its folder is in the temporary data dir)
@@ -29,6 +35,68 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const TOKEN: &str = "t.00000000-0000-4000-8000-000000000001";
+/// `bench`'s `heroku` token, and `benchm`'s (metrics on) `app` and `heroku` tokens.
+const TOKEN_HEROKU: &str = "t.00000000-0000-4000-8000-000000000002";
+const TOKEN_M: &str = "t.00000000-0000-4000-8000-000000000003";
+const TOKEN_M_HEROKU: &str = "t.00000000-0000-4000-8000-000000000004";
+
+/// What one run sends: which token (so which channel and source), which lines, and the
+/// label of its report.
+#[derive(Clone)]
+struct Run {
+    token: String,
+    router: bool,
+    label: &'static str,
+}
+
+/// The runs `--metrics` and `--lines` ask for (one with the target's token for an
+/// external router).
+fn runs(t: &Target, kv: &HashMap<String, String>) -> Vec<Run> {
+    let router = kv.get("lines").is_some_and(|l| l == "router");
+    if t._server.is_none() {
+        return vec![Run {
+            token: t.token.clone(),
+            router,
+            label: "external",
+        }];
+    }
+    let run = |on: bool| Run {
+        token: match (on, router) {
+            (false, false) => TOKEN,
+            (false, true) => TOKEN_HEROKU,
+            (true, false) => TOKEN_M,
+            (true, true) => TOKEN_M_HEROKU,
+        }
+        .to_string(),
+        router,
+        label: if on { "on" } else { "off" },
+    };
+    match kv.get("metrics").map(String::as_str) {
+        None | Some("off") => vec![run(false)],
+        Some("on") => vec![run(true)],
+        Some("both") => vec![run(false), run(true)],
+        Some(other) => panic!("--metrics {other}: off, on or both"),
+    }
+}
+
+/// A frame of the run: an app line ([`frame`]) or a router line.
+fn run_frame(r: &Run, i: u64) -> Vec<u8> {
+    if !r.router {
+        return frame(&r.token, i);
+    }
+    let msg = format!(
+        "<158>1 2016-03-08T02:43:26.693600+00:00 host {} router - - at=info method=GET \
+         path=\"/siso/{i}\" host=bench.herokuapp.com request_id=0b8f2b54-3c5d-4d7c-9b1e-{i:012} \
+         fwd=\"10.0.0.1\" dyno=web.{} connect={}ms service={}ms status={} bytes={} protocol=https",
+        r.token,
+        i % 4 + 1,
+        i % 5,
+        i % 997 + 3,
+        if i % 50 == 0 { 503 } else { 200 },
+        1000 + i % 4000
+    );
+    format!("{} {}", msg.len(), msg).into_bytes()
+}
 
 struct Target {
     api: SocketAddr,
@@ -112,7 +180,9 @@ fn start_target(kv: &HashMap<String, String>) -> Target {
     let text = format!(
         "{log}[api]\nlisten = \"127.0.0.1:0\"\nauth_key = \"bench\"\n[ingest.http]\nlisten = \"127.0.0.1:0\"\n\
          [ingest.tcp]\nlisten = \"127.0.0.1:0\"\n[ingest.udp]\nlisten = \"off\"\n[store]\npath = \"{}\"\n\
-         [[channels]]\nname = \"bench\"\ntokens = {{ app = \"{TOKEN}\" }}\n",
+         [[channels]]\nname = \"bench\"\ntokens = {{ app = \"{TOKEN}\", heroku = \"{TOKEN_HEROKU}\" }}\n\
+         [[channels]]\nname = \"benchm\"\nmetrics = true\n\
+         tokens = {{ app = \"{TOKEN_M}\", heroku = \"{TOKEN_M_HEROKU}\" }}\n",
         dir.path().join("bench.db").display()
     );
     let config = logplex::config::Config::from_toml(&text).unwrap();
@@ -252,27 +322,24 @@ async fn wait_received(t: &Target, input: &str, goal: u64, deadline: Instant) ->
     }
 }
 
-fn report(mode: &str, conns: u64, count: u64, got: u64, bytes: u64, secs: f64) {
+fn report(mode: &str, r: &Run, conns: u64, count: u64, got: u64, bytes: u64, secs: f64) {
+    let (metrics, lines) = (r.label, if r.router { "router" } else { "app" });
     println!(
-        "{{\"mode\":\"{mode}\",\"conns\":{conns},\"sent\":{count},\"stored\":{got},\"secs\":{secs:.3},\
+        "{{\"mode\":\"{mode}\",\"metrics\":\"{metrics}\",\"lines\":\"{lines}\",\"conns\":{conns},\"sent\":{count},\"stored\":{got},\"secs\":{secs:.3},\
          \"msgs_per_sec\":{:.0},\"mbytes_per_sec\":{:.1}}}",
         got as f64 / secs,
         bytes as f64 / secs / 1e6
     );
 }
 
-async fn tcp(t: &Target, kv: &HashMap<String, String>) {
+async fn tcp(t: &Target, kv: &HashMap<String, String>, r: &Run) {
     let conns = num(kv, "conns", 4);
     let count = num(kv, "count", 2_000_000);
     let max = Duration::from_secs(num(kv, "max-secs", 60));
     let per = count / conns;
     // Build each connection's whole stream first, so the generator costs little while timed.
     let streams: Vec<Vec<u8>> = (0..conns)
-        .map(|c| {
-            (0..per)
-                .flat_map(|i| frame(&t.token, c * per + i))
-                .collect()
-        })
+        .map(|c| (0..per).flat_map(|i| run_frame(r, c * per + i)).collect())
         .collect();
     let bytes: u64 = streams.iter().map(|s| s.len() as u64).sum();
     let base = received(t, "tcp").await;
@@ -294,6 +361,7 @@ async fn tcp(t: &Target, kv: &HashMap<String, String>) {
     let got = wait_received(t, "tcp", base + per * conns, start + max).await - base;
     report(
         "tcp",
+        r,
         conns,
         per * conns,
         got,
@@ -303,21 +371,21 @@ async fn tcp(t: &Target, kv: &HashMap<String, String>) {
     log_stats(t).await;
 }
 
-async fn http(t: &Target, kv: &HashMap<String, String>) {
+async fn http(t: &Target, kv: &HashMap<String, String>, r: &Run) {
     let conns = num(kv, "conns", 4);
     let count = num(kv, "count", 2_000_000);
     let batch = num(kv, "batch", 500);
     let max = Duration::from_secs(num(kv, "max-secs", 60));
     let batches = count / batch / conns;
     let body: Bytes = (0..batch)
-        .flat_map(|i| frame(&t.token, i))
+        .flat_map(|i| run_frame(r, i))
         .collect::<Vec<u8>>()
         .into();
     let auth = format!(
         "Basic {}",
         base64::Engine::encode(
             &base64::engine::general_purpose::STANDARD,
-            format!("token:{}", t.token)
+            format!("token:{}", r.token)
         )
     );
     let base = received(t, "http").await;
@@ -349,6 +417,7 @@ async fn http(t: &Target, kv: &HashMap<String, String>) {
     let got = wait_received(t, "http", base + sent, start + max).await - base;
     report(
         "http",
+        r,
         conns,
         sent,
         got,
@@ -459,16 +528,18 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         add_rules(&target, &kv).await;
-        match mode.as_str() {
-            "tcp" => tcp(&target, &kv).await,
-            "http" => http(&target, &kv).await,
-            "latency" => latency(&target, &kv).await,
-            "all" => {
-                tcp(&target, &kv).await;
-                http(&target, &kv).await;
-                latency(&target, &kv).await;
+        for r in runs(&target, &kv) {
+            match mode.as_str() {
+                "tcp" => tcp(&target, &kv, &r).await,
+                "http" => http(&target, &kv, &r).await,
+                "latency" => latency(&target, &kv).await,
+                "all" => {
+                    tcp(&target, &kv, &r).await;
+                    http(&target, &kv, &r).await;
+                    latency(&target, &kv).await;
+                }
+                other => eprintln!("unknown mode {other}: tcp, http, latency or all"),
             }
-            other => eprintln!("unknown mode {other}: tcp, http, latency or all"),
         }
     });
 }

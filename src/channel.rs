@@ -1,7 +1,8 @@
 //! A channel at run time: its history ring (last N lines, capped in lines and bytes) and the
-//! broadcast that feeds its tails. Ingest pushes whole batches under one short lock, which
-//! also numbers the lines and hands them to the durable log (when it is on) as one record,
-//! so the log holds each channel's lines in the order of its ring.
+//! broadcast that feeds its tails, and its metrics from the logs when they are on. Ingest
+//! pushes whole batches under one short lock, which also numbers the lines and hands them
+//! to the durable log (when it is on) as one record, so the log holds each channel's lines
+//! in the order of its ring.
 
 mod rate;
 
@@ -9,6 +10,7 @@ pub use rate::{LineRate, MINUTES as RATE_MINUTES};
 
 use crate::line::Line;
 use crate::log::{Log, LogError, Lsn};
+use crate::logmetrics::{self, LogMetrics};
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use std::collections::VecDeque;
@@ -33,6 +35,9 @@ struct History {
     next_seq: u64,
     /// Lines stored per minute, counted per batch (for the console and `GET /v2/stats`).
     rate: LineRate,
+    /// Metrics from the logs, when the channel has them on: every live line is observed
+    /// here under the lock the push already holds. `None` costs one branch per batch.
+    metrics: Option<Box<LogMetrics>>,
 }
 
 /// Something that sees every line stored in a channel, as it is stored: a drain's buffer, an
@@ -123,6 +128,7 @@ impl Channel {
                 bytes: 0,
                 next_seq: 1,
                 rate: LineRate::default(),
+                metrics: None,
             }),
             tail,
             taps: ArcSwap::from_pointee(Vec::new()),
@@ -270,7 +276,14 @@ impl Channel {
         }
         let n = h.lines.len() - first;
         if live && n > 0 {
+            let h = &mut *h;
             h.rate.add(now, n as u64);
+            if let Some(m) = h.metrics.as_mut() {
+                let secs = now.div_euclid(1_000_000);
+                for line in h.lines.range(first..) {
+                    m.observe(secs, &line.source, line.procid(), line.msg());
+                }
+            }
         }
         let logged = match &self.log {
             Some(log) if n > 0 => {
@@ -349,6 +362,42 @@ impl Channel {
     pub fn line_rate(&self) -> LineRate {
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         h.rate.clone()
+    }
+
+    /// Turns metrics from the logs on (empty, from now, unless they are on already) or off
+    /// (forgetting them).
+    pub fn set_metrics(&self, on: bool) {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        match (on, h.metrics.is_some()) {
+            (true, false) => {
+                let now = crate::clock::now_micros().div_euclid(1_000_000);
+                h.metrics = Some(Box::new(LogMetrics::new(
+                    now,
+                    logmetrics::Limits::default(),
+                )));
+            }
+            (false, true) => h.metrics = None,
+            _ => {}
+        }
+    }
+
+    /// Puts roll-ups saved at the last stop back (start-up only), if metrics are on.
+    pub fn restore_metrics(&self, saved: LogMetrics) -> bool {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        match h.metrics.as_mut() {
+            Some(m) => {
+                **m = saved;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs `f` on the metrics under the channel's lock, if they are on. Keep `f` short:
+    /// take a [`logmetrics::Snapshot`] or the counters and compute without the lock.
+    pub fn with_metrics<T>(&self, f: impl FnOnce(&mut LogMetrics) -> T) -> Option<T> {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.metrics.as_deref_mut().map(f)
     }
 
     pub fn limits(&self) -> Limits {

@@ -408,6 +408,10 @@ pub struct ChannelConfig {
     /// Drain URLs of this channel.
     #[serde(default)]
     pub drains: Vec<String>,
+    /// Metrics from the logs for this channel: `true` turns them on at every start, `false`
+    /// off; left out, the stored setting (from the API or the CLI) stays as it is.
+    #[serde(default)]
+    pub metrics: Option<bool>,
 }
 
 /// Every problem found in a config, reported together.

@@ -1,6 +1,10 @@
 //! Prometheus metrics, registered once. Hot paths hold the resolved children
 //! ([`InputCounters`]) and add per read or per batch, not per message.
 
+mod apps;
+
+pub use apps::AppSeries;
+
 use prometheus::{
     Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -328,6 +332,14 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// Adds a collector read at every scrape (such as [`AppSeries`]); a second one of the
+    /// same series is refused and logged.
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(c) {
+            tracing::error!("a metrics collector was not registered: {e}");
+        }
+    }
+
     pub fn render(&self) -> Vec<u8> {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

@@ -167,6 +167,7 @@ impl Registry {
                     self.log.clone(),
                 )),
             };
+            ch.set_metrics(rec.metrics);
             for (name, token) in &rec.tokens {
                 let route = Route {
                     channel: ch.clone(),

@@ -8,13 +8,14 @@
 //! 3. `open_log`: open and recover the durable log (unless it is off);
 //! 4. [`Registry::load`]: the routing snapshot from the store, channels writing to the log;
 //! 5. `restore_history`: the rings refilled from the log (or from the history saved at
-//!    the last stop when the log is off);
+//!    the last stop when the log is off), saved metric roll-ups back into their channels;
 //! 6. `start_outputs`: drains and alert rules, attached to the registry
 //!    ([`Registry::attach`]);
 //! 7. `serve`: intake and API tasks on the bound listeners.
 //!
 //! [`Server::wait`] stops in the reverse order: intake, then drains flush, then the API and
-//! sessions, then the log is closed (or, without it, history saved) and the lock released.
+//! sessions, then metric roll-ups are saved, the log is closed (or, without it, history
+//! saved) and the lock released.
 
 use crate::alert::Alerts;
 use crate::channel::Limits;
@@ -115,6 +116,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         Ok((registry, log.map(|(l, _)| l)))
     })
     .await??;
+    metrics.register(Box::new(crate::metrics::AppSeries::new(&registry)));
     let tasks = TaskTracker::new();
     let after_intake = CancellationToken::new();
     let outputs = start_outputs(&Deps {
@@ -280,6 +282,9 @@ fn open_store(config: &Config) -> anyhow::Result<(Store, admin_key::AdminKey)> {
                 .map(|(n, t)| (n.clone(), t.clone()))
                 .collect();
             store::upsert_channel(c, &ch.name, &tokens)?;
+            if let Some(on) = ch.metrics {
+                store::set_channel_metrics(c, &ch.name, on)?;
+            }
             for url in &ch.drains {
                 match store::create_drain(c, &ch.name, url, usize::MAX) {
                     Ok(_) | Err(store::AddDrain::Duplicate) | Err(store::AddDrain::Limit(_)) => {}
@@ -412,6 +417,27 @@ fn restore_history(registry: &Registry, log: Option<&(Arc<Log>, Recovery)>) -> a
             "history restored"
         );
     }
+    restore_logmetrics(registry, &snap)
+}
+
+/// Part of phase 4: the metric roll-ups saved at the last stop, back into the channels
+/// that still have metrics on. Roll-ups that do not decode are left out with a warning
+/// (the channel starts empty); they stay saved until the next stop replaces them.
+fn restore_logmetrics(registry: &Registry, snap: &crate::registry::Snapshot) -> anyhow::Result<()> {
+    let saved = registry.store().call_blocking(store::load_logmetrics)?;
+    let mut restored = 0;
+    for (name, data) in saved {
+        let Some(ch) = snap.channel(&name) else {
+            continue;
+        };
+        match crate::logmetrics::LogMetrics::decode(&data, crate::logmetrics::Limits::default()) {
+            Ok(m) => restored += usize::from(ch.restore_metrics(m)),
+            Err(e) => tracing::warn!(channel = %name, "saved metrics left out: {e}"),
+        }
+    }
+    if restored > 0 {
+        tracing::info!(channels = restored, "metric roll-ups restored");
+    }
     Ok(())
 }
 
@@ -519,18 +545,47 @@ impl Server {
             tracing::warn!("some tasks did not stop within 10s");
         }
         let node = self.node.clone();
-        if let Some(log) = &self.node.log {
-            // Every line is in the log already: what is pending is written and fsynced.
-            let log = log.clone();
-            tokio::task::spawn_blocking(move || log.close()).await??;
-            tracing::info!("durable log closed; bye");
-        } else {
-            let saved = tokio::task::spawn_blocking(move || save_history(&node)).await??;
-            tracing::info!(lines = saved, "history saved; bye");
-        }
+        let log = self.node.log.clone();
+        tokio::task::spawn_blocking(move || {
+            // Metric roll-ups are kept in the store at stop, log or not.
+            save_logmetrics(&node)?;
+            match log {
+                // Every line is in the log already: what is pending is written and fsynced.
+                Some(log) => {
+                    log.close()?;
+                    tracing::info!("durable log closed; bye");
+                }
+                None => {
+                    let saved = save_history(&node)?;
+                    tracing::info!(lines = saved, "history saved; bye");
+                }
+            }
+            anyhow::Ok(())
+        })
+        .await??;
         drop(self.lock);
         Ok(())
     }
+}
+
+/// Saves the roll-ups of every channel with metrics on (their bytes are taken under the
+/// channel's lock, one channel at a time), replacing those saved before.
+fn save_logmetrics(node: &Node) -> anyhow::Result<()> {
+    let snap = node.registry.snapshot();
+    let channels: Vec<(String, Vec<u8>)> = snap
+        .channels()
+        .filter_map(|c| Some((c.name.to_string(), c.with_metrics(|m| m.encode())?)))
+        .collect();
+    let n = channels.len();
+    node.registry
+        .store()
+        .call_blocking(|c| store::save_logmetrics(c, &channels))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot save metrics ({e}): the roll-ups of {n} channels could not be kept; \
+                 those saved before, if any, are kept as they were"
+            )
+        })
 }
 
 fn save_history(node: &Node) -> anyhow::Result<usize> {

@@ -110,6 +110,8 @@ fn rule(name: &str, where_: Option<&str>, regex: Option<&str>) -> RuleSpec {
         dyno: None,
         where_: where_.map(str::to_string),
         regex: regex.map(str::to_string),
+        metric: None,
+        above: None,
         threshold: 5,
         window: "1m".into(),
         cooldown: "5m".into(),

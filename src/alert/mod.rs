@@ -1,6 +1,9 @@
-//! Alerts (see `docs/alerts.md`): rules from `config.toml` and the API watch channels for matching
-//! lines and, when `threshold` of them fall within `window`, put a line in the channel, POST
-//! a webhook and move Prometheus series.
+//! Alerts (see `docs/alerts.md`): rules from `config.toml` and the API watch channels for matching lines and, when
+//! `threshold` of them fall within `window`, put a line in the channel, POST a webhook and
+//! move Prometheus series. A metric rule (`metric`, `above`) watches instead a metric from
+//! the logs of channels with metrics on: the ticker reads its value over `window` each
+//! second and fires while it is above `above`, with the same cooldown, line and webhook
+//! (see `docs/metrics.md`).
 //!
 //! After every store change the registry hands [`Alerts::apply`] the stored rules; it
 //! merges them with the config's (compiling only new or changed ones) and gives each channel that has rules one tap. A
@@ -52,6 +55,8 @@ pub struct Watch {
     state: Mutex<WindowState>,
     fired: IntCounter,
     firing: IntGauge,
+    /// A metric rule on a channel with metrics off has said so once in the log.
+    warned: std::sync::atomic::AtomicBool,
 }
 
 impl Watch {
@@ -154,11 +159,34 @@ impl Alerts {
         let watches: Vec<Arc<Watch>> = self.inner().watches.values().cloned().collect();
         let now = Instant::now();
         for w in &watches {
-            let snap = w.lock().check(now);
+            let snap = match &w.rule.metric {
+                None => w.lock().check(now),
+                Some(m) => self.check_metric(w, m, now),
+            };
             if let Some(s) = snap {
                 self.notifier.notify(w, s);
             }
         }
+    }
+
+    /// A metric rule's value over its window on its channel, checked against its limit.
+    /// A channel with metrics off is skipped (with a warning, once).
+    fn check_metric(&self, w: &Watch, m: &rule::MetricRule, now: Instant) -> Option<Report> {
+        let ch = w.channel.upgrade()?;
+        let window = w.rule.window;
+        let wall = crate::clock::now_micros().div_euclid(1_000_000);
+        let Some(snap) = ch.with_metrics(|lm| lm.snapshot(wall, window)) else {
+            if !w.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    alert = %w.rule.spec.name, app = %w.channel_name,
+                    "metric alert rule skipped: the app has metrics off"
+                );
+            }
+            // Metrics turned off while firing: resolve.
+            return w.lock().check_metric(now, None, m.above);
+        };
+        let value = snap.value(&m.metric, window);
+        w.lock().check_metric(now, value, m.above)
     }
 }
 
@@ -263,7 +291,7 @@ impl Alerts {
     pub fn taps(&self, channel: &Arc<Channel>) -> Vec<Arc<dyn Tap>> {
         let mut inner = self.inner();
         let Inner { rules, watches } = &mut *inner;
-        let mut mine = Vec::new();
+        let mut lines = Vec::new();
         for r in rules.iter().filter(|r| r.watches(&channel.name)) {
             let key = (
                 r.spec.app.clone(),
@@ -288,6 +316,7 @@ impl Alerts {
                             .metrics
                             .alerts_firing
                             .with_label_values(&[&r.spec.name]),
+                        warned: Default::default(),
                     });
                     if let Some(old) = watches.insert(key, w.clone()) {
                         if old.lock().firing() {
@@ -297,14 +326,17 @@ impl Alerts {
                     w
                 }
             };
-            mine.push(w);
+            // Metric rules are read by the ticker: only line rules see lines.
+            if r.metric.is_none() {
+                lines.push(w);
+            }
         }
-        if mine.is_empty() {
+        if lines.is_empty() {
             return Vec::new();
         }
-        let prefilter = prefilter(&mine);
+        let prefilter = prefilter(&lines);
         vec![Arc::new(AlertTap {
-            watches: mine,
+            watches: lines,
             prefilter,
             notifier: self.notifier.clone(),
         })]
@@ -413,8 +445,41 @@ pub fn message(rule: &Rule, transition: Transition, count: u64) -> String {
     )
 }
 
+/// The in-band line of a metric rule:
+/// `Alert slow firing: router.p95_service 812 over 60s, above 500`.
+pub fn metric_message(
+    rule: &Rule,
+    m: &rule::MetricRule,
+    transition: Transition,
+    value: Option<f64>,
+) -> String {
+    let state = match transition {
+        Transition::Fire => "firing",
+        Transition::Resolve => "resolved",
+    };
+    let value = value.map_or("none".to_string(), |v| format!("{}", round4(v)));
+    format!(
+        "Alert {} {state}: {} {value} over {}, above {}",
+        rule.spec.name,
+        m.metric,
+        rule.window_text(),
+        round4(m.above)
+    )
+}
+
+/// Four significant digits, for the in-band line.
+fn round4(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let scale = 10f64.powi(3 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
+}
+
 /// The webhook body: `{"alert","app","state","count","threshold","window_seconds",
-/// "first_at","last_at","samples"}` (see `docs/alerts.md`).
+/// "first_at","last_at","samples"}`. For a metric rule `count` is the metric's value over
+/// the window (`null` when it had nothing to compute from), `threshold` its `above`, and
+/// `metric` names it; `samples` is empty.
 fn webhook_body(w: &Watch, snap: &Report) -> Bytes {
     let r = &w.rule;
     let window_seconds = if r.window.subsec_nanos() == 0 {
@@ -431,6 +496,21 @@ fn webhook_body(w: &Watch, snap: &Report) -> Bytes {
             String::from_utf8_lossy(&b).into_owned()
         })
         .collect();
+    if let Some(m) = &r.metric {
+        let body = serde_json::json!({
+            "alert": r.spec.name,
+            "app": &*w.channel_name,
+            "state": match snap.transition { Transition::Fire => "firing", Transition::Resolve => "resolved" },
+            "count": snap.value,
+            "threshold": m.above,
+            "metric": m.metric.to_string(),
+            "window_seconds": window_seconds,
+            "first_at": rfc3339(snap.first_us),
+            "last_at": rfc3339(snap.last_us),
+            "samples": [],
+        });
+        return Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    }
     let body = serde_json::json!({
         "alert": r.spec.name,
         "app": &*w.channel_name,
@@ -453,7 +533,10 @@ async fn notify_loop(mut rx: mpsc::Receiver<Notice>, d: Deliveries) {
             _ = d.shutdown.cancelled() => return,
         };
         let rule = n.watch.rule.clone();
-        let text = message(&rule, n.snap.transition, n.snap.count);
+        let text = match &rule.metric {
+            None => message(&rule, n.snap.transition, n.snap.count),
+            Some(m) => metric_message(&rule, m, n.snap.transition, n.snap.value),
+        };
         tracing::info!(app = %n.watch.channel_name, "{text}");
         if let Some(ch) = n.watch.channel.upgrade() {
             ch.push([Line::internal("heroku", "alerts", &text)]);

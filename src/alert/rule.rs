@@ -29,6 +29,21 @@ pub enum RuleError {
     Cooldown(String),
     /// The webhook URL is not usable; the sentence says why.
     Webhook(String),
+    /// `metric` is not a metric name; the sentence lists the known ones.
+    Metric(String),
+    /// `metric` with `where` or `regex`.
+    MetricAndMatcher,
+    /// `metric` with `source` or `dyno`, which filter lines.
+    MetricAndFilter,
+    /// A metric rule without `above`, or with one that is not a number (or a duration for
+    /// a time).
+    Above(Option<String>),
+    /// `above` without `metric`.
+    AboveWithoutMetric,
+    /// A metric rule with a `threshold`.
+    MetricThreshold,
+    /// A metric rule's window over 24 hours.
+    MetricWindow(String),
 }
 
 impl fmt::Display for RuleError {
@@ -59,6 +74,34 @@ impl fmt::Display for RuleError {
                 write!(f, "Cooldown {c:?} must be a duration, like \"0s\" or \"5m\".")
             }
             RuleError::Webhook(why) => write!(f, "Webhook: {why}"),
+            RuleError::Metric(why) => write!(f, "Metric: {why}."),
+            RuleError::MetricAndMatcher => write!(
+                f,
+                "A rule watches either lines (\"where\" or \"regex\") or a \"metric\", not both."
+            ),
+            RuleError::MetricAndFilter => write!(
+                f,
+                "\"source\" and \"dyno\" filter lines; a metric rule watches the channel's metrics and takes neither."
+            ),
+            RuleError::Above(None) => write!(
+                f,
+                "A metric rule needs \"above\": a number like 0.05, or a time like \"500ms\"."
+            ),
+            RuleError::Above(Some(a)) => write!(
+                f,
+                "Above {a:?} must be a number like 0.05 or 500, or a duration like \"500ms\" for a time metric (router.p95_service)."
+            ),
+            RuleError::AboveWithoutMetric => {
+                write!(f, "\"above\" goes with \"metric\"; a line rule takes \"threshold\".")
+            }
+            RuleError::MetricThreshold => write!(
+                f,
+                "A metric rule fires when its metric is above \"above\"; it takes no \"threshold\"."
+            ),
+            RuleError::MetricWindow(w) => write!(
+                f,
+                "Window {w:?} of a metric rule must be at most 24h, as far back as metrics are kept."
+            ),
         }
     }
 }
@@ -79,6 +122,11 @@ impl RuleError {
             RuleError::Window(_) => Some("window"),
             RuleError::Cooldown(_) => Some("cooldown"),
             RuleError::Webhook(_) => Some("webhook"),
+            RuleError::Metric(_) | RuleError::MetricAndMatcher => Some("metric"),
+            RuleError::MetricAndFilter => Some("metric"),
+            RuleError::Above(_) | RuleError::AboveWithoutMetric => Some("above"),
+            RuleError::MetricThreshold => Some("threshold"),
+            RuleError::MetricWindow(_) => Some("window"),
         }
     }
 
@@ -95,6 +143,9 @@ impl RuleError {
             RuleError::Window(_) => 4,
             RuleError::Cooldown(_) => 5,
             RuleError::Webhook(_) => 6,
+            RuleError::Metric(_) | RuleError::MetricAndMatcher | RuleError::MetricAndFilter => 2,
+            RuleError::Above(_) | RuleError::AboveWithoutMetric | RuleError::MetricThreshold => 3,
+            RuleError::MetricWindow(_) => 4,
         }
     }
 }
@@ -293,6 +344,29 @@ pub fn check_webhook(url: &str) -> Result<crate::alert::webhook::Target, RuleErr
     crate::alert::webhook::Target::parse(url).map_err(RuleError::Webhook)
 }
 
+/// What a metric rule watches: a metric of the channel's metrics from the logs, over the
+/// rule's window, against a limit.
+#[derive(Debug, Clone)]
+pub struct MetricRule {
+    pub metric: crate::logmetrics::Metric,
+    /// The limit, in the metric's unit (ms for router times).
+    pub above: f64,
+}
+
+/// `above` of a metric rule: a number, or a duration (in ms) for a router time.
+fn parse_above(text: &str, metric: &crate::logmetrics::Metric) -> Option<f64> {
+    use crate::logmetrics::Metric;
+    if let Ok(n) = text.trim().parse::<f64>() {
+        return n.is_finite().then_some(n);
+    }
+    match metric {
+        Metric::Service(_) | Metric::Connect(_) => {
+            parse_duration(text).map(|d| d.as_secs_f64() * 1000.0)
+        }
+        _ => None,
+    }
+}
+
 /// A rule ready to run.
 #[derive(Debug)]
 pub struct Rule {
@@ -301,7 +375,10 @@ pub struct Rule {
     pub spec: RuleSpec,
     /// Where it came from: `config` or `api`.
     pub origin: &'static str,
+    /// The line matcher; a metric rule has an empty one, never used (it has no tap).
     pub matcher: Matcher,
+    /// `Some` for a metric rule: evaluated on the alert ticker, not on lines.
+    pub metric: Option<MetricRule>,
     pub source: Option<Box<[u8]>>,
     pub dyno: Option<Box<[u8]>>,
     pub threshold: u64,
@@ -324,10 +401,45 @@ impl Rule {
         if spec.app != "*" && !crate::names::valid_channel_name(&spec.app) {
             check(Err(RuleError::App(spec.app.clone())));
         }
-        let matcher = Matcher::compile(spec.where_.as_deref(), spec.regex.as_deref());
-        if spec.threshold == 0 || spec.threshold > MAX_THRESHOLD {
-            check(Err(RuleError::Threshold));
-        }
+        let mut metric = None;
+        let matcher = match spec.metric.as_deref() {
+            None => {
+                if spec.above.is_some() {
+                    check(Err(RuleError::AboveWithoutMetric));
+                }
+                if spec.threshold == 0 || spec.threshold > MAX_THRESHOLD {
+                    check(Err(RuleError::Threshold));
+                }
+                Matcher::compile(spec.where_.as_deref(), spec.regex.as_deref())
+            }
+            Some(m) => {
+                if spec.where_.is_some() || spec.regex.is_some() {
+                    check(Err(RuleError::MetricAndMatcher));
+                }
+                if spec.source.is_some() || spec.dyno.is_some() {
+                    check(Err(RuleError::MetricAndFilter));
+                }
+                if spec.threshold != 0 {
+                    check(Err(RuleError::MetricThreshold));
+                }
+                match m.parse::<crate::logmetrics::Metric>() {
+                    Ok(m) => match spec.above.as_deref().map(|a| parse_above(a, &m)) {
+                        Some(Some(above)) => metric = Some(MetricRule { metric: m, above }),
+                        _ => check(Err(RuleError::Above(spec.above.clone()))),
+                    },
+                    Err(e) => {
+                        check(Err(RuleError::Metric(e.to_string())));
+                        if spec.above.is_none() {
+                            check(Err(RuleError::Above(None)));
+                        }
+                    }
+                }
+                if parse_duration(&spec.window).is_some_and(|w| w > crate::logmetrics::RETENTION) {
+                    check(Err(RuleError::MetricWindow(spec.window.clone())));
+                }
+                Ok(Matcher::Where(Vec::new()))
+            }
+        };
         let window = parse_duration(&spec.window)
             .filter(|d| !d.is_zero())
             .ok_or_else(|| RuleError::Window(spec.window.clone()));
@@ -351,6 +463,7 @@ impl Rule {
             spec: spec.clone(),
             origin,
             matcher,
+            metric,
             source: nonempty(&spec.source),
             dyno: nonempty(&spec.dyno),
             threshold: spec.threshold,
@@ -409,6 +522,8 @@ mod tests {
             dyno: None,
             where_: where_.map(str::to_string),
             regex: regex.map(str::to_string),
+            metric: None,
+            above: None,
             threshold: 5,
             window: "1m".into(),
             cooldown: "5m".into(),
@@ -604,5 +719,78 @@ mod tests {
             "alerts",
             "Alert x firing: 5 matching lines in 60s"
         )));
+    }
+
+    #[test]
+    fn metric_rules_are_checked_field_by_field() {
+        let metric = |m: Option<&str>, above: Option<&str>| RuleSpec {
+            metric: m.map(str::to_string),
+            above: above.map(str::to_string),
+            threshold: 0,
+            ..spec(None, None)
+        };
+        let r = Rule::compile(&metric(Some("router.p95_service"), Some("500ms")), "api").unwrap();
+        let m = r.metric.unwrap();
+        assert_eq!(
+            (m.metric.to_string(), m.above),
+            ("router.p95_service".into(), 500.0)
+        );
+        let r = Rule::compile(&metric(Some("router.5xx_ratio"), Some("0.05")), "api").unwrap();
+        assert_eq!(r.metric.unwrap().above, 0.05);
+        let fields = |s: &RuleSpec| -> Vec<Option<&'static str>> {
+            Rule::compile(s, "api")
+                .unwrap_err()
+                .iter()
+                .map(RuleError::field)
+                .collect()
+        };
+        // Every problem, each naming its field.
+        let mut bad = metric(Some("router.nope"), None);
+        bad.where_ = Some("status>=500".into());
+        bad.dyno = Some("web".into());
+        bad.threshold = 3;
+        bad.window = "2d".into();
+        assert_eq!(
+            fields(&bad),
+            [
+                Some("metric"),
+                Some("metric"),
+                Some("metric"),
+                Some("threshold"),
+                Some("above"),
+                Some("window")
+            ]
+        );
+        // A duration only for a time; `above` only with `metric`.
+        assert_eq!(
+            fields(&metric(Some("router.5xx_ratio"), Some("5s"))),
+            [Some("above")]
+        );
+        let mut line = spec(Some("status>=500"), None);
+        line.above = Some("1".into());
+        assert_eq!(fields(&line), [Some("above")]);
+    }
+
+    #[test]
+    fn above_is_a_number_or_a_duration_in_config() {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            alerts: Vec<RuleSpec>,
+        }
+        let doc: Doc = toml::from_str(
+            "[[alerts]]\nname = \"a\"\nmetric = \"router.5xx_ratio\"\nabove = 0.05\nwindow = \"1m\"\n\
+             [[alerts]]\nname = \"b\"\nmetric = \"router.p95_service\"\nabove = \"500ms\"\nwindow = \"1m\"\n\
+             [[alerts]]\nname = \"c\"\nmetric = \"router.requests\"\nabove = 100\nwindow = \"1m\"\n",
+        )
+        .unwrap();
+        let above: Vec<_> = doc
+            .alerts
+            .iter()
+            .map(|a| a.above.clone().unwrap())
+            .collect();
+        assert_eq!(above, ["0.05", "500ms", "100"]);
+        for a in &doc.alerts {
+            Rule::compile(a, "config").unwrap();
+        }
     }
 }

@@ -38,6 +38,9 @@ pub struct Report {
     pub first_us: Option<i64>,
     pub last_us: Option<i64>,
     pub samples: Vec<Line>,
+    /// A metric rule's value over its window (`None` for a line rule, or when the metric
+    /// had nothing to compute from).
+    pub value: Option<f64>,
 }
 
 /// Window, samples and firing state of one (rule, channel).
@@ -162,6 +165,42 @@ impl WindowState {
             first_us: self.live(now).map(|b| b.first_us).min(),
             last_us: self.last_us,
             samples: self.samples.iter().cloned().collect(),
+            value: None,
+        })
+    }
+
+    /// For a metric rule, on the ticker: fires when `value` is above `above` and the
+    /// cooldown since the last firing has passed; resolves once it is no longer above (a
+    /// metric with nothing to compute from, such as a ratio without requests, is not above).
+    pub fn check_metric(&mut self, now: Instant, value: Option<f64>, above: f64) -> Option<Report> {
+        let over = value.is_some_and(|v| v > above);
+        let transition = if self.firing {
+            if over {
+                return None;
+            }
+            self.firing = false;
+            Transition::Resolve
+        } else {
+            let cooled = self
+                .last_fired
+                .map_or(true, |t| now.saturating_duration_since(t) >= self.cooldown);
+            if !over || !cooled {
+                return None;
+            }
+            self.firing = true;
+            self.last_fired = Some(now);
+            let wall = crate::clock::now_micros();
+            self.last_fired_us = Some(wall);
+            self.last_us = Some(wall);
+            Transition::Fire
+        };
+        Some(Report {
+            transition,
+            count: 0,
+            first_us: self.last_fired_us,
+            last_us: Some(crate::clock::now_micros()),
+            samples: Vec::new(),
+            value,
         })
     }
 }

@@ -72,6 +72,11 @@ fn rule_json(r: &RuleSpec, origin: &str) -> serde_json::Value {
         "dyno": r.dyno,
         "where": r.where_,
         "regex": r.regex,
+        "metric": r.metric,
+        "above": r.above.as_deref().map(|a| match a.parse::<f64>() {
+            Ok(n) => json!(n),
+            Err(_) => json!(a),
+        }),
         "threshold": r.threshold,
         "window": r.window,
         "cooldown": r.cooldown,
@@ -132,6 +137,9 @@ pub struct NewAlert {
     #[serde(rename = "where")]
     where_: Option<String>,
     regex: Option<String>,
+    metric: Option<String>,
+    #[serde(default, deserialize_with = "crate::alert::spec::number_or_text")]
+    above: Option<String>,
     threshold: Option<u64>,
     window: Option<String>,
     cooldown: Option<String>,
@@ -148,6 +156,22 @@ pub async fn create(
     // The first problem is the answer, as the API says one thing at a time.
     Rule::compile(&spec, "api").map_err(|e| ApiError::invalid(e[0].to_string()))?;
     check_app(&node, &spec.app)?;
+    let app = &spec.app;
+    if spec.metric.is_some() && app != "*" {
+        let on = node
+            .registry
+            .snapshot()
+            .records()
+            .iter()
+            .any(|r| &r.name == app && r.metrics);
+        if !on {
+            return Err(ApiError::invalid(format!(
+                "App {app} has metrics off, so a metric rule would never fire; turn them on first \
+                 (PATCH /v2/channels/{app} {{\"metrics\":true}} or `logplex metrics:enable -a {app}`)."
+            ))
+            .into());
+        }
+    }
     let conflict = || {
         ApiError::Conflict(Clash::Alert {
             app: spec.app.clone(),
@@ -186,9 +210,17 @@ fn spec(app: String, b: NewAlert) -> Result<RuleSpec, ApiError> {
         dyno: nonempty(b.dyno),
         where_: nonempty(b.where_),
         regex: nonempty(b.regex),
-        threshold: b
-            .threshold
-            .ok_or_else(|| ApiError::invalid("A rule needs a \"threshold\", like 5."))?,
+        threshold: match (b.threshold, &b.metric) {
+            (Some(t), _) => t,
+            (None, Some(_)) => 0,
+            (None, None) => {
+                return Err(ApiError::invalid(
+                    "A rule needs a \"threshold\", like 5 (or a \"metric\" and \"above\").",
+                ))
+            }
+        },
+        metric: nonempty(b.metric),
+        above: nonempty(b.above),
         window: b
             .window
             .ok_or_else(|| ApiError::invalid("A rule needs a \"window\", like \"1m\"."))?,

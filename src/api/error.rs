@@ -81,6 +81,8 @@ pub enum Clash {
     EveryAppAlert(String),
     /// A record the store found already there, with nothing more said.
     Record,
+    /// An app whose metrics from the logs are off, asked for them.
+    MetricsOff(String),
 }
 
 impl ApiError {
@@ -239,6 +241,10 @@ fn clash(c: Clash) -> String {
             format!("Alert {name} watches every app; remove it from app \"*\".")
         }
         Clash::Record => "It already exists.".into(),
+        Clash::MetricsOff(name) => format!(
+            "Metrics are off for app {name}; turn them on with PATCH /v2/channels/{name} \
+             {{\"metrics\":true}} or `logplex metrics:enable -a {name}`."
+        ),
     }
 }
 

@@ -10,12 +10,14 @@
 //! | GET    | `/`                                    | no   | [`console`]                   |
 //! | GET    | `/console/{file}`                      | no   | [`console_file`]              |
 //! | GET    | `/sessions/{id}`                       | no   | [`session`] (text, SSE, page) |
-//! | GET    | `/metrics`                             | key  | [`metrics`]                   |
+//! | GET    | `/metrics`                             | key  | [`metrics()`]                 |
 //! | GET    | `/v2/stats`                            | key  | [`stats::stats`]              |
 //! | GET    | `/v2/channels`                         | key  | [`v2::list_channels`]         |
 //! | POST   | `/v2/channels`                         | key  | [`v2::create_channel`]        |
 //! | GET    | `/v2/channels/{app}`                   | key  | [`v2::channel`]               |
 //! | DELETE | `/v2/channels/{app}`                   | key  | [`v2::delete_channel`]        |
+//! | PATCH  | `/v2/channels/{app}` `{"metrics"}`     | key  | [`metrics::patch`]            |
+//! | GET    | `/v2/channels/{app}/metrics?since=`    | key  | [`metrics::get`]              |
 //! | GET    | `/v2/channels/{app}/tokens`            | key  | [`v2::tokens`]                |
 //! | POST   | `/v2/channels/{app}/tokens`            | key  | [`v2::create_token`]          |
 //! | GET    | `/v2/channels/{app}/drains`            | key  | [`v2::drains`]                |
@@ -43,6 +45,7 @@
 
 pub mod alerts;
 pub mod error;
+pub mod metrics;
 pub mod platform;
 pub mod stats;
 pub mod v2;
@@ -82,8 +85,11 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route(
             "/v2/channels/{app}",
-            get(v2::channel).delete(v2::delete_channel),
+            get(v2::channel)
+                .delete(v2::delete_channel)
+                .patch(metrics::patch),
         )
+        .route("/v2/channels/{app}/metrics", get(metrics::get))
         .route(
             "/v2/channels/{app}/tokens",
             get(v2::tokens).post(v2::create_token),

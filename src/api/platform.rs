@@ -231,6 +231,7 @@ mod tests {
             name: name.into(),
             tokens: vec![],
             created_at,
+            metrics: false,
         }
     }
 

@@ -30,7 +30,7 @@ pub(crate) fn channel_json(rec: &store::ChannelRecord) -> Value {
         .iter()
         .map(|(n, t)| (n.clone(), Value::String(t.clone())))
         .collect();
-    json!({"name": rec.name, "tokens": tokens})
+    json!({"name": rec.name, "tokens": tokens, "metrics": rec.metrics})
 }
 
 /// The channel named `name`, from the routing snapshot.
@@ -91,9 +91,12 @@ pub struct NewChannel {
     name: String,
     #[serde(default)]
     tokens: Vec<String>,
+    /// Metrics from the logs for this channel (off when left out).
+    #[serde(default)]
+    metrics: bool,
 }
 
-/// `POST /v2/channels` `{"name","tokens":[NAME…]}`.
+/// `POST /v2/channels` `{"name","tokens":[NAME…],"metrics":false}`.
 pub async fn create_channel(
     State(node): State<Arc<Node>>,
     JsonBody(body): JsonBody<NewChannel>,
@@ -114,10 +117,16 @@ pub async fn create_channel(
     let mut tokens = body.tokens;
     tokens.sort();
     tokens.dedup();
-    let name = body.name.clone();
+    let (name, with_metrics) = (body.name.clone(), body.metrics);
     let rec = node
         .registry
-        .change(move |c| store::create_channel(c, &name, &tokens))
+        .change(move |c| {
+            let rec = store::create_channel(c, &name, &tokens)?;
+            if with_metrics {
+                return store::set_channel_metrics(c, &name, true);
+            }
+            Ok(rec)
+        })
         .await
         .map_err(|e| match e {
             StoreError::Conflict => ApiError::Conflict(Clash::App(body.name)),

@@ -206,6 +206,18 @@ impl Client {
         parse_json(&answer)
     }
 
+    /// `PATCH path` with a JSON body and parse the JSON answer.
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, CliError> {
+        let json = serde_json::to_vec(body)
+            .map_err(|e| CliError::Io(format!("cannot encode the request: {e}")))?;
+        let answer = self.call(Method::PATCH, path, Some(json)).await?;
+        parse_json(&answer)
+    }
+
     /// `DELETE path`; any 2xx is success.
     pub async fn delete(&self, path: &str) -> Result<(), CliError> {
         self.call(Method::DELETE, path, None).await.map(drop)

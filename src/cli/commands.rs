@@ -246,12 +246,14 @@ pub async fn drains_remove(c: &Client, app: &str, which: &str) -> Result<(), Cli
 /// Renders one rule as `NAME key=value ...`: the rule's known fields in the order of
 /// `docs/alerts.md`, then any other field the server adds, `null`s left out.
 fn rule_line(rule: &Value) -> String {
-    const ORDER: [&str; 10] = [
+    const ORDER: [&str; 12] = [
         "app",
         "source",
         "dyno",
         "where",
         "regex",
+        "metric",
+        "above",
         "threshold",
         "window",
         "cooldown",
@@ -317,7 +319,7 @@ pub fn check_alert_args(a: &AlertAddArgs) -> Result<(), CliError> {
             )));
         }
     }
-    if a.threshold == 0 {
+    if a.threshold == Some(0) {
         return Err(CliError::Usage("--threshold: must be at least 1".into()));
     }
     Ok(())
@@ -335,7 +337,12 @@ pub async fn alerts_add(c: &Client, a: &AlertAddArgs) -> Result<(), CliError> {
         where_: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         regex: Option<&'a str>,
-        threshold: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        metric: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        above: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        threshold: Option<u64>,
         window: &'a str,
         cooldown: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -347,7 +354,14 @@ pub async fn alerts_add(c: &Client, a: &AlertAddArgs) -> Result<(), CliError> {
         dyno: a.dyno.as_deref(),
         where_: a.where_.as_deref(),
         regex: a.regex.as_deref(),
-        threshold: a.threshold,
+        metric: a.metric.as_deref(),
+        // A number as a JSON number, a duration (`500ms`) as text.
+        above: a.above.as_deref().map(|t| match t.parse::<f64>() {
+            Ok(n) => serde_json::json!(n),
+            Err(_) => Value::String(t.to_string()),
+        }),
+        // A line rule fires on one matching line unless told otherwise.
+        threshold: a.threshold.or(a.metric.is_none().then_some(1)),
         window: &a.window,
         cooldown: &a.cooldown,
         webhook: a.webhook.as_deref(),

@@ -1,5 +1,5 @@
 //! The client commands (`docs/cli.md`: `apps`, `tokens`, `logs`, `drains`, `alerts`,
-//! `shuttle`): they talk to a running `logplex serve` over its HTTP API.
+//! `metrics`, `shuttle`): they talk to a running `logplex serve` over its HTTP API.
 //!
 //! [`Command`] is flattened into the binary's own subcommands; [`main`] runs one of them on a
 //! current-thread runtime and turns its outcome into the exit code (0 ok, 1 failed request,
@@ -9,6 +9,7 @@ mod browser;
 mod client;
 mod commands;
 mod logs;
+mod metrics;
 mod shuttle;
 
 pub use client::CliError;
@@ -130,11 +131,41 @@ pub enum Command {
     },
     /// Send lines of stdin, or of a command's output, to an app (the dyno side).
     Shuttle(Box<shuttle::ShuttleArgs>),
+    /// Show an app's metrics from its logs: requests/min, 5xx %, service time, H-codes and
+    /// l2met names, with a sparkline per minute.
+    Metrics {
+        #[command(flatten)]
+        app: AppArg,
+        /// How far back, up to 24h (`30m`, `1h`, `24h`).
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        since: String,
+        /// Print the API's JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Turn metrics from the logs on for an app (they start empty).
+    #[command(name = "metrics:enable")]
+    MetricsEnable {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Turn metrics from the logs off for an app (its roll-ups are forgotten).
+    #[command(name = "metrics:disable")]
+    MetricsDisable {
+        #[command(flatten)]
+        app: AppArg,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 /// `alerts:add`: the rule of `docs/alerts.md`, minus `app` (given by -a).
 #[derive(Args, Debug)]
-#[command(group(ArgGroup::new("condition").required(true).args(["where_", "regex"])))]
+#[command(group(ArgGroup::new("condition").required(true).args(["where_", "regex", "metric"])))]
 pub struct AlertAddArgs {
     pub name: String,
     #[command(flatten)]
@@ -145,9 +176,16 @@ pub struct AlertAddArgs {
     /// A regular expression on the message.
     #[arg(long, value_name = "RE")]
     pub regex: Option<String>,
-    /// Matching lines within the window that fire the alert.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub threshold: u64,
+    /// Instead of lines: a metric from the logs of an app with metrics on, e.g.
+    /// `router.p95_service` or `router.5xx_ratio` (see docs/metrics.md).
+    #[arg(long, value_name = "NAME", requires = "above")]
+    pub metric: Option<String>,
+    /// The limit of --metric: a number (`0.05`), or a duration for a time (`500ms`).
+    #[arg(long, value_name = "LIMIT", requires = "metric")]
+    pub above: Option<String>,
+    /// Matching lines within the window that fire a line rule (default 1).
+    #[arg(long, value_name = "N")]
+    pub threshold: Option<u64>,
     /// The window the threshold counts in (`30s`, `1m`, `1h`).
     #[arg(long, default_value = "1m", value_name = "DURATION")]
     pub window: String,
@@ -239,6 +277,18 @@ async fn run(cmd: Command) -> Result<ExitCode, CliError> {
             ok(commands::alerts_remove(&connect(&server)?, &app.app, &name).await)
         }
         Command::Shuttle(args) => shuttle::run(*args).await,
+        Command::Metrics {
+            app,
+            since,
+            json,
+            server,
+        } => ok(metrics::show(&connect(&server)?, &app.app, &since, json).await),
+        Command::MetricsEnable { app, server } => {
+            ok(metrics::set(&connect(&server)?, &app.app, true).await)
+        }
+        Command::MetricsDisable { app, server } => {
+            ok(metrics::set(&connect(&server)?, &app.app, false).await)
+        }
     }
 }
 

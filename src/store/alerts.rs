@@ -6,7 +6,8 @@ use rusqlite::params;
 /// Every alert rule added through the API, by app then creation.
 pub fn list_alerts(conn: &mut Conn) -> Result<Vec<crate::alert::RuleSpec>, StoreError> {
     let mut stmt = conn.0.prepare(
-        "SELECT app, name, source, dyno, cond, regex, threshold, win, cooldown, webhook
+        "SELECT app, name, source, dyno, cond, regex, threshold, win, cooldown, webhook,
+                metric, above
          FROM alerts ORDER BY app, created_at, name",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -17,6 +18,8 @@ pub fn list_alerts(conn: &mut Conn) -> Result<Vec<crate::alert::RuleSpec>, Store
             dyno: r.get(3)?,
             where_: r.get(4)?,
             regex: r.get(5)?,
+            metric: r.get(10)?,
+            above: r.get(11)?,
             threshold: r.get::<_, i64>(6)?.max(0) as u64,
             window: r.get(7)?,
             cooldown: r.get(8)?,
@@ -35,8 +38,8 @@ pub fn create_alert(conn: &mut Conn, rule: &crate::alert::RuleSpec) -> Result<()
     conn.0
         .execute(
             "INSERT INTO alerts (app, name, source, dyno, cond, regex, threshold, win, cooldown,
-                             webhook, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                             webhook, created_at, metric, above)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 rule.app,
                 rule.name,
@@ -48,7 +51,9 @@ pub fn create_alert(conn: &mut Conn, rule: &crate::alert::RuleSpec) -> Result<()
                 rule.window,
                 rule.cooldown,
                 rule.webhook,
-                now()
+                now(),
+                rule.metric,
+                rule.above
             ],
         )
         .map_err(conflict)?;
@@ -81,6 +86,8 @@ mod tests {
             dyno: None,
             where_: Some("status>=500".into()),
             regex: None,
+            metric: None,
+            above: None,
             threshold: 5,
             window: "1m".into(),
             cooldown: "5m".into(),

@@ -8,21 +8,23 @@ pub fn list_channels(conn: &mut Conn) -> Result<Vec<ChannelRecord>, StoreError> 
     let mut out: Vec<ChannelRecord> = Vec::new();
     let mut stmt = conn
         .0
-        .prepare("SELECT id, name, created_at FROM channels ORDER BY name")?;
+        .prepare("SELECT id, name, created_at, metrics FROM channels ORDER BY name")?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, String>(1)?,
             r.get::<_, i64>(2)?,
+            r.get::<_, bool>(3)?,
         ))
     })?;
     for row in rows {
-        let (id, name, created_at) = row?;
+        let (id, name, created_at, metrics) = row?;
         out.push(ChannelRecord {
             id,
             name,
             tokens: Vec::new(),
             created_at,
+            metrics,
         });
     }
     let mut stmt = conn
@@ -46,12 +48,12 @@ pub fn list_channels(conn: &mut Conn) -> Result<Vec<ChannelRecord>, StoreError> 
 
 /// One channel with its tokens.
 pub fn get_channel(conn: &mut Conn, name: &str) -> Result<ChannelRecord, StoreError> {
-    let (id, created_at): (i64, i64) = conn
+    let (id, created_at, metrics): (i64, i64, bool) = conn
         .0
         .query_row(
-            "SELECT id, created_at FROM channels WHERE name = ?1",
+            "SELECT id, created_at, metrics FROM channels WHERE name = ?1",
             [name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?
         .ok_or(StoreError::NotFound)?;
@@ -68,7 +70,30 @@ pub fn get_channel(conn: &mut Conn, name: &str) -> Result<ChannelRecord, StoreEr
         name: name.to_string(),
         tokens,
         created_at,
+        metrics,
     })
+}
+
+/// Turns metrics from the logs on or off for a channel. `NotFound` if it does not exist.
+/// Turning them off forgets the roll-ups saved for it.
+pub fn set_channel_metrics(
+    conn: &mut Conn,
+    name: &str,
+    on: bool,
+) -> Result<ChannelRecord, StoreError> {
+    let tx = conn.0.transaction()?;
+    let n = tx.execute(
+        "UPDATE channels SET metrics = ?2 WHERE name = ?1",
+        params![name, on],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    if !on {
+        tx.execute("DELETE FROM logmetrics WHERE channel = ?1", [name])?;
+    }
+    tx.commit()?;
+    get_channel(conn, name)
 }
 
 /// Creates a channel with new tokens of the given names. `Conflict` if it exists.

@@ -1,4 +1,4 @@
-//! Single values (the admin key's hash) and the history saved at stop.
+//! Single values (the admin key's hash), and the history and metric roll-ups saved at stop.
 
 use super::{Conn, SavedLine, StoreError};
 use rusqlite::{params, OptionalExtension};
@@ -68,6 +68,31 @@ pub fn load_history(conn: &mut Conn) -> Result<Vec<(String, Vec<SavedLine>)>, St
         }
     }
     Ok(out)
+}
+
+/// Replaces the saved metric roll-ups with `channels` (name → encoded roll-ups), in one
+/// transaction, like [`save_history`].
+pub fn save_logmetrics(conn: &mut Conn, channels: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+    let tx = conn.0.transaction()?;
+    tx.execute("DELETE FROM logmetrics", [])?;
+    {
+        let mut stmt = tx.prepare("INSERT INTO logmetrics (channel, data) VALUES (?1, ?2)")?;
+        for (channel, data) in channels {
+            stmt.execute(params![channel, data])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The saved metric roll-ups (name → encoded roll-ups); kept until the next
+/// [`save_logmetrics`] replaces them.
+pub fn load_logmetrics(conn: &mut Conn) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let mut stmt = conn
+        .0
+        .prepare("SELECT channel, data FROM logmetrics ORDER BY channel")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Sets `new_key` to `value` and deletes `old_key` so that the old value is readable

@@ -1,4 +1,5 @@
-//! The SQLite store: channels, tokens, drains, the admin key's hash and saved history.
+//! The SQLite store: channels, tokens, drains, the admin key's hash, saved history and
+//! saved metric roll-ups.
 //!
 //! One connection behind a mutex, used only from `spawn_blocking` (never on the async
 //! runtime). Schema migrations are applied at open, by `PRAGMA user_version`. A new
@@ -17,10 +18,14 @@ mod meta;
 
 pub use alerts::{create_alert, delete_alert, list_alerts};
 pub use channels::{
-    create_channel, create_token, delete_channel, get_channel, list_channels, upsert_channel,
+    create_channel, create_token, delete_channel, get_channel, list_channels, set_channel_metrics,
+    upsert_channel,
 };
 pub use drains::{channel_drains, create_drain, delete_drain, list_drains, AddDrain};
-pub use meta::{get_meta, load_history, replace_meta_securely, save_history, set_meta};
+pub use meta::{
+    get_meta, load_history, load_logmetrics, replace_meta_securely, save_history, save_logmetrics,
+    set_meta,
+};
 
 /// Errors at the store boundary.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +51,8 @@ pub struct ChannelRecord {
     pub name: String,
     pub tokens: Vec<(String, String)>,
     pub created_at: i64,
+    /// Metrics from the logs are kept for this channel (opt-in: off by default).
+    pub metrics: bool,
 }
 
 /// A drain of a channel.
@@ -170,6 +177,20 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE channels_new RENAME TO channels;
      CREATE TRIGGER alerts_go_with_their_channel AFTER DELETE ON channels
      BEGIN DELETE FROM alerts WHERE app = OLD.name; END;",
+    // 4: metrics from the logs, opt-in per channel, and their roll-ups saved at stop
+    // (postcard bytes of `logmetrics::LogMetrics::encode`); a trigger removes a channel's
+    // saved roll-ups with it.
+    "ALTER TABLE channels ADD COLUMN metrics INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE logmetrics (
+        channel TEXT PRIMARY KEY,
+        data BLOB NOT NULL
+     );
+     CREATE TRIGGER logmetrics_go_with_their_channel AFTER DELETE ON channels
+     BEGIN DELETE FROM logmetrics WHERE channel = OLD.name; END;",
+    // 5: alert rules on a metric from the logs (`metric`, `above` as written; `cond` and
+    // `regex` empty, `threshold` 0).
+    "ALTER TABLE alerts ADD COLUMN metric TEXT;
+     ALTER TABLE alerts ADD COLUMN above TEXT;",
 ];
 
 /// `PRAGMA application_id` of a logplex database ("LPLX"). Databases made before it was
@@ -399,6 +420,33 @@ mod tests {
                 Err(StoreError::NotFound)
             ));
             assert!(list_channels(c)?.is_empty());
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn metrics_are_off_until_turned_on_and_their_rollups_go_with_the_channel() {
+        let (_d, s) = store();
+        s.call_blocking(|c| {
+            assert!(!create_channel(c, "demo", &[])?.metrics);
+            assert!(set_channel_metrics(c, "demo", true)?.metrics);
+            assert!(list_channels(c)?[0].metrics);
+            assert!(matches!(
+                set_channel_metrics(c, "nope", true),
+                Err(StoreError::NotFound)
+            ));
+            save_logmetrics(c, &[("demo".into(), vec![1, 2, 3])])?;
+            assert_eq!(
+                load_logmetrics(c)?,
+                vec![("demo".to_string(), vec![1, 2, 3])]
+            );
+            // Off forgets them; so does deleting the channel.
+            set_channel_metrics(c, "demo", false)?;
+            assert!(load_logmetrics(c)?.is_empty());
+            save_logmetrics(c, &[("demo".into(), vec![1])])?;
+            delete_channel(c, "demo")?;
+            assert!(load_logmetrics(c)?.is_empty());
             Ok(())
         })
         .unwrap();
