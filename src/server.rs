@@ -547,8 +547,7 @@ impl Server {
         let node = self.node.clone();
         let log = self.node.log.clone();
         tokio::task::spawn_blocking(move || {
-            // Metric roll-ups are kept in the store at stop, log or not.
-            save_logmetrics(&node)?;
+            // Metric roll-ups are kept in the store at stop, log or not (after history).
             match log {
                 // Every line is in the log already: what is pending is written and fsynced.
                 Some(log) => {
@@ -560,7 +559,7 @@ impl Server {
                     tracing::info!(lines = saved, "history saved; bye");
                 }
             }
-            anyhow::Ok(())
+            save_logmetrics(&node)
         })
         .await??;
         drop(self.lock);
@@ -577,6 +576,9 @@ fn save_logmetrics(node: &Node) -> anyhow::Result<()> {
         .filter_map(|c| Some((c.name.to_string(), c.with_metrics(|m| m.encode())?)))
         .collect();
     let n = channels.len();
+    if n == 0 {
+        return Ok(());
+    }
     node.registry
         .store()
         .call_blocking(|c| store::save_logmetrics(c, &channels))

@@ -294,6 +294,10 @@ async fn idle_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     out
 }
 
+/// The router under attack. These tests weigh what connections and bodies cost, so the
+/// durable log is off: its writer thread and its own bounded buffers (64 MiB of pending
+/// lines at most, tested in `tests/log.rs` and `tests/durable.rs`) would be counted against
+/// the body budget and the ingest ratios on this 2-core machine.
 fn start_router(dir: &std::path::Path, extra: &str) -> (Serve, Ports) {
     let p = Ports::free();
     let c = write_config(
@@ -302,7 +306,7 @@ fn start_router(dir: &std::path::Path, extra: &str) -> (Serve, Ports) {
         &p,
         &dir.join("data/logplex.db"),
         &format!(
-            "[[channels]]\nname = \"bench\"\ntokens = {{ app = \"{TOKEN}\" }}\n\
+            "[log]\npath = \"off\"\n[[channels]]\nname = \"bench\"\ntokens = {{ app = \"{TOKEN}\" }}\n\
              [buffers]\nhistory_lines = 1500\n{extra}"
         ),
     );
