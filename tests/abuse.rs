@@ -298,6 +298,10 @@ async fn idle_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
 /// durable log is off: its writer thread and its own bounded buffers (64 MiB of pending
 /// lines at most, tested in `tests/log.rs` and `tests/durable.rs`) would be counted against
 /// the body budget and the ingest ratios on this 2-core machine.
+/// The tests that weigh throughput and memory run alone (write); the others (read) share
+/// the machine with each other but never with those, whose ratios they would skew.
+static ALONE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 fn start_router(dir: &std::path::Path, extra: &str) -> (Serve, Ports) {
     let p = Ports::free();
     let c = write_config(
@@ -316,6 +320,7 @@ fn start_router(dir: &std::path::Path, extra: &str) -> (Serve, Ports) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_bodies_and_idle_connections_leave_health_and_ingest_alone() {
+    let _alone = ALONE.write().await;
     let _one = HEAVY.lock().await;
     if !enough_files(16_000) {
         return;
@@ -423,6 +428,7 @@ async fn slow_bodies_and_idle_connections_leave_health_and_ingest_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_body_budget_caps_memory_and_refuses_with_503() {
+    let _alone = ALONE.write().await;
     let _one = HEAVY.lock().await;
     if !enough_files(8_000) {
         return;
@@ -506,6 +512,7 @@ async fn the_body_budget_caps_memory_and_refuses_with_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_syslog_client_gets_in_at_the_cap_within_a_second() {
+    let _alone = ALONE.read().await;
     let _one = HEAVY.lock().await;
     let s = TestServer::start_with(|c| c.ingest.max_connections = 200).await;
     let token = s.create_app("demo").await;
@@ -554,6 +561,7 @@ async fn a_new_syslog_client_gets_in_at_the_cap_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_syslog_connection_is_closed_after_the_idle_timeout() {
+    let _alone = ALONE.read().await;
     let _one = HEAVY.lock().await;
     let s = TestServer::start_with(|c| c.ingest.tcp.idle_timeout = "1s".into()).await;
     let token = s.create_app("demo").await;
@@ -624,6 +632,7 @@ async fn stall(addr: SocketAddr, head: &str, first: &[u8]) -> (u16, String, Dura
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_bodies_get_408_and_lose_their_connection() {
+    let _alone = ALONE.read().await;
     let _one = HEAVY.lock().await;
     let s = TestServer::start().await;
     let token = s.create_app("demo").await;
@@ -699,6 +708,7 @@ async fn stalled_bodies_get_408_and_lose_their_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_body_budget_answers_503_with_retry_after_then_recovers() {
+    let _alone = ALONE.read().await;
     let _one = HEAVY.lock().await;
     let s = TestServer::start_with(|c| {
         c.ingest.http.max_body = 1 << 20;
@@ -759,6 +769,7 @@ async fn a_full_body_budget_answers_503_with_retry_after_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_have_the_configured_backlog() {
+    let _alone = ALONE.read().await;
     let _one = HEAVY.lock().await;
     if !need("ss", "apt-get install iproute2") {
         return;
