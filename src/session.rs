@@ -162,6 +162,17 @@ pub fn stream(
             buf: BytesMut::with_capacity(CHUNK),
             scratch: BytesMut::new(),
         };
+        // Lines older than the ring holds come from the durable log, when it is on.
+        let history = match (&shared2.log, history.len() < num) {
+            (Some(log), true) => {
+                let (log, spec2) = (log.clone(), spec.clone());
+                let ring = history;
+                tokio::task::spawn_blocking(move || older_from_log(&log, &spec2, after, num, ring))
+                    .await
+                    .unwrap_or_default()
+            }
+            _ => history,
+        };
         // The stream ends when its channel is destroyed.
         tokio::select! {
             _ = run(&shared2, &spec, &mut w, history, rx) => {}
@@ -188,6 +199,66 @@ pub fn stream(
     );
     Ok(r)
 }
+
+/// The session's history when the ring holds fewer than `num` lines that pass its filters:
+/// older lines (after `after`, before the ring's first) read back from the durable log,
+/// then `ring`, at most `num` in all, oldest first. Reads at most
+/// [`MAX_LOG_SCAN`] lines of the log. Blocking.
+fn older_from_log(
+    log: &crate::log::Log,
+    spec: &Spec,
+    after: u64,
+    num: usize,
+    ring: Vec<Line>,
+) -> Vec<Line> {
+    let before = ring.first().map_or(u64::MAX, |l| l.seq);
+    if after > 0 && before <= after + 1 {
+        // A resume the ring covers.
+        return ring;
+    }
+    let want = num.saturating_sub(ring.len());
+    let filtered = spec.source.is_some() || spec.dyno.is_some() || spec.grep.is_some();
+    // Unfiltered, the last `want` lines before the ring's are all it needs (plus the ring's
+    // own, which the log holds too); filtered, it reads back until it has them or
+    // MAX_LOG_SCAN lines.
+    let limit = if filtered {
+        MAX_LOG_SCAN
+    } else {
+        want.saturating_add(ring.len()).saturating_add(1024)
+    };
+    let q = crate::log::Query {
+        after_seq: Some(after),
+        limit,
+        from_end: true,
+        ..Default::default()
+    };
+    let read = match log.read(spec.channel_id as u64, &q) {
+        Ok(lines) => lines,
+        Err(e) => {
+            tracing::warn!(channel = %spec.channel, "history from the log: {e}");
+            return ring;
+        }
+    };
+    let mut older: Vec<Line> = read
+        .into_iter()
+        .filter(|l| l.seq < before)
+        .filter_map(|l| {
+            let seq = l.seq;
+            Line::parse(l.frame, l.source).ok().map(|mut line| {
+                line.seq = seq;
+                line
+            })
+        })
+        .filter(|l| spec.keep(l))
+        .collect();
+    let skip = older.len().saturating_sub(want);
+    older.drain(..skip);
+    older.extend(ring);
+    older
+}
+
+/// The most lines of the durable log one session's history reads.
+pub const MAX_LOG_SCAN: usize = 1_000_000;
 
 struct Writer {
     tx: mpsc::Sender<Bytes>,

@@ -249,3 +249,55 @@ async fn a_torn_last_record_is_cut_and_the_rest_kept_and_a_stop_saves_nothing_to
     );
     drop(s);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_reach_back_past_the_ring_into_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Ports::free();
+    // A ring of 100 lines; 1,000 sent.
+    let extra = format!(
+        "[buffers]\nhistory_lines = 100\n\
+         [[channels]]\nname = \"dur\"\ntokens = {{ app = \"{TOKEN}\" }}\n"
+    );
+    let c = write_config(
+        dir.path(),
+        "config.toml",
+        &p,
+        &dir.path().join("data/logplex.db"),
+        &extra,
+    );
+    let env = [("LOGPLEX_AUTH_KEY", KEY)];
+    let mut s = Serve::start(&c, p.api(), &env);
+    for b in 0..10 {
+        assert_eq!(post(&p, batch("r", b * 100, 100), 100).await, 204);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let want: Vec<String> = (0..1000).map(|i| format!("r-{i}")).collect();
+    let got = history_of(&p, r#"{"channel":"dur","num":5000}"#).await;
+    assert_eq!(got, want, "1,000 lines through a ring of 100");
+    let got = history_of(&p, r#"{"channel":"dur","num":250}"#).await;
+    assert_eq!(got, want[750..], "the last 250");
+    // Filters apply to the lines from the log too.
+    let got = history_of(&p, r#"{"channel":"dur","num":3,"grep":"r-12"}"#).await;
+    assert_eq!(got, ["r-127", "r-128", "r-129"], "grep over the log");
+    // And after a restart.
+    assert!(s.stop().success(), "{}", s.stderr_text());
+    let s = Serve::start(&c, p.api(), &env);
+    let got = history_of(&p, r#"{"channel":"dur","num":1000}"#).await;
+    assert_eq!(got, want, "after a restart");
+    drop(s);
+}
+
+/// Every MSG of a session made with `body`, oldest first.
+async fn history_of(p: &Ports, body: &str) -> Vec<String> {
+    let api = format!("http://{}", p.api());
+    let (st, b) = request(&api, "POST", "/v2/sessions", Some(body)).await;
+    assert_eq!(st, 201, "session {body}: {b}");
+    let v: serde_json::Value = serde_json::from_str(&b).expect("session JSON");
+    let url = v["url"].as_str().expect("a session url").to_string();
+    let (st, text) = common::request_with(&url, "GET", "", None, &[]).await;
+    assert_eq!(st, 200, "{text}");
+    text.lines()
+        .map(|l| l.rsplit_once(": ").map_or(l, |(_, m)| m).to_string())
+        .collect()
+}

@@ -369,7 +369,11 @@ pub async fn create_session(
     State(node): State<Arc<Node>>,
     JsonBody(b): JsonBody<NewSession>,
 ) -> Result<Response, V2> {
-    let max = node.config.buffers.history_lines;
+    // With the durable log, history reaches back past the ring.
+    let max = match node.log {
+        Some(_) => node.config.log.max_lines_per_session,
+        None => node.config.buffers.history_lines,
+    };
     let num = b.num.unwrap_or(100);
     if num > max {
         return Err(
