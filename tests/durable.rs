@@ -301,3 +301,111 @@ async fn history_of(p: &Ports, body: &str) -> Vec<String> {
         .map(|l| l.rsplit_once(": ").map_or(l, |(_, m)| m).to_string())
         .collect()
 }
+
+/// A small tmpfs mounted for a test; unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).ok()?;
+        let out = common::output(
+            "mount",
+            std::process::Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0700"),
+                    "tmpfs",
+                ])
+                .arg(dir),
+            None,
+            Duration::from_secs(10),
+        );
+        out.status.success().then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_and_degraded_then_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(&dir.path().join("disk"), "4m") else {
+        common::skip("cannot mount a tmpfs here (needs root and mount(8))");
+        return;
+    };
+    let p = Ports::free();
+    let c = config(
+        dir.path(),
+        &p,
+        &format!("path = \"{}\"", fs.0.join("log").display()),
+    );
+    let env = [("LOGPLEX_AUTH_KEY", KEY)];
+    let s = Serve::start(&c, p.api(), &env);
+    assert_eq!(post(&p, batch("ok", 0, 10), 10).await, 204);
+    // Fill the disk but for a little.
+    let filler = fs.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    // Batches until the log fails to write: then 503 with Retry-After and degraded.
+    let health = || async {
+        common::request_with(
+            &format!("http://{}", p.api()),
+            "GET",
+            "/healthcheck",
+            None,
+            &[],
+        )
+        .await
+        .1
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 10;
+    loop {
+        let st = post(&p, batch("fill", i, 100), 100).await;
+        i += 100;
+        if st == 503 {
+            break;
+        }
+        assert_eq!(st, 204, "a batch on a filling disk");
+        assert!(
+            Instant::now() < deadline,
+            "the log never failed on a full disk"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let h = health().await;
+    assert!(h.contains("degraded"), "healthcheck on a full disk: {h}");
+    // Room again: the log tries the disk every second and recovers by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if post(&p, batch("back", 0, 10), 10).await == 204 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log did not recover: {}",
+            s.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let h = health().await;
+    assert!(h.contains("normal"), "healthcheck after recovery: {h}");
+    let got = history(&p).await;
+    assert!(
+        got.iter().any(|l| l == "back-9") && got.iter().any(|l| l == "ok-9"),
+        "lines before and after the full disk: {got:?}"
+    );
+    drop(s);
+}
