@@ -40,6 +40,32 @@ struct History {
     metrics: Option<Box<LogMetrics>>,
 }
 
+impl History {
+    /// Copies `line`'s frame into the arena (so a line pins only its own channel's memory)
+    /// and counts its weight; the caller pushes it.
+    fn copy_in(&mut self, line: &mut Line) {
+        let len = line.frame.len();
+        if self.arena.capacity() - self.arena.len() < len {
+            // Small channels get small chunks; busy ones grow to 64 KiB.
+            let chunk = (self.bytes / 4).clamp(2048, 65536).max(len);
+            self.arena = BytesMut::with_capacity(chunk);
+        }
+        self.arena.extend_from_slice(&line.frame);
+        line.frame = self.arena.split_to(len).freeze();
+        self.bytes += line.weight();
+    }
+
+    /// Drops the oldest lines beyond the caps.
+    fn trim(&mut self, limits: Limits) {
+        while self.lines.len() > limits.history_lines || self.bytes > limits.history_bytes {
+            match self.lines.pop_front() {
+                Some(old) => self.bytes -= old.weight(),
+                None => break,
+            }
+        }
+    }
+}
+
 /// Something that sees every line stored in a channel, as it is stored: a drain's buffer, an
 /// alert rule's window. Called with the channel's history lock held, with the new lines in
 /// place (no copy): it must not block (queue and return) and must not call back into the
@@ -224,24 +250,12 @@ impl Channel {
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
         for mut line in lines {
-            let len = line.frame.len();
-            if h.arena.capacity() - h.arena.len() < len {
-                let chunk = (h.bytes / 4).clamp(2048, 65536).max(len);
-                h.arena = BytesMut::with_capacity(chunk);
-            }
-            h.arena.extend_from_slice(&line.frame);
-            line.frame = h.arena.split_to(len).freeze();
-            h.bytes += line.weight();
+            h.copy_in(&mut line);
             h.lines.push_back(line);
             n += 1;
         }
         h.next_seq = h.next_seq.max(last_seq + 1);
-        while h.lines.len() > self.limits.history_lines || h.bytes > self.limits.history_bytes {
-            match h.lines.pop_front() {
-                Some(old) => h.bytes -= old.weight(),
-                None => break,
-            }
-        }
+        h.trim(self.limits);
         n
     }
 
@@ -257,17 +271,9 @@ impl Channel {
         let tapped = live && !taps.is_empty();
         let first = h.lines.len();
         for mut line in lines {
-            if h.arena.capacity() - h.arena.len() < line.frame.len() {
-                // Small channels get small chunks; busy ones grow to 64 KiB.
-                let chunk = (h.bytes / 4).clamp(2048, 65536).max(line.frame.len());
-                h.arena = BytesMut::with_capacity(chunk);
-            }
-            h.arena.extend_from_slice(&line.frame);
-            let len = line.frame.len();
-            line.frame = h.arena.split_to(len).freeze();
+            h.copy_in(&mut line);
             line.seq = h.next_seq;
             h.next_seq += 1;
-            h.bytes += line.weight();
             if tails {
                 // Err only means every receiver went away meanwhile.
                 let _ = self.tail.send(line.clone());
@@ -313,12 +319,7 @@ impl Channel {
                 }
             }
         }
-        while h.lines.len() > self.limits.history_lines || h.bytes > self.limits.history_bytes {
-            match h.lines.pop_front() {
-                Some(old) => h.bytes -= old.weight(),
-                None => break,
-            }
-        }
+        h.trim(self.limits);
         (n, logged)
     }
 

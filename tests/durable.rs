@@ -60,22 +60,7 @@ async fn post(p: &Ports, body: Vec<u8>, n: usize) -> u16 {
 
 /// Every MSG in the channel's history, oldest first.
 async fn history(p: &Ports) -> Vec<String> {
-    let api = format!("http://{}", p.api());
-    let (st, body) = request(
-        &api,
-        "POST",
-        "/v2/sessions",
-        Some(r#"{"channel":"dur","num":20000}"#),
-    )
-    .await;
-    assert_eq!(st, 201, "session: {body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("session JSON");
-    let url = v["url"].as_str().expect("a session url").to_string();
-    let (st, text) = common::request_with(&url, "GET", "", None, &[]).await;
-    assert_eq!(st, 200, "{text}");
-    text.lines()
-        .map(|l| l.rsplit_once(": ").map_or(l, |(_, m)| m).to_string())
-        .collect()
+    history_of(p, r#"{"channel":"dur","num":20000}"#).await
 }
 
 fn kill9(s: &Serve) {
@@ -180,16 +165,7 @@ async fn with_interval_fsync_what_was_written_survives_kill_9_and_numbering_resu
     assert_eq!(got, want, "history after kill -9 in interval mode");
     // New lines are numbered after the kept ones: an SSE stream's ids keep growing.
     assert_eq!(post(&p, batch("b", 0, 1), 1).await, 204);
-    let api = format!("http://{}", p.api());
-    let (_, body) = request(
-        &api,
-        "POST",
-        "/v2/sessions",
-        Some(r#"{"channel":"dur","num":2}"#),
-    )
-    .await;
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let url = v["url"].as_str().unwrap().to_string();
+    let url = session_url(&p, r#"{"channel":"dur","num":2}"#).await;
     let (_, sse) =
         common::request_with(&url, "GET", "", None, &[("accept", "text/event-stream")]).await;
     let ids: Vec<u64> = sse
@@ -288,13 +264,18 @@ async fn sessions_reach_back_past_the_ring_into_the_log() {
     drop(s);
 }
 
-/// Every MSG of a session made with `body`, oldest first.
-async fn history_of(p: &Ports, body: &str) -> Vec<String> {
+/// The URL of a session made with `body`.
+async fn session_url(p: &Ports, body: &str) -> String {
     let api = format!("http://{}", p.api());
     let (st, b) = request(&api, "POST", "/v2/sessions", Some(body)).await;
     assert_eq!(st, 201, "session {body}: {b}");
     let v: serde_json::Value = serde_json::from_str(&b).expect("session JSON");
-    let url = v["url"].as_str().expect("a session url").to_string();
+    v["url"].as_str().expect("a session url").to_string()
+}
+
+/// Every MSG of a session made with `body`, oldest first.
+async fn history_of(p: &Ports, body: &str) -> Vec<String> {
+    let url = session_url(p, body).await;
     let (st, text) = common::request_with(&url, "GET", "", None, &[]).await;
     assert_eq!(st, 200, "{text}");
     text.lines()
