@@ -108,6 +108,9 @@ pub struct Channel {
     taps: ArcSwap<Vec<Arc<dyn Tap>>>,
     /// The node's durable log, `None` when it is off.
     log: Option<Arc<Log>>,
+    /// Whether metrics from the logs are on (as last set; the metrics themselves live in the
+    /// history, under its lock).
+    metrics_on: std::sync::atomic::AtomicBool,
 }
 
 /// What became of a pushed batch in the durable log.
@@ -159,6 +162,7 @@ impl Channel {
             tail,
             taps: ArcSwap::from_pointee(Vec::new()),
             log,
+            metrics_on: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -368,10 +372,19 @@ impl Channel {
     /// Turns metrics from the logs on (empty, from now, unless they are on already) or off
     /// (forgetting them).
     pub fn set_metrics(&self, on: bool) {
+        // Every store change sets it on every channel: unchanged, the history lock (the one
+        // ingest holds) is not taken.
+        if self
+            .metrics_on
+            .swap(on, std::sync::atomic::Ordering::Relaxed)
+            == on
+        {
+            return;
+        }
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         match (on, h.metrics.is_some()) {
             (true, false) => {
-                let now = crate::clock::now_micros().div_euclid(1_000_000);
+                let now = crate::clock::now_secs();
                 h.metrics = Some(Box::new(LogMetrics::new(
                     now,
                     logmetrics::Limits::default(),

@@ -97,7 +97,7 @@ impl Registry {
             outputs: OnceLock::new(),
         });
         let state = reg.store.call_blocking(store::state)?;
-        reg.install(&state);
+        reg.install(state);
         Ok(reg)
     }
 
@@ -109,7 +109,7 @@ impl Registry {
         }
         self.store.call_blocking(|conn| {
             let state = store::state(conn)?;
-            self.install(&state);
+            self.install(state);
             Ok(())
         })
     }
@@ -141,7 +141,7 @@ impl Registry {
             .call(move |conn| {
                 let out = f(conn)?;
                 let state = store::state(conn)?;
-                me.install(&state);
+                me.install(state);
                 Ok(out)
             })
             .await
@@ -151,7 +151,7 @@ impl Registry {
     /// drains and rules applied, each channel's taps set, the snapshot swapped in; a
     /// channel no longer in the state is destroyed (its drains and rules stop seeing lines
     /// at once and its sessions end).
-    fn install(&self, state: &State) {
+    fn install(&self, state: State) {
         let old = self.current.load();
         let mut channels: HashMap<Arc<str>, Arc<Channel>> =
             HashMap::with_capacity(state.channels.len());
@@ -209,7 +209,7 @@ impl Registry {
         self.current.store(Arc::new(Snapshot {
             tokens,
             channels,
-            records: state.channels.clone(),
+            records: state.channels,
             drain_tokens,
         }));
     }

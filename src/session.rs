@@ -163,7 +163,9 @@ pub fn stream(
             scratch: BytesMut::new(),
         };
         // Lines older than the ring holds come from the durable log, when it is on.
-        let history = match (&shared2.log, history.len() < num) {
+        // A resume the ring covers needs nothing older (and stays off the blocking pool).
+        let covered = after > 0 && history.first().is_some_and(|l| l.seq <= after + 1);
+        let history = match (&shared2.log, history.len() < num && !covered) {
             (Some(log), true) => {
                 let (log, spec2) = (log.clone(), spec.clone());
                 let ring = history;
@@ -212,10 +214,6 @@ fn older_from_log(
     ring: Vec<Line>,
 ) -> Vec<Line> {
     let before = ring.first().map_or(u64::MAX, |l| l.seq);
-    if after > 0 && before <= after + 1 {
-        // A resume the ring covers.
-        return ring;
-    }
     let want = num.saturating_sub(ring.len());
     let filtered = spec.source.is_some() || spec.dyno.is_some() || spec.grep.is_some();
     // Unfiltered, the last `want` lines before the ring's are all it needs (plus the ring's

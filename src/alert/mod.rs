@@ -174,7 +174,7 @@ impl Alerts {
     fn check_metric(&self, w: &Watch, m: &rule::MetricRule, now: Instant) -> Option<Report> {
         let ch = w.channel.upgrade()?;
         let window = w.rule.window;
-        let wall = crate::clock::now_micros().div_euclid(1_000_000);
+        let wall = crate::clock::now_secs();
         let Some(snap) = ch.with_metrics(|lm| lm.snapshot(wall, window)) else {
             if !w.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 tracing::warn!(
@@ -421,7 +421,8 @@ struct Deliveries {
     failed: IntCounter,
 }
 
-fn rfc3339(us: Option<i64>) -> serde_json::Value {
+/// A time (µs since the epoch) as RFC 3339 JSON, or `null`.
+pub(crate) fn rfc3339(us: Option<i64>) -> serde_json::Value {
     match us {
         Some(us) => {
             let mut b = BytesMut::with_capacity(32);

@@ -109,11 +109,7 @@ fn to_json<'a>(
 /// `{"firing","count","last_fired_at","firing_apps"}` over the given (rule, channel) states.
 fn state_json(states: &[crate::alert::WatchState]) -> serde_json::Value {
     let last = states.iter().filter_map(|s| s.last_fired_us).max();
-    let at = last.map(|us| {
-        let mut b = bytes::BytesMut::with_capacity(32);
-        logplex_proto::render::rfc3339_micros(&mut b, us);
-        String::from_utf8_lossy(&b).into_owned()
-    });
+    let at = crate::alert::rfc3339(last);
     let firing: Vec<&str> = states
         .iter()
         .filter(|s| s.firing)

@@ -37,12 +37,10 @@ pub async fn stats(State(node): State<Arc<Node>>) -> Response {
             })
         })
         .collect();
-    let mut at = bytes::BytesMut::with_capacity(32);
-    logplex_proto::render::rfc3339_micros(&mut at, now);
     reply(
         StatusCode::OK,
         &json!({
-            "at": String::from_utf8_lossy(&at),
+            "at": crate::alert::rfc3339(Some(now)),
             "minutes": RATE_MINUTES,
             "channels": channels,
         }),

@@ -235,11 +235,7 @@ fn status_json(st: Option<crate::drain::Status>) -> Value {
         dropped: 0,
         lag_lines: 0,
     });
-    let at = st.last_error_at.map(|us| {
-        let mut b = bytes::BytesMut::with_capacity(32);
-        logplex_proto::render::rfc3339_micros(&mut b, us);
-        String::from_utf8_lossy(&b).into_owned()
-    });
+    let at = crate::alert::rfc3339(st.last_error_at);
     json!({
         "state": st.state.as_str(),
         "last_error": st.last_error,

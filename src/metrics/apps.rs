@@ -162,7 +162,7 @@ impl AppSeries {
         let Some(registry) = self.registry.upgrade() else {
             return;
         };
-        let now = crate::clock::now_micros().div_euclid(1_000_000);
+        let now = crate::clock::now_secs();
         for ch in registry.snapshot().channels() {
             // Counters and a snapshot under the channel's lock; the quantiles without it.
             let Some((c, snap, memory)) =
