@@ -264,6 +264,28 @@ impl Channel {
     }
 
     fn append<I: IntoIterator<Item = Line>>(&self, lines: I, mode: Mode) -> (usize, Logged) {
+        if mode == Mode::Live && self.metrics_on.load(std::sync::atomic::Ordering::Relaxed) {
+            // Router lines are read before the lock (their fields are most of what metrics
+            // cost); under it only their totals are added, so connections pushing to the
+            // same channel do not queue behind the parsing.
+            let batch: Vec<Line> = lines.into_iter().collect();
+            let read: Vec<Option<logmetrics::RouterLine>> = batch
+                .iter()
+                .map(|l| logmetrics::read_router(&l.source, l.procid(), l.msg()))
+                .collect();
+            return self.append_read(batch, mode, &read);
+        }
+        self.append_read(lines, mode, &[])
+    }
+
+    /// [`Channel::append`] with the router lines among `lines` already read (`read[i]` for
+    /// the i-th line; a line beyond `read` is read under the lock if metrics are on).
+    fn append_read<I: IntoIterator<Item = Line>>(
+        &self,
+        lines: I,
+        mode: Mode,
+        read: &[Option<logmetrics::RouterLine>],
+    ) -> (usize, Logged) {
         let live = mode == Mode::Live;
         // One clock read per batch, outside the lock, for the line rate and the log.
         let now = crate::clock::now_micros();
@@ -290,8 +312,12 @@ impl Channel {
             h.rate.add(now, n as u64);
             if let Some(m) = h.metrics.as_mut() {
                 let secs = now.div_euclid(1_000_000);
-                for line in h.lines.range(first..) {
-                    m.observe(secs, &line.source, line.procid(), line.msg());
+                for (i, line) in h.lines.range(first..).enumerate() {
+                    match read.get(i) {
+                        Some(Some(r)) => m.observe_router(secs, r),
+                        Some(None) => m.observe_other(secs, line.msg()),
+                        None => m.observe(secs, &line.source, line.procid(), line.msg()),
+                    }
                 }
             }
         }

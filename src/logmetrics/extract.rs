@@ -45,6 +45,11 @@ pub fn is_router(source: &[u8], procid: &[u8]) -> bool {
 /// router line saved. A line that is not laid out so (no status, service or bytes after the
 /// last ` connect=`) is read whole, as any order may come.
 pub fn router(msg: &[u8]) -> RouterLine {
+    router_exact(msg).unwrap_or_else(|| router_general(msg))
+}
+
+/// [`router`] for any layout.
+fn router_general(msg: &[u8]) -> RouterLine {
     // The forward (SIMD) search, to its last match: the reverse one costs several times
     // more on a ~250-byte line, and lines hold one ` connect=` but for odd paths.
     static CONNECT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
@@ -60,6 +65,70 @@ pub fn router(msg: &[u8]) -> RouterLine {
     let mut r = RouterLine::default();
     router_pairs(&mut r, logfmt::pairs(msg));
     r
+}
+
+/// The router's own layout read without the generic pair parser: `at=info ` or
+/// `at=error code=Hnn `, then from the last ` connect=` exactly `connect=Nms service=Nms
+/// status=NNN bytes=N` with whole numbers, then pairs as usual. `None` for anything else
+/// (a fraction, a missing unit, another order, an empty value), which [`router`] then reads
+/// the general way; where this answers, the answer is the same.
+fn router_exact(msg: &[u8]) -> Option<RouterLine> {
+    static CONNECT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b" connect="));
+    let mut r = RouterLine::default();
+    if let Some(rest) = msg.strip_prefix(b"at=info ") {
+        // The general way reads the second pair too: it must not be one of ours.
+        if rest.starts_with(b"code=") {
+            return None;
+        }
+    } else if let Some(rest) = msg.strip_prefix(b"at=error code=") {
+        if rest.get(3) != Some(&b' ') {
+            return None;
+        }
+        r.code = Some(parse_h_code(&rest[..3])?);
+    } else {
+        return None;
+    }
+    // ` connect=` is within the last 100 bytes of the router's lines: the last match found
+    // there is the last of the line.
+    let from = msg.len().saturating_sub(128);
+    let at = from + CONNECT.find_iter(&msg[from..]).last()?;
+    let mut s = &msg[at + b" connect=".len()..];
+    r.connect_ms = Some(whole(&mut s, 15, b"ms service=")? as f64);
+    r.service_ms = Some(whole(&mut s, 15, b"ms status=")? as f64);
+    let status = whole(&mut s, 3, b" bytes=")?;
+    if !(100..600).contains(&status) {
+        return None;
+    }
+    r.status = Some(status as u16);
+    r.bytes = Some(whole(&mut s, 19, b"")?);
+    if !s.is_empty() && s[0] != b' ' {
+        return None;
+    }
+    // What the router writes after `bytes=` holds none of ours: no need to read it.
+    if !matches!(s, b"" | b" protocol=https" | b" protocol=http") {
+        router_pairs(&mut r, logfmt::pairs(s));
+    }
+    Some(r)
+}
+
+/// The digits at the start of `s` (1 to `max` of them) as a number, which `then` must
+/// follow; advances `s` past both.
+#[inline]
+fn whole(s: &mut &[u8], max: usize, then: &[u8]) -> Option<u64> {
+    let n = s
+        .iter()
+        .take(max + 1)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if n == 0 || n > max || !s[n..].starts_with(then) {
+        return None;
+    }
+    let v = s[..n].iter().try_fold(0u64, |v, d| {
+        v.checked_mul(10)?.checked_add((d - b'0') as u64)
+    })?;
+    *s = &s[n + then.len()..];
+    Some(v)
 }
 
 /// Reads the metric fields of `pairs` into `r` (a later value of a key replaces an earlier
@@ -130,7 +199,9 @@ fn parse_u64(raw: &[u8]) -> Option<u64> {
     if raw.is_empty() || raw.len() > 19 || !raw.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(raw.iter().fold(0u64, |n, d| n * 10 + (d - b'0') as u64))
+    raw.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add((d - b'0') as u64)
+    })
 }
 
 /// A number followed by an optional unit: `23`, `23ms`, `212.3MB`, `-1.5e3`, `348836pages`.
@@ -299,6 +370,53 @@ pub fn valid_name(name: &[u8]) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Where the exact-layout reading answers, it answers what the general one does.
+        #[test]
+        fn exact_layout_reads_as_the_general_way(
+            head in proptest::sample::select(vec![
+                "at=info ", "at=info code=H12 ", "at=error code=H12 ", "at=error code=H1 ",
+                "at=error code=R14 ", "at=error code=H99x ", "at=warning ", "",
+            ]),
+            connect in proptest::sample::select(vec!["0ms", "1ms", "12", "1.5ms", "", "x", "007ms"]),
+            service in proptest::sample::select(vec!["23ms", "30001ms", "2.5ms", "", "1e3ms",
+                "99999999999999999ms", "5s"]),
+            status in proptest::sample::select(vec!["200", "503", "099", "600", "20", "2000", ""]),
+            bytes in proptest::sample::select(vec!["0", "1548", "18446744073709551616",
+                "9999999999999999999", "", "-1"]),
+            tail in proptest::sample::select(vec!["", " protocol=https", " status=404",
+                " bytes=12 protocol=http", "x", " connect=3ms", " service=oops"]),
+            pad in proptest::sample::select(vec![0usize, 40, 90, 130]),
+        ) {
+            let pad = "p".repeat(pad);
+            let msg = format!(
+                "{head}desc=\"Request timeout\" method=GET path=\"/a connect=9ms b{pad}\" \
+                 host=x.herokuapp.com dyno=web.1 connect={connect} service={service} \
+                 status={status} bytes={bytes}{tail}"
+            );
+            if let Some(r) = router_exact(msg.as_bytes()) {
+                proptest::prop_assert_eq!(r, router_general(msg.as_bytes()), "{}", msg);
+            }
+        }
+    }
+
+    #[test]
+    fn heroku_lines_take_the_exact_way() {
+        for msg in [
+            "at=info method=GET path=\"/\" host=myapp.herokuapp.com request_id=c2b0 \
+             fwd=\"204.204.204.204\" dyno=web.1 connect=1ms service=23ms status=200 \
+             bytes=1548 protocol=https",
+            "at=error code=H12 desc=\"Request timeout\" method=GET path=\"/\" \
+             host=myapp.herokuapp.com request_id=c2b0 fwd=\"204.204.204.204\" dyno=web.1 \
+             connect=0ms service=30001ms status=503 bytes=0 protocol=https",
+        ] {
+            let r = router_exact(msg.as_bytes()).expect("the router's layout");
+            assert_eq!(r, router_general(msg.as_bytes()));
+            assert!(r.status.is_some() && r.service_ms.is_some());
+        }
+    }
+
     /// Every pair read, the way the fast path must agree with.
     fn router_whole(msg: &[u8]) -> RouterLine {
         let mut r = RouterLine::default();

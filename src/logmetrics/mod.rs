@@ -66,7 +66,7 @@ mod persist;
 mod query;
 mod sketch;
 
-pub use extract::Kind;
+pub use extract::{Kind, RouterLine};
 pub use persist::DecodeError;
 pub use query::{
     ByStatus, L2metSummary, MeasureStat, MeasureSummary, Metric, MetricError, MinuteSummary, Num,
@@ -216,6 +216,14 @@ fn ceil(t: i64, len: i64) -> i64 {
     floor(t + len - 1, len)
 }
 
+/// The fields of a Heroku router line (`heroku[router]`) that metrics count; `None` for
+/// any other line. Takes no lock: ingest reads a batch's router lines before it takes the
+/// channel's, then adds them with [`LogMetrics::observe_router`].
+#[inline]
+pub fn read_router(source: &[u8], procid: &[u8], msg: &[u8]) -> Option<RouterLine> {
+    extract::is_router(source, procid).then(|| extract::router(msg))
+}
+
 /// The metrics of one channel (see the module doc). Not synchronised: the channel's lock
 /// guards it.
 #[derive(Debug)]
@@ -275,12 +283,25 @@ impl LogMetrics {
     /// a new l2met name, or once per 10 seconds to close a period).
     #[inline]
     pub fn observe(&mut self, now: i64, source: &[u8], procid: &[u8], msg: &[u8]) {
-        if extract::is_router(source, procid) {
-            self.roll(now);
-            let r = extract::router(msg);
-            self.malformed += r.malformed as u64;
-            self.fine.router(&r);
-        } else if extract::has_l2met(msg) {
+        match read_router(source, procid, msg) {
+            Some(r) => self.observe_router(now, &r),
+            None => self.observe_other(now, msg),
+        }
+    }
+
+    /// [`LogMetrics::observe`] of a router line read by [`read_router`] (which needs no
+    /// `&mut`, so it can run before the lock that guards these metrics is taken).
+    #[inline]
+    pub fn observe_router(&mut self, now: i64, r: &RouterLine) {
+        self.roll(now);
+        self.malformed += r.malformed as u64;
+        self.fine.router(r);
+    }
+
+    /// [`LogMetrics::observe`] of a line that is not the router's: its l2met pairs, if any.
+    #[inline]
+    pub fn observe_other(&mut self, now: i64, msg: &[u8]) {
+        if extract::has_l2met(msg) {
             self.roll(now);
             self.l2met(now, msg);
         }
