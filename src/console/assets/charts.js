@@ -35,6 +35,20 @@ function niceMax(v) {
   return 10 * p;
 }
 
+// Whole decades around [low, high]: `at(v)` places a value from 0 (bottom) to 1 (top).
+function logScale(low, high) {
+  const a = Math.floor(Math.log10(low));
+  const b = Math.max(Math.ceil(Math.log10(high)), a + 1);
+  const ticks = [];
+  const every = Math.ceil((b - a) / 4);
+  for (let k = a; k <= b; k += every) ticks.push(10 ** k);
+  return {
+    top: 10 ** b,
+    ticks,
+    at: (v) => (v <= 0 ? 0 : Math.min(Math.max((Math.log10(v) - a) / (b - a), 0), 1)),
+  };
+}
+
 export function clock(iso) {
   return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 }
@@ -45,8 +59,9 @@ export function clock(iso) {
 // - `series`: `{ name, cls, values, draw }` with `draw` one of `bar` (stacked on the bars
 //   before it when `stacked`), `line` (a step line, broken where a value is null) or
 //   `band` (`lo` and `hi` arrays);
+// - `log`: a logarithmic scale (whole decades), for times whose quantiles lie far apart;
 // - `label`: the chart's accessible name, a sentence with its figures.
-export function plot({ times, series, stacked = false, unit = "", label, height = 150 }) {
+export function plot({ times, series, stacked = false, unit = "", label, height = 150, log = false }) {
   const n = Math.max(times.length, 1);
   const H = height;
   let max = 0;
@@ -61,10 +76,17 @@ export function plot({ times, series, stacked = false, unit = "", label, height 
     if (stacked && s.draw === "bar") continue;
     for (const v of s.draw === "band" ? s.hi : s.values) if (v !== null && v > max) max = v;
   }
-  const top = niceMax(max);
+  let low = Infinity;
+  if (log) {
+    for (const s of series) for (const v of s.values) if (v > 0 && v < low) low = v;
+  }
+  const scale = log && low < Infinity ? logScale(low, max) : null;
+  const top = scale ? scale.top : niceMax(max);
   const bw = (W - L - R) / n;
   const x = (i) => L + i * bw;
-  const y = (v) => T + (H - T - B) * (1 - Math.min(v, top) / top);
+  const y = scale
+    ? (v) => T + (H - T - B) * (1 - scale.at(v))
+    : (v) => T + (H - T - B) * (1 - Math.min(v, top) / top);
   const root = svg("svg", {
     viewBox: `0 0 ${W} ${H}`,
     class: "chart",
@@ -73,11 +95,12 @@ export function plot({ times, series, stacked = false, unit = "", label, height 
     preserveAspectRatio: "none",
   });
   root.append(svg("title", {}, label));
-  // Grid and y labels: 0, half and top.
-  for (const v of [0, top / 2, top]) {
+  // Grid and y labels: 0, half and top (decades on a log scale).
+  const ticks = scale ? scale.ticks : [0, top / 2, top];
+  ticks.forEach((v, i) => {
     root.append(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }));
-    root.append(svg("text", { x: L - 4, y: y(v) + 4, class: "ylabel", "text-anchor": "end" }, fmt(v, v === top ? unit : "")));
-  }
+    root.append(svg("text", { x: L - 4, y: y(v) + 4, class: "ylabel", "text-anchor": "end" }, fmt(v, i === ticks.length - 1 ? unit : "")));
+  });
   // Time labels: first, middle and last minute.
   if (times.length) {
     const marks = [...new Set([0, Math.floor((times.length - 1) / 2), times.length - 1])];

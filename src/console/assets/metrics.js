@@ -216,11 +216,12 @@ export class AppView {
     const key = (q) => `service_${q}_ms`;
     parts.push(this.card({
       id: "service",
-      title: "Service time per minute (p50, p95, p99)",
+      title: "Service time per minute (p50, p95, p99; log scale)",
       legend: QUANTILES.map((q) => [q, q, fmt(r.service_ms[q], "ms")]),
       chart: plot({
         times,
         unit: "ms",
+        log: true,
         series: QUANTILES.map((q) => ({ name: q, cls: q, draw: "line", values: m.map((row) => row[key(q)] ?? null) })),
         label: `Service time per minute, ${when}: over the range p50 ${fmt(r.service_ms.p50, "ms")}, p95 ${fmt(r.service_ms.p95, "ms")}, p99 ${fmt(r.service_ms.p99, "ms")}.`,
       }),
@@ -333,10 +334,11 @@ export class AppView {
         const q = d.l2met.measure[name];
         out.push(this.card({
           id,
-          title: `measure#${name} per minute (p50, p95, p99)`,
+          title: `measure#${name} per minute (p50, p95, p99; log scale)`,
           legend: [["count", "count", fmt(q.count)], ...QUANTILES.map((k) => [k, k, fmt(q[k])])],
           chart: plot({
             times,
+            log: true,
             series: QUANTILES.map((k) => ({ name: k, cls: k, draw: "line", values: vals.map((v) => v?.[k] ?? null) })),
             label: `measure#${name} per minute, ${when}: ${fmt(q.count)} values, p50 ${fmt(q.p50)}, p95 ${fmt(q.p95)}, p99 ${fmt(q.p99)}.`,
           }),
