@@ -1081,12 +1081,16 @@ fn l2met_lines(app: &str, heroku: &str) -> Vec<String> {
             Duration::ZERO,
         ));
     }
-    for (mem, load) in [("212.3", "0.2"), ("230.9", "0.45"), ("198.7", "0.1")] {
+    for (mem, rss, pgpgin, load) in [
+        ("212.3", "1234.5678", "348836", "0.2"),
+        ("230.9", "1240.25", "349102", "0.45"),
+        ("198.7", "1219.125", "350417", "0.1"),
+    ] {
         out.push(frame_now(
             heroku,
             "web.1",
             &format!(
-                "source=web.1 dyno=heroku.2808254.d97d0ea7-cf3d-411b-b453-d2943a50b456 sample#memory_total={mem}MB sample#memory_rss={mem}MB sample#load_avg_1m={load}"
+                "source=web.1 dyno=heroku.2808254.d97d0ea7-cf3d-411b-b453-d2943a50b456 sample#memory_total={mem}MB sample#memory_rss={rss}MB sample#memory_pgpgin={pgpgin}pages sample#load_avg_1m={load}"
             ),
             Duration::ZERO,
         ));
@@ -1276,7 +1280,7 @@ async fn an_apps_view_charts_its_metrics_as_the_api_counts_them() {
         page_number(&legend("count#orders.created".into(), "total").await),
         api_number(&l2["count"]["orders.created"])
     );
-    for name in ["memory_total", "memory_rss", "load_avg_1m"] {
+    for name in ["memory_total", "memory_rss", "memory_pgpgin", "load_avg_1m"] {
         for stat in ["last", "min", "max"] {
             assert_eq!(
                 page_number(&legend(format!("sample#{name}"), stat).await),

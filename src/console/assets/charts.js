@@ -17,13 +17,13 @@ export function svg(tag, attrs = {}, text) {
   return e;
 }
 
-// A number as text: integers with separators, others with at most 4 significant digits
-// (the API's own rounding), so what is shown is what the API said.
+// A number as text, as the API gave it (quantiles come rounded to 4 significant digits;
+// samples and sums are shown whole), with thousands separators.
 export function fmt(v, unit = "") {
   if (v === null || v === undefined || Number.isNaN(v)) return "–";
   const s = Number.isInteger(v)
     ? v.toLocaleString("en-US")
-    : Number(v.toPrecision(4)).toLocaleString("en-US", { maximumFractionDigits: 6 });
+    : v.toLocaleString("en-US", { maximumSignificantDigits: 15 });
   return unit ? `${s} ${unit}` : s;
 }
 
