@@ -41,7 +41,8 @@ const pct = (part, whole) => (whole > 0 ? (100 * part) / whole : null);
 const pctText = (v) => (v === null ? "–" : `${v.toFixed(2)} %`);
 
 // The view: `api(path, init)` calls the JSON API with the console's key (and throws an
-// Error with `.status` on a refusal), `failed(e)` reports an error the console handles.
+// Error with the answer's `.status` when it is not a success), `failed(e)` reports an error
+// the console handles (a refused key asks for the key again).
 export class AppView {
   constructor(api, failed) {
     this.api = api;
@@ -51,7 +52,6 @@ export class AppView {
     this.timer = 0;
     this.busy = false;
     this.loadedAt = 0;
-    this.data = null;
     this.root = document.getElementById("appview");
     for (const b of this.root.querySelectorAll("[data-range]")) {
       b.addEventListener("click", () => {
@@ -82,7 +82,6 @@ export class AppView {
       b.setAttribute("aria-pressed", b.dataset.range === range ? "true" : "false");
     }
     if (changed) {
-      this.data = null;
       document.getElementById("charts").replaceChildren(el("p", { class: "dim", text: "Loading…" }));
     }
     if (!this.timer) {
@@ -109,7 +108,6 @@ export class AppView {
     try {
       const data = await this.api(`v2/channels/${encodeURIComponent(app)}/metrics?since=${range}&l2met=minutes`);
       if (app !== this.app || range !== this.range) return;
-      this.data = data;
       this.loadedAt = Date.now();
       this.render(data);
       status.textContent = `updated ${new Date().toLocaleTimeString()} · refreshes every minute`;
@@ -127,6 +125,8 @@ export class AppView {
       }
     } finally {
       this.busy = false;
+      // Another app or range was asked for while this one loaded: load that one now.
+      if (this.app && (app !== this.app || range !== this.range)) this.refresh();
     }
   }
 
