@@ -1321,6 +1321,26 @@ async fn an_apps_view_charts_its_metrics_as_the_api_counts_them() {
         })
         .collect();
     assert_eq!(shown, want);
+    // And an l2met name's: each minute's count# sum.
+    b.click("[data-chart=\"count#orders.created\"] details summary")
+        .await;
+    let rows = b
+        .wait_js(
+            "return [...document.querySelectorAll('[data-chart=\"count#orders.created\"] tr[data-at]')].map(r => [r.dataset.at, r.querySelector('td').textContent])",
+            5,
+            |v| v.as_array().is_some_and(|a| !a.is_empty()),
+        )
+        .await;
+    let shown: Vec<Vec<String>> = rows.as_array().unwrap().iter().map(strings).collect();
+    let want: Vec<Vec<String>> = minutes
+        .iter()
+        .filter_map(|m| {
+            let n = m["l2met"]["count"]["orders.created"].as_f64()?;
+            Some(vec![m["at"].as_str().unwrap().to_string(), n.to_string()])
+        })
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(shown, want);
 
     // A day: the same figures over 24 hours, said in the charts' names.
     b.click("[data-range=\"24h\"]").await;
