@@ -467,6 +467,23 @@ impl Browser {
             .unwrap();
     }
 
+    /// Clicks what `css` names, finding it again when the page redrew it between the find
+    /// and the click (the console's lists are redrawn on each refresh).
+    async fn click_fresh(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let clicked = match self.client.find(Locator::Css(css)).await {
+                Ok(e) => e.click().await.map(drop),
+                Err(e) => Err(e),
+            };
+            match clicked {
+                Ok(()) => return,
+                Err(e) => assert!(Instant::now() < deadline, "clicking {css}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Saves a screenshot as `docs/NAME` with `LOGPLEX_UPDATE_SCREENSHOTS=1`, else under the
     /// target directory.
     async fn screenshot(&self, name: &str) {
@@ -1402,20 +1419,20 @@ async fn an_apps_view_charts_its_metrics_as_the_api_counts_them() {
             .contains("logplex metrics:enable -a quiet"),
         "{off}"
     );
-    b.click("#metrics-enable").await;
+    b.click_fresh("#metrics-enable").await;
     b.wait_js(figure, 10, |v| v.as_str() == Some("0")).await;
     let ch = api_json(&s, "GET", "/v2/channels/quiet", None).await;
     assert_eq!(ch["metrics"], true, "{ch}");
 
     // Back to every app; the app's name links to its view.
-    b.click("a.back").await;
+    b.click_fresh("a.back").await;
     b.wait_js(
         "return getComputedStyle(document.getElementById('overview')).display",
         5,
         |v| v != "none",
     )
     .await;
-    b.click("#apps tr[data-app=\"shop\"] th a").await;
+    b.click_fresh("#apps tr[data-app=\"shop\"] th a").await;
     b.wait_js(figure, 10, |v| {
         v.as_str().and_then(page_number) == Some((REQUESTS + 10) as f64)
     })
