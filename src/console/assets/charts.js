@@ -111,6 +111,9 @@ export function plot({ times, series, stacked = false, unit = "", label, height 
     }
   }
   const gap = bw > 4 ? 0.6 : 0;
+  // Over a day a minute is under a pixel wide: a lone minute is drawn at least 2 units
+  // wide (ending at its own place), so that it shows.
+  const left = (i) => Math.min(x(i) + gap, x(i + 1) - 2);
   const base = new Array(n).fill(0);
   for (const s of series) {
     let d = "";
@@ -131,7 +134,7 @@ export function plot({ times, series, stacked = false, unit = "", label, height 
         const y0 = y(lo);
         // A band of one value, or a tiny bar, still shows as a 1-pixel line.
         const y1 = Math.min(y(hi), y0 - 1);
-        d += `M${(x(i) + gap).toFixed(1)} ${y1.toFixed(1)}H${(x(i + 1) - gap).toFixed(1)}V${y0.toFixed(1)}H${(x(i) + gap).toFixed(1)}Z`;
+        d += `M${left(i).toFixed(1)} ${y1.toFixed(1)}H${(x(i + 1) - gap).toFixed(1)}V${y0.toFixed(1)}H${left(i).toFixed(1)}Z`;
       }
     } else {
       let open = false;
@@ -142,7 +145,9 @@ export function plot({ times, series, stacked = false, unit = "", label, height 
           continue;
         }
         const yy = y(v).toFixed(1);
-        d += open ? `V${yy}H${x(i + 1).toFixed(1)}` : `M${x(i).toFixed(1)} ${yy}H${x(i + 1).toFixed(1)}`;
+        // A run starts at least 4 units before its minute's end, so a lone minute shows.
+        const from = Math.min(x(i), x(i + 1) - 4).toFixed(1);
+        d += open ? `V${yy}H${x(i + 1).toFixed(1)}` : `M${from} ${yy}H${x(i + 1).toFixed(1)}`;
         open = true;
       }
     }
