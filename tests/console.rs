@@ -5,11 +5,13 @@
 //! counter, filters kept in the URL, marks, UTC or local time, a dropped connection that
 //! resumes without repeats or gaps (cut by a TCP proxy in the test), 2,000 lines a second
 //! with the DOM trimmed to 10,000 lines, and the console with its apps, a failing drain, a
-//! firing alert, a wrong key refused and a live page opened from it.
+//! firing alert, a wrong key refused and a live page opened from it; an app's view charting
+//! its metrics from real router and l2met lines, every figure read from the page equal to
+//! the API's, over an hour and a day, and an app with metrics off turned on from the page.
 //!
-//! The browser tests take screenshots of both pages; with `LOGPLEX_UPDATE_SCREENSHOTS=1`
-//! they are written to `docs/console-live.png` and `docs/console.png` (shown in the README),
-//! otherwise under the target directory.
+//! The browser tests take screenshots of the pages; with `LOGPLEX_UPDATE_SCREENSHOTS=1`
+//! they are written to `docs/console-live.png`, `docs/console.png` and
+//! `docs/console-metrics.png` (shown in the README), otherwise under the target directory.
 
 mod common;
 
@@ -177,6 +179,8 @@ async fn pages_and_files_are_served_with_a_strict_policy() {
         ("live.js", "text/javascript"),
         ("console.js", "text/javascript"),
         ("lines.js", "text/javascript"),
+        ("metrics.js", "text/javascript"),
+        ("charts.js", "text/javascript"),
         ("style.css", "text/css"),
         ("favicon.svg", "image/svg+xml"),
     ] {
@@ -461,6 +465,23 @@ impl Browser {
             .click()
             .await
             .unwrap();
+    }
+
+    /// Clicks what `css` names, finding it again when the page redrew it between the find
+    /// and the click (the console's lists are redrawn on each refresh).
+    async fn click_fresh(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let clicked = match self.client.find(Locator::Css(css)).await {
+                Ok(e) => e.click().await.map(drop),
+                Err(e) => Err(e),
+            };
+            match clicked {
+                Ok(()) => return,
+                Err(e) => assert!(Instant::now() < deadline, "clicking {css}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Saves a screenshot as `docs/NAME` with `LOGPLEX_UPDATE_SCREENSHOTS=1`, else under the
@@ -1021,6 +1042,401 @@ async fn the_console_shows_apps_drains_and_alerts_behind_the_key() {
         0,
         "no key in the live page"
     );
+    b.close().await;
+    s.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// An app's view: charts of its metrics from the logs.
+
+/// Router lines as Heroku's router writes them (info, 404s, redirects, H12 and H13
+/// errors), with service times spread from 3 ms to 30 s.
+fn router_lines(heroku: &str, lines: std::ops::Range<usize>) -> Vec<String> {
+    lines
+        .map(|i| {
+            let service = 3 + (i * 37) % 400;
+            let connect = i % 4;
+            let msg = if i % 10 == 9 {
+                format!(
+                    r#"at=error code=H12 desc="Request timeout" method=GET path="/reports/{i}" host=shop.example.com request_id=r{i} fwd="10.0.0.{}" dyno=web.1 connect={connect}ms service=30000ms status=503 bytes=0 protocol=https"#,
+                    i % 250
+                )
+            } else if i % 13 == 12 {
+                format!(
+                    r#"at=error code=H13 desc="Connection closed without response" method=POST path="/orders" host=shop.example.com request_id=r{i} fwd="10.0.0.1" dyno=web.2 connect={connect}ms service={service}ms status=503 bytes=0 protocol=https"#
+                )
+            } else {
+                let status = match i % 7 {
+                    5 => 404,
+                    6 => 302,
+                    _ => 200,
+                };
+                format!(
+                    r#"at=info method=GET path="/items/{i}" host=shop.example.com request_id=r{i} fwd="10.0.0.2" dyno=web.{} connect={connect}ms service={service}ms status={status} bytes={} protocol=https"#,
+                    1 + i % 2,
+                    500 + i * 3
+                )
+            };
+            frame_now(heroku, "router", &msg, Duration::ZERO)
+        })
+        .collect()
+}
+
+/// l2met lines of the app and Heroku's runtime metrics.
+fn l2met_lines(app: &str, heroku: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..12 {
+        out.push(frame_now(
+            app,
+            "web.1",
+            &format!(
+                "source=web.1 count#orders.created={} measure#db.query={}.{}ms",
+                1 + i % 3,
+                4 + i * 3,
+                i % 10
+            ),
+            Duration::ZERO,
+        ));
+    }
+    for (mem, rss, pgpgin, load) in [
+        ("212.3", "1234.5678", "348836", "0.2"),
+        ("230.9", "1240.25", "349102", "0.45"),
+        ("198.7", "1219.125", "350417", "0.1"),
+    ] {
+        out.push(frame_now(
+            heroku,
+            "web.1",
+            &format!(
+                "source=web.1 dyno=heroku.2808254.d97d0ea7-cf3d-411b-b453-d2943a50b456 sample#memory_total={mem}MB sample#memory_rss={rss}MB sample#memory_pgpgin={pgpgin}pages sample#load_avg_1m={load}"
+            ),
+            Duration::ZERO,
+        ));
+    }
+    out
+}
+
+/// A number as the page writes it (`1,234`, `33.75 ms`, `12.50 %`, `–` for none).
+fn page_number(text: &str) -> Option<f64> {
+    let t = text
+        .trim()
+        .trim_end_matches(" ms")
+        .trim_end_matches(" %")
+        .replace(',', "");
+    t.parse().ok()
+}
+
+/// The API's number, or `None` for null.
+fn api_number(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_view_charts_its_metrics_as_the_api_counts_them() {
+    let Some(b) = Browser::start("UTC").await else {
+        return;
+    };
+    let s = TestServer::start().await;
+    let v = api_json(
+        &s,
+        "POST",
+        "/v2/channels",
+        Some(json!({"name": "shop", "tokens": ["app", "heroku"], "metrics": true})),
+    )
+    .await;
+    let tok = |n: &str| v["tokens"][n].as_str().unwrap().to_string();
+    let (token, heroku) = (tok("app"), tok("heroku"));
+    app(&s, "quiet").await;
+    const REQUESTS: usize = 120;
+    // For the picture in docs/, the traffic is spread over five minutes so that the charts
+    // have several to draw; otherwise it is sent at once.
+    let rounds: &[usize] = if std::env::var("LOGPLEX_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        &[16, 30, 22, 40, 12]
+    } else {
+        &[REQUESTS]
+    };
+    let mut sent = 0;
+    for (i, n) in rounds.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        send(&s, &router_lines(&heroku, sent..sent + n)).await;
+        send(&s, &l2met_lines(&token, &heroku)).await;
+        sent += n;
+    }
+    assert_eq!(sent, REQUESTS);
+    let path = "/v2/channels/shop/metrics?since=1h&l2met=minutes";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api_json(&s, "GET", path, None).await["router"]["requests"] != REQUESTS
+        || api_json(&s, "GET", path, None).await["l2met"]["sample"]["load_avg_1m"]["last"] != 0.1
+    {
+        assert!(Instant::now() < deadline, "lines not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The view, opened by its URL: asked for the key once, then charts. Requests/min
+    // divides by the minutes counted so far, which grow by one at a minute's turn: the page
+    // and the API are read early in a minute.
+    let into_minute = time::OffsetDateTime::now_utc().second() as u64;
+    if into_minute > 45 {
+        tokio::time::sleep(Duration::from_secs(61 - into_minute)).await;
+    }
+    b.client
+        .goto(&format!("{}/#app=shop", s.api()))
+        .await
+        .unwrap();
+    b.wait_js(SHOWN_LOGIN, 5, |v| v.as_bool() == Some(true))
+        .await;
+    b.keys("#key", &format!("{KEY}\u{e007}")).await;
+    let figure = "return document.querySelector('[data-figure=\"requests\"]')?.textContent ?? ''";
+    b.wait_js(figure, 10, |v| v.as_str().is_some_and(|t| !t.is_empty()))
+        .await;
+    assert_eq!(
+        b.js("return getComputedStyle(document.getElementById('overview')).display")
+            .await,
+        "none",
+        "the view replaces the overview"
+    );
+    let api = api_json(&s, "GET", path, None).await;
+    let r = &api["router"];
+    let text = |css: String| {
+        let b = &b;
+        async move {
+            let v = b
+                .js(&format!(
+                    "return document.querySelector({css:?})?.textContent ?? null"
+                ))
+                .await;
+            v.as_str()
+                .unwrap_or_else(|| panic!("{css} is not on the page"))
+                .to_string()
+        }
+    };
+    let fig = |key: &'static str| text(format!("[data-figure=\"{key}\"]"));
+
+    // The figures, as text, equal the API's.
+    assert_eq!(page_number(&fig("requests").await), Some(REQUESTS as f64));
+    let minutes = api["minutes"].as_array().unwrap();
+    assert_eq!(
+        fig("requests_per_min").await,
+        format!("{:.1}", REQUESTS as f64 / minutes.len() as f64)
+    );
+    let s5xx = r["by_status"]["5xx"].as_u64().unwrap();
+    assert!(s5xx > 0);
+    assert_eq!(
+        fig("5xx_pct").await,
+        format!("{:.2} %", 100.0 * s5xx as f64 / REQUESTS as f64)
+    );
+    for q in ["p50", "p95", "p99"] {
+        let shown = match q {
+            "p50" => fig("service_p50").await,
+            "p95" => fig("service_p95").await,
+            _ => fig("service_p99").await,
+        };
+        assert_eq!(
+            page_number(&shown),
+            api_number(&r["service_ms"][q]),
+            "service {q}: {shown}"
+        );
+    }
+    // Each status class in the requests chart's legend and its accessible name.
+    let label = b
+        .js("return document.querySelector('[data-chart=\"requests\"] svg').getAttribute('aria-label')")
+        .await;
+    for class in ["2xx", "3xx", "4xx", "5xx"] {
+        let n = r["by_status"][class].as_u64().unwrap();
+        assert!(n > 0, "{class}");
+        let legend = text(format!(
+            "[data-chart=\"requests\"] [data-legend=\"{class}\"] .value"
+        ))
+        .await;
+        assert_eq!(page_number(&legend), Some(n as f64), "{class}");
+        assert!(
+            label.as_str().unwrap().contains(&format!("{class} {n}")),
+            "{label}"
+        );
+    }
+    // Drawn: one path per class with requests, a line per quantile, a title.
+    let drawn = b
+        .js("return [...document.querySelectorAll('[data-chart] svg path')].map(p => p.closest('[data-chart]').dataset.chart + ':' + p.dataset.series)")
+        .await;
+    let drawn = strings(&drawn);
+    for want in [
+        "requests:2xx",
+        "requests:5xx",
+        "errors:5xx %",
+        "service:p50",
+        "service:p99",
+        "count#orders.created:orders.created",
+        "sample#memory_total:min–max",
+        "sample#memory_total:last",
+        "measure#db.query:p95",
+    ] {
+        assert!(drawn.iter().any(|d| d == want), "{want} in {drawn:?}");
+    }
+    assert_eq!(
+        b.js("return document.querySelectorAll('[data-chart] svg > title').length")
+            .await,
+        b.js("return document.querySelectorAll('[data-chart] svg').length")
+            .await
+    );
+    // The top H-codes.
+    let codes = r["h_codes"].as_object().unwrap();
+    assert_eq!(codes.len(), 2, "{codes:?}");
+    for (code, n) in codes {
+        let shown = text(format!("[data-hcode=\"{code}\"] .value")).await;
+        assert_eq!(page_number(&shown), n.as_f64(), "{code}");
+    }
+    // The l2met names: counts, samples' last/min/max, measures' count and quantiles.
+    let l2 = &api["l2met"];
+    let legend = |chart: String, item: &'static str| {
+        text(format!(
+            "[data-chart=\"{chart}\"] [data-legend=\"{item}\"] .value"
+        ))
+    };
+    assert_eq!(
+        page_number(&legend("count#orders.created".into(), "total").await),
+        api_number(&l2["count"]["orders.created"])
+    );
+    for name in ["memory_total", "memory_rss", "memory_pgpgin", "load_avg_1m"] {
+        for stat in ["last", "min", "max"] {
+            assert_eq!(
+                page_number(&legend(format!("sample#{name}"), stat).await),
+                api_number(&l2["sample"][name][stat]),
+                "{name} {stat}"
+            );
+        }
+    }
+    for stat in ["count", "p50", "p95", "p99"] {
+        assert_eq!(
+            page_number(&legend("measure#db.query".into(), stat).await),
+            api_number(&l2["measure"]["db.query"][stat]),
+            "db.query {stat}"
+        );
+    }
+
+    b.screenshot("console-metrics.png").await;
+
+    // The per-minute values, as a table: the API's minutes with requests.
+    b.click("[data-chart=\"requests\"] details summary").await;
+    let rows = b
+        .wait_js(
+            "return [...document.querySelectorAll('[data-chart=\"requests\"] tr[data-at]')].map(r => [r.dataset.at, ...[...r.querySelectorAll('td')].map(c => c.textContent)])",
+            5,
+            |v| v.as_array().is_some_and(|a| !a.is_empty()),
+        )
+        .await;
+    let shown: Vec<Vec<String>> = rows.as_array().unwrap().iter().map(strings).collect();
+    let want: Vec<Vec<String>> = minutes
+        .iter()
+        .filter(|m| m["requests"].as_u64() > Some(0))
+        .map(|m| {
+            let mut row = vec![m["at"].as_str().unwrap().to_string()];
+            for k in ["requests", "2xx", "3xx", "4xx", "5xx"] {
+                row.push(m[k].as_u64().unwrap().to_string());
+            }
+            row
+        })
+        .collect();
+    assert_eq!(shown, want);
+    // And an l2met name's: each minute's count# sum.
+    b.click("[data-chart=\"count#orders.created\"] details summary")
+        .await;
+    let rows = b
+        .wait_js(
+            "return [...document.querySelectorAll('[data-chart=\"count#orders.created\"] tr[data-at]')].map(r => [r.dataset.at, r.querySelector('td').textContent])",
+            5,
+            |v| v.as_array().is_some_and(|a| !a.is_empty()),
+        )
+        .await;
+    let shown: Vec<Vec<String>> = rows.as_array().unwrap().iter().map(strings).collect();
+    let want: Vec<Vec<String>> = minutes
+        .iter()
+        .filter_map(|m| {
+            let n = m["l2met"]["count"]["orders.created"].as_f64()?;
+            Some(vec![m["at"].as_str().unwrap().to_string(), n.to_string()])
+        })
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(shown, want);
+
+    // A day: the same figures over 24 hours, said in the charts' names.
+    b.click("[data-range=\"24h\"]").await;
+    b.wait_js(
+        "return document.querySelector('[data-chart=\"requests\"] svg')?.getAttribute('aria-label') ?? ''",
+        10,
+        |v| v.as_str().is_some_and(|t| t.contains("last 24 hours")),
+    )
+    .await;
+    assert!(b
+        .js("return location.hash")
+        .await
+        .as_str()
+        .unwrap()
+        .contains("range=24h"));
+    assert_eq!(
+        b.js("return document.querySelector('[data-range=\"24h\"]').getAttribute('aria-pressed')")
+            .await,
+        "true"
+    );
+    let day = api_json(&s, "GET", "/v2/channels/shop/metrics?since=24h", None).await;
+    assert_eq!(
+        page_number(&fig("requests").await),
+        api_number(&day["router"]["requests"])
+    );
+    assert_eq!(
+        page_number(&fig("service_p95").await),
+        api_number(&day["router"]["service_ms"]["p95"])
+    );
+
+    // New lines show on the next refresh (`r` here; every minute by itself).
+    send(&s, &router_lines(&heroku, 0..10)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api_json(&s, "GET", path, None).await["router"]["requests"] != REQUESTS + 10 {
+        assert!(Instant::now() < deadline, "lines not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.keys("body", "r").await;
+    b.wait_js(figure, 10, |v| {
+        v.as_str().and_then(page_number) == Some((REQUESTS + 10) as f64)
+    })
+    .await;
+
+    // An app with metrics off: said so, with the command, and a button that turns them on.
+    b.client
+        .goto(&format!("{}/#app=quiet", s.api()))
+        .await
+        .unwrap();
+    let off = b
+        .wait_js(
+            "return document.getElementById('metrics-off')?.textContent ?? ''",
+            10,
+            |v| v.as_str().is_some_and(|t| !t.is_empty()),
+        )
+        .await;
+    assert!(
+        off.as_str()
+            .unwrap()
+            .contains("logplex metrics:enable -a quiet"),
+        "{off}"
+    );
+    b.click_fresh("#metrics-enable").await;
+    b.wait_js(figure, 10, |v| v.as_str() == Some("0")).await;
+    let ch = api_json(&s, "GET", "/v2/channels/quiet", None).await;
+    assert_eq!(ch["metrics"], true, "{ch}");
+
+    // Back to every app; the app's name links to its view.
+    b.click_fresh("a.back").await;
+    b.wait_js(
+        "return getComputedStyle(document.getElementById('overview')).display",
+        5,
+        |v| v != "none",
+    )
+    .await;
+    b.click_fresh("#apps tr[data-app=\"shop\"] th a").await;
+    b.wait_js(figure, 10, |v| {
+        v.as_str().and_then(page_number) == Some((REQUESTS + 10) as f64)
+    })
+    .await;
     b.close().await;
     s.stop().await;
 }

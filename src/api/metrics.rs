@@ -48,8 +48,25 @@ pub fn since(query: Option<&str>) -> Result<Duration, ApiError> {
     }
 }
 
-/// `GET /v2/channels/NAME/metrics?since=…`: the channel's summary over `since` (404 for an
-/// unknown channel, 409 when its metrics are off, 422 for a bad `since`).
+/// Whether the query asks for each minute's l2met values (`l2met=minutes`); a 422 for
+/// another value.
+pub fn l2met_minutes(query: Option<&str>) -> Result<bool, ApiError> {
+    let raw = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("l2met="));
+    match raw {
+        None => Ok(false),
+        Some("minutes") => Ok(true),
+        Some(other) => Err(ApiError::invalid(format!(
+            "l2met={other:?} is not a choice: l2met=minutes adds each minute's l2met values."
+        ))),
+    }
+}
+
+/// `GET /v2/channels/NAME/metrics?since=…[&l2met=minutes]`: the channel's summary over
+/// `since` (404 for an unknown channel, 409 when its metrics are off, 422 for a bad `since`
+/// or `l2met`).
 pub async fn get(
     State(node): State<Arc<Node>>,
     Params(app): Params<String>,
@@ -89,13 +106,14 @@ pub fn channel_metrics(
     query: Option<&str>,
 ) -> Result<serde_json::Value, ApiError> {
     let since = since(query)?;
+    let l2met = l2met_minutes(query)?;
     let snap = node.registry.snapshot();
     let ch = snap.channel(name).ok_or_else(|| ApiError::no_app(name))?;
     let now = crate::clock::now_secs();
     let taken = ch
         .with_metrics(|m| m.snapshot(now, since))
         .ok_or_else(|| ApiError::Conflict(Clash::MetricsOff(name.to_string())))?;
-    let summary = taken.summary(name, since);
+    let summary = taken.summary_with(name, since, l2met);
     serde_json::to_value(&summary)
         .map_err(|e| ApiError::Internal(format!("metrics of {name}: {e}")))
 }
@@ -120,6 +138,12 @@ mod tests {
             let e = since(Some(bad)).unwrap_err();
             assert!(matches!(e, ApiError::Invalid(_)), "{bad}: {e:?}");
         }
+        assert!(!l2met_minutes(None).unwrap());
+        assert!(l2met_minutes(Some("since=1h&l2met=minutes")).unwrap());
+        assert!(matches!(
+            l2met_minutes(Some("l2met=all")),
+            Err(ApiError::Invalid(_))
+        ));
         match since(Some("since=2d")) {
             Err(ApiError::Invalid(m)) => assert!(m.contains("over 24h"), "{m}"),
             other => panic!("{other:?}"),

@@ -1,6 +1,7 @@
 //! The web console, served by the API listener: the live log page of a session
-//! (`GET /sessions/UUID` asked for `text/html`), the console (`GET /`) and their static
-//! files (`GET /console/FILE`), all embedded in the binary.
+//! (`GET /sessions/UUID` asked for `text/html`), the console (`GET /`, with an app's view
+//! drawing charts of its metrics from the logs) and their static files
+//! (`GET /console/FILE`), all embedded in the binary.
 //!
 //! The pages are plain HTML, CSS and JavaScript modules with no build step. They hold no
 //! data and no secret: the live page streams its session over Server-Sent Events from its
@@ -43,6 +44,16 @@ const FILES: &[(&str, &str, &str)] = &[
         "console.js",
         "text/javascript; charset=utf-8",
         include_str!("assets/console.js"),
+    ),
+    (
+        "metrics.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/metrics.js"),
+    ),
+    (
+        "charts.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/charts.js"),
     ),
     (
         "favicon.svg",

@@ -878,7 +878,8 @@ mod tests {
                 "sample": {"db.pool": {"last": 7.0, "min": 7.0, "max": 7.0}},
                 "measure": {"render": {"count": 1, "p50": 23.0, "p95": 23.0, "p99": 23.0}}
             },
-            "minutes": [{"at": "2024-05-01T12:00:00Z", "requests": 2, "5xx": 1, "service_p95_ms": 30001.0}]
+            "minutes": [{"at": "2024-05-01T12:00:00Z", "requests": 2, "2xx": 1, "3xx": 0, "4xx": 0, "5xx": 1,
+                         "service_p50_ms": 23.0, "service_p95_ms": 30001.0, "service_p99_ms": 30001.0}]
         });
         assert!(same_within_1pct(&json, &want), "{json}");
         let back: Summary = serde_json::from_value(json).unwrap();

@@ -109,42 +109,40 @@ impl Snapshot {
     /// over the whole minutes that start within it, the open one included; quantiles over
     /// the same minutes for the last two hours or so, and over whole hours further back.
     pub fn summary(&self, app: &str, since: Duration) -> Summary {
+        self.summary_with(app, since, false)
+    }
+
+    /// [`Snapshot::summary`], with each minute's l2met values in its row when `l2met_minutes`
+    /// (the web console's charts ask for them; left out by default, as they can be large).
+    pub fn summary_with(&self, app: &str, since: Duration, l2met_minutes: bool) -> Summary {
         let from = self.now - since.min(RETENTION).as_secs() as i64;
         let mut acc = Agg::new(from);
         let mut rows = Vec::new();
         let kept = self.open_minute.0 - (MINUTES_KEPT - 1) * MINUTE;
         let first = ceil(from, MINUTE).max(floor(self.origin, MINUTE)).max(kept);
         let mut at = first;
-        let row = |at: i64, r: Option<&Record>| MinuteSummary {
-            at: Time(at),
-            requests: r.map_or(0, |r| r.requests.iter().sum()),
-            s5xx: r.map_or(0, |r| r.requests[4]),
-            service_p95_ms: r.and_then(|r| r.service_p95).map(round4),
-        };
+        let mut minute = Agg::new(first);
         for c in self.minutes.iter().filter(|c| c.start >= first) {
             let Some(r) = Record::decode(&c.data) else {
                 continue;
             };
             acc.merge(&r, Parts::COUNTERS);
             while at < c.start {
-                rows.push(row(at, None));
+                rows.push(MinuteSummary::empty(at));
                 at += MINUTE;
             }
-            rows.push(row(c.start, Some(&r)));
+            minute.clear(c.start);
+            minute.merge(&r, Parts::ALL);
+            rows.push(self.minute_row(&minute, r.service_p95, l2met_minutes));
             at = c.start + MINUTE;
         }
         while at < self.open_minute.0 {
-            rows.push(row(at, None));
+            rows.push(MinuteSummary::empty(at));
             at += MINUTE;
         }
         let mut open = Agg::new(self.open_minute.0);
         self.merge_open_minute(&mut open, Parts::ALL);
-        rows.push(MinuteSummary {
-            at: Time(self.open_minute.0),
-            requests: open.total_requests(),
-            s5xx: open.requests[4],
-            service_p95_ms: open.service.quantile(0.95).map(round4),
-        });
+        rows.push(self.minute_row(&open, open.service.quantile(0.95), l2met_minutes));
         self.merge_open_minute(&mut acc, Parts::COUNTERS);
         self.merge_sketches(&mut acc, from);
         Summary {
@@ -153,6 +151,27 @@ impl Snapshot {
             router: RouterSummary::of(&acc),
             l2met: self.l2met(&acc),
             minutes: rows,
+        }
+    }
+
+    /// The row of one minute; `service_p95` is the one the minute kept (closed minutes keep
+    /// it when their sketches are dropped, after two hours; p50 and p99 are `None` then).
+    fn minute_row(&self, m: &Agg, service_p95: Option<f64>, l2met: bool) -> MinuteSummary {
+        MinuteSummary {
+            at: Time(m.start),
+            requests: m.total_requests(),
+            s2xx: m.requests[1],
+            s3xx: m.requests[2],
+            s4xx: m.requests[3],
+            s5xx: m.requests[4],
+            service_p50_ms: m.service.quantile(0.5).map(round4),
+            service_p95_ms: service_p95.map(round4),
+            service_p99_ms: m.service.quantile(0.99).map(round4),
+            l2met: if l2met {
+                self.l2met(m)
+            } else {
+                L2metSummary::default()
+            },
         }
     }
 
@@ -369,6 +388,13 @@ pub struct L2metSummary {
     pub measure: BTreeMap<String, MeasureSummary>,
 }
 
+impl L2metSummary {
+    /// Whether no name has a value.
+    pub fn is_empty(&self) -> bool {
+        self.count.is_empty() && self.sample.is_empty() && self.measure.is_empty()
+    }
+}
+
 /// A `sample#` name over a range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampleSummary {
@@ -398,9 +424,42 @@ pub struct MinuteSummary {
     /// Start of the minute.
     pub at: Time,
     pub requests: u64,
+    #[serde(rename = "2xx", default)]
+    pub s2xx: u64,
+    #[serde(rename = "3xx", default)]
+    pub s3xx: u64,
+    #[serde(rename = "4xx", default)]
+    pub s4xx: u64,
     #[serde(rename = "5xx")]
     pub s5xx: u64,
+    /// `None` without values, and for minutes older than two hours (whose sketches are
+    /// dropped; their p95 is kept).
+    #[serde(default)]
+    pub service_p50_ms: Option<f64>,
     pub service_p95_ms: Option<f64>,
+    #[serde(default)]
+    pub service_p99_ms: Option<f64>,
+    /// The minute's l2met values, when asked for (`l2met=minutes`); left out of the JSON
+    /// when empty.
+    #[serde(default, skip_serializing_if = "L2metSummary::is_empty")]
+    pub l2met: L2metSummary,
+}
+
+impl MinuteSummary {
+    fn empty(at: i64) -> MinuteSummary {
+        MinuteSummary {
+            at: Time(at),
+            requests: 0,
+            s2xx: 0,
+            s3xx: 0,
+            s4xx: 0,
+            s5xx: 0,
+            service_p50_ms: None,
+            service_p95_ms: None,
+            service_p99_ms: None,
+            l2met: L2metSummary::default(),
+        }
+    }
 }
 
 /// A quantile a metric may name.
@@ -691,6 +750,72 @@ mod tests {
             let e = bad.parse::<Metric>().unwrap_err();
             assert!(e.to_string().contains("router.p95_service"), "{e}");
         }
+    }
+
+    #[test]
+    fn minute_rows_carry_classes_quantiles_and_l2met_when_asked() {
+        use super::super::{Limits, LogMetrics};
+        const T0: i64 = 1_714_564_800;
+        let mut lm = LogMetrics::new(T0, Limits::default());
+        lm.observe(
+            T0 + 4,
+            b"app",
+            b"web.1",
+            b"count#signups=2 sample#db.pool=7 measure#render=23ms",
+        );
+        for (t, status, service) in [(5, 200, 10), (6, 302, 20), (7, 404, 30), (61, 503, 40)] {
+            let msg = format!(
+                "at=info method=GET path=\"/\" host=a.herokuapp.com dyno=web.1 \
+                 connect=1ms service={service}ms status={status} bytes=100"
+            );
+            lm.observe(T0 + t, b"heroku", b"router", msg.as_bytes());
+        }
+
+        lm.observe(T0 + 62, b"app", b"web.1", b"sample#db.pool=5");
+        let d = Duration::from_secs(3600);
+        let snap = lm.snapshot(T0 + 70, d);
+        let plain = snap.summary("app", d);
+        let rows = &plain.minutes;
+        let first = &rows[rows.len() - 2];
+        assert_eq!(
+            (
+                first.requests,
+                first.s2xx,
+                first.s3xx,
+                first.s4xx,
+                first.s5xx
+            ),
+            (3, 1, 1, 1, 0)
+        );
+        let near = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() <= 0.01 * want);
+        assert!(
+            near(first.service_p50_ms, 20.0)
+                && near(first.service_p95_ms, 30.0)
+                && near(first.service_p99_ms, 30.0),
+            "{first:?}"
+        );
+        assert!(first.l2met.is_empty(), "not asked for");
+        let open = &rows[rows.len() - 1];
+        assert_eq!((open.requests, open.s5xx), (1, 1));
+        assert!(near(open.service_p50_ms, 40.0), "{open:?}");
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json["minutes"][0].get("l2met").is_none(), "{json}");
+
+        let full = snap.summary_with("app", d, true);
+        let rows = &full.minutes;
+        let first = &rows[rows.len() - 2].l2met;
+        assert_eq!(first.count["signups"], Num(2.0));
+        assert_eq!(first.sample["db.pool"].last, 7.0);
+        assert!(near(first.measure["render"].p50, 23.0));
+        let open = &rows[rows.len() - 1].l2met;
+        assert!(open.count.is_empty() && open.measure.is_empty());
+        assert_eq!(open.sample["db.pool"].max, 5.0);
+        assert_eq!(full.router, plain.router);
+        let back: Summary = serde_json::from_value(serde_json::to_value(&full).unwrap()).unwrap();
+        assert_eq!(
+            back.minutes[rows.len() - 2].l2met.count["signups"],
+            Num(2.0)
+        );
     }
 
     #[test]

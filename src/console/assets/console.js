@@ -1,7 +1,10 @@
 // The console: asks for the admin key once (kept in sessionStorage, for this tab only),
 // then shows every app with its line rate, drains and alert rules from the JSON API,
 // refreshed every few seconds, and opens the live page of any app (a tail session made
-// through POST /v2/sessions).
+// through POST /v2/sessions). An app's name opens its view (`#app=NAME`, see metrics.js):
+// charts of its metrics from the logs.
+
+import { AppView } from "./metrics.js";
 
 const KEY = "logplex.adminKey";
 const REFRESH_MS = 5000;
@@ -24,7 +27,11 @@ async function api(path, init = {}) {
   const r = await fetch(path, { ...init, headers, cache: "no-store", credentials: "omit" });
   if (r.status === 401) throw new Refused("refused");
   const body = await r.json().catch(() => null);
-  if (!r.ok) throw new Error(body && body.message ? body.message : `${path}: HTTP ${r.status}`);
+  if (!r.ok) {
+    const e = new Error(body && body.message ? body.message : `${path}: HTTP ${r.status}`);
+    e.status = r.status;
+    throw e;
+  }
   return body;
 }
 
@@ -133,7 +140,12 @@ function appRow(c, drains, alerts) {
     live.append(" ", el("a", { href: liveUrls.get(c.name), target: "_blank", rel: "noopener noreferrer", text: "opened ↗" }));
   }
   return el("tr", { "data-app": c.name, class: firing.length || failing ? "attention" : "" },
-    el("th", { scope: "row", text: c.name }),
+    el("th", { scope: "row" }, el("a", {
+      href: `#app=${encodeURIComponent(c.name)}`,
+      "data-focus": `app:${c.name}`,
+      title: `Metrics of ${c.name}`,
+      text: c.name,
+    })),
     el("td", {}, sparkline(perMin)),
     el("td", { class: "num", text: perMin[perMin.length - 1].toLocaleString() }),
     el("td", { class: "num", text: c.history_lines.toLocaleString() }),
@@ -217,6 +229,10 @@ function failed(e) {
 
 async function refresh() {
   if (busy || !key) return;
+  if (route()) {
+    view.refresh();
+    return;
+  }
   busy = true;
   try {
     const [stats, alerts] = await Promise.all([api("v2/stats"), api("v2/alerts")]);
@@ -236,12 +252,23 @@ async function refresh() {
   }
 }
 
+const view = new AppView(api, failed);
+
+// Shows an app's view when the URL's fragment names one (true), else the overview.
+function route() {
+  if (!key || $("main").hidden) return false;
+  const shown = view.route();
+  $("overview").hidden = shown;
+  return shown;
+}
+
 function showLogin(message) {
   key = "";
   sessionStorage.removeItem(KEY);
   clearInterval(timer);
   timer = 0;
   $("main").hidden = true;
+  view.close();
   $("refresh").hidden = true;
   $("signout").hidden = true;
   $("login").hidden = false;
@@ -257,9 +284,11 @@ function showMain() {
   if (!$("main").hidden) return;
   $("login").hidden = true;
   $("main").hidden = false;
+  route();
   $("refresh").hidden = false;
   $("signout").hidden = false;
-  if (!timer) timer = setInterval(() => { if (!document.hidden) refresh(); }, REFRESH_MS);
+  // The overview refreshes every few seconds while shown; an app's view every minute.
+  if (!timer) timer = setInterval(() => { if (!document.hidden && !view.app) refresh(); }, REFRESH_MS);
 }
 
 async function signIn(e) {
@@ -284,6 +313,9 @@ function start() {
   $("keyform").addEventListener("submit", signIn);
   $("signout").addEventListener("click", () => showLogin(""));
   $("refresh").addEventListener("click", () => refresh());
+  window.addEventListener("hashchange", () => {
+    if (!route()) refresh();
+  });
   document.addEventListener("keydown", (e) => {
     const t = e.target;
     if (t instanceof HTMLInputElement || e.ctrlKey || e.metaKey || e.altKey) return;
