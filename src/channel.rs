@@ -5,8 +5,10 @@
 //! in the order of its ring.
 
 mod rate;
+mod received;
 
 pub use rate::{LineRate, MINUTES as RATE_MINUTES};
+pub use received::Seqs;
 
 use crate::line::Line;
 use crate::log::{Log, LogError, Lsn};
@@ -33,6 +35,8 @@ struct History {
     arena: BytesMut,
     bytes: usize,
     next_seq: u64,
+    /// When the ring's lines were received, by batch.
+    received: received::Received,
     /// Lines stored per minute, counted per batch (for the console and `GET /v2/stats`).
     rate: LineRate,
     /// Metrics from the logs, when the channel has them on: every live line is observed
@@ -62,6 +66,9 @@ impl History {
                 Some(old) => self.bytes -= old.weight(),
                 None => break,
             }
+        }
+        if let Some(first) = self.lines.front() {
+            self.received.forget_before(first.seq);
         }
     }
 }
@@ -157,6 +164,7 @@ impl Channel {
                 bytes: 0,
                 next_seq: 1,
                 rate: LineRate::default(),
+                received: received::Received::default(),
                 metrics: None,
             }),
             tail,
@@ -250,10 +258,11 @@ impl Channel {
     /// Puts lines read back from the durable log into the history at start, with their own
     /// seqs, and numbers new lines after `last_seq` (the last the log holds, which retention
     /// may have deleted).
-    pub fn reload<I: IntoIterator<Item = Line>>(&self, lines: I, last_seq: u64) -> usize {
+    pub fn reload<I: IntoIterator<Item = (Line, i64)>>(&self, lines: I, last_seq: u64) -> usize {
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
-        for mut line in lines {
+        for (mut line, received_us) in lines {
+            h.received.mark(line.seq, received_us);
             h.copy_in(&mut line);
             h.lines.push_back(line);
             n += 1;
@@ -309,6 +318,7 @@ impl Channel {
         let n = h.lines.len() - first;
         if live && n > 0 {
             let h = &mut *h;
+            h.received.mark(h.lines[first].seq, now);
             h.rate.add(now, n as u64);
             if let Some(m) = h.metrics.as_mut() {
                 let secs = now.div_euclid(1_000_000);
@@ -351,6 +361,15 @@ impl Channel {
         }
         h.trim(self.limits);
         (n, logged)
+    }
+
+    /// Which of the ring's lines were received at or after `since_us` and before `until_us`
+    /// (to the millisecond). Lines put back from a stop without the durable log have no
+    /// receive time and are in no window.
+    pub fn received_between(&self, since_us: i64, until_us: i64) -> Seqs {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.received
+            .seqs(since_us, until_us, h.next_seq, crate::clock::now_micros())
     }
 
     /// The last `num` history lines that pass `keep` and come after `after_seq`, oldest first,

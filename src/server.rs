@@ -367,10 +367,10 @@ fn restore_history(registry: &Registry, log: Option<&(Arc<Log>, Recovery)>) -> a
                 ..Default::default()
             };
             let lines = log.read(id, &q)?.into_iter().filter_map(|l| {
-                let seq = l.seq;
+                let (seq, received) = (l.seq, l.recv_us);
                 Line::parse(l.frame, l.source).ok().map(|mut line| {
                     line.seq = seq;
-                    line
+                    (line, received)
                 })
             });
             reloaded += ch.reload(lines, last);

@@ -32,6 +32,27 @@ pub struct Spec {
     pub source: Option<String>,
     pub dyno: Option<String>,
     pub grep: Option<String>,
+    /// Only lines received at or after this time (µs since the epoch).
+    pub since_us: Option<i64>,
+    /// Only lines received before this time (µs since the epoch); never with `tail`.
+    pub until_us: Option<i64>,
+}
+
+/// A point in time for `since`/`until`: RFC 3339 (`2026-11-27T14:00:00Z`) or a duration
+/// back from `now_us` (`90s`, `30m`, `2h`, `7d`). The error says which forms are taken.
+pub fn parse_instant(raw: &str, now_us: i64) -> Result<i64, String> {
+    let raw = raw.trim();
+    if let Ok(t) = time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+    {
+        return Ok((t.unix_timestamp_nanos() / 1_000) as i64);
+    }
+    match crate::config::parse_duration(raw) {
+        Some(d) => Ok(now_us.saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))),
+        None => Err(format!(
+            "{raw:?} is neither an RFC 3339 time (2026-11-27T14:00:00Z) nor a duration back \
+             from now (90s, 30m, 2h, 7d)"
+        )),
+    }
 }
 
 impl Spec {
@@ -150,7 +171,15 @@ pub fn stream(
         Some(seq) => (usize::MAX, seq),
         None => (spec.num, 0),
     };
-    let (history, rx) = channel.read(num, after, spec.tail, |l| spec.keep(l));
+    // A window of receive time becomes a window of the ring's seqs.
+    let window = (spec.since_us.is_some() || spec.until_us.is_some()).then(|| {
+        channel.received_between(
+            spec.since_us.unwrap_or(i64::MIN),
+            spec.until_us.unwrap_or(i64::MAX),
+        )
+    });
+    let in_window = |l: &Line| window.map_or(true, |w| w.from <= l.seq && l.seq < w.to);
+    let (history, rx) = channel.read(num, after, spec.tail, |l| in_window(l) && spec.keep(l));
     let (tx, body) = StreamBody::channel(4);
     let shared2 = node.clone();
     node.tasks.spawn(async move {
@@ -164,7 +193,8 @@ pub fn stream(
         };
         // Lines older than the ring holds come from the durable log, when it is on.
         // A resume the ring covers needs nothing older (and stays off the blocking pool).
-        let covered = after > 0 && history.first().is_some_and(|l| l.seq <= after + 1);
+        let covered = (after > 0 && history.first().is_some_and(|l| l.seq <= after + 1))
+            || window.is_some_and(|w| w.covers_start);
         let history = match (&shared2.log, history.len() < num && !covered) {
             (Some(log), true) => {
                 let (log, spec2) = (log.clone(), spec.clone());
@@ -215,7 +245,10 @@ fn older_from_log(
 ) -> Vec<Line> {
     let before = ring.first().map_or(u64::MAX, |l| l.seq);
     let want = num.saturating_sub(ring.len());
-    let filtered = spec.source.is_some() || spec.dyno.is_some() || spec.grep.is_some();
+    let filtered = spec.source.is_some()
+        || spec.dyno.is_some()
+        || spec.grep.is_some()
+        || spec.until_us.is_some();
     // Unfiltered, the last `want` lines before the ring's are all it needs (plus the ring's
     // own, which the log holds too); filtered, it reads back until it has them or
     // MAX_LOG_SCAN lines.
@@ -226,9 +259,10 @@ fn older_from_log(
     };
     let q = crate::log::Query {
         after_seq: Some(after),
+        since_us: spec.since_us,
+        until_us: spec.until_us,
         limit,
         from_end: true,
-        ..Default::default()
     };
     let read = match log.read(spec.channel_id as u64, &q) {
         Ok(lines) => lines,
@@ -442,6 +476,8 @@ mod tests {
             source: None,
             dyno: None,
             grep: None,
+            since_us: None,
+            until_us: None,
         };
         let dropped = prometheus::IntCounter::new("d", "d").unwrap();
         let mut last_ok = 0;

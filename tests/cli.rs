@@ -152,6 +152,15 @@ fn serve_logger_logs_shuttle_and_restart() {
     );
     let v: serde_json::Value = serde_json::from_str(text(&o).trim()).unwrap();
     assert_eq!(v["message"], "from logger");
+    // A window of receive time: all of it in the last hour, none before an hour ago.
+    let o = client(d, &p, &["logs", "-a", "demo", "--since", "1h"], None);
+    assert_eq!(text(&o).lines().count(), lines.len(), "{}", text(&o));
+    let o = client(d, &p, &["logs", "-a", "demo", "--until", "1h"], None);
+    assert!(o.status.success() && text(&o).is_empty(), "{}", text(&o));
+    let o = client(d, &p, &["logs", "-a", "demo", "--since", "soon"], None);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("since: \"soon\" is neither"), "{err}");
 
     stop(server);
     let server = serve(d, &p);

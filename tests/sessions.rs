@@ -497,3 +497,112 @@ async fn session_urls_come_from_public_url_not_the_host_header() {
     );
     s.stop().await;
 }
+
+/// The time now as RFC 3339 with microseconds, as a user would paste it.
+fn now_rfc3339() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_and_until_pick_lines_by_receive_time_from_ring_and_log() {
+    // With the log on and a ring of 5, the first batch is only in the log; with it off, the
+    // ring holds everything.
+    for log_on in [true, false] {
+        let s = TestServer::start_with(|c| {
+            if log_on {
+                c.buffers.history_lines = 5;
+            } else {
+                c.log.path = "off".into();
+            }
+        })
+        .await;
+        let token = s.create_app("demo").await;
+        let mut marks = Vec::new();
+        for (batch, n) in [("a", 6), ("b", 3), ("c", 2)] {
+            let lines: Vec<(&str, String)> =
+                (0..n).map(|i| ("web.1", format!("{batch}{i}"))).collect();
+            let lines: Vec<(&str, &str)> = lines.iter().map(|(p, m)| (*p, m.as_str())).collect();
+            send_tcp(&s, &token, &lines).await;
+            let last = format!("{batch}{}", n - 1);
+            let h = s
+                .wait_history("demo", |h| h.iter().any(|l| l.ends_with(&last)))
+                .await;
+            assert!(h.iter().any(|l| l.ends_with(&last)), "{h:?}");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            marks.push(now_rfc3339());
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let sr = &s;
+        let msgs = |json: String| async move {
+            let url = sr.session(&json).await;
+            get_text(&url)
+                .await
+                .lines()
+                .map(|l| l.split_once("]: ").unwrap().1.to_string())
+                .collect::<Vec<_>>()
+        };
+        let (t1, t2) = (&marks[0], &marks[1]);
+        let all_after_a = ["b0", "b1", "b2", "c0", "c1"];
+        assert_eq!(
+            msgs(format!(r#"{{"channel":"demo","since":"{t1}"}}"#)).await,
+            all_after_a,
+            "log {log_on}"
+        );
+        assert_eq!(
+            msgs(format!(
+                r#"{{"channel":"demo","since":"{t1}","until":"{t2}"}}"#
+            ))
+            .await,
+            ["b0", "b1", "b2"],
+            "log {log_on}"
+        );
+        let before: Vec<String> = (0..6).map(|i| format!("a{i}")).collect();
+        assert_eq!(
+            msgs(format!(r#"{{"channel":"demo","until":"{t1}"}}"#)).await,
+            before,
+            "log {log_on}: the first batch (past the ring when the log is on)"
+        );
+        // num still bounds, keeping the last lines of the window.
+        assert_eq!(
+            msgs(format!(r#"{{"channel":"demo","until":"{t1}","num":2}}"#)).await,
+            ["a4", "a5"],
+            "log {log_on}"
+        );
+        // A duration back from now: everything is younger than an hour, nothing is
+        // younger than the time to come.
+        assert_eq!(
+            msgs(r#"{"channel":"demo","since":"1h"}"#.into())
+                .await
+                .len(),
+            11,
+            "log {log_on}"
+        );
+        // Filters apply inside the window.
+        assert_eq!(
+            msgs(format!(r#"{{"channel":"demo","since":"{t1}","grep":"c"}}"#)).await,
+            ["c0", "c1"],
+            "log {log_on}"
+        );
+        for (body, why) in [
+            (
+                r#"{"channel":"demo","since":"yesterday"}"#,
+                "is neither an RFC 3339 time",
+            ),
+            (
+                r#"{"channel":"demo","until":"1h","tail":true}"#,
+                "until cannot be used with tail",
+            ),
+            (
+                r#"{"channel":"demo","since":"1m","until":"2h"}"#,
+                "since must be before until",
+            ),
+        ] {
+            let (st, text) = request(&s.api(), "POST", "/v2/sessions", Some(body)).await;
+            assert_eq!(st, 422, "{body}: {text}");
+            assert!(text.contains(why), "{body}: {text}");
+        }
+        s.stop().await;
+    }
+}

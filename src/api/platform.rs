@@ -208,6 +208,8 @@ pub async fn log_session(
         source: text("source"),
         dyno: text("dyno"),
         grep: None,
+        since_us: None,
+        until_us: None,
     });
     let at = heroku_time(now_secs());
     Ok(reply(

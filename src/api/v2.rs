@@ -358,6 +358,10 @@ pub struct NewSession {
     source: Option<String>,
     dyno: Option<String>,
     grep: Option<String>,
+    /// Receive time from: RFC 3339 or a duration back from now (`2h`).
+    since: Option<String>,
+    /// Receive time until (not with `tail`).
+    until: Option<String>,
 }
 
 /// `POST /v2/sessions`: `{"url"}`, built on `api.public_url`, never the Host header.
@@ -370,7 +374,10 @@ pub async fn create_session(
         Some(_) => node.config.log.max_lines_per_session,
         None => node.config.buffers.history_lines,
     };
-    let num = b.num.unwrap_or(100);
+    // A window of time without a number asks for every line in it the server gives.
+    let windowed = b.since.as_deref().is_some_and(|s| !s.is_empty())
+        || b.until.as_deref().is_some_and(|s| !s.is_empty());
+    let num = b.num.unwrap_or(if windowed { max } else { 100 });
     if num > max {
         return Err(
             ApiError::invalid(format!("num {num} is over the history size ({max}).")).into(),
@@ -381,6 +388,23 @@ pub async fn create_session(
         None => return Err(ApiError::no_app(&b.channel).into()),
     };
     let nonempty = |o: Option<String>| o.filter(|s| !s.is_empty());
+    let now = crate::clock::now_micros();
+    let instant = |name: &str, o: Option<String>| match nonempty(o) {
+        None => Ok(None),
+        Some(raw) => crate::session::parse_instant(&raw, now)
+            .map(Some)
+            .map_err(|why| ApiError::invalid(format!("{name}: {why}."))),
+    };
+    let since_us = instant("since", b.since)?;
+    let until_us = instant("until", b.until)?;
+    if until_us.is_some() && b.tail {
+        return Err(ApiError::invalid("until cannot be used with tail.".to_string()).into());
+    }
+    if let (Some(s), Some(u)) = (since_us, until_us) {
+        if s >= u {
+            return Err(ApiError::invalid("since must be before until.".to_string()).into());
+        }
+    }
     let id = node.sessions.create(Spec {
         channel: b.channel,
         channel_id,
@@ -389,6 +413,8 @@ pub async fn create_session(
         source: nonempty(b.source),
         dyno: nonempty(b.dyno),
         grep: nonempty(b.grep),
+        since_us,
+        until_us,
     });
     Ok(reply(
         StatusCode::CREATED,

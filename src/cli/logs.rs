@@ -14,9 +14,17 @@ use std::process::ExitCode;
 pub struct LogsArgs {
     #[command(flatten)]
     pub app: AppArg,
-    /// Lines of history to print (at most the server's history size).
-    #[arg(short = 'n', long = "num", default_value_t = 100, value_name = "NUM")]
-    pub num: u32,
+    /// Lines of history to print (default 100; with --since or --until, as many as the
+    /// server allows: log.max_lines_per_session).
+    #[arg(short = 'n', long = "num", value_name = "NUM")]
+    pub num: Option<u32>,
+    /// Only lines received at or after this time: RFC 3339 (2026-11-27T14:00:00Z) or a
+    /// duration back from now (30m, 2h, 7d).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only lines received before this time (same forms as --since); not with --tail.
+    #[arg(long, value_name = "TIME", conflicts_with = "tail")]
+    pub until: Option<String>,
     /// Keep printing new lines until interrupted.
     #[arg(short = 't', long)]
     pub tail: bool,
@@ -44,7 +52,8 @@ pub struct LogsArgs {
 #[derive(Serialize)]
 struct SessionRequest<'a> {
     channel: &'a str,
-    num: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    num: Option<u32>,
     tail: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<&'a str>,
@@ -52,6 +61,10 @@ struct SessionRequest<'a> {
     dyno: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     grep: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    until: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +81,8 @@ pub async fn run(client: &Client, args: &LogsArgs) -> Result<ExitCode, CliError>
         source: args.source.as_deref(),
         dyno: args.dyno.as_deref(),
         grep: args.grep.as_deref(),
+        since: args.since.as_deref(),
+        until: args.until.as_deref(),
     };
     let session: Session = client
         .post("/v2/sessions", &request)
