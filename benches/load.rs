@@ -322,11 +322,37 @@ async fn wait_received(t: &Target, input: &str, goal: u64, deadline: Instant) ->
     }
 }
 
-fn report(mode: &str, r: &Run, conns: u64, count: u64, got: u64, bytes: u64, secs: f64) {
+/// CPU seconds this process (the router and the generator, when in-process) has used.
+fn process_cpu_secs() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = s
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Prints a run's figures; `cpu0` is [`process_cpu_secs`] at its start. CPU per message
+/// counts the generator too (the same for runs compared in one invocation), and does not
+/// depend on what else shares the cores, so it is the steadier figure for an A/B.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    mode: &str,
+    r: &Run,
+    conns: u64,
+    count: u64,
+    got: u64,
+    bytes: u64,
+    secs: f64,
+    cpu0: f64,
+) {
     let (metrics, lines) = (r.label, if r.router { "router" } else { "app" });
+    let cpu_ns = (process_cpu_secs() - cpu0) * 1e9 / got.max(1) as f64;
     println!(
         "{{\"mode\":\"{mode}\",\"metrics\":\"{metrics}\",\"lines\":\"{lines}\",\"conns\":{conns},\"sent\":{count},\"stored\":{got},\"secs\":{secs:.3},\
-         \"msgs_per_sec\":{:.0},\"mbytes_per_sec\":{:.1}}}",
+         \"msgs_per_sec\":{:.0},\"mbytes_per_sec\":{:.1},\"cpu_ns_per_msg\":{cpu_ns:.0}}}",
         got as f64 / secs,
         bytes as f64 / secs / 1e6
     );
@@ -344,6 +370,7 @@ async fn tcp(t: &Target, kv: &HashMap<String, String>, r: &Run) {
     let bytes: u64 = streams.iter().map(|s| s.len() as u64).sum();
     let base = received(t, "tcp").await;
     let start = Instant::now();
+    let cpu0 = process_cpu_secs();
     let mut tasks = Vec::new();
     for s in streams {
         let addr = t.tcp;
@@ -367,6 +394,7 @@ async fn tcp(t: &Target, kv: &HashMap<String, String>, r: &Run) {
         got,
         bytes,
         start.elapsed().as_secs_f64(),
+        cpu0,
     );
     log_stats(t).await;
 }
@@ -390,6 +418,7 @@ async fn http(t: &Target, kv: &HashMap<String, String>, r: &Run) {
     );
     let base = received(t, "http").await;
     let start = Instant::now();
+    let cpu0 = process_cpu_secs();
     let mut tasks = Vec::new();
     for _ in 0..conns {
         let (body, auth, addr) = (body.clone(), auth.clone(), t.http);
@@ -423,6 +452,7 @@ async fn http(t: &Target, kv: &HashMap<String, String>, r: &Run) {
         got,
         sent * body.len() as u64 / batch,
         start.elapsed().as_secs_f64(),
+        cpu0,
     );
     log_stats(t).await;
 }
