@@ -126,22 +126,34 @@ pub fn upsert_channel(
     name: &str,
     tokens: &[(String, String)],
 ) -> Result<(), StoreError> {
+    upsert_channels(conn, [(name, tokens)])
+}
+
+/// [`upsert_channel`] for many channels in one transaction (config channels at start, or
+/// a bulk load): one commit, so one sync, whatever their number.
+pub fn upsert_channels<'a>(
+    conn: &mut Conn,
+    channels: impl IntoIterator<Item = (&'a str, &'a [(String, String)])>,
+) -> Result<(), StoreError> {
     let tx = conn.0.transaction()?;
     let ts = now();
-    tx.execute(
-        "INSERT OR IGNORE INTO channels (name, created_at) VALUES (?1, ?2)",
-        params![name, ts],
-    )?;
-    for (tname, token) in tokens {
-        tx.execute(
+    {
+        let mut channel =
+            tx.prepare_cached("INSERT OR IGNORE INTO channels (name, created_at) VALUES (?1, ?2)")?;
+        let mut other = tx.prepare_cached(
             "DELETE FROM tokens WHERE channel = ?1 AND name = ?2 AND token != ?3",
-            params![name, tname, token],
         )?;
-        tx.execute(
+        let mut token = tx.prepare_cached(
             "INSERT INTO tokens (token, channel, name, created_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(token) DO UPDATE SET channel = excluded.channel, name = excluded.name",
-            params![token, name, tname, ts],
         )?;
+        for (name, tokens) in channels {
+            channel.execute(params![name, ts])?;
+            for (tname, t) in tokens {
+                other.execute(params![name, tname, t])?;
+                token.execute(params![t, name, tname, ts])?;
+            }
+        }
     }
     tx.commit()?;
     Ok(())
