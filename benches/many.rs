@@ -228,7 +228,6 @@ async fn histories(channels: u64, lines: u64) {
     drop(store);
     let mut c = config(dir.path(), false);
     c.buffers.history_lines = lines as usize;
-    c.buffers.history_bytes = (lines * 200) as usize;
     let (r, _) = start(c).await;
     let before = rss();
     // Two connections, each sending whole channels in turn (a channel's lines in a row).
@@ -258,13 +257,12 @@ async fn histories(channels: u64, lines: u64) {
     // Wait until every line is in (bounded).
     let goal = channels * lines;
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut held = 0;
-    while Instant::now() < deadline {
-        held = history_lines(r.addrs.api).await;
-        if held >= goal {
-            break;
-        }
+    let (mut held, mut same) = (0, 0);
+    while Instant::now() < deadline && held < goal && same < 6 {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = history_lines(r.addrs.api).await;
+        same = if now == held { same + 1 } else { 0 };
+        held = now;
     }
     let after = rss();
     let payload = goal * 150;
@@ -302,8 +300,43 @@ async fn history_lines(api: std::net::SocketAddr) -> u64 {
         .unwrap_or(0.0) as u64
 }
 
+/// Runs this bench again with `args` (one phase of it) and waits for it.
+fn child(args: &[&str]) {
+    let exe = std::env::current_exe().expect("current exe");
+    let status = std::process::Command::new(exe)
+        .args(args)
+        .status()
+        .expect("run a phase");
+    assert!(status.success(), "phase {args:?}: {status}");
+}
+
 fn main() {
     let kv = args();
+    match kv.get("phase").map(String::as_str) {
+        Some("fill") => {
+            let dir = std::path::PathBuf::from(kv.get("dir").expect("--dir"));
+            let n = num(&kv, "channels", 1_000_000);
+            let took = fill_store(&dir, n);
+            println!(
+                "{{\"what\":\"store_fill\",\"channels\":{n},\"secs\":{:.2}}}",
+                took.as_secs_f64()
+            );
+            return;
+        }
+        Some("histories") => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(histories(
+                num(&kv, "histories", 10_000),
+                num(&kv, "lines", 1500),
+            ));
+            return;
+        }
+        _ => {}
+    }
     let n = num(&kv, "channels", 1_000_000);
     let creates = num(&kv, "creates", 10_000);
     let full = num(&kv, "histories", 10_000);
@@ -316,20 +349,27 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let filled = fill_store(dir.path(), n);
-        println!(
-            "{{\"what\":\"store_fill\",\"channels\":{n},\"secs\":{:.2}}}",
-            filled.as_secs_f64()
-        );
-            let base = rss();
+        // In a process of its own, so the memory it frees is not reused by the router
+        // measured next.
+        let path = dir.path().display().to_string();
+        child(&["--phase", "fill", "--dir", &path, "--channels", &n.to_string()]);
+        // A router with one channel first: its RSS is the fixed cost of a router, taken
+        // off the big one's to get what its channels cost. It stays up for the load
+        // figures, so neither frees memory the other could reuse.
+        let one_dir = tempfile::tempdir().expect("tempdir");
+        let base = rss();
+        let (one, _) = start(config(one_dir.path(), true)).await;
+        let fixed = rss().saturating_sub(base);
+        let base = rss();
         let (r, took) = start(config(dir.path(), true)).await;
-            let idle = rss().saturating_sub(base);
+        let idle = rss().saturating_sub(base);
         println!(
-            "{{\"what\":\"start\",\"channels\":{},\"to_listening_ms\":{:.0},\"rss_mb\":{:.1},\"rss_per_idle_channel_bytes\":{:.0}}}",
+            "{{\"what\":\"start\",\"channels\":{},\"to_listening_ms\":{:.0},\"rss_mb\":{:.1},\"rss_one_channel_mb\":{:.1},\"rss_per_idle_channel_bytes\":{:.0}}}",
             n + 1,
             ms(took),
             idle as f64 / 1e6,
-            idle as f64 / (n + 1) as f64
+            fixed as f64 / 1e6,
+            idle.saturating_sub(fixed) as f64 / n.max(1) as f64
         );
         let times = api_creates(r.addrs.api, creates).await;
         let last: Vec<Duration> = times.iter().rev().take(1000).copied().collect();
@@ -351,12 +391,10 @@ fn main() {
             let many: &'static str = Box::leak(format!("{total} channels").into_boxed_str());
             load::against(addrs(&r.addrs), KEY, TOKEN, "tcp", many, &kv).await;
             load::against(addrs(&r.addrs), KEY, TOKEN, "http", many, &kv).await;
-            let one_dir = tempfile::tempdir().expect("tempdir");
-            let (one, _) = start(config(one_dir.path(), true)).await;
             load::against(addrs(&one.addrs), KEY, TOKEN, "tcp", "1 channel", &kv).await;
             load::against(addrs(&one.addrs), KEY, TOKEN, "http", "1 channel", &kv).await;
-            stop(one).await;
         }
+        stop(one).await;
         let stopped = stop(r).await;
         let (r, took) = start(config(dir.path(), true)).await;
         println!(
@@ -366,9 +404,34 @@ fn main() {
             ms(took)
         );
         stop(r).await;
+        // Where a start spends its time: reading the store, then making the channels.
+        {
+            let store = logplex::store::Store::open(&dir.path().join("bench.db")).expect("store");
+            let t = Instant::now();
+            let state = store.call_blocking(logplex::store::state).expect("state");
+            let read = t.elapsed();
+            drop(state);
+            let limits = logplex::channel::Limits {
+                history_lines: 1500,
+                history_bytes: 1 << 20,
+                tail_lines: 1024,
+            };
+            let t = Instant::now();
+            let reg = logplex::registry::Registry::load(store, limits, None).expect("load");
+            let loaded = t.elapsed();
+            let t = Instant::now();
+            drop(reg);
+            println!(
+                "{{\"what\":\"start_parts\",\"store_read_ms\":{:.0},\"registry_load_ms\":{:.0},\"registry_drop_ms\":{:.0}}}",
+                ms(read),
+                ms(loaded),
+                ms(t.elapsed())
+            );
+        }
         drop(dir);
         if full > 0 {
-            histories(full, lines).await;
+            // In a process of its own, so memory freed by the phases above is not reused.
+            child(&["--phase", "histories", "--histories", &full.to_string(), "--lines", &lines.to_string()]);
         }
     });
 }

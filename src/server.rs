@@ -111,8 +111,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let m = metrics.clone();
     let (registry, log) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let log = open_log(&cfg, &m)?;
+        let t = std::time::Instant::now();
         let registry = Registry::load(store, limits, log.as_ref().map(|(l, _)| l.clone()))?;
+        let loaded = t.elapsed();
         restore_history(&registry, log.as_ref())?;
+        tracing::info!(
+            channels = registry.snapshot().len(),
+            load_ms = loaded.as_millis() as u64,
+            restore_ms = (t.elapsed() - loaded).as_millis() as u64,
+            "channels loaded"
+        );
         Ok((registry, log.map(|(l, _)| l)))
     })
     .await??;

@@ -27,21 +27,29 @@ pub fn list_channels(conn: &mut Conn) -> Result<Vec<ChannelRecord>, StoreError> 
             metrics,
         });
     }
+    // In table order (no ORDER BY: SQLite would sort every token of the node on disk),
+    // then sorted here by channel and, within one, by creation and name.
     let mut stmt = conn
         .0
-        .prepare("SELECT channel, name, token FROM tokens ORDER BY channel, created_at, name")?;
+        .prepare("SELECT channel, name, token, created_at FROM tokens")?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
             r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
         ))
     })?;
+    let mut tokens = Vec::new();
     for row in rows {
-        let (channel, name, token) = row?;
+        let (channel, name, token, created_at) = row?;
         if let Ok(i) = out.binary_search_by(|c| c.name.as_str().cmp(&channel)) {
-            out[i].tokens.push((name, token));
+            tokens.push((i, created_at, name, token));
         }
+    }
+    tokens.sort_unstable_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+    for (i, _, name, token) in tokens {
+        out[i].tokens.push((name, token));
     }
     Ok(out)
 }
