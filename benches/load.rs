@@ -573,3 +573,35 @@ fn main() {
         }
     });
 }
+
+/// For `benches/many.rs`, which includes this file: `mode` (`tcp` or `http`) against a
+/// running router whose `token` routes to a channel, with the options of `kv` (`conns`,
+/// `count`, `batch`), reported under `label`.
+#[allow(dead_code)]
+pub(crate) async fn against(
+    addrs: (SocketAddr, SocketAddr, SocketAddr),
+    key: &str,
+    token: &str,
+    mode: &str,
+    label: &'static str,
+    kv: &HashMap<String, String>,
+) {
+    let (api, tcp_addr, http_addr) = addrs;
+    let t = Target {
+        api,
+        key: key.into(),
+        tcp: tcp_addr,
+        http: http_addr,
+        token: token.into(),
+        _server: None,
+    };
+    let r = Run {
+        token: token.into(),
+        router: false,
+        label,
+    };
+    match mode {
+        "tcp" => tcp(&t, kv, &r).await,
+        _ => http(&t, kv, &r).await,
+    }
+}

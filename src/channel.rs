@@ -16,9 +16,16 @@ use crate::logmetrics::{self, LogMetrics};
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+/// The tap list of every channel without taps: one allocation for all of them.
+fn no_taps() -> Arc<Vec<Arc<dyn Tap>>> {
+    static EMPTY: OnceLock<Arc<Vec<Arc<dyn Tap>>>> = OnceLock::new();
+    EMPTY.get_or_init(|| Arc::new(Vec::new())).clone()
+}
 
 /// Limits of a channel's buffers, from `[buffers]`.
 #[derive(Debug, Clone, Copy)]
@@ -37,8 +44,14 @@ struct History {
     next_seq: u64,
     /// When the ring's lines were received, by batch.
     received: received::Received,
-    /// Lines stored per minute, counted per batch (for the console and `GET /v2/stats`).
-    rate: LineRate,
+    /// Lines stored per minute, counted per batch (for the console and `GET /v2/stats`);
+    /// made on the first live line, so a channel that never had one does not carry it.
+    rate: Option<Box<LineRate>>,
+    /// The broadcast that feeds the tails: made by the first tail, dropped with the last
+    /// (a [`Tail`] going away), so an untailed channel does not hold its ring of slots.
+    /// Under this lock, like the history, so a line is either in the history a new tail
+    /// copies or sent to it, never neither.
+    tail: Option<broadcast::Sender<Line>>,
     /// Metrics from the logs, when the channel has them on: every live line is observed
     /// here under the lock the push already holds. `None` costs one branch per batch.
     metrics: Option<Box<LogMetrics>>,
@@ -105,12 +118,13 @@ pub struct Channel {
     /// channel (another id), never this one.
     pub id: i64,
     pub name: Arc<str>,
-    /// Cancelled when the channel is destroyed: its open sessions end.
-    destroyed: CancellationToken,
+    /// Cancelled when the channel is destroyed: its open sessions end. Made by the first
+    /// who asks (a session), so a channel nobody watched does not carry one.
+    destroyed: OnceLock<CancellationToken>,
+    /// Set when the channel is destroyed, before the token (if any) is cancelled.
+    gone: AtomicBool,
     limits: Limits,
     history: Mutex<History>,
-    /// Tails subscribe here; a lagging tail loses its oldest lines (L11), never the sender.
-    tail: broadcast::Sender<Line>,
     /// Drains and alert rules of this channel, swapped by the registry when they change.
     taps: ArcSwap<Vec<Arc<dyn Tap>>>,
     /// The node's durable log, `None` when it is off.
@@ -152,23 +166,24 @@ impl Channel {
 
     /// A channel whose pushed lines are also written to `log`.
     pub fn with_log(id: i64, name: &str, limits: Limits, log: Option<Arc<Log>>) -> Channel {
-        let (tail, _) = broadcast::channel(limits.tail_lines.max(1));
         Channel {
             id,
             name: Arc::from(name),
-            destroyed: CancellationToken::new(),
+            destroyed: OnceLock::new(),
+            gone: AtomicBool::new(false),
             limits,
             history: Mutex::new(History {
-                lines: VecDeque::with_capacity(limits.history_lines.min(4096)),
+                // Grows with the lines held: an idle channel allocates nothing here.
+                lines: VecDeque::new(),
                 arena: BytesMut::new(),
                 bytes: 0,
                 next_seq: 1,
-                rate: LineRate::default(),
+                rate: None,
                 received: received::Received::default(),
                 metrics: None,
+                tail: None,
             }),
-            tail,
-            taps: ArcSwap::from_pointee(Vec::new()),
+            taps: ArcSwap::new(no_taps()),
             log,
             metrics_on: std::sync::atomic::AtomicBool::new(false),
         }
@@ -178,12 +193,25 @@ impl Channel {
     /// batch may still hold its route while its body uploads) and its sessions end.
     pub fn destroy(&self) {
         self.set_taps(Vec::new());
-        self.destroyed.cancel();
+        // The flag first: whoever makes the token after this sees it (see `destroyed`).
+        self.gone.store(true, Ordering::SeqCst);
+        if let Some(t) = self.destroyed.get() {
+            t.cancel();
+        }
     }
 
     /// Cancelled once the channel is destroyed.
     pub fn destroyed(&self) -> CancellationToken {
-        self.destroyed.clone()
+        let t = self.destroyed.get_or_init(CancellationToken::new);
+        if self.gone.load(Ordering::SeqCst) {
+            t.cancel();
+        }
+        t.clone()
+    }
+
+    /// Whether any drain or alert rule sees this channel's lines.
+    pub fn has_taps(&self) -> bool {
+        !self.taps.load().is_empty()
     }
 
     /// Replaces the taps (drains, alert rules) that see this channel's lines.
@@ -301,7 +329,8 @@ impl Channel {
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         // Read under the lock: a tail subscribes (in `read`) under it too, so a line is either
         // in the history it copies or sent to it, never neither.
-        let tails = live && self.tail.receiver_count() > 0;
+        // Taken out for the loop (which needs the history whole) and put back after it.
+        let tail = if live { h.tail.take() } else { None };
         let taps = self.taps.load();
         let tapped = live && !taps.is_empty();
         let first = h.lines.len();
@@ -309,17 +338,20 @@ impl Channel {
             h.copy_in(&mut line);
             line.seq = h.next_seq;
             h.next_seq += 1;
-            if tails {
+            if let Some(tail) = &tail {
                 // Err only means every receiver went away meanwhile.
-                let _ = self.tail.send(line.clone());
+                let _ = tail.send(line.clone());
             }
             h.lines.push_back(line);
         }
+        h.tail = tail;
         let n = h.lines.len() - first;
         if live && n > 0 {
             let h = &mut *h;
             h.received.mark(h.lines[first].seq, now);
-            h.rate.add(now, n as u64);
+            h.rate
+                .get_or_insert_with(Default::default)
+                .add(now, n as u64);
             if let Some(m) = h.metrics.as_mut() {
                 let secs = now.div_euclid(1_000_000);
                 for (i, line) in h.lines.range(first..).enumerate() {
@@ -374,15 +406,24 @@ impl Channel {
 
     /// The last `num` history lines that pass `keep` and come after `after_seq`, oldest first,
     /// and a tail receiver subscribed at the same instant (so nothing falls in between).
+    /// The first tail makes the channel's broadcast; the last one to go drops it.
     pub fn read(
-        &self,
+        self: &Arc<Self>,
         num: usize,
         after_seq: u64,
         subscribe: bool,
         keep: impl Fn(&Line) -> bool,
-    ) -> (Vec<Line>, Option<broadcast::Receiver<Line>>) {
-        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        let rx = subscribe.then(|| self.tail.subscribe());
+    ) -> (Vec<Line>, Option<Tail>) {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = subscribe.then(|| {
+            let tx = h
+                .tail
+                .get_or_insert_with(|| broadcast::channel(self.limits.tail_lines.max(1)).0);
+            Tail {
+                rx: tx.subscribe(),
+                channel: self.clone(),
+            }
+        });
         let mut out: Vec<Line> = Vec::with_capacity(num.min(h.lines.len()));
         for line in h.lines.iter().rev() {
             if out.len() >= num || line.seq <= after_seq {
@@ -394,6 +435,12 @@ impl Channel {
         }
         out.reverse();
         (out, rx)
+    }
+
+    /// Whether the channel has a tail broadcast (that is, an open tail).
+    pub fn tailed(&self) -> bool {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.tail.is_some()
     }
 
     /// Every history line, oldest first (for saving at shutdown).
@@ -411,7 +458,7 @@ impl Channel {
     /// Lines stored per minute lately and since start (restored lines are not counted).
     pub fn line_rate(&self) -> LineRate {
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        h.rate.clone()
+        h.rate.as_deref().cloned().unwrap_or_default()
     }
 
     /// Turns metrics from the logs on (empty, from now, unless they are on already) or off
@@ -464,6 +511,41 @@ impl Channel {
     }
 }
 
+/// A tail of a channel: its lines as they are stored. A tail that falls behind loses its
+/// oldest lines (L11), never holds the sender up. The last one dropped drops the channel's
+/// broadcast, so a channel nobody tails keeps no ring for it.
+pub struct Tail {
+    rx: broadcast::Receiver<Line>,
+    channel: Arc<Channel>,
+}
+
+impl std::ops::Deref for Tail {
+    type Target = broadcast::Receiver<Line>;
+    fn deref(&self) -> &Self::Target {
+        &self.rx
+    }
+}
+
+impl std::ops::DerefMut for Tail {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.rx
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        // Tails subscribe under this lock, so a count of one (this receiver) is exact.
+        let mut h = self
+            .channel
+            .history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if h.tail.as_ref().is_some_and(|t| t.receiver_count() <= 1) {
+            h.tail = None;
+        }
+    }
+}
+
 /// Why lines are appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -485,7 +567,7 @@ mod tests {
 
     #[test]
     fn ring_keeps_the_last_lines() {
-        let c = Channel::new(
+        let c = Arc::new(Channel::new(
             1,
             "demo",
             Limits {
@@ -493,7 +575,7 @@ mod tests {
                 history_bytes: 1 << 20,
                 tail_lines: 4,
             },
-        );
+        ));
         c.push((0..5).map(line));
         let (h, _) = c.read(10, 0, false, |_| true);
         let msgs: Vec<_> = h
@@ -510,7 +592,7 @@ mod tests {
 
     #[test]
     fn ring_keeps_to_its_byte_cap() {
-        let c = Channel::new(
+        let c = Arc::new(Channel::new(
             1,
             "demo",
             Limits {
@@ -518,7 +600,7 @@ mod tests {
                 history_bytes: 400,
                 tail_lines: 4,
             },
-        );
+        ));
         c.push((0..50).map(line));
         let (n, bytes) = c.history_len();
         assert!(bytes <= 400 && n >= 1, "{n} {bytes}");
@@ -526,7 +608,7 @@ mod tests {
 
     #[test]
     fn pushed_lines_are_counted_per_minute_and_restored_ones_are_not() {
-        let c = Channel::new(
+        let c = Arc::new(Channel::new(
             1,
             "demo",
             Limits {
@@ -534,7 +616,7 @@ mod tests {
                 history_bytes: 1 << 20,
                 tail_lines: 4,
             },
-        );
+        ));
         c.restore((0..3).map(line));
         c.push((0..5).map(line));
         c.push((0..2).map(line));
@@ -547,7 +629,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lagging_tail_is_told_how_many_it_lost() {
-        let c = Channel::new(
+        let c = Arc::new(Channel::new(
             1,
             "demo",
             Limits {
@@ -555,7 +637,7 @@ mod tests {
                 history_bytes: 1 << 20,
                 tail_lines: 4,
             },
-        );
+        ));
         let (_, rx) = c.read(0, 0, true, |_| true);
         let mut rx = rx.unwrap();
         c.push((0..10).map(line));
@@ -564,5 +646,45 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(rx.recv().await.unwrap().seq, 7);
+    }
+
+    /// The broadcast exists only while a tail is open: the first makes it, the last one
+    /// dropped drops it, and lines pushed meanwhile reach the tail that is still open.
+    #[tokio::test]
+    async fn the_broadcast_lives_only_while_a_tail_is_open() {
+        let c = Arc::new(Channel::new(
+            1,
+            "demo",
+            Limits {
+                history_lines: 100,
+                history_bytes: 1 << 20,
+                tail_lines: 4,
+            },
+        ));
+        assert!(!c.tailed());
+        c.push((0..2).map(line));
+        assert!(!c.tailed());
+        let (h, a) = c.read(10, 0, true, |_| true);
+        assert_eq!(h.len(), 2);
+        assert!(c.tailed());
+        let (_, b) = c.read(0, 0, true, |_| true);
+        drop(a);
+        assert!(c.tailed(), "one tail is still open");
+        c.push([line(2)]);
+        let mut b = b.unwrap();
+        assert_eq!(b.recv().await.unwrap().seq, 3);
+        drop(b);
+        assert!(!c.tailed(), "the last tail took the broadcast with it");
+        // Pushing with no tail makes none; a new tail sees what came before in its history.
+        c.push([line(3)]);
+        assert!(!c.tailed());
+        let (h, mut t) = c.read(10, 0, true, |_| true);
+        assert_eq!(h.last().map(|l| l.seq), Some(4));
+        c.push([line(4)]);
+        assert_eq!(t.as_mut().unwrap().recv().await.unwrap().seq, 5);
+        drop(t);
+        assert!(!c.tailed());
+        // The tail held the channel; with it gone the channel is the test's alone.
+        assert_eq!(Arc::strong_count(&c), 1);
     }
 }

@@ -111,8 +111,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let m = metrics.clone();
     let (registry, log) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let log = open_log(&cfg, &m)?;
+        let t = std::time::Instant::now();
         let registry = Registry::load(store, limits, log.as_ref().map(|(l, _)| l.clone()))?;
+        let loaded = t.elapsed();
         restore_history(&registry, log.as_ref())?;
+        tracing::info!(
+            channels = registry.snapshot().len(),
+            load_ms = loaded.as_millis() as u64,
+            restore_ms = (t.elapsed() - loaded).as_millis() as u64,
+            "channels loaded"
+        );
         Ok((registry, log.map(|(l, _)| l)))
     })
     .await??;
@@ -275,13 +283,26 @@ fn open_store(config: &Config) -> anyhow::Result<(Store, admin_key::AdminKey)> {
     let admin_key =
         st.call_blocking(|c| Ok(admin_key::settle(c, &config.api.auth_key, &key_file)))??;
     st.call_blocking(|c| {
-        for ch in &config.channels {
-            let tokens: Vec<(String, String)> = ch
-                .tokens
+        let tokens: Vec<Vec<(String, String)>> = config
+            .channels
+            .iter()
+            .map(|ch| {
+                ch.tokens
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.clone()))
+                    .collect()
+            })
+            .collect();
+        // All in one transaction: one commit whatever their number.
+        store::upsert_channels(
+            c,
+            config
+                .channels
                 .iter()
-                .map(|(n, t)| (n.clone(), t.clone()))
-                .collect();
-            store::upsert_channel(c, &ch.name, &tokens)?;
+                .zip(&tokens)
+                .map(|(ch, t)| (ch.name.as_str(), t.as_slice())),
+        )?;
+        for ch in &config.channels {
             if let Some(on) = ch.metrics {
                 store::set_channel_metrics(c, &ch.name, on)?;
             }
@@ -572,7 +593,7 @@ impl Server {
 fn save_logmetrics(node: &Node) -> anyhow::Result<()> {
     let snap = node.registry.snapshot();
     let channels: Vec<(String, Vec<u8>)> = snap
-        .channels()
+        .metered()
         .filter_map(|c| Some((c.name.to_string(), c.with_metrics(|m| m.encode())?)))
         .collect();
     let n = channels.len();
@@ -605,6 +626,8 @@ fn save_history(node: &Node) -> anyhow::Result<usize> {
                 .collect();
             (c.name.to_string(), lines)
         })
+        // Most channels of a big node are idle: nothing to save for them.
+        .filter(|(_, lines): &(String, Vec<store::SavedLine>)| !lines.is_empty())
         .collect();
     let total: usize = channels.iter().map(|(_, l)| l.len()).sum();
     node.registry

@@ -399,7 +399,7 @@ async fn run(
     spec: &Spec,
     w: &mut Writer,
     history: Vec<Line>,
-    rx: Option<broadcast::Receiver<Line>>,
+    rx: Option<crate::channel::Tail>,
 ) -> Result<(), Gone> {
     // L11's "since": when the tail was last in step with the channel.
     let mut last_ok = now_micros();

@@ -166,3 +166,67 @@ async fn each_surface_words_a_missing_app_and_a_duplicate_drain_its_own_way() {
     }
     s.stop().await;
 }
+
+/// `GET /v2/channels` pages by name: `limit` (1 to 10000) and `after`, with a `Link` to the
+/// next page while more follow; the default page holds up to 1000.
+#[tokio::test]
+async fn the_channel_list_pages_by_name() {
+    let s = TestServer::start().await;
+    let base = s.api();
+    for n in ["delta", "alpha", "echo", "charlie", "bravo"] {
+        s.create_app(n).await;
+    }
+    let names = |body: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (st, body) = request(&base, "GET", "/v2/channels", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(names(&body), ["alpha", "bravo", "charlie", "delta", "echo"]);
+    // Follow the Link headers from the first page to the last.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let (mut path, mut seen, mut pages) = (Some("/v2/channels?limit=2".to_string()), vec![], 0);
+    while let Some(p) = path.take() {
+        pages += 1;
+        assert!(pages <= 5, "the pages never end");
+        let req = hyper::Request::get(format!("{base}{p}"))
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        path = resp
+            .headers()
+            .get("link")
+            .map(|l| l.to_str().unwrap().to_string())
+            .map(|l| {
+                let (target, rel) = l.split_once("; ").unwrap();
+                assert_eq!(rel, "rel=\"next\"");
+                target.trim_matches(['<', '>']).to_string()
+            });
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let page = names(&String::from_utf8_lossy(&body));
+        assert!(page.len() <= 2);
+        seen.extend(page);
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, ["alpha", "bravo", "charlie", "delta", "echo"]);
+    let (_, body) = request(&base, "GET", "/v2/channels?after=bravo&limit=2", None).await;
+    assert_eq!(names(&body), ["charlie", "delta"]);
+    let (_, body) = request(&base, "GET", "/v2/channels?after=echo", None).await;
+    assert!(names(&body).is_empty());
+    for bad in ["0", "10001", "many"] {
+        let (st, body) = request(&base, "GET", &format!("/v2/channels?limit={bad}"), None).await;
+        assert_eq!(st, 422, "limit={bad}: {body}");
+        assert!(body.contains("must be a number from 1 to 10000"), "{body}");
+    }
+    s.stop().await;
+}

@@ -27,11 +27,10 @@ pub use spec::RuleSpec;
 use crate::channel::{Channel, Tap};
 use crate::line::Line;
 use crate::metrics::Metrics;
-use crate::store::ChannelRecord;
 use bytes::{Bytes, BytesMut};
 use prometheus::{IntCounter, IntGauge};
 use rule::Rule;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
@@ -233,8 +232,8 @@ impl Alerts {
 impl Alerts {
     /// Makes the running rules the config's plus `stored` (the store's, after a change):
     /// unchanged rules keep their windows, new or changed ones are compiled, windows of
-    /// removed rules and destroyed `channels` are dropped.
-    pub fn apply(&self, stored: &[RuleSpec], channels: &[ChannelRecord]) {
+    /// removed rules and of channels that no longer exist are dropped.
+    pub fn apply(&self, stored: &[RuleSpec], channel_exists: &dyn Fn(&str) -> bool) {
         let mut inner = self.inner();
         let mut rules: Vec<Arc<Rule>> = Vec::with_capacity(self.config_rules.len() + stored.len());
         let specs = self
@@ -274,9 +273,8 @@ impl Alerts {
                 }
             }
         }
-        let names: HashSet<&str> = channels.iter().map(|c| c.name.as_str()).collect();
         inner.watches.retain(|_, w| {
-            let keep = names.contains(&*w.channel_name)
+            let keep = channel_exists(&w.channel_name)
                 && w.rule.watches(&w.channel_name)
                 && rules.iter().any(|r| Arc::ptr_eq(r, &w.rule));
             if !keep && w.lock().firing() {

@@ -157,9 +157,8 @@ pub async fn create(
         let on = node
             .registry
             .snapshot()
-            .records()
-            .iter()
-            .any(|r| &r.name == app && r.metrics);
+            .record(app)
+            .is_some_and(|r| r.metrics);
         if !on {
             return Err(ApiError::invalid(format!(
                 "App {app} has metrics off, so a metric rule would never fire; turn them on first \
@@ -184,7 +183,7 @@ pub async fn create(
     }
     let to_store = spec.clone();
     node.registry
-        .change(move |c| store::create_alert(c, &to_store))
+        .change(None, move |c| store::create_alert(c, &to_store))
         .await
         .map_err(|e| match e {
             StoreError::Conflict => conflict(),
@@ -239,7 +238,7 @@ pub async fn delete(
     let (a, n) = (app.clone(), name.clone());
     let found = node
         .registry
-        .change(move |c| match store::delete_alert(c, &a, &n) {
+        .change(None, move |c| match store::delete_alert(c, &a, &n) {
             Ok(()) => Ok(true),
             Err(StoreError::NotFound) => Ok(false),
             Err(e) => Err(e),

@@ -89,7 +89,9 @@ pub async fn patch(
     let n = app.clone();
     let rec = node
         .registry
-        .change(move |c| store::set_channel_metrics(c, &n, patch.metrics))
+        .change(Some(&app), move |c| {
+            store::set_channel_metrics(c, &n, patch.metrics)
+        })
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::no_app(&app),

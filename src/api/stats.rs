@@ -25,7 +25,6 @@ pub async fn stats(State(node): State<Arc<Node>>) -> Response {
     let snap = node.registry.snapshot();
     let channels: Vec<serde_json::Value> = snap
         .records()
-        .iter()
         .filter_map(|rec| snap.channel_with_id(&rec.name, rec.id))
         .map(|c| {
             let rate = c.line_rate();

@@ -9,7 +9,7 @@ use crate::names::{valid_channel_name, valid_token_name};
 use crate::server::Node;
 use crate::session::Spec;
 use crate::store::{self, StoreError};
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use hyper::StatusCode;
 use serde::Deserialize;
@@ -36,18 +36,66 @@ pub(crate) fn channel_json(rec: &store::ChannelRecord) -> Value {
 /// The channel named `name`, from the routing snapshot.
 fn find(node: &Node, name: &str) -> Result<store::ChannelRecord, ApiError> {
     let snap = node.registry.snapshot();
-    snap.records()
-        .iter()
-        .find(|r| r.name == name)
+    snap.record(name)
         .cloned()
         .ok_or_else(|| ApiError::no_app(name))
 }
 
-/// `GET /v2/channels`.
-pub async fn list_channels(State(node): State<Arc<Node>>) -> Response {
+/// Channels in one page of `GET /v2/channels` when `limit` is left out.
+pub const PAGE_DEFAULT: usize = 1000;
+/// The largest `limit` of `GET /v2/channels`.
+pub const PAGE_MAX: usize = 10_000;
+
+/// `GET /v2/channels?limit=N&after=NAME`: a page of channels by name, those after `after`
+/// (from the first when left out), at most `limit` ([`PAGE_DEFAULT`], at most
+/// [`PAGE_MAX`]). When more follow, a `Link: <…?limit=N&after=LAST>; rel="next"` header
+/// says where the next page starts. Finding the start of a page costs O(log n).
+pub async fn list_channels(
+    State(node): State<Arc<Node>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, V2> {
+    let (mut limit, mut after) = (PAGE_DEFAULT, String::new());
+    let pairs = query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty());
+    for pair in pairs {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(v)
+            .decode_utf8_lossy()
+            .into_owned();
+        match k {
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=PAGE_MAX).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "limit {v:?} must be a number from 1 to {PAGE_MAX}."
+                        ))
+                    })?
+            }
+            "after" => after = v,
+            _ => {}
+        }
+    }
     let snap = node.registry.snapshot();
-    let list: Vec<_> = snap.records().iter().map(channel_json).collect();
-    reply(StatusCode::OK, &Value::Array(list))
+    let page: Vec<&store::ChannelRecord> = snap.records_after(&after).take(limit + 1).collect();
+    let more = page.len() > limit;
+    let list: Vec<Value> = page.iter().take(limit).map(|r| channel_json(r)).collect();
+    let mut r = reply(StatusCode::OK, &Value::Array(list));
+    if let (true, Some(last)) = (more, page.get(limit - 1)) {
+        let link = format!(
+            "</v2/channels?limit={limit}&after={}>; rel=\"next\"",
+            last.name
+        );
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&link) {
+            r.headers_mut().insert(hyper::header::LINK, v);
+        }
+    }
+    Ok(r)
 }
 
 /// `GET /v2/channels/NAME`.
@@ -65,7 +113,7 @@ pub async fn delete_channel(
 ) -> Result<Response, V2> {
     let n = name.clone();
     node.registry
-        .change(move |c| store::delete_channel(c, &n))
+        .change(Some(&name), move |c| store::delete_channel(c, &n))
         .await
         .map_err(or_no_app(&name))?;
     Ok(no_content())
@@ -120,7 +168,7 @@ pub async fn create_channel(
     let (name, with_metrics) = (body.name.clone(), body.metrics);
     let rec = node
         .registry
-        .change(move |c| {
+        .change(Some(&body.name), move |c| {
             let rec = store::create_channel(c, &name, &tokens)?;
             if with_metrics {
                 return store::set_channel_metrics(c, &name, true);
@@ -157,7 +205,7 @@ pub async fn create_token(
     let (ch, tn) = (channel.clone(), body.name.clone());
     let token = node
         .registry
-        .change(move |c| store::create_token(c, &ch, &tn))
+        .change(Some(&channel), move |c| store::create_token(c, &ch, &tn))
         .await
         .map_err(|e| match e {
             StoreError::Conflict => ApiError::Conflict(Clash::Token {
@@ -263,7 +311,7 @@ pub(crate) async fn add_drain(
     let (ch, u) = (channel.to_string(), url.to_string());
     let r = node
         .registry
-        .change(move |c| Ok(store::create_drain(c, &ch, &u, max)))
+        .change(None, move |c| Ok(store::create_drain(c, &ch, &u, max)))
         .await?;
     r.map_err(|e| match e {
         store::AddDrain::Duplicate => ApiError::Conflict(Clash::Drain {
@@ -298,9 +346,7 @@ async fn drain_loops(node: &Node, channel: &str, url: &crate::drain::DrainUrl) -
     let own_token = node
         .registry
         .snapshot()
-        .records()
-        .iter()
-        .find(|r| r.name == channel)
+        .record(channel)
         .is_some_and(|r| r.tokens.iter().any(|(_, t)| t.as_bytes() == &password[..]));
     if !own_token {
         return false;
@@ -337,7 +383,7 @@ pub(crate) async fn remove_drain(
 ) -> Result<store::DrainRecord, ApiError> {
     let (ch, w) = (channel.to_string(), which.to_string());
     node.registry
-        .change(move |c| store::delete_drain(c, &ch, &w))
+        .change(None, move |c| store::delete_drain(c, &ch, &w))
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::NotFound(Missing::Drain {

@@ -134,8 +134,23 @@ fn token_lines(tokens: &BTreeMap<String, String>) -> String {
         .collect()
 }
 
+/// Channels asked for per request by `apps`.
+const APPS_PAGE: usize = 1000;
+
 pub async fn apps(c: &Client) -> Result<(), CliError> {
-    let channels: Vec<Channel> = c.get("/v2/channels").await?;
+    // Page by page (by name), each starting after the last name of the one before.
+    let mut channels: Vec<Channel> = Vec::new();
+    loop {
+        let after = channels.last().map(|c| c.name.as_str()).unwrap_or("");
+        let page: Vec<Channel> = c
+            .get(&format!("/v2/channels?limit={APPS_PAGE}&after={after}"))
+            .await?;
+        let full = page.len() == APPS_PAGE;
+        channels.extend(page);
+        if !full {
+            break;
+        }
+    }
     if channels.is_empty() {
         eprintln!("No apps yet; create one with `logplex apps:create APP`.");
     }

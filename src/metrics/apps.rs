@@ -163,7 +163,7 @@ impl AppSeries {
             return;
         };
         let now = crate::clock::now_secs();
-        for ch in registry.snapshot().channels() {
+        for ch in registry.snapshot().metered() {
             // Counters and a snapshot under the channel's lock; the quantiles without it.
             let Some((c, snap, memory)) =
                 ch.with_metrics(|m| (m.counters(), m.snapshot(now, QUANTILE_WINDOW), m.memory()))

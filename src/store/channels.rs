@@ -27,21 +27,29 @@ pub fn list_channels(conn: &mut Conn) -> Result<Vec<ChannelRecord>, StoreError> 
             metrics,
         });
     }
+    // In table order (no ORDER BY: SQLite would sort every token of the node on disk),
+    // then sorted here by channel and, within one, by creation and name.
     let mut stmt = conn
         .0
-        .prepare("SELECT channel, name, token FROM tokens ORDER BY channel, created_at, name")?;
+        .prepare("SELECT channel, name, token, created_at FROM tokens")?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
             r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
         ))
     })?;
+    let mut tokens = Vec::new();
     for row in rows {
-        let (channel, name, token) = row?;
+        let (channel, name, token, created_at) = row?;
         if let Ok(i) = out.binary_search_by(|c| c.name.as_str().cmp(&channel)) {
-            out[i].tokens.push((name, token));
+            tokens.push((i, created_at, name, token));
         }
+    }
+    tokens.sort_unstable_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+    for (i, _, name, token) in tokens {
+        out[i].tokens.push((name, token));
     }
     Ok(out)
 }
@@ -126,22 +134,34 @@ pub fn upsert_channel(
     name: &str,
     tokens: &[(String, String)],
 ) -> Result<(), StoreError> {
+    upsert_channels(conn, [(name, tokens)])
+}
+
+/// [`upsert_channel`] for many channels in one transaction (config channels at start, or
+/// a bulk load): one commit, so one sync, whatever their number.
+pub fn upsert_channels<'a>(
+    conn: &mut Conn,
+    channels: impl IntoIterator<Item = (&'a str, &'a [(String, String)])>,
+) -> Result<(), StoreError> {
     let tx = conn.0.transaction()?;
     let ts = now();
-    tx.execute(
-        "INSERT OR IGNORE INTO channels (name, created_at) VALUES (?1, ?2)",
-        params![name, ts],
-    )?;
-    for (tname, token) in tokens {
-        tx.execute(
+    {
+        let mut channel =
+            tx.prepare_cached("INSERT OR IGNORE INTO channels (name, created_at) VALUES (?1, ?2)")?;
+        let mut other = tx.prepare_cached(
             "DELETE FROM tokens WHERE channel = ?1 AND name = ?2 AND token != ?3",
-            params![name, tname, token],
         )?;
-        tx.execute(
+        let mut token = tx.prepare_cached(
             "INSERT INTO tokens (token, channel, name, created_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(token) DO UPDATE SET channel = excluded.channel, name = excluded.name",
-            params![token, name, tname, ts],
         )?;
+        for (name, tokens) in channels {
+            channel.execute(params![name, ts])?;
+            for (tname, t) in tokens {
+                other.execute(params![name, tname, t])?;
+                token.execute(params![t, name, tname, ts])?;
+            }
+        }
     }
     tx.commit()?;
     Ok(())

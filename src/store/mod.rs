@@ -19,7 +19,7 @@ mod meta;
 pub use alerts::{create_alert, delete_alert, list_alerts};
 pub use channels::{
     create_channel, create_token, delete_channel, get_channel, list_channels, set_channel_metrics,
-    upsert_channel,
+    upsert_channel, upsert_channels,
 };
 pub use drains::{channel_drains, create_drain, delete_drain, list_drains, AddDrain};
 pub use meta::{
