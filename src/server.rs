@@ -129,6 +129,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         log: log.clone(),
     })?;
     let (drains, alerts) = (outputs.drains.clone(), outputs.alerts.clone());
+    metrics.register(Box::new(crate::drain::lag::LagSeries::new(&drains)));
     let r = registry.clone();
     tokio::task::spawn_blocking(move || r.attach(outputs)).await??;
 

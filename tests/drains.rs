@@ -1271,7 +1271,14 @@ async fn drain_throughput() {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     use tokio::io::AsyncReadExt;
-    let s = TestServer::start().await;
+    // DRAIN_LOG=off: the drain without the durable log (buffer and intake pacing only).
+    let off = std::env::var("DRAIN_LOG").is_ok_and(|v| v == "off");
+    let s = TestServer::start_with(|c| {
+        if off {
+            c.log.path = "off".into();
+        }
+    })
+    .await;
     let token = s.create_app("demo").await;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -1328,7 +1335,8 @@ async fn drain_throughput() {
     let secs = t.elapsed().as_secs_f64();
     let g = got.load(Ordering::Relaxed);
     eprintln!(
-        "drain throughput: {g} of {n} frames in {secs:.3}s = {:.2} M lines/s",
+        "drain throughput (log {}): {g} of {n} frames in {secs:.3}s = {:.2} M lines/s",
+        if off { "off" } else { "on" },
         g as f64 / secs / 1e6
     );
     s.stop().await;

@@ -9,6 +9,7 @@
 pub mod buffer;
 pub mod cursor;
 pub mod http;
+pub mod lag;
 pub mod runner;
 pub mod syslog;
 pub mod tls;
@@ -443,6 +444,21 @@ impl Drains {
                 }
             }
         }
+    }
+
+    /// Each running drain's type and lag (lines, seconds), for the metrics.
+    pub fn lags(&self) -> Vec<(&'static str, (u64, f64))> {
+        let running: Vec<Arc<Drain>> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        running
+            .iter()
+            .map(|d| (d.url.kind.label(), d.lag()))
+            .collect()
     }
 
     /// The taps of `channel`: one per drain of it.
