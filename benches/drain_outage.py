@@ -57,35 +57,47 @@ def cpu_secs(pid):
 # ---- the receiver (run as `drain_outage.py --receive PORT OUT STATUS`) ----
 
 def receive(port, out, status):
-    """Accepts connections one after the other (a drain uses one), appends every byte to
-    OUT and writes the running count of `seq=` markers to STATUS every 50 ms."""
+    """Accepts every connection (a drain uses one at a time, a reconnect may overlap),
+    appends every byte to OUT and writes the running count of `seq=` markers to STATUS
+    every 50 ms."""
+    import selectors
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(("127.0.0.1", port))
-    ls.listen(16)
-    ls.settimeout(0.05)
-    count, tail, last = 0, b"", 0.0
+    ls.listen(64)
+    ls.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(ls, selectors.EVENT_READ)
+    # A restarted receiver goes on counting where the last one stopped.
+    count, last, tails = 0, 0.0, {}
+    if os.path.exists(out):
+        with open(out, "rb") as f:
+            count = f.read().count(b"seq=")
     with open(out, "ab") as f:
-        conn = None
         while True:
-            if conn is None:
-                try:
+            for key, _ in sel.select(timeout=0.05):
+                sock = key.fileobj
+                if sock is ls:
                     conn, _ = ls.accept()
-                    conn.settimeout(0.05)
-                except socket.timeout:
-                    pass
-            if conn is not None:
+                    conn.setblocking(False)
+                    sel.register(conn, selectors.EVENT_READ)
+                    tails[conn] = b""
+                    continue
                 try:
-                    data = conn.recv(1 << 20)
-                    if not data:
-                        conn.close()
-                        conn = None
-                    else:
-                        f.write(data)
-                        count += (tail + data).count(b"seq=") - tail.count(b"seq=")
-                        tail = data[-3:]
-                except socket.timeout:
-                    pass
+                    data = sock.recv(1 << 20)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    sel.unregister(sock)
+                    sock.close()
+                    tails.pop(sock, None)
+                    continue
+                f.write(data)
+                tail = tails[sock]
+                count += (tail + data).count(b"seq=") - tail.count(b"seq=")
+                tails[sock] = data[-3:]
             now = time.time()
             if now - last > 0.05:
                 f.flush()

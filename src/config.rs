@@ -876,4 +876,26 @@ mod tests {
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("m"), None);
     }
+
+    #[test]
+    fn drains_max_lag_is_an_age_or_a_size() {
+        let lag = |t: &str| {
+            DrainsConfig {
+                max_lag: t.into(),
+                ..DrainsConfig::default()
+            }
+            .max_lag()
+        };
+        assert_eq!(lag(""), Some(MaxLag::Retention));
+        assert_eq!(lag("2h"), Some(MaxLag::Age(Duration::from_secs(7200))));
+        assert_eq!(lag("512MiB"), Some(MaxLag::Bytes(512 << 20)));
+        assert_eq!(lag("1GB"), Some(MaxLag::Bytes(1_000_000_000)));
+        assert_eq!(lag("4096"), Some(MaxLag::Bytes(4096)));
+        assert_eq!(lag("0s"), None);
+        assert_eq!(lag("lots"), None);
+        let mut c = Config::default();
+        c.drains.max_lag = "soon".into();
+        let e = c.validate().unwrap_err().join("\n");
+        assert!(e.contains("drains.max_lag: \"soon\""), "{e}");
+    }
 }

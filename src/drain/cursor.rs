@@ -24,7 +24,8 @@
 use super::Drain;
 use crate::config::MaxLag;
 use crate::line::Line;
-use crate::log::{ChannelId, Log};
+use crate::log::{ChannelId, Log, LogLine};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,11 @@ const FILE_LEN: usize = 20;
 const NOT_WRITTEN_AFTER: Duration = Duration::from_secs(2);
 /// The wait before reading again lines the log has not written yet.
 const UNWRITTEN_RETRY: Duration = Duration::from_millis(5);
+/// Lines and bytes one read of the log fetches ahead of the cursor (handed out a batch at a
+/// time): a read costs a plan over the channel's index and reads whole runs of records, so
+/// a read per 1024-line batch would cost several times the lines it returns.
+const READ_AHEAD_LINES: usize = 16_384;
+const READ_AHEAD_BYTES: usize = 4 << 20;
 
 /// A drain's cursor in the durable log (see the module doc).
 pub struct Cursor {
@@ -63,6 +69,8 @@ pub struct Cursor {
     behind_us: AtomicI64,
     /// Since when the log has been missing lines the channel numbered.
     unwritten_since: Mutex<Option<Instant>>,
+    /// Lines read from the log after the cursor, not sent yet (a contiguous run).
+    ahead: Mutex<VecDeque<LogLine>>,
 }
 
 /// Where the next batch comes from.
@@ -102,6 +110,7 @@ impl Cursor {
             done_bytes: AtomicU64::new(0),
             behind_us: AtomicI64::new(0),
             unwritten_since: Mutex::new(None),
+            ahead: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -232,10 +241,14 @@ impl Cursor {
                 return Next::Again;
             }
         }
-        let want = (end - cur).min(max as u64) as usize;
+        if let Some(next) = self.from_ahead(cur, max, max_bytes) {
+            return next;
+        }
+        let want = (end - cur).min(READ_AHEAD_LINES as u64) as usize;
         let log = self.log.clone();
         let read =
-            tokio::task::spawn_blocking(move || log.read_after(id, cur, want, max_bytes)).await;
+            tokio::task::spawn_blocking(move || log.read_after(id, cur, want, READ_AHEAD_BYTES))
+                .await;
         let after = match read {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
@@ -280,23 +293,50 @@ impl Cursor {
         }
         // Only the run that follows the cursor: a gap further on is met (and announced) by
         // the next read.
-        let mut through = cur;
-        let mut recv_us = 0;
-        let mut out = Vec::with_capacity(after.lines.len());
-        for l in after.lines {
-            if l.seq != through + 1 {
+        {
+            let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+            ahead.clear();
+            let mut want = cur + 1;
+            for l in after.lines {
+                if l.seq != want {
+                    break;
+                }
+                want += 1;
+                ahead.push_back(l);
+            }
+        }
+        self.from_ahead(cur, max, max_bytes)
+            .unwrap_or(Next::Later(UNWRITTEN_RETRY))
+    }
+
+    /// The next batch from the lines read ahead, if they start right after `cur`.
+    fn from_ahead(&self, cur: u64, max: usize, max_bytes: usize) -> Option<Next> {
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        while ahead.front().is_some_and(|l| l.seq <= cur) {
+            ahead.pop_front();
+        }
+        if ahead.front().is_none_or(|l| l.seq != cur + 1) {
+            ahead.clear();
+            return None;
+        }
+        let (mut through, mut recv_us, mut bytes) = (cur, 0, 0);
+        let mut out = Vec::with_capacity(max.min(ahead.len()));
+        while through - cur < max as u64 {
+            let Some(l) = ahead.front() else { break };
+            bytes += l.frame.len() + 64;
+            if through > cur && bytes > max_bytes {
                 break;
             }
+            let Some(l) = ahead.pop_front() else { break };
             through = l.seq;
             recv_us = l.recv_us;
-            let seq = l.seq;
             // Every stored frame was parsed once; one that no longer does is not sent.
             if let Ok(mut line) = Line::parse(l.frame, l.source) {
-                line.seq = seq;
+                line.seq = through;
                 out.push(line);
             }
         }
-        Next::Log(out, through, recv_us)
+        Some(Next::Log(out, through, recv_us))
     }
 
     /// The drain is given its channel's lines (called by the registry before the first line
