@@ -241,7 +241,7 @@ impl Cursor {
                 return Next::Again;
             }
         }
-        if let Some(next) = self.from_ahead(cur, max, max_bytes) {
+        if let Some(next) = self.take_ahead(cur, max, max_bytes) {
             return next;
         }
         let want = (end - cur).min(READ_AHEAD_LINES as u64) as usize;
@@ -296,26 +296,24 @@ impl Cursor {
         {
             let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
             ahead.clear();
-            let mut want = cur + 1;
-            for l in after.lines {
+            for (want, l) in (cur + 1..).zip(after.lines) {
                 if l.seq != want {
                     break;
                 }
-                want += 1;
                 ahead.push_back(l);
             }
         }
-        self.from_ahead(cur, max, max_bytes)
+        self.take_ahead(cur, max, max_bytes)
             .unwrap_or(Next::Later(UNWRITTEN_RETRY))
     }
 
     /// The next batch from the lines read ahead, if they start right after `cur`.
-    fn from_ahead(&self, cur: u64, max: usize, max_bytes: usize) -> Option<Next> {
+    fn take_ahead(&self, cur: u64, max: usize, max_bytes: usize) -> Option<Next> {
         let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
         while ahead.front().is_some_and(|l| l.seq <= cur) {
             ahead.pop_front();
         }
-        if ahead.front().is_none_or(|l| l.seq != cur + 1) {
+        if ahead.front().map(|l| l.seq) != Some(cur + 1) {
             ahead.clear();
             return None;
         }
