@@ -294,8 +294,9 @@ async fn kill_9_mid_delivery_resumes_at_the_cursor_resending_at_most_one_batch()
     // Mid-delivery: some lines arrived, far from all.
     let before = sink.wait(30, |g| g.len() >= n / 10).await.len();
     assert!(before < n, "the receiver was not slow enough: {before}");
-    // Lines written to the log before the kill survive it (interval mode).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Lines taken in and written to the log before the kill survive it (interval mode);
+    // intake may have paced itself to the drain for a moment, so it gets a second.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     s.child.signal(rustix::process::Signal::KILL);
     let _ = s.wait_exit(Duration::from_secs(10));
     // What the kernel still held for the receiver arrives; then nothing more.

@@ -216,6 +216,9 @@ impl Cursor {
         if discarded > 0 {
             d.counters.buffered.sub(discarded as i64);
         }
+        if discarded > 0 || !lines.is_empty() {
+            d.took();
+        }
         if !lines.is_empty() {
             *self
                 .unwritten_since

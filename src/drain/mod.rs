@@ -114,11 +114,17 @@ impl Drain {
     /// mark once the buffer is mostly empty again.
     pub fn take(&self, max: usize, max_bytes: usize) -> (Vec<Line>, Option<buffer::Dropped>) {
         let r = self.buffer.take(max, max_bytes);
+        self.took();
+        r
+    }
+
+    /// Lines left the buffer: wakes intake waiting for room, and clears the slow mark once
+    /// the buffer is mostly empty again.
+    pub fn took(&self) {
         if self.buffer.len() * 4 <= self.buffer.capacity() {
             self.slow.store(false, Ordering::Relaxed);
         }
         self.space.notify_waiters();
-        r
     }
 
     /// Runs a write or request, marking it under way for [`Tap::pressure`].
@@ -250,14 +256,15 @@ impl Tap for Drain {
             .add(lines.len() as i64 - dropped as i64);
     }
 
-    /// Intake paces itself only to drains without the log (which would drop lines).
+    /// Intake paces itself to drains with the log too: one that overflows its buffer is
+    /// fed from the log instead, which costs several times more per line than memory
+    /// (measured: 0.26–0.37 M lines/s end to end without pacing, 1.5–2.9 M with).
     fn capacity(&self) -> Option<usize> {
-        self.cursor.is_none().then(|| self.buffer.capacity())
+        Some(self.buffer.capacity())
     }
 
     fn pressure(&self, incoming: usize) -> Option<&Notify> {
-        if self.cursor.is_some()
-            || self.buffer.len() + incoming <= self.buffer.capacity() / 2
+        if self.buffer.len() + incoming <= self.buffer.capacity() / 2
             || !self.healthy.load(Ordering::Relaxed)
             || self.slow.load(Ordering::Relaxed)
         {
