@@ -449,6 +449,13 @@ impl Channel {
         h.lines.iter().cloned().collect()
     }
 
+    /// The seq of the last line stored (0: none yet): where a drain reading the durable log
+    /// knows it has caught up.
+    pub fn last_seq(&self) -> u64 {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.next_seq - 1
+    }
+
     /// Lines and bytes in the history.
     pub fn history_len(&self) -> (usize, usize) {
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());

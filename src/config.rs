@@ -301,6 +301,48 @@ pub struct DrainsConfig {
     pub max_per_channel: usize,
     /// A PEM file of extra CA certificates trusted by TLS drains.
     pub tls_ca_file: Option<PathBuf>,
+    /// With the durable log: how far a drain may fall behind before it skips forward to the
+    /// newest lines (L10). `""` (default): as far as the log's retention; `"2h"`: an age;
+    /// `"512MiB"` or a plain number: bytes of frames not yet delivered.
+    pub max_lag: String,
+}
+
+/// `drains.max_lag`, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxLag {
+    /// Only retention makes a drain skip.
+    Retention,
+    /// Skip once the oldest line not delivered is older than this.
+    Age(Duration),
+    /// Skip once the frames not delivered reach this many bytes.
+    Bytes(u64),
+}
+
+impl DrainsConfig {
+    /// `max_lag` parsed, `None` when it is neither empty, a duration nor a size.
+    pub fn max_lag(&self) -> Option<MaxLag> {
+        let t = self.max_lag.trim();
+        if t.is_empty() || t == "retention" {
+            return Some(MaxLag::Retention);
+        }
+        if let Some(d) = parse_duration(t) {
+            return (!d.is_zero()).then_some(MaxLag::Age(d));
+        }
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        let mul: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            _ => return None,
+        };
+        n.checked_mul(mul).filter(|&b| b > 0).map(MaxLag::Bytes)
+    }
 }
 
 impl Default for DrainsConfig {
@@ -309,6 +351,7 @@ impl Default for DrainsConfig {
             buffer_lines: 1024,
             max_per_channel: 5,
             tls_ca_file: None,
+            max_lag: String::new(),
         }
     }
 }
@@ -607,6 +650,12 @@ impl Config {
         if self.drains.buffer_lines == 0 {
             p.push("drains.buffer_lines: must be at least 1".into());
         }
+        if self.drains.max_lag().is_none() {
+            p.push(format!(
+                "drains.max_lag: {:?} is neither a duration like \"2h\" nor a size like \"512MiB\"",
+                self.drains.max_lag
+            ));
+        }
         if let Some(f) = &self.drains.tls_ca_file {
             if !f.exists() {
                 p.push(format!(
@@ -826,5 +875,27 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("m"), None);
+    }
+
+    #[test]
+    fn drains_max_lag_is_an_age_or_a_size() {
+        let lag = |t: &str| {
+            DrainsConfig {
+                max_lag: t.into(),
+                ..DrainsConfig::default()
+            }
+            .max_lag()
+        };
+        assert_eq!(lag(""), Some(MaxLag::Retention));
+        assert_eq!(lag("2h"), Some(MaxLag::Age(Duration::from_secs(7200))));
+        assert_eq!(lag("512MiB"), Some(MaxLag::Bytes(512 << 20)));
+        assert_eq!(lag("1GB"), Some(MaxLag::Bytes(1_000_000_000)));
+        assert_eq!(lag("4096"), Some(MaxLag::Bytes(4096)));
+        assert_eq!(lag("0s"), None);
+        assert_eq!(lag("lots"), None);
+        let mut c = Config::default();
+        c.drains.max_lag = "soon".into();
+        let e = c.validate().unwrap_err().join("\n");
+        assert!(e.contains("drains.max_lag: \"soon\""), "{e}");
     }
 }

@@ -134,8 +134,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         shutdown: &shutdown,
         after_intake: &after_intake,
         runtime: tokio::runtime::Handle::current(),
+        log: log.clone(),
     })?;
     let (drains, alerts) = (outputs.drains.clone(), outputs.alerts.clone());
+    metrics.register(Box::new(crate::drain::lag::LagSeries::new(&drains)));
     let r = registry.clone();
     tokio::task::spawn_blocking(move || r.attach(outputs)).await??;
 
@@ -473,6 +475,8 @@ pub struct Deps<'a> {
     pub after_intake: &'a CancellationToken,
     /// Changes are applied on the blocking pool; tasks are spawned onto this runtime.
     pub runtime: tokio::runtime::Handle,
+    /// The durable log (drains read it when behind), `None` when it is off.
+    pub log: Option<Arc<Log>>,
 }
 
 /// Phase 5: the drains and the alert rules (config rules compiled, a bad one is an error),

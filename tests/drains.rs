@@ -206,7 +206,12 @@ async fn rsyslog_parses_the_l10_notice_of_a_syslog_drain() {
     if !need("rsyslogd", "apt-get install rsyslog") {
         return;
     }
-    let s = TestServer::start_with(|c| c.drains.buffer_lines = 100).await;
+    // Without the durable log: drop-oldest and L10 (tests/drain_log.rs: the same with it).
+    let s = TestServer::start_with(|c| {
+        c.drains.buffer_lines = 100;
+        c.log.path = "off".into();
+    })
+    .await;
     let token = s.create_app("demo").await;
     let port = free_port();
     let drain = add_drain(&s, "demo", &format!("syslog://127.0.0.1:{port}")).await;
@@ -701,7 +706,12 @@ async fn http_400_drops_the_batch_without_retry_and_l10_counts_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_down_from_the_start_then_up_exact_accounting() {
-    let s = TestServer::start_with(|c| c.drains.buffer_lines = 100).await;
+    // Without the durable log: drop-oldest and L10 (tests/drain_log.rs: the same with it).
+    let s = TestServer::start_with(|c| {
+        c.drains.buffer_lines = 100;
+        c.log.path = "off".into();
+    })
+    .await;
     let token = s.create_app("demo").await;
     let port = free_port();
     add_drain(&s, "demo", &format!("syslog://127.0.0.1:{port}")).await;
@@ -741,7 +751,12 @@ async fn receiver_down_from_the_start_then_up_exact_accounting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_that_dies_and_comes_back_exact_accounting() {
-    let s = TestServer::start_with(|c| c.drains.buffer_lines = 100).await;
+    // Without the durable log: drop-oldest and L10 (tests/drain_log.rs: the same with it).
+    let s = TestServer::start_with(|c| {
+        c.drains.buffer_lines = 100;
+        c.log.path = "off".into();
+    })
+    .await;
     let token = s.create_app("demo").await;
     let (r1, port, out1) = receiver(s.dir.path(), "one", TcpOptions::default());
     add_drain(&s, "demo", &format!("syslog://127.0.0.1:{port}")).await;
@@ -775,7 +790,12 @@ async fn receiver_that_dies_and_comes_back_exact_accounting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_receiver_slows_neither_ingestion_nor_another_drain() {
-    let s = TestServer::start_with(|c| c.drains.buffer_lines = 500).await;
+    // Without the durable log: drop-oldest and L10 (tests/drain_log.rs: the same with it).
+    let s = TestServer::start_with(|c| {
+        c.drains.buffer_lines = 500;
+        c.log.path = "off".into();
+    })
+    .await;
     let token = s.create_app("demo").await;
     let (_slow, slow_port, slow_out) = receiver(
         s.dir.path(),
@@ -1122,7 +1142,7 @@ async fn drain_status_tells_a_healthy_drain_from_failing_ones() {
     assert_eq!(
         st,
         serde_json::json!({"state": "connected", "last_error": null, "last_error_at": null,
-                           "sent": 5, "dropped": 0, "lag_lines": 0})
+                           "sent": 5, "dropped": 0, "lag_lines": 0, "lag_seconds": 0.0})
     );
     let st = wait_status(&s, "/refused", |st| st["state"] == "failing").await;
     assert_eq!(st["state"], "failing", "{st}");
@@ -1136,14 +1156,16 @@ async fn drain_status_tells_a_healthy_drain_from_failing_ones() {
             .contains("Connection refused"),
         "{st}"
     );
-    // The unresolvable syslog drain holds at most its buffer; the rest is dropped.
+    // The unresolvable syslog drain holds at most its buffer in memory, the rest stays in
+    // the durable log: nothing is dropped, and its lag counts every line not delivered.
     send_lines(&s, &token, "more", 50).await;
-    let st = wait_status(&s, "no-such-host", |st| st["dropped"] == 45).await;
+    let st = wait_status(&s, "no-such-host", |st| st["lag_lines"] == 55).await;
     assert_eq!(
         (&st["dropped"], &st["lag_lines"]),
-        (&45.into(), &10.into()),
+        (&0.into(), &55.into()),
         "{st}"
     );
+    assert!(st["lag_seconds"].as_f64().unwrap() > 0.0, "{st}");
     assert!(
         st["last_error"]
             .as_str()
@@ -1249,7 +1271,14 @@ async fn drain_throughput() {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     use tokio::io::AsyncReadExt;
-    let s = TestServer::start().await;
+    // DRAIN_LOG=off: the drain without the durable log (buffer and intake pacing only).
+    let off = std::env::var("DRAIN_LOG").is_ok_and(|v| v == "off");
+    let s = TestServer::start_with(|c| {
+        if off {
+            c.log.path = "off".into();
+        }
+    })
+    .await;
     let token = s.create_app("demo").await;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -1306,7 +1335,8 @@ async fn drain_throughput() {
     let secs = t.elapsed().as_secs_f64();
     let g = got.load(Ordering::Relaxed);
     eprintln!(
-        "drain throughput: {g} of {n} frames in {secs:.3}s = {:.2} M lines/s",
+        "drain throughput (log {}): {g} of {n} frames in {secs:.3}s = {:.2} M lines/s",
+        if off { "off" } else { "on" },
         g as f64 / secs / 1e6
     );
     s.stop().await;

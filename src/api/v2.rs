@@ -272,8 +272,8 @@ pub(crate) fn drain_json(d: &store::DrainRecord) -> Value {
     json!({"id": d.id, "token": d.token, "url": crate::drain::url::redact(&d.url)})
 }
 
-/// A drain's `status`: `{"state","last_error","last_error_at","sent","dropped","lag_lines"}`
-/// (times in RFC 3339). A drain not running (not yet, or no more) is `connecting` with zeros.
+/// A drain's `status`: `{"state","last_error","last_error_at","sent","dropped","lag_lines",
+/// "lag_seconds"}` (times in RFC 3339). A drain not running (not yet, or no more) is `connecting` with zeros.
 fn status_json(st: Option<crate::drain::Status>) -> Value {
     let st = st.unwrap_or(crate::drain::Status {
         state: crate::drain::State::Connecting,
@@ -282,6 +282,7 @@ fn status_json(st: Option<crate::drain::Status>) -> Value {
         sent: 0,
         dropped: 0,
         lag_lines: 0,
+        lag_seconds: 0.0,
     });
     let at = crate::alert::rfc3339(st.last_error_at);
     json!({
@@ -291,6 +292,7 @@ fn status_json(st: Option<crate::drain::Status>) -> Value {
         "sent": st.sent,
         "dropped": st.dropped,
         "lag_lines": st.lag_lines,
+        "lag_seconds": (st.lag_seconds * 1000.0).round() / 1000.0,
     })
 }
 

@@ -46,10 +46,13 @@ struct DrainStatus {
     dropped: u64,
     #[serde(default)]
     lag_lines: u64,
+    #[serde(default)]
+    lag_seconds: f64,
 }
 
 /// The drains as a table: URL, token, state, lines sent, dropped and waiting since the
-/// drain started, and the last error with its time.
+/// drain started (with how far behind, in seconds, when the durable log is on), and the last
+/// error with its time.
 fn drains_table(drains: &[Drain]) -> String {
     let head = [
         "URL",
@@ -78,7 +81,13 @@ fn drains_table(drains: &[Drain]) -> String {
                 st.map_or("-".into(), |s| s.state.clone()),
                 num(|s| s.sent),
                 num(|s| s.dropped),
-                num(|s| s.lag_lines),
+                st.map_or("-".into(), |s| {
+                    if s.lag_seconds >= 0.1 {
+                        format!("{} ({:.1}s)", s.lag_lines, s.lag_seconds)
+                    } else {
+                        s.lag_lines.to_string()
+                    }
+                }),
                 error,
             ]
         })

@@ -1,5 +1,7 @@
 //! A drain's bounded buffer. Full means drop-oldest: the lines that go are counted, and the
-//! drain's next delivery starts with the L10 frame saying how many and since when.
+//! drain's next delivery starts with the L10 frame saying how many and since when. With the
+//! durable log on, the buffer is *backed* by it: the oldest lines still go when it is full,
+//! but silently (they are read back from the log, see `cursor.rs`).
 
 use crate::clock::now_micros;
 use crate::line::Line;
@@ -16,6 +18,8 @@ struct Inner {
     since: i64,
     /// The drain's task has ended: nothing is queued any more.
     closed: bool,
+    /// The durable log holds every line: overflow is not a loss.
+    backed: bool,
 }
 
 /// Lines waiting for one drain.
@@ -36,12 +40,18 @@ pub struct Dropped {
 
 impl Buffer {
     pub fn new(cap: usize) -> Buffer {
+        Buffer::with_backing(cap, false)
+    }
+
+    /// A buffer whose overflow is silent when `backed` (the durable log holds the lines).
+    pub fn with_backing(cap: usize, backed: bool) -> Buffer {
         Buffer {
             inner: Mutex::new(Inner {
                 q: VecDeque::with_capacity(cap.min(1024)),
                 dropped: 0,
                 since: 0,
                 closed: false,
+                backed,
             }),
             cap: cap.max(1),
             len: AtomicUsize::new(0),
@@ -55,7 +65,7 @@ impl Buffer {
             inner.q.pop_front();
             n += 1;
         }
-        if n > 0 {
+        if n > 0 && !inner.backed {
             if inner.dropped == 0 {
                 inner.since = now_micros();
             }
@@ -104,6 +114,56 @@ impl Buffer {
         g.dropped = 0;
         self.len.store(g.q.len(), Ordering::Relaxed);
         (out, dropped)
+    }
+
+    /// Backed buffers: drops the lines before seq `next` (delivered from the log meanwhile),
+    /// then takes the run of lines that follows on from `next` (no gap), like [`Buffer::take`]
+    /// without the drop count. Returns the lines and how many were dropped before them.
+    pub fn take_run(&self, max: usize, max_bytes: usize, next: u64) -> (Vec<Line>, usize) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut discarded = 0;
+        while g.q.front().is_some_and(|l| l.seq < next) {
+            g.q.pop_front();
+            discarded += 1;
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let mut want = next;
+        while out.len() < max {
+            let Some(front) = g.q.front() else { break };
+            bytes += front.frame.len() + 64;
+            if front.seq != want || (!out.is_empty() && bytes > max_bytes) {
+                break;
+            }
+            want += 1;
+            if let Some(l) = g.q.pop_front() {
+                out.push(l);
+            }
+        }
+        self.len.store(g.q.len(), Ordering::Relaxed);
+        (out, discarded)
+    }
+
+    /// The seq of the first line queued.
+    pub fn front_seq(&self) -> Option<u64> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.q.front().map(|l| l.seq)
+    }
+
+    /// The drop count to announce (and forgets it).
+    pub fn take_dropped(&self) -> Option<Dropped> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let d = (g.dropped > 0).then(|| Dropped {
+            count: g.dropped,
+            since: g.since,
+        });
+        g.dropped = 0;
+        d
+    }
+
+    /// Has a drop count to announce?
+    pub fn has_dropped(&self) -> bool {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).dropped > 0
     }
 
     /// Puts a batch that could not be delivered back in front (dropping the oldest if the
@@ -192,6 +252,34 @@ mod tests {
         );
         assert_eq!(d.map(|d| d.count), Some(2));
         assert_eq!(b.take(10, 1 << 20).1, None, "announced once");
+    }
+
+    fn seqd(i: usize) -> Line {
+        let mut l = line(i);
+        l.seq = i as u64;
+        l
+    }
+
+    #[test]
+    fn a_backed_buffer_overflows_silently_and_takes_only_the_run_after_the_cursor() {
+        let b = Buffer::with_backing(3, true);
+        assert_eq!(b.push(&(1..=5).map(seqd).collect::<Vec<_>>()), 2);
+        assert_eq!(
+            b.take_dropped(),
+            None,
+            "overflow of a backed buffer is no loss"
+        );
+        assert_eq!(b.front_seq(), Some(3));
+        let (got, gone) = b.take_run(10, 1 << 20, 2);
+        assert!(got.is_empty() && gone == 0, "seq 2 is not in memory");
+        let (got, gone) = b.take_run(10, 1 << 20, 4);
+        assert_eq!((got.len(), gone), (2, 1));
+        assert_eq!(got[0].seq, 4);
+        b.push(&[seqd(7)]);
+        assert!(
+            b.take_run(10, 1 << 20, 6).0.is_empty(),
+            "a gap is not bridged"
+        );
     }
 
     #[test]

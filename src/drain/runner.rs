@@ -8,9 +8,13 @@
 //! Transports implement only connect and send. A policy with a limit of tries (HTTP) holds a
 //! failing batch and sends it again as it is, then drops it (counted, and announced by the
 //! next L10); a policy without one (syslog's reconnect) puts the batch back in front of the
-//! buffer, so that drop-oldest applies to it like to any queued line.
+//! buffer, so that drop-oldest applies to it like to any queued line. With the durable log
+//! a batch comes from the drain's buffer or from the log at its cursor (`cursor.rs`); one
+//! that fails for a reason worth retrying is never dropped (its lines stay in the log and
+//! the cursor stays before them), and the cursor is saved after each delivered batch.
 
 use super::buffer::Dropped;
+use super::cursor::Next;
 use super::{Drain, DrainEnv};
 use crate::clock::now_micros;
 use crate::line::Line;
@@ -139,7 +143,7 @@ async fn wait_for_work(d: &Drain, deadline: &Deadline, idle: Option<Duration>) -
         if deadline.passed() {
             return Wait::Stop;
         }
-        if d.buffer.pending() {
+        if d.buffer.pending() || d.cursor.as_ref().is_some_and(|c| c.behind(d)) {
             return Wait::Work;
         }
         if deadline.flushing() {
@@ -207,15 +211,67 @@ pub async fn run<T: Transport>(d: &Drain, env: &DrainEnv, mut transport: T) {
                 }
             }
         }
-        let (lines, dropped) = d.take(T::BATCH_LINES, T::BATCH_BYTES);
-        let batch = render_batch::<T>(&mut out, &mut ends, d, &lines, dropped);
+        let taken = match &d.cursor {
+            None => {
+                let (lines, dropped) = d.take(T::BATCH_LINES, T::BATCH_BYTES);
+                Taken {
+                    lines,
+                    dropped,
+                    from: From::Buffer,
+                }
+            }
+            Some(c) => match c.next(d, T::BATCH_LINES, T::BATCH_BYTES).await {
+                Next::Again => continue,
+                Next::Idle | Next::Later(_) if d.buffer.has_dropped() => Taken {
+                    lines: Vec::new(),
+                    dropped: d.buffer.take_dropped(),
+                    from: From::Buffer,
+                },
+                Next::Idle => {
+                    // Caught up: wait for lines (or the flush's end).
+                    let n = d.buffer.notify.notified();
+                    tokio::pin!(n);
+                    n.as_mut().enable();
+                    if !d.buffer.pending() && !c.behind(d) {
+                        if deadline.flushing() {
+                            break;
+                        }
+                        tokio::select! {
+                            _ = n => {}
+                            _ = deadline.flush_started() => {}
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                    continue;
+                }
+                Next::Later(t) => {
+                    if !deadline.sleep(t).await {
+                        break;
+                    }
+                    continue;
+                }
+                Next::Memory(lines) => {
+                    let through = lines.last().map_or(0, |l| l.seq);
+                    Taken {
+                        lines,
+                        dropped: d.buffer.take_dropped(),
+                        from: From::Memory(through),
+                    }
+                }
+                Next::Log(lines, through, recv_us) => Taken {
+                    lines,
+                    dropped: d.buffer.take_dropped(),
+                    from: From::Log(through, recv_us),
+                },
+            },
+        };
+        let batch = render_batch::<T>(&mut out, &mut ends, d, &taken.lines, taken.dropped);
         if !deliver(
             d,
             &mut transport,
             &mut conn,
             &batch,
-            lines,
-            dropped,
+            taken,
             &deadline,
             &mut backoff,
         )
@@ -230,24 +286,89 @@ pub async fn run<T: Transport>(d: &Drain, env: &DrainEnv, mut transport: T) {
     d.set_connected(false);
 }
 
+/// Where a batch's lines came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum From {
+    /// The buffer, without the log.
+    Buffer,
+    /// The buffer of a drain with a cursor, through this seq.
+    Memory(u64),
+    /// The log, through this seq (the last line received at this time, µs).
+    Log(u64, i64),
+}
+
+/// A batch's lines, the drops it announces first, and where they came from.
+struct Taken {
+    lines: Vec<Line>,
+    dropped: Option<Dropped>,
+    from: From,
+}
+
+impl Taken {
+    /// The batch was delivered (or refused for good, or given up): the drain's cursor moves
+    /// past it and is saved.
+    async fn done(&self, d: &Drain) {
+        let (Some(c), Some(through), recv_us) = (&d.cursor, self.through(), self.recv_us()) else {
+            return;
+        };
+        let bytes = self.lines.iter().map(|l| l.frame.len() as u64).sum();
+        let caught_up =
+            !d.buffer.pending() && d.channel().map_or(true, |ch| ch.last_seq() <= through);
+        c.delivered(through, recv_us, bytes, caught_up).await;
+    }
+
+    fn through(&self) -> Option<u64> {
+        match self.from {
+            From::Buffer => None,
+            From::Memory(0) => None,
+            From::Memory(t) | From::Log(t, _) => Some(t),
+        }
+    }
+
+    fn recv_us(&self) -> i64 {
+        match self.from {
+            From::Log(_, at) => at,
+            _ => 0,
+        }
+    }
+
+    /// Lines counted in the buffer's gauge.
+    fn buffered(&self) -> i64 {
+        match self.from {
+            From::Log(..) => 0,
+            _ => self.lines.len() as i64,
+        }
+    }
+
+    /// Not delivered, to be tried again: lines from memory go back in front of the buffer,
+    /// lines from the log are read again (the cursor did not move).
+    fn requeue(self, d: &Drain) {
+        match self.from {
+            From::Log(..) => {
+                d.buffer.unshift(Vec::new(), self.dropped);
+            }
+            _ => requeue(d, self.lines, self.dropped),
+        }
+    }
+}
+
 /// Sends one batch by the transport's policy; false when the drain should stop.
-#[allow(clippy::too_many_arguments)]
 async fn deliver<T: Transport>(
     d: &Drain,
     transport: &mut T,
     conn: &mut Option<(T::Conn, Instant)>,
     batch: &Batch,
-    lines: Vec<Line>,
-    dropped: Option<Dropped>,
+    taken: Taken,
     deadline: &Deadline,
     backoff: &mut Backoff,
 ) -> bool {
     let n = batch.lines;
+    let dropped = taken.dropped;
     let mut attempt = 0;
     loop {
         attempt += 1;
         let Some((c, _)) = conn.as_mut() else {
-            requeue(d, lines, dropped);
+            taken.requeue(d);
             return true;
         };
         let sent = deadline
@@ -256,14 +377,15 @@ async fn deliver<T: Transport>(
         let e = match sent {
             // Past the deadline: what is left is dropped (counted when the task ends).
             None => {
-                requeue(d, lines, dropped);
+                taken.requeue(d);
                 return false;
             }
             Some(Ok(())) => {
                 d.set_connected(true);
                 d.count_sent(n);
-                d.counters.buffered.sub(n as i64);
+                d.counters.buffered.sub(taken.buffered());
                 backoff.reset();
+                taken.done(d).await;
                 return true;
             }
             Some(Err(e)) => e,
@@ -278,7 +400,8 @@ async fn deliver<T: Transport>(
         if !e.retry {
             tracing::warn!(drain = %String::from_utf8_lossy(&d.token), url = %d.url.redacted, "{} of {n} lines dropped: {}", e.lost, e.why);
             // Counted before the status shows the refusal.
-            lose(d, batch, e.lost.min(n), dropped);
+            lose(d, batch, e.lost.min(n), dropped, taken.buffered());
+            taken.done(d).await;
             d.failed(&e.why);
             // The next delivery (at least the L10 of this one) waits a backoff: a receiver
             // that refuses everything must not be sent batch after batch. Flushing there is
@@ -290,21 +413,27 @@ async fn deliver<T: Transport>(
         }
         d.failed(&e.why);
         let Some(tries) = T::POLICY.attempts else {
-            // Retried without a limit: the lines go back in front of the buffer, and the
-            // next connection sends them.
-            requeue(d, lines, dropped);
+            // Retried without a limit: the lines go back in front of the buffer (or stay in
+            // the log), and the next connection sends them.
+            taken.requeue(d);
             d.counters.retried.inc();
             return !deadline.flushing() && deadline.sleep(backoff.pace()).await;
         };
+        if d.cursor.is_some() && attempt >= tries && !deadline.passed() {
+            // With the log, a batch worth retrying is never given up: its lines stay there,
+            // and are sent again (a new batch) after a backoff.
+            taken.requeue(d);
+            return !deadline.flushing() && deadline.sleep(backoff.pace()).await;
+        }
         if attempt >= tries || deadline.passed() {
-            lose(d, batch, n, dropped);
+            lose(d, batch, n, dropped, taken.buffered());
             // Flushing, and only an L10 was left: nothing more to deliver.
             return !(n == 0 && deadline.flushing());
         }
         d.counters.retried.inc();
         // Flushing, tries follow at once (within the deadline and the tries).
         if !deadline.flushing() && !deadline.sleep(backoff.pace()).await {
-            lose(d, batch, n, dropped);
+            lose(d, batch, n, dropped, taken.buffered());
             return false;
         }
     }
@@ -342,7 +471,7 @@ fn requeue(d: &Drain, lines: Vec<Line>, dropped: Option<Dropped>) {
 /// `lost` lines of a batch will not be delivered (the rest were): counted, and announced by
 /// the next L10, with the drops the batch's own L10 was announcing when the whole batch
 /// went (its L10 with it).
-fn lose(d: &Drain, batch: &Batch, lost: u64, dropped: Option<Dropped>) {
+fn lose(d: &Drain, batch: &Batch, lost: u64, dropped: Option<Dropped>, buffered: i64) {
     let delivered = batch.lines - lost;
     if delivered > 0 {
         d.count_sent(delivered);
@@ -352,7 +481,7 @@ fn lose(d: &Drain, batch: &Batch, lost: u64, dropped: Option<Dropped>) {
     }
     d.buffer.lost(lost);
     d.count_dropped(lost);
-    d.counters.buffered.sub(batch.lines as i64);
+    d.counters.buffered.sub(buffered);
 }
 
 /// Renders a batch in the transport's framing: the L10 notice first if lines were dropped,

@@ -567,6 +567,12 @@ impl Log {
         Ok(())
     }
 
+    /// The log's directory (others may keep small files in a subdirectory of it: the log
+    /// reads only its own segment files).
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
     /// Whether the log can write now.
     pub fn health(&self) -> Health {
         lock(&self.inner.front).health.clone()
