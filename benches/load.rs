@@ -338,16 +338,7 @@ fn process_cpu_secs() -> f64 {
 /// counts the generator too (the same for runs compared in one invocation), and does not
 /// depend on what else shares the cores, so it is the steadier figure for an A/B.
 #[allow(clippy::too_many_arguments)]
-fn report(
-    mode: &str,
-    r: &Run,
-    conns: u64,
-    count: u64,
-    got: u64,
-    bytes: u64,
-    secs: f64,
-    cpu0: f64,
-) {
+fn report(mode: &str, r: &Run, conns: u64, count: u64, got: u64, bytes: u64, secs: f64, cpu0: f64) {
     let (metrics, lines) = (r.label, if r.router { "router" } else { "app" });
     let cpu_ns = (process_cpu_secs() - cpu0) * 1e9 / got.max(1) as f64;
     println!(
