@@ -89,10 +89,15 @@ fn router_exact(msg: &[u8]) -> Option<RouterLine> {
     } else {
         return None;
     }
-    // ` connect=` is within the last 100 bytes of the router's lines: the last match found
-    // there is the last of the line.
-    let from = msg.len().saturating_sub(128);
-    let at = from + CONNECT.find_iter(&msg[from..]).last()?;
+    let at = match connect_from_end(msg) {
+        Some(at) => at,
+        None => {
+            // ` connect=` is within the last 100 bytes of the router's lines: the last match
+            // found there is the last of the line.
+            let from = msg.len().saturating_sub(128);
+            from + CONNECT.find_iter(&msg[from..]).last()?
+        }
+    };
     let mut s = &msg[at + b" connect=".len()..];
     r.connect_ms = Some(whole(&mut s, 15, b"ms service=")? as f64);
     r.service_ms = Some(whole(&mut s, 15, b"ms status=")? as f64);
@@ -110,6 +115,39 @@ fn router_exact(msg: &[u8]) -> Option<RouterLine> {
         router_pairs(&mut r, logfmt::pairs(s));
     }
     Some(r)
+}
+
+/// Where ` connect=` starts in a line that ends exactly `connect=Nms service=Nms status=NNN
+/// bytes=N` (then ` protocol=https`, ` protocol=http` or nothing), found by walking back
+/// from the end instead of searching: nothing after it can hold another ` connect=`, so it
+/// is the line's last.
+fn connect_from_end(msg: &[u8]) -> Option<usize> {
+    let end = [&b" protocol=https"[..], b" protocol=http"]
+        .iter()
+        .find(|t| msg.ends_with(t))
+        .map_or(msg.len(), |t| msg.len() - t.len());
+    let s = &msg[..end];
+    let mut i = s.len();
+    // Steps back over digits (at least `min`, at most `max`), then over `text`.
+    let mut back = |min: usize, max: usize, text: &[u8]| -> Option<()> {
+        let digits = s[..i].iter().rev().take_while(|b| b.is_ascii_digit()).count();
+        if digits < min || digits > max {
+            return None;
+        }
+        i -= digits;
+        if !s[..i].ends_with(text) {
+            return None;
+        }
+        i -= text.len();
+        Some(())
+    };
+    back(1, 19, b" bytes=")?;
+    back(3, 3, b" status=")?;
+    back(0, 0, b"ms")?;
+    back(1, 15, b" service=")?;
+    back(0, 0, b"ms")?;
+    back(1, 15, b" connect=")?;
+    Some(i)
 }
 
 /// The digits at the start of `s` (1 to `max` of them) as a number, which `then` must
@@ -397,6 +435,25 @@ mod tests {
             );
             if let Some(r) = router_exact(msg.as_bytes()) {
                 proptest::prop_assert_eq!(r, router_general(msg.as_bytes()), "{}", msg);
+            }
+        }
+    }
+
+    #[test]
+    fn the_walk_back_finds_the_last_connect() {
+        for (msg, found) in [
+            ("a connect=1ms x dyno=w connect=2ms service=3ms status=200 bytes=4 protocol=https", true),
+            ("dyno=w connect=2ms service=3ms status=200 bytes=4 protocol=http", true),
+            ("dyno=w connect=2ms service=3ms status=200 bytes=4", true),
+            ("dyno=w connect=2ms service=3.5ms status=200 bytes=4", false),
+            ("dyno=w connect=2ms service=3ms status=20 bytes=4", false),
+            ("dyno=w connect=2ms service=3ms status=200 bytes=4 tls=true", false),
+            ("connect=2ms service=3ms status=200 bytes=4", false),
+        ] {
+            let at = connect_from_end(msg.as_bytes());
+            assert_eq!(at.is_some(), found, "{msg}");
+            if let Some(at) = at {
+                assert_eq!(Some(at), msg.rfind(" connect="), "{msg}");
             }
         }
     }
