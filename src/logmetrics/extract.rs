@@ -130,7 +130,11 @@ fn connect_from_end(msg: &[u8]) -> Option<usize> {
     let mut i = s.len();
     // Steps back over digits (at least `min`, at most `max`), then over `text`.
     let mut back = |min: usize, max: usize, text: &[u8]| -> Option<()> {
-        let digits = s[..i].iter().rev().take_while(|b| b.is_ascii_digit()).count();
+        let digits = s[..i]
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
         if digits < min || digits > max {
             return None;
         }
@@ -442,12 +446,21 @@ mod tests {
     #[test]
     fn the_walk_back_finds_the_last_connect() {
         for (msg, found) in [
-            ("a connect=1ms x dyno=w connect=2ms service=3ms status=200 bytes=4 protocol=https", true),
-            ("dyno=w connect=2ms service=3ms status=200 bytes=4 protocol=http", true),
+            (
+                "a connect=1ms x dyno=w connect=2ms service=3ms status=200 bytes=4 protocol=https",
+                true,
+            ),
+            (
+                "dyno=w connect=2ms service=3ms status=200 bytes=4 protocol=http",
+                true,
+            ),
             ("dyno=w connect=2ms service=3ms status=200 bytes=4", true),
             ("dyno=w connect=2ms service=3.5ms status=200 bytes=4", false),
             ("dyno=w connect=2ms service=3ms status=20 bytes=4", false),
-            ("dyno=w connect=2ms service=3ms status=200 bytes=4 tls=true", false),
+            (
+                "dyno=w connect=2ms service=3ms status=200 bytes=4 tls=true",
+                false,
+            ),
             ("connect=2ms service=3ms status=200 bytes=4", false),
         ] {
             let at = connect_from_end(msg.as_bytes());
