@@ -73,6 +73,30 @@ impl Tokens {
         Arc::make_mut(&mut shards[Self::shard(token)])
     }
 
+    /// The routes of every token of `entries`, each shard made at its final size.
+    fn build(entries: &[Arc<Entry>]) -> Tokens {
+        let mut counts = vec![0usize; SHARDS];
+        for e in entries {
+            for (_, token) in &e.record.tokens {
+                counts[Self::shard(token.as_bytes())] += 1;
+            }
+        }
+        let mut shards: Vec<Shard> = counts.iter().map(|&n| Shard::with_capacity(n)).collect();
+        for e in entries {
+            for (name, token) in &e.record.tokens {
+                let route = Route {
+                    channel: e.channel.clone(),
+                    source: Source::new(name.as_bytes()),
+                };
+                shards[Self::shard(token.as_bytes())]
+                    .insert(token.as_bytes().to_vec().into_boxed_slice(), route);
+            }
+        }
+        Tokens {
+            shards: Arc::new(shards.into_iter().map(Arc::new).collect()),
+        }
+    }
+
     fn insert(&mut self, token: Box<[u8]>, route: Route) {
         self.shard_mut(&token).insert(token, route);
     }
@@ -316,13 +340,43 @@ impl Registry {
             .await
     }
 
-    /// Makes the whole `state` current (start-up): every channel made anew.
+    /// Makes the whole `state` current (start-up): every channel made anew. A million
+    /// channels are loaded this way, so the maps are built in bulk rather than one change
+    /// at a time: the token shards each made at their final size, on a thread of their own
+    /// while this one builds the map by name.
     fn install(&self, state: State) {
-        let mut snap = Snapshot::default();
-        for rec in state.channels {
-            let ch = self.new_channel(&rec);
-            snap.add(rec, ch);
-        }
+        let entries: Vec<Arc<Entry>> = state
+            .channels
+            .into_iter()
+            .map(|record| {
+                Arc::new(Entry {
+                    channel: self.new_channel(&record),
+                    record,
+                })
+            })
+            .collect();
+        let (tokens, (channels, metered)) = std::thread::scope(|s| {
+            let tokens = s.spawn(|| Tokens::build(&entries));
+            let mut channels = imbl::OrdMap::new();
+            let mut metered = imbl::OrdMap::new();
+            for e in &entries {
+                if e.record.metrics {
+                    metered.insert(e.channel.name.clone(), e.channel.clone());
+                }
+                channels.insert(e.channel.name.clone(), e.clone());
+            }
+            let tokens = match tokens.join() {
+                Ok(t) => t,
+                Err(p) => std::panic::resume_unwind(p),
+            };
+            (tokens, (channels, metered))
+        });
+        let mut snap = Snapshot {
+            tokens,
+            channels,
+            metered,
+            ..Snapshot::default()
+        };
         snap.set_outputs(state.drains, state.alerts);
         self.current.store(Arc::new(snap));
     }

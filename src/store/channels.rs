@@ -3,55 +3,61 @@
 use super::{conflict, now, ChannelRecord, Conn, StoreError};
 use rusqlite::{params, OptionalExtension};
 
-/// Every channel with its tokens, by name.
+/// Every channel with its tokens, by name. Start-up reads a million channels this way, so
+/// each row is read in place (borrowed) and only what is kept is allocated.
 pub fn list_channels(conn: &mut Conn) -> Result<Vec<ChannelRecord>, StoreError> {
-    let mut out: Vec<ChannelRecord> = Vec::new();
+    let n: i64 = conn
+        .0
+        .query_row("SELECT count(*) FROM channels", [], |r| r.get(0))?;
+    let mut out: Vec<ChannelRecord> = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
     let mut stmt = conn
         .0
         .prepare("SELECT id, name, created_at, metrics FROM channels ORDER BY name")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, bool>(3)?,
-        ))
-    })?;
-    for row in rows {
-        let (id, name, created_at, metrics) = row?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
         out.push(ChannelRecord {
-            id,
-            name,
+            id: r.get(0)?,
+            name: text(r, 1)?.to_string(),
             tokens: Vec::new(),
-            created_at,
-            metrics,
+            created_at: r.get(2)?,
+            metrics: r.get(3)?,
         });
     }
     // In table order (no ORDER BY: SQLite would sort every token of the node on disk),
-    // then sorted here by channel and, within one, by creation and name.
+    // then sorted here by channel and, within one, by creation and name. Tokens made
+    // together lie together in the table: the channel of the row before is tried first.
     let mut stmt = conn
         .0
         .prepare("SELECT channel, name, token, created_at FROM tokens")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, i64>(3)?,
-        ))
-    })?;
+    let mut rows = stmt.query([])?;
     let mut tokens = Vec::new();
-    for row in rows {
-        let (channel, name, token, created_at) = row?;
-        if let Ok(i) = out.binary_search_by(|c| c.name.as_str().cmp(&channel)) {
-            tokens.push((i, created_at, name, token));
-        }
+    let mut last = usize::MAX;
+    while let Some(r) = rows.next()? {
+        let channel = text(r, 0)?;
+        let i = match out.get(last) {
+            Some(c) if c.name == channel => last,
+            _ => match out.binary_search_by(|c| c.name.as_str().cmp(channel)) {
+                Ok(i) => i,
+                Err(_) => continue,
+            },
+        };
+        last = i;
+        let name = text(r, 1)?.to_string();
+        let token = text(r, 2)?.to_string();
+        tokens.push((i, r.get::<_, i64>(3)?, name, token));
     }
     tokens.sort_unstable_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
     for (i, _, name, token) in tokens {
         out[i].tokens.push((name, token));
     }
     Ok(out)
+}
+
+/// Column `i` of `r` as text, borrowed from the row.
+fn text<'a>(r: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a str> {
+    r.get_ref(i)?.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 /// One channel with its tokens.
