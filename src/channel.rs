@@ -634,9 +634,9 @@ mod tests {
         assert_eq!(m[RATE_MINUTES - 1] + m[RATE_MINUTES - 2], 7);
     }
 
-    #[tokio::test]
-    async fn a_lagging_tail_is_told_how_many_it_lost() {
-        let c = Arc::new(Channel::new(
+    /// A channel of 100 lines whose tails hold 4.
+    fn with_tail_of_4() -> Arc<Channel> {
+        Arc::new(Channel::new(
             1,
             "demo",
             Limits {
@@ -644,7 +644,12 @@ mod tests {
                 history_bytes: 1 << 20,
                 tail_lines: 4,
             },
-        ));
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_lagging_tail_is_told_how_many_it_lost() {
+        let c = with_tail_of_4();
         let (_, rx) = c.read(0, 0, true, |_| true);
         let mut rx = rx.unwrap();
         c.push((0..10).map(line));
@@ -659,15 +664,7 @@ mod tests {
     /// dropped drops it, and lines pushed meanwhile reach the tail that is still open.
     #[tokio::test]
     async fn the_broadcast_lives_only_while_a_tail_is_open() {
-        let c = Arc::new(Channel::new(
-            1,
-            "demo",
-            Limits {
-                history_lines: 100,
-                history_bytes: 1 << 20,
-                tail_lines: 4,
-            },
-        ));
+        let c = with_tail_of_4();
         assert!(!c.tailed());
         c.push((0..2).map(line));
         assert!(!c.tailed());

@@ -136,29 +136,35 @@ impl WindowState {
         self.check(now)
     }
 
+    /// The firing state machine both kinds of rule share: fires when `over` and the cooldown
+    /// since the last firing has passed, resolves a firing window that is no longer `over`;
+    /// `None` when nothing changes.
+    fn turn(&mut self, now: Instant, over: bool) -> Option<Transition> {
+        if self.firing {
+            if over {
+                return None;
+            }
+            self.firing = false;
+            return Some(Transition::Resolve);
+        }
+        let cooled = self
+            .last_fired
+            .map_or(true, |t| now.saturating_duration_since(t) >= self.cooldown);
+        if !over || !cooled {
+            return None;
+        }
+        self.firing = true;
+        self.last_fired = Some(now);
+        self.last_fired_us = Some(crate::clock::now_micros());
+        Some(Transition::Fire)
+    }
+
     /// Fires when the window holds `threshold` matches and the cooldown since the last
     /// firing has passed; resolves a firing window that fell back under the threshold.
     /// Called on every recorded batch and by the manager's ticker.
     pub fn check(&mut self, now: Instant) -> Option<Report> {
         let count = self.count(now);
-        let transition = if self.firing {
-            if count >= self.threshold {
-                return None;
-            }
-            self.firing = false;
-            Transition::Resolve
-        } else {
-            let cooled = self
-                .last_fired
-                .map_or(true, |t| now.saturating_duration_since(t) >= self.cooldown);
-            if count < self.threshold || !cooled {
-                return None;
-            }
-            self.firing = true;
-            self.last_fired = Some(now);
-            self.last_fired_us = Some(crate::clock::now_micros());
-            Transition::Fire
-        };
+        let transition = self.turn(now, count >= self.threshold)?;
         Some(Report {
             transition,
             count,
@@ -173,27 +179,10 @@ impl WindowState {
     /// cooldown since the last firing has passed; resolves once it is no longer above (a
     /// metric with nothing to compute from, such as a ratio without requests, is not above).
     pub fn check_metric(&mut self, now: Instant, value: Option<f64>, above: f64) -> Option<Report> {
-        let over = value.is_some_and(|v| v > above);
-        let transition = if self.firing {
-            if over {
-                return None;
-            }
-            self.firing = false;
-            Transition::Resolve
-        } else {
-            let cooled = self
-                .last_fired
-                .map_or(true, |t| now.saturating_duration_since(t) >= self.cooldown);
-            if !over || !cooled {
-                return None;
-            }
-            self.firing = true;
-            self.last_fired = Some(now);
-            let wall = crate::clock::now_micros();
-            self.last_fired_us = Some(wall);
-            self.last_us = Some(wall);
-            Transition::Fire
-        };
+        let transition = self.turn(now, value.is_some_and(|v| v > above))?;
+        if transition == Transition::Fire {
+            self.last_us = self.last_fired_us;
+        }
         Some(Report {
             transition,
             count: 0,

@@ -200,10 +200,7 @@ impl Client {
         path: &str,
         body: &impl Serialize,
     ) -> Result<T, CliError> {
-        let json = serde_json::to_vec(body)
-            .map_err(|e| CliError::Io(format!("cannot encode the request: {e}")))?;
-        let answer = self.call(Method::POST, path, Some(json)).await?;
-        parse_json(&answer)
+        self.send_json(Method::POST, path, body).await
     }
 
     /// `PATCH path` with a JSON body and parse the JSON answer.
@@ -212,9 +209,19 @@ impl Client {
         path: &str,
         body: &impl Serialize,
     ) -> Result<T, CliError> {
+        self.send_json(Method::PATCH, path, body).await
+    }
+
+    /// `METHOD path` with a JSON body; parses the JSON answer.
+    async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, CliError> {
         let json = serde_json::to_vec(body)
             .map_err(|e| CliError::Io(format!("cannot encode the request: {e}")))?;
-        let answer = self.call(Method::PATCH, path, Some(json)).await?;
+        let answer = self.call(method, path, Some(json)).await?;
         parse_json(&answer)
     }
 
