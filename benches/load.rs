@@ -322,16 +322,12 @@ async fn wait_received(t: &Target, input: &str, goal: u64, deadline: Instant) ->
     }
 }
 
+#[path = "../tests/common/procstat.rs"]
+mod procstat;
+
 /// CPU seconds this process (the router and the generator, when in-process) has used.
 fn process_cpu_secs() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let f: Vec<&str> = s
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    procstat::cpu_secs("self")
 }
 
 /// Prints a run's figures; `cpu0` is [`process_cpu_secs`] at its start. CPU per message

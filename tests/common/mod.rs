@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod procstat;
 pub mod receiver;
 pub mod serve;
 

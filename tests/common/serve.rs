@@ -163,15 +163,7 @@ impl Serve {
 
     /// CPU time the process has used (user and system), in seconds.
     pub fn cpu_secs(&self) -> f64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // The fields after the command name, which is in parentheses and may hold spaces.
-        let f: Vec<&str> = s
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / 100.0
+        super::procstat::cpu_secs(&self.pid().to_string())
     }
 
     /// Open file descriptors of the process.
