@@ -120,6 +120,21 @@ fn args() -> HashMap<String, String> {
     kv
 }
 
+/// Creates the channels `names`, each with its `tokens` (name, token), in one transaction.
+fn bulk_create(store: &logplex::store::Store, names: &[String], tokens: &[Vec<(String, String)>]) {
+    store
+        .call_blocking(|c| {
+            logplex::store::upsert_channels(
+                c,
+                names
+                    .iter()
+                    .zip(tokens)
+                    .map(|(n, t)| (n.as_str(), t.as_slice())),
+            )
+        })
+        .expect("bulk create");
+}
+
 /// Writes `n` channels (`app-0000001`…, tokens `app` and `heroku`) to the store at `dir`,
 /// in one transaction.
 fn fill_store(dir: &Path, n: u64) -> Duration {
@@ -134,17 +149,7 @@ fn fill_store(dir: &Path, n: u64) -> Duration {
             ]
         })
         .collect();
-    store
-        .call_blocking(|c| {
-            logplex::store::upsert_channels(
-                c,
-                names
-                    .iter()
-                    .zip(&tokens)
-                    .map(|(n, t)| (n.as_str(), t.as_slice())),
-            )
-        })
-        .expect("bulk create");
+    bulk_create(&store, &names, &tokens);
     t.elapsed()
 }
 
@@ -214,17 +219,7 @@ async fn histories(channels: u64, lines: u64) {
     let tokens: Vec<Vec<(String, String)>> = (0..channels)
         .map(|i| vec![("app".to_string(), token(3, i))])
         .collect();
-    store
-        .call_blocking(|c| {
-            logplex::store::upsert_channels(
-                c,
-                names
-                    .iter()
-                    .zip(&tokens)
-                    .map(|(n, t)| (n.as_str(), t.as_slice())),
-            )
-        })
-        .expect("bulk create");
+    bulk_create(&store, &names, &tokens);
     drop(store);
     let mut c = config(dir.path(), false);
     c.buffers.history_lines = lines as usize;
