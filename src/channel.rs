@@ -230,6 +230,25 @@ impl Channel {
         self.append(lines, Mode::Live)
     }
 
+    /// [`Channel::push_logged`] with the router lines among `lines` already read by ingest
+    /// (`read[i]` for the i-th line, see [`Channel::metered`]), so that under the channel's
+    /// lock only their totals are added: connections pushing to the same channel do not
+    /// queue behind the parsing. Lines beyond `read` are read under the lock.
+    pub fn push_read<I: IntoIterator<Item = Line>>(
+        &self,
+        lines: I,
+        read: &[Option<logmetrics::RouterLine>],
+    ) -> (usize, Logged) {
+        self.append_read(lines, Mode::Live, read)
+    }
+
+    /// Whether metrics from the logs are on: ingest then reads router lines for
+    /// [`Channel::push_read`] before pushing (a channel without them pays nothing).
+    #[inline]
+    pub fn metered(&self) -> bool {
+        self.metrics_on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Pushes `n` lines like [`Channel::push`], in chunks of an eighth of the smallest tap
     /// buffer, first giving taps that are behind but healthy (see [`Tap::pressure`]) time to
     /// make room, until `deadline` (one per read, whatever the number of channels in it). On a loaded machine this keeps a drain that is only
@@ -240,6 +259,7 @@ impl Channel {
         lines: I,
         n: usize,
         deadline: tokio::time::Instant,
+        read: &[Option<logmetrics::RouterLine>],
     ) -> (usize, Logged) {
         let taps = self.taps.load_full();
         let Some(chunk) = taps
@@ -248,7 +268,7 @@ impl Channel {
             .min()
             .map(|c| (c / 8).max(1))
         else {
-            return self.push_logged(lines);
+            return self.push_read(lines, read);
         };
         let mut lines = lines;
         let (mut left, mut stored, mut logged) = (n, 0, Logged::Off);
@@ -268,7 +288,8 @@ impl Channel {
                     }
                 }
             }
-            let (n, l) = self.push_logged(lines.by_ref().take(k));
+            let part = read.get(n - left..).unwrap_or(&[]);
+            let (n, l) = self.push_read(lines.by_ref().take(k), &part[..part.len().min(k)]);
             stored += n;
             logged = logged.then(l);
             left -= k;
@@ -301,17 +322,6 @@ impl Channel {
     }
 
     fn append<I: IntoIterator<Item = Line>>(&self, lines: I, mode: Mode) -> (usize, Logged) {
-        if mode == Mode::Live && self.metrics_on.load(std::sync::atomic::Ordering::Relaxed) {
-            // Router lines are read before the lock (their fields are most of what metrics
-            // cost); under it only their totals are added, so connections pushing to the
-            // same channel do not queue behind the parsing.
-            let batch: Vec<Line> = lines.into_iter().collect();
-            let read: Vec<Option<logmetrics::RouterLine>> = batch
-                .iter()
-                .map(|l| logmetrics::read_router(&l.source, l.procid(), l.msg()))
-                .collect();
-            return self.append_read(batch, mode, &read);
-        }
         self.append_read(lines, mode, &[])
     }
 

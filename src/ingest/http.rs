@@ -202,9 +202,21 @@ async fn post_logs(
         }
     }
     let mut lines = Vec::with_capacity(frames.len());
+    // Router lines read here, out of the channel's lock, when the channel has metrics on.
+    let metered = route.channel.metered();
+    let mut reads = Vec::with_capacity(if metered { frames.len() } else { 0 });
     for (i, f) in frames.iter().enumerate() {
         match logplex_proto::parse_lenient(f) {
-            Ok(m) => lines.push(Line::from_parsed(f, &m, &route.source)),
+            Ok(m) => {
+                if metered {
+                    reads.push(crate::logmetrics::read_router(
+                        &route.source,
+                        m.procid,
+                        m.msg,
+                    ));
+                }
+                lines.push(Line::from_parsed(f, &m, &route.source));
+            }
             Err(e) => {
                 counters.reject(Reject::Malformed, frames.len() as u64);
                 return Err(Rejection(
@@ -222,6 +234,7 @@ async fn post_logs(
             lines.into_iter(),
             count,
             tokio::time::Instant::now() + std::time::Duration::from_millis(100),
+            &reads,
         )
         .await;
     counters.received.inc_by(n as u64);

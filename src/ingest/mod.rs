@@ -7,19 +7,38 @@ pub mod udp;
 
 use crate::channel::Channel;
 use crate::line::{Fields, Line};
+use crate::logmetrics::{self, RouterLine};
 use crate::metrics::{InputCounters, Reject};
 use crate::registry::{Route, Snapshot};
 use bytes::Bytes;
 use std::sync::Arc;
+
+/// The lines of one read on their way to their channels, and the router lines among them
+/// already read for channels with metrics on; kept by a connection from read to read so
+/// that neither is allocated each time.
+#[derive(Default)]
+pub struct Pending {
+    lines: Vec<Line>,
+    reads: Vec<Option<RouterLine>>,
+}
+
+/// Consecutive lines of one channel.
+struct Run {
+    channel: Arc<Channel>,
+    /// How many lines.
+    n: usize,
+    /// Where their reads start in [`Pending::reads`], if the channel had metrics on when
+    /// the run began (they are then read here, out of the channel's lock).
+    reads: Option<usize>,
+}
 
 /// Routes frames by their APP-NAME token and pushes runs of lines for the same channel
 /// together. One per read (TCP) or datagram (UDP); `pending` is reused.
 pub struct Router<'a> {
     snap: Arc<Snapshot>,
     counters: &'a InputCounters,
-    pending: &'a mut Vec<Line>,
-    /// Consecutive lines of one channel: the channel and how many.
-    runs: Vec<(Arc<Channel>, usize)>,
+    pending: &'a mut Pending,
+    runs: Vec<Run>,
     /// The last token seen and its route: a connection almost always sends one token, so
     /// this skips hashing it for every line.
     last: Option<(Vec<u8>, Route)>,
@@ -28,12 +47,9 @@ pub struct Router<'a> {
 }
 
 impl<'a> Router<'a> {
-    pub fn new(
-        snap: Arc<Snapshot>,
-        counters: &'a InputCounters,
-        pending: &'a mut Vec<Line>,
-    ) -> Self {
-        pending.clear();
+    pub fn new(snap: Arc<Snapshot>, counters: &'a InputCounters, pending: &'a mut Pending) -> Self {
+        pending.lines.clear();
+        pending.reads.clear();
         Router {
             snap,
             counters,
@@ -64,12 +80,29 @@ impl<'a> Router<'a> {
             self.last = Some((m.app_name.to_vec(), route.clone()));
         }
         let Some((_, route)) = &self.last else { return };
-        match self.runs.last_mut() {
-            Some((c, n)) if Arc::ptr_eq(c, &route.channel) => *n += 1,
-            _ => self.runs.push((route.channel.clone(), 1)),
+        let metered = match self.runs.last_mut() {
+            Some(r) if Arc::ptr_eq(&r.channel, &route.channel) => {
+                r.n += 1;
+                r.reads.is_some()
+            }
+            _ => {
+                let reads = route.channel.metered().then_some(self.pending.reads.len());
+                self.runs.push(Run {
+                    channel: route.channel.clone(),
+                    n: 1,
+                    reads,
+                });
+                reads.is_some()
+            }
+        };
+        if metered {
+            let r = logmetrics::read_router(&route.source, m.procid, m.msg);
+            self.pending.reads.push(r);
         }
         let fields = Fields::of(&frame, &m);
-        self.pending.push(Line::new(frame, fields, route.source));
+        self.pending
+            .lines
+            .push(Line::new(frame, fields, route.source));
     }
 
     fn count(&self, stored: u64) {
@@ -86,10 +119,11 @@ impl<'a> Router<'a> {
 
     /// Pushes what is queued and adds the counts to the input's metrics.
     pub fn finish(self) {
-        let mut lines = self.pending.drain(..);
+        let mut lines = self.pending.lines.drain(..);
         let mut stored = 0;
-        for (ch, n) in &self.runs {
-            stored += ch.push(lines.by_ref().take(*n)) as u64;
+        for r in &self.runs {
+            let read = run_reads(&self.pending.reads, r);
+            stored += r.channel.push_read(lines.by_ref().take(r.n), read).0 as u64;
         }
         drop(lines);
         self.count(stored);
@@ -99,12 +133,25 @@ impl<'a> Router<'a> {
     /// [`Channel::push_paced`]).
     pub async fn finish_paced(self, budget: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + budget;
-        let mut lines = self.pending.drain(..);
+        let mut lines = self.pending.lines.drain(..);
         let mut stored = 0;
-        for (ch, n) in &self.runs {
-            stored += ch.push_paced(lines.by_ref().take(*n), *n, deadline).await.0 as u64;
+        for r in &self.runs {
+            let read = run_reads(&self.pending.reads, r);
+            stored += r
+                .channel
+                .push_paced(lines.by_ref().take(r.n), r.n, deadline, read)
+                .await
+                .0 as u64;
         }
         drop(lines);
         self.count(stored);
+    }
+}
+
+/// The reads of run `r` among `reads` (none if its channel was not metered).
+fn run_reads<'r>(reads: &'r [Option<RouterLine>], r: &Run) -> &'r [Option<RouterLine>] {
+    match r.reads {
+        Some(from) => reads.get(from..from + r.n).unwrap_or(&[]),
+        None => &[],
     }
 }

@@ -5,9 +5,8 @@
 //! a [`Table`] (at the cap the one idle longest makes room for a new one) and closed after
 //! `ingest.tcp.idle_timeout` of silence; an idle connection holds no read buffer.
 
-use super::Router;
+use super::{Pending, Router};
 use crate::conns::{Conn, Table};
-use crate::line::Line;
 use crate::metrics::{InputCounters, Reject};
 use crate::server::Node;
 use bytes::BytesMut;
@@ -94,7 +93,7 @@ async fn connection(
     // Allocated when bytes are ready to read and given back after a second of silence, so
     // thousands of idle connections hold no buffers.
     let mut buf = BytesMut::new();
-    let mut pending: Vec<Line> = Vec::new();
+    let mut pending = Pending::default();
     let check = tokio::time::sleep(idle_timeout);
     tokio::pin!(check);
     loop {
@@ -127,7 +126,7 @@ async fn connection(
                 if buf.is_empty() && buf.capacity() > 0 {
                     if idle >= RELEASE_AFTER {
                         buf = BytesMut::new();
-                        pending = Vec::new();
+                        pending = Pending::default();
                     } else {
                         next = RELEASE_AFTER - idle;
                     }

@@ -1,7 +1,6 @@
 //! Syslog over UDP: one RFC 5424 message per datagram.
 
-use super::Router;
-use crate::line::Line;
+use super::{Pending, Router};
 use crate::metrics::Reject;
 use crate::server::Node;
 use bytes::BytesMut;
@@ -14,7 +13,7 @@ pub async fn serve(sock: UdpSocket, node: Arc<Node>, shutdown: CancellationToken
     let counters = node.metrics.input("udp");
     let max_frame = node.config.ingest.max_frame;
     let mut buf = BytesMut::with_capacity(256 * 1024);
-    let mut pending: Vec<Line> = Vec::with_capacity(64);
+    let mut pending = Pending::default();
     loop {
         if buf.capacity() < 65536 {
             buf.reserve(256 * 1024);

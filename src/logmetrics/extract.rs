@@ -89,15 +89,17 @@ fn router_exact(msg: &[u8]) -> Option<RouterLine> {
     } else {
         return None;
     }
-    let at = match connect_from_end(msg) {
-        Some(at) => at,
-        None => {
-            // ` connect=` is within the last 100 bytes of the router's lines: the last match
-            // found there is the last of the line.
-            let from = msg.len().saturating_sub(128);
-            from + CONNECT.find_iter(&msg[from..]).last()?
-        }
-    };
+    if let Some(t) = tail_from_end(msg) {
+        r.connect_ms = Some(t.connect as f64);
+        r.service_ms = Some(t.service as f64);
+        r.status = Some(t.status);
+        r.bytes = Some(t.bytes);
+        return Some(r);
+    }
+    // ` connect=` is within the last 100 bytes of the router's lines: the last match found
+    // there is the last of the line.
+    let from = msg.len().saturating_sub(128);
+    let at = from + CONNECT.find_iter(&msg[from..]).last()?;
     let mut s = &msg[at + b" connect=".len()..];
     r.connect_ms = Some(whole(&mut s, 15, b"ms service=")? as f64);
     r.service_ms = Some(whole(&mut s, 15, b"ms status=")? as f64);
@@ -110,48 +112,85 @@ fn router_exact(msg: &[u8]) -> Option<RouterLine> {
     if !s.is_empty() && s[0] != b' ' {
         return None;
     }
-    // What the router writes after `bytes=` holds none of ours: no need to read it.
-    if !matches!(s, b"" | b" protocol=https" | b" protocol=http") {
-        router_pairs(&mut r, logfmt::pairs(s));
-    }
+    router_pairs(&mut r, logfmt::pairs(s));
     Some(r)
 }
 
-/// Where ` connect=` starts in a line that ends exactly `connect=Nms service=Nms status=NNN
-/// bytes=N` (then ` protocol=https`, ` protocol=http` or nothing), found by walking back
-/// from the end instead of searching: nothing after it can hold another ` connect=`, so it
-/// is the line's last.
-fn connect_from_end(msg: &[u8]) -> Option<usize> {
-    let end = [&b" protocol=https"[..], b" protocol=http"]
-        .iter()
-        .find(|t| msg.ends_with(t))
-        .map_or(msg.len(), |t| msg.len() - t.len());
-    let s = &msg[..end];
-    let mut i = s.len();
-    // Steps back over digits (at least `min`, at most `max`), then over `text`.
-    let mut back = |min: usize, max: usize, text: &[u8]| -> Option<()> {
-        let digits = s[..i]
-            .iter()
-            .rev()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        if digits < min || digits > max {
-            return None;
-        }
-        i -= digits;
-        if !s[..i].ends_with(text) {
-            return None;
-        }
-        i -= text.len();
-        Some(())
+/// The fields of a line that ends exactly ` connect=Nms service=Nms status=NNN bytes=N`
+/// (then ` protocol=https`, ` protocol=http` or nothing), and where its ` connect=` starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Tail {
+    at: usize,
+    connect: u64,
+    service: u64,
+    status: u16,
+    bytes: u64,
+}
+
+/// Reads [`Tail`] walking back from the end once, digits to numbers on the way (no
+/// substring search, nothing read twice): nothing after that ` connect=` can hold another,
+/// so it is the line's last.
+#[inline]
+fn tail_from_end(msg: &[u8]) -> Option<Tail> {
+    let s = match msg.split_last_chunk::<15>() {
+        Some((s, b" protocol=https")) => s,
+        _ => match msg.split_last_chunk::<14>() {
+            Some((s, b" protocol=http")) => s,
+            _ => msg,
+        },
     };
-    back(1, 19, b" bytes=")?;
-    back(3, 3, b" status=")?;
-    back(0, 0, b"ms")?;
-    back(1, 15, b" service=")?;
-    back(0, 0, b"ms")?;
-    back(1, 15, b" connect=")?;
-    Some(i)
+    let (s, bytes) = number_back::<19>(s)?;
+    // ` status=NNN bytes=` has a fixed width: one comparison for its words.
+    let (s, t) = s.split_last_chunk::<18>()?;
+    let (head, digits, tail) = (&t[..8], &t[8..11], &t[11..]);
+    if head != b" status=" || tail != b" bytes=" || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let status = digits.iter().fold(0u16, |v, d| v * 10 + (d - b'0') as u16);
+    if !(100..600).contains(&status) {
+        return None;
+    }
+    let (s, b"ms") = s.split_last_chunk::<2>()? else {
+        return None;
+    };
+    let (s, service) = number_back::<15>(s)?;
+    let (s, b" service=") = s.split_last_chunk::<9>()? else {
+        return None;
+    };
+    let (s, b"ms") = s.split_last_chunk::<2>()? else {
+        return None;
+    };
+    let (s, connect) = number_back::<15>(s)?;
+    let (s, b" connect=") = s.split_last_chunk::<9>()? else {
+        return None;
+    };
+    Some(Tail {
+        at: s.len(),
+        connect,
+        service,
+        status,
+        bytes,
+    })
+}
+
+/// The number that ends `s` (1 to `MAX` digits; `MAX` ≤ 19, so that it fits a u64
+/// unchecked) and what comes before it.
+#[inline(always)]
+fn number_back<const MAX: usize>(s: &[u8]) -> Option<(&[u8], u64)> {
+    let n = s
+        .iter()
+        .rev()
+        .take(MAX + 1)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if n == 0 || n > MAX {
+        return None;
+    }
+    let (rest, digits) = s.split_at(s.len() - n);
+    Some((
+        rest,
+        digits.iter().fold(0u64, |v, d| v * 10 + (d - b'0') as u64),
+    ))
 }
 
 /// The digits at the start of `s` (1 to `max` of them) as a number, which `then` must
@@ -463,7 +502,7 @@ mod tests {
             ),
             ("connect=2ms service=3ms status=200 bytes=4", false),
         ] {
-            let at = connect_from_end(msg.as_bytes());
+            let at = tail_from_end(msg.as_bytes()).map(|t| t.at);
             assert_eq!(at.is_some(), found, "{msg}");
             if let Some(at) = at {
                 assert_eq!(Some(at), msg.rfind(" connect="), "{msg}");

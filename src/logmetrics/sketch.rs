@@ -53,15 +53,26 @@ fn key(x: f64) -> i32 {
 /// milliseconds, and most are below 4 s): a table of 16 KiB instead of a logarithm each.
 const SMALL: usize = 4096;
 
+/// [`key`] of whole numbers `1..SMALL`, looked up.
+#[inline]
+fn small_key(i: usize) -> i32 {
+    static SMALL_KEYS: std::sync::LazyLock<Box<[i32; SMALL]>> = std::sync::LazyLock::new(|| {
+        let mut t = Box::new([0; SMALL]);
+        for (i, k) in t.iter_mut().enumerate() {
+            *k = key(i as f64);
+        }
+        t
+    });
+    SMALL_KEYS[i % SMALL]
+}
+
 /// [`key`], looked up for whole numbers below [`SMALL`]; the same answer.
 #[inline]
 fn key_of(x: f64) -> i32 {
-    static SMALL_KEYS: std::sync::LazyLock<Box<[i32]>> =
-        std::sync::LazyLock::new(|| (0..SMALL).map(|i| key(i as f64)).collect());
     if x < SMALL as f64 {
         let i = x as usize;
         if i as f64 == x && i > 0 {
-            return SMALL_KEYS[i];
+            return small_key(i);
         }
     }
     key(x)
@@ -204,6 +215,21 @@ impl Sketch {
     /// Counts `x`; NaN and infinities are ignored.
     #[inline]
     pub fn add(&mut self, x: f64) {
+        // Whole milliseconds of router lines, most of what is added: a table lookup.
+        if (1.0..SMALL as f64).contains(&x) {
+            let i = x as u32 as usize;
+            if i as f64 == x {
+                self.min = self.min.min(x);
+                self.max = self.max.max(x);
+                self.pos.add(small_key(i), 1);
+                return;
+            }
+        }
+        self.add_any(x);
+    }
+
+    /// [`Sketch::add`] of any value.
+    fn add_any(&mut self, x: f64) {
         if !x.is_finite() {
             return;
         }
