@@ -132,65 +132,54 @@ struct Tail {
 /// so it is the line's last.
 #[inline]
 fn tail_from_end(msg: &[u8]) -> Option<Tail> {
-    let s = match msg.split_last_chunk::<15>() {
-        Some((s, b" protocol=https")) => s,
-        _ => match msg.split_last_chunk::<14>() {
-            Some((s, b" protocol=http")) => s,
-            _ => msg,
-        },
+    let s = if let Some(s) = msg.strip_suffix(b" protocol=https") {
+        s
+    } else if let Some(s) = msg.strip_suffix(b" protocol=http") {
+        s
+    } else {
+        msg
     };
     let (s, bytes) = number_back::<19>(s)?;
-    // ` status=NNN bytes=` has a fixed width: one comparison for its words.
-    let (s, t) = s.split_last_chunk::<18>()?;
-    let (head, digits, tail) = (&t[..8], &t[8..11], &t[11..]);
-    if head != b" status=" || tail != b" bytes=" || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let status = digits.iter().fold(0u16, |v, d| v * 10 + (d - b'0') as u16);
+    let (s, status) = number_back::<3>(s.strip_suffix(b" bytes=")?)?;
+    // 100 to 599 has exactly three digits.
     if !(100..600).contains(&status) {
         return None;
     }
-    let (s, b"ms") = s.split_last_chunk::<2>()? else {
-        return None;
-    };
+    let s = s.strip_suffix(b" status=")?.strip_suffix(b"ms")?;
     let (s, service) = number_back::<15>(s)?;
-    let (s, b" service=") = s.split_last_chunk::<9>()? else {
-        return None;
-    };
-    let (s, b"ms") = s.split_last_chunk::<2>()? else {
-        return None;
-    };
+    let s = s.strip_suffix(b" service=")?.strip_suffix(b"ms")?;
     let (s, connect) = number_back::<15>(s)?;
-    let (s, b" connect=") = s.split_last_chunk::<9>()? else {
-        return None;
-    };
+    let s = s.strip_suffix(b" connect=")?;
     Some(Tail {
         at: s.len(),
         connect,
         service,
-        status,
+        status: status as u16,
         bytes,
     })
 }
 
 /// The number that ends `s` (1 to `MAX` digits; `MAX` ≤ 19, so that it fits a u64
-/// unchecked) and what comes before it.
+/// unchecked) and what comes before it. One pass, each digit taken as it is checked.
 #[inline(always)]
 fn number_back<const MAX: usize>(s: &[u8]) -> Option<(&[u8], u64)> {
-    let n = s
-        .iter()
-        .rev()
-        .take(MAX + 1)
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    if n == 0 || n > MAX {
+    let (mut v, mut unit, mut n) = (0u64, 1u64, 0usize);
+    for &b in s.iter().rev() {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        if n == MAX {
+            return None;
+        }
+        v += d as u64 * unit;
+        unit = unit.wrapping_mul(10);
+        n += 1;
+    }
+    if n == 0 {
         return None;
     }
-    let (rest, digits) = s.split_at(s.len() - n);
-    Some((
-        rest,
-        digits.iter().fold(0u64, |v, d| v * 10 + (d - b'0') as u64),
-    ))
+    Some((&s[..s.len() - n], v))
 }
 
 /// The digits at the start of `s` (1 to `max` of them) as a number, which `then` must
