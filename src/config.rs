@@ -20,6 +20,7 @@ pub struct Config {
     pub drains: DrainsConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+    pub cluster: ClusterConfig,
     pub channels: Vec<ChannelConfig>,
     pub alerts: Vec<crate::alert::RuleSpec>,
 }
@@ -440,6 +441,41 @@ impl LogConfig {
     }
 }
 
+/// `[cluster]`: cluster mode on Redis (`docs/cluster.md`). Left out (no `redis`), the node
+/// runs alone exactly as without the section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The Redis that holds the cluster's config: `redis://host:port`, with an optional
+    /// `:PASSWORD@` and `/DB` (TLS, `rediss://`, and unix sockets are not taken yet).
+    /// Empty: single node.
+    pub redis: String,
+    /// This node's name, written with every change it makes (for people reading the change
+    /// stream). Empty: the host name and the API port, like `web-1:8001`.
+    pub node: String,
+    /// About how many changes the change stream keeps (Redis trims it beyond, in whole
+    /// blocks). A node away for longer than this many changes loads the whole config again
+    /// when it returns.
+    pub changes_kept: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: String::new(),
+            node: String::new(),
+            changes_kept: 100_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Is cluster mode on?
+    pub fn on(&self) -> bool {
+        !self.redis.is_empty()
+    }
+}
+
 /// `[[channels]]`: a channel declared in config, created or updated at start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -547,6 +583,7 @@ impl Config {
         self.check_listeners(&mut p);
         self.check_limits(&mut p);
         self.check_log(&mut p);
+        self.check_cluster(&mut p);
         self.check_channels(&mut p);
         self.check_alerts(&mut p);
         if p.is_empty() {
@@ -666,6 +703,39 @@ impl Config {
         }
         if self.store.path.as_os_str().is_empty() {
             p.push("store.path: must not be empty".into());
+        }
+    }
+
+    /// `[cluster]`.
+    fn check_cluster(&self, p: &mut Vec<String>) {
+        let c = &self.cluster;
+        if c.on() {
+            match redis::Client::open(c.redis.as_str()) {
+                Ok(client) => {
+                    if !matches!(
+                        client.get_connection_info().addr,
+                        redis::ConnectionAddr::Tcp(_, _)
+                    ) {
+                        p.push(format!(
+                            "cluster.redis: {:?} is not a redis://host:port URL (TLS and unix sockets are not taken yet)",
+                            c.redis
+                        ));
+                    }
+                }
+                Err(e) => p.push(format!(
+                    "cluster.redis: {:?} is not a Redis URL like \"redis://127.0.0.1:6379\": {e}",
+                    c.redis
+                )),
+            }
+        }
+        if !(100..=100_000_000).contains(&c.changes_kept) {
+            p.push(format!(
+                "cluster.changes_kept: {} is not between 100 and 100000000",
+                c.changes_kept
+            ));
+        }
+        if c.node.len() > 200 || c.node.chars().any(char::is_control) {
+            p.push("cluster.node: must be at most 200 printable characters".into());
         }
     }
 
