@@ -387,3 +387,55 @@ async fn a_token_reaches_another_node_within_a_second() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A single node turned into a cluster fills the empty Redis with its apps (ids and tokens
+/// kept), which a second node then serves; a Redis restarted empty is filled again from a
+/// node's replica when it reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_fills_an_empty_redis_with_its_apps() {
+    if !have_redis() {
+        return;
+    }
+    let alone = TestServer::start().await;
+    let token = alone.create_app("solo").await;
+    let (st, _) = request(
+        &alone.api(),
+        "POST",
+        "/v2/channels/solo/drains",
+        Some(r#"{"url":"syslog://127.0.0.1:9"}"#),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let dir = alone.stop().await;
+
+    let mut redis = Redis::start();
+    let mut c = common::test_config(dir.path());
+    c.cluster.redis = redis.url();
+    let a = TestServer::start_in(dir, c).await;
+    let b = node(&redis.url()).await;
+    assert_eq!(post_line(&b, &token, "on B").await, 204);
+    let (_, drains) = json_get(&b, "/v2/channels/solo/drains").await;
+    assert_eq!(drains.as_array().map(Vec::len), Some(1), "{drains}");
+
+    // Redis loses everything: the first node back fills it again.
+    redis.restart();
+    for n in [&a, &b] {
+        until(Duration::from_secs(5), "normal again", || async move {
+            health(n).await == "normal"
+        })
+        .await;
+    }
+    let (st, _) = request(
+        &b.api(),
+        "POST",
+        "/v2/channels/solo/tokens",
+        Some(r#"{"name":"web"}"#),
+    )
+    .await;
+    assert_eq!(st, 201);
+    assert_eq!(post_line(&a, &token, "still routed").await, 204);
+    let (_, got) = json_get(&a, "/v2/channels/solo").await;
+    assert!(got["tokens"]["web"].is_string(), "{got}");
+    a.stop().await;
+    b.stop().await;
+}
