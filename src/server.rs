@@ -32,6 +32,7 @@ use crate::registry::{Outputs, Registry};
 use crate::store::{self, Store};
 use crate::{admin_key, api, body, datadir, http, ingest, session};
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,8 +49,9 @@ pub struct Node {
     pub sessions: session::Sessions,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
-    /// What API requests are checked against (the key's hash).
-    pub admin_key: admin_key::AdminKey,
+    /// What API requests are checked against (the key's hash). In cluster mode the
+    /// cluster's key replaces this node's own when they differ.
+    pub admin_key: Arc<ArcSwap<admin_key::AdminKey>>,
     pub api_addr: SocketAddr,
     /// The base of session URLs (`api.public_url`, or `http://` + `api_addr`).
     pub public_url: String,
@@ -156,7 +158,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     tokio::task::spawn_blocking(move || r.attach(outputs)).await??;
 
     let addrs = bound.addrs()?;
-    let cluster = Cluster::new(&config, addrs.api.port(), registry.clone())?;
+    let admin_key = Arc::new(ArcSwap::from_pointee(admin_key));
+    let cluster = Cluster::new(&config, addrs.api.port(), registry.clone(), &admin_key)?;
     if let Some(c) = &cluster {
         c.start(&tasks, &shutdown, CLUSTER_START_WAIT).await;
     }

@@ -439,3 +439,34 @@ async fn a_single_node_fills_an_empty_redis_with_its_apps() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A node without a key of its own takes the cluster's admin key (set by the first node);
+/// its own generated key is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_takes_the_clusters_admin_key() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let a = node(&redis.url()).await;
+    let url = redis.url();
+    let b = TestServer::start_with(move |c| {
+        c.cluster.redis = url;
+        c.api.auth_key = String::new();
+    })
+    .await;
+    let own = std::fs::read_to_string(b.dir.path().join("admin.key")).unwrap();
+    let (st, _) = request(&b.api(), "GET", "/v2/channels", None).await;
+    assert_eq!(st, 200, "the cluster's key is refused on B");
+    let (st, _) = request_with(
+        &b.api(),
+        "GET",
+        "/v2/channels",
+        None,
+        &[("authorization", &format!("Bearer {}", own.trim()))],
+    )
+    .await;
+    assert_eq!(st, 401, "B's own key still works");
+    a.stop().await;
+    b.stop().await;
+}

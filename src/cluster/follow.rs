@@ -7,6 +7,7 @@
 
 use super::keys::{self, DrainValue, TokenValue};
 use super::{Change, Cluster};
+use crate::admin_key::AdminKey;
 use crate::alert::RuleSpec;
 use crate::store::{self, ChannelRecord, DrainRecord, Position, ReplicaWrite, State, StoreError};
 use redis::aio::MultiplexedConnection;
@@ -107,6 +108,7 @@ struct Follower<'a> {
 impl Follower<'_> {
     async fn follow(&mut self) -> Result<std::convert::Infallible, FollowError> {
         let mut pos = self.sync().await?;
+        self.settle_admin_key().await?;
         // Caught up: what the stream holds after the position is applied before the node
         // says it is up.
         while self.read(&mut pos, false).await? > 0 {}
@@ -155,6 +157,48 @@ impl Follower<'_> {
 
     fn conn(&mut self) -> &mut MultiplexedConnection {
         &mut self.conn
+    }
+
+    /// Sets the cluster's admin key to this node's when Redis has none, and takes the
+    /// cluster's when it differs (kept in the store, so a restart with Redis down keeps
+    /// it), unless this node's key is set in its config.
+    async fn settle_admin_key(&mut self) -> Result<(), FollowError> {
+        let mine = self.cluster.admin_key.load_full();
+        let _: Option<String> = redis::cmd("SET")
+            .arg(keys::ADMIN_KEY)
+            .arg(mine.hash_hex())
+            .arg("NX")
+            .query_async(&mut self.conn)
+            .await?;
+        let theirs: Option<String> = self.conn.get(keys::ADMIN_KEY).await?;
+        let Some(theirs) = theirs.as_deref().and_then(AdminKey::from_hash_hex) else {
+            tracing::warn!(
+                "cluster: {} in Redis is not a SHA-256; this node keeps its own admin key",
+                keys::ADMIN_KEY
+            );
+            return Ok(());
+        };
+        if theirs.hash_hex() == mine.hash_hex() {
+            return Ok(());
+        }
+        if self.cluster.key_configured {
+            tracing::warn!(
+                "cluster: api.auth_key (or LOGPLEX_AUTH_KEY) is not the cluster's admin key; this node takes only its own"
+            );
+            return Ok(());
+        }
+        let keep = theirs.clone();
+        self.cluster
+            .registry
+            .store()
+            .call(move |c| crate::admin_key::keep(c, &keep))
+            .await?;
+        self.cluster.admin_key.store(Arc::new(theirs));
+        tracing::warn!(
+            "cluster: this node now takes the cluster's admin key; {} no longer holds it: copy admin.key from the first node of the cluster, or set LOGPLEX_AUTH_KEY",
+            self.cluster.key_file.display()
+        );
+        Ok(())
     }
 
     /// Where to follow from: the replica's position if Redis still has everything after

@@ -21,6 +21,10 @@ pub const IDS: &str = "logplex:ids:channel";
 /// Alert rules on every channel (`*`): rule name → rule.
 pub const STAR_ALERTS: &str = "logplex:alerts";
 
+/// The SHA-256 (hex) of the cluster's admin key: set by the first node to reach Redis,
+/// taken by the others (unless their key is set in their config).
+pub const ADMIN_KEY: &str = "logplex:admin_key_sha256";
+
 /// Channel `name`: a hash of `id`, `created_at`, `metrics` (`0`/`1`).
 pub fn channel(name: &str) -> String {
     format!("logplex:{{ch:{name}}}:channel")

@@ -11,6 +11,9 @@
 //! The asking node answers once its own follower has applied the change, so what it
 //! answers it also serves.
 //!
+//! Every node takes the cluster's admin key (its hash in Redis, set by the first node that
+//! reaches it) unless its own is set in its config.
+//!
 //! Redis down: a change answers 503 (`Retry-After`), everything else (ingest, sessions,
 //! tails, drains) goes on from the replica, the healthcheck says `degraded`, and the
 //! follower reconnects by itself and catches up.
@@ -22,11 +25,12 @@ mod scripts;
 
 pub use change::Change;
 
+use crate::admin_key::AdminKey;
 use crate::alert::RuleSpec;
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::store::{AddDrain, ChannelRecord, DrainRecord, StoreError};
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +65,13 @@ pub struct Cluster {
     up: AtomicBool,
     /// Channels declared in this node's config, written through Redis once it is reached.
     declared: Vec<crate::config::ChannelConfig>,
+    /// What the API checks keys against: the cluster's key once Redis is reached.
+    admin_key: Arc<ArcSwap<AdminKey>>,
+    /// The key is set in this node's config (`api.auth_key`, `LOGPLEX_AUTH_KEY`): kept
+    /// even when the cluster's differs.
+    key_configured: bool,
+    /// This node's `admin.key`, named in the warning when the cluster's key replaces it.
+    key_file: std::path::PathBuf,
 }
 
 /// What a script answered.
@@ -79,6 +90,7 @@ impl Cluster {
         config: &Config,
         api_port: u16,
         registry: Arc<Registry>,
+        admin_key: &Arc<ArcSwap<AdminKey>>,
     ) -> anyhow::Result<Option<Arc<Cluster>>> {
         let c = &config.cluster;
         if !c.on() {
@@ -109,6 +121,9 @@ impl Cluster {
             applied: watch::Sender::new(0),
             up: AtomicBool::new(false),
             declared: config.channels.clone(),
+            admin_key: admin_key.clone(),
+            key_configured: !config.api.auth_key.is_empty(),
+            key_file: config.store.data_dir().join(crate::datadir::KEY_FILE),
         })))
     }
 
