@@ -470,3 +470,50 @@ async fn every_node_takes_the_clusters_admin_key() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A node away while more changes were made than the stream keeps loads the whole config
+/// when it returns: what was made meanwhile is there, what was destroyed is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_away_past_the_streams_length_loads_everything() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let url = redis.url();
+    let cluster = move |c: &mut logplex::config::Config| {
+        c.cluster.redis = url.clone();
+        c.cluster.changes_kept = 100;
+    };
+    let a = TestServer::start_with(cluster.clone()).await;
+    let b = TestServer::start_with(cluster.clone()).await;
+    a.create_app("old").await;
+    until(Duration::from_secs(1), "old on B", || {
+        let b = &b;
+        async move { json_get(b, "/v2/channels/old").await.0 == 200 }
+    })
+    .await;
+    let dir = b.stop().await;
+    let (st, _) = request(&a.api(), "DELETE", "/v2/channels/old", None).await;
+    assert_eq!(st, 204);
+    for i in 0..300 {
+        let (st, body) = request(
+            &a.api(),
+            "POST",
+            "/v2/channels",
+            Some(&format!(r#"{{"name":"new-{i}"}}"#)),
+        )
+        .await;
+        assert_eq!(st, 201, "{body}");
+    }
+    // Trimmed to about 100 (in whole blocks of Redis's stream nodes).
+    let kept = redis.int(&["XLEN", "logplex:changes"]);
+    assert!(kept < 250, "the stream kept {kept} changes");
+    let mut c = common::test_config(dir.path());
+    cluster(&mut c);
+    let b = TestServer::start_in(dir, c).await;
+    assert_eq!(json_get(&b, "/v2/channels/old").await.0, 404);
+    let (_, list) = json_get(&b, "/v2/channels").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(300), "{list}");
+    a.stop().await;
+    b.stop().await;
+}

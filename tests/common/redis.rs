@@ -90,6 +90,24 @@ impl Redis {
         matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
     }
 
+    /// An integer reply to `args` (e.g. `["XLEN", "key"]`), over a raw RESP connection.
+    pub fn int(&self, args: &[&str]) -> i64 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap();
+        let line = String::from_utf8_lossy(&buf[..n]);
+        line.trim()
+            .strip_prefix(':')
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("not an integer reply to {args:?}: {line}"))
+    }
+
     /// `kill -9` and reaped.
     pub fn kill(&mut self) {
         if let Some(mut g) = self.guard.take() {
