@@ -517,3 +517,42 @@ async fn a_node_away_past_the_streams_length_loads_everything() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A channel declared in one node's config, with its fixed token, is written through
+/// Redis: another node routes the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_declared_in_config_reaches_every_node() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let token = "t.00000000-0000-4000-8000-00000000c1c1";
+    let url = redis.url();
+    let a = TestServer::start_with(move |c| {
+        c.cluster.redis = url;
+        c.channels.push(logplex::config::ChannelConfig {
+            name: "declared".into(),
+            tokens: [("app".to_string(), token.to_string())].into(),
+            drains: vec!["syslog://127.0.0.1:9".into()],
+            metrics: Some(true),
+        });
+    })
+    .await;
+    let b = node(&redis.url()).await;
+    until(Duration::from_secs(3), "the declared token on B", || {
+        let b = &b;
+        async move { post_line(b, token, "declared").await == 204 }
+    })
+    .await;
+    until(Duration::from_secs(3), "its drain and metrics on B", || {
+        let b = &b;
+        async move {
+            let (_, ch) = json_get(b, "/v2/channels/declared").await;
+            let (_, drains) = json_get(b, "/v2/channels/declared/drains").await;
+            ch["metrics"] == true && drains.as_array().is_some_and(|d| d.len() == 1)
+        }
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
