@@ -3,9 +3,9 @@
 //! as a replica of it and its routing snapshot built from that, so the hot path never
 //! waits on Redis (Heroku's Logplex did the same with nsync, replicating Redis into ETS).
 //!
-//! A change asked of any node is decided in Redis by one script (see [`scripts`]) that
+//! A change asked of any node is decided in Redis by one script (`scripts.rs`) that
 //! writes the object's keys and appends the change to one stream; every node, this one
-//! included, follows the stream ([`follow`]) and writes each change into its replica and
+//! included, follows the stream (`follow.rs`) and writes each change into its replica and
 //! snapshot ([`Registry::change`]), saving its position in the same transaction, so a
 //! restart or a reconnect resumes where it stopped and misses nothing (unlike pub/sub).
 //! The asking node answers once its own follower has applied the change, so what it

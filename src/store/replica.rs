@@ -124,7 +124,7 @@ pub enum ReplicaWrite<'a> {
 }
 
 /// Writes one change of the stream and, with it in the same transaction, the stream
-/// position it brings the replica to (`position`: the `meta` rows of [`set_position`]).
+/// position it brings the replica to (`meta` rows, read back by [`position`]).
 pub fn replicate(
     conn: &mut Conn,
     write: ReplicaWrite<'_>,
