@@ -859,6 +859,23 @@ mod tests {
     }
 
     #[test]
+    fn cluster_keys_are_checked_together() {
+        let ok = Config::from_toml("[cluster]\nredis = \"redis://127.0.0.1:6379\"\n").unwrap();
+        ok.validate().unwrap();
+        assert!(ok.cluster.on() && !Config::default().cluster.on());
+        let c = Config::from_toml(
+            "[cluster]\nredis = \"http://x\"\nchanges_kept = 5\nnode = \"a\\u0007b\"\n",
+        )
+        .unwrap();
+        let all = c.validate().unwrap_err().join("\n");
+        for needle in ["cluster.redis", "cluster.changes_kept", "cluster.node"] {
+            assert!(all.contains(needle), "{needle} not in {all}");
+        }
+        let c = Config::from_toml("[cluster]\nredis = \"rediss://127.0.0.1:6379\"\n").unwrap();
+        assert!(c.validate().unwrap_err()[0].contains("TLS"));
+    }
+
+    #[test]
     fn unknown_keys_are_an_error() {
         let e = Config::from_toml("[api]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
         assert!(e.problems[0].contains("lisen"), "{e}");
