@@ -425,10 +425,10 @@ impl Registry {
     }
 
     /// Makes one change current: each of `touched` is a channel as now stored (`None`
-    /// inside when it is gone), kept by id (its history and tails with it), made, or destroyed (its
-    /// drains and rules stop seeing lines at once and its sessions end); the drains and
-    /// rules are applied, and the taps set again on the channels whose drains or rules
-    /// changed (every channel when `all`, or when a rule on `*` changed).
+    /// inside when it is gone), kept by id (its history and tails with it), made, or
+    /// destroyed (its drains and rules stop seeing lines at once and its sessions end); the
+    /// drains and rules are applied, and the taps set again on the channels whose drains or
+    /// rules changed (every channel when `all`, or when a rule on `*` changed).
     fn apply(
         &self,
         touched: Vec<(String, Option<ChannelRecord>)>,
