@@ -159,7 +159,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let addrs = bound.addrs()?;
     let admin_key = Arc::new(ArcSwap::from_pointee(admin_key));
-    let cluster = Cluster::new(&config, addrs.api.port(), registry.clone(), &admin_key)?;
+    let cluster = Cluster::new(
+        &config,
+        addrs.api.port(),
+        registry.clone(),
+        &admin_key,
+        &metrics,
+    )?;
     if let Some(c) = &cluster {
         c.start(&tasks, &shutdown, CLUSTER_START_WAIT).await;
     }

@@ -342,6 +342,14 @@ async fn a_killed_node_resumes_from_its_position_and_a_new_one_loads_everything(
         request(&b_api, "GET", "/v2/channels/first", None).await.0,
         404
     );
+    let (_, metrics) = request(&b_api, "GET", "/metrics", None).await;
+    for series in [
+        "logplex_cluster_up 1",
+        "logplex_cluster_full_loads_total 0",
+        "logplex_cluster_changes_applied_total 2",
+    ] {
+        assert!(metrics.contains(series), "{series} not in {metrics}");
+    }
     let log = b.stderr_text();
     assert!(first_run.contains("loaded the whole config"), "{first_run}");
     assert!(
@@ -434,8 +442,14 @@ async fn a_single_node_fills_an_empty_redis_with_its_apps() {
     .await;
     assert_eq!(st, 201);
     assert_eq!(post_line(&a, &token, "still routed").await, 204);
-    let (_, got) = json_get(&a, "/v2/channels/solo").await;
-    assert!(got["tokens"]["web"].is_string(), "{got}");
+    until(Duration::from_secs(2), "B's new token on A", || {
+        let a = &a;
+        async move {
+            let (_, got) = json_get(a, "/v2/channels/solo").await;
+            got["tokens"]["web"].is_string()
+        }
+    })
+    .await;
     a.stop().await;
     b.stop().await;
 }

@@ -150,6 +150,7 @@ impl Follower<'_> {
                 break;
             }
             *pos = self.apply(pos, entry).await?;
+            self.cluster.series.applied.inc();
         }
         self.cluster.applied.send_replace(pos.seq);
         Ok(n)
@@ -362,6 +363,7 @@ impl Follower<'_> {
         p.del(keys::SEEDING).ignore();
         let (id,): (String,) = p.atomic().query_async(self.conn()).await?;
         let pos = Position { epoch, seq: 1, id };
+        self.cluster.series.full_loads.inc();
         let at = pos.clone();
         self.cluster
             .registry
@@ -457,6 +459,7 @@ impl Follower<'_> {
             .alerts
             .sort_by(|a, b| (&a.app, &a.name).cmp(&(&b.app, &b.name)));
         let n = state.channels.len();
+        self.cluster.series.full_loads.inc();
         let at = pos.clone();
         self.cluster
             .registry

@@ -72,6 +72,50 @@ pub struct Cluster {
     key_configured: bool,
     /// This node's `admin.key`, named in the warning when the cluster's key replaces it.
     key_file: std::path::PathBuf,
+    series: Series,
+}
+
+/// The cluster's Prometheus series, registered once when the node starts.
+struct Series {
+    /// `logplex_cluster_up`: 1 while connected to Redis and caught up.
+    up: prometheus::IntGauge,
+    /// `logplex_cluster_changes_applied_total`: changes of the stream applied here.
+    applied: prometheus::IntCounter,
+    /// `logplex_cluster_full_loads_total`: the whole config loaded (or Redis filled).
+    full_loads: prometheus::IntCounter,
+    /// `logplex_cluster_changes_refused_total`: changes answered 503 (Redis not reached).
+    unavailable: prometheus::IntCounter,
+}
+
+impl Series {
+    fn new(metrics: &crate::metrics::Metrics) -> Series {
+        let counter = |name: &str, help: &str| {
+            let c = prometheus::IntCounter::new(name, help).expect("static metric definition");
+            metrics.register(Box::new(c.clone()));
+            c
+        };
+        let up = prometheus::IntGauge::new(
+            "logplex_cluster_up",
+            "1 while this node is connected to the cluster's Redis and caught up with its changes",
+        )
+        .expect("static metric definition");
+        metrics.register(Box::new(up.clone()));
+        Series {
+            up,
+            applied: counter(
+                "logplex_cluster_changes_applied_total",
+                "Config changes of the cluster's stream applied on this node",
+            ),
+            full_loads: counter(
+                "logplex_cluster_full_loads_total",
+                "Times this node loaded the cluster's whole config (or filled an empty Redis)",
+            ),
+            unavailable: counter(
+                "logplex_cluster_changes_refused_total",
+                "Config changes answered 503 because Redis could not be reached",
+            ),
+        }
+    }
 }
 
 /// What a script answered.
@@ -91,6 +135,7 @@ impl Cluster {
         api_port: u16,
         registry: Arc<Registry>,
         admin_key: &Arc<ArcSwap<AdminKey>>,
+        metrics: &crate::metrics::Metrics,
     ) -> anyhow::Result<Option<Arc<Cluster>>> {
         let c = &config.cluster;
         if !c.on() {
@@ -124,6 +169,7 @@ impl Cluster {
             admin_key: admin_key.clone(),
             key_configured: !config.api.auth_key.is_empty(),
             key_file: config.store.data_dir().join(crate::datadir::KEY_FILE),
+            series: Series::new(metrics),
         })))
     }
 
@@ -164,12 +210,14 @@ impl Cluster {
 
     fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
+        self.series.up.set(i64::from(up));
         // Wake whoever waits for the first catch-up.
         self.applied.send_modify(|_| {});
     }
 
     fn unavailable(&self, why: impl std::fmt::Display) -> StoreError {
         tracing::warn!("cluster: cannot write a change to Redis: {why}");
+        self.series.unavailable.inc();
         StoreError::Unavailable(format!(
             "The cluster's config store (Redis) cannot be reached, so nothing can be changed \
              now (logs still flow); retry in {RETRY_AFTER_SECS} s."
