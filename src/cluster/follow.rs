@@ -65,6 +65,9 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
             warned = false;
         }
         cluster.set_up(false);
+        // The writer's connection went with Redis too, most likely: the next change makes a
+        // new one instead of failing once on the old.
+        cluster.writer.store(None);
         if !warned {
             tracing::warn!(
                 "cluster: cannot follow Redis ({err}); config changes are refused until it is back"
