@@ -272,7 +272,7 @@ impl Cluster {
             }
         };
         let decided = parse(answer).ok_or_else(|| {
-            StoreError::Join("Redis answered a change in an unexpected form".into())
+            StoreError::Cluster("a change was answered in an unexpected form".into())
         })?;
         match &decided {
             Decided::Refused(why, _) if why == "unseeded" => {
@@ -600,7 +600,7 @@ fn refused(why: &str) -> StoreError {
     match why {
         "conflict" | "duplicate" => StoreError::Conflict,
         "not_found" => StoreError::NotFound,
-        other => StoreError::Join(format!("Redis refused a change: {other}")),
+        other => StoreError::Cluster(format!("a change was refused: {other}")),
     }
 }
 

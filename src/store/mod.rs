@@ -46,6 +46,9 @@ pub enum StoreError {
     /// changed now; the reason is for the client.
     #[error("{0}")]
     Unavailable(String),
+    /// Cluster mode: Redis answered something this version does not expect (a 500).
+    #[error("the cluster's config store (Redis): {0}")]
+    Cluster(String),
 }
 
 /// A channel with its tokens (name → token).
