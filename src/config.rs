@@ -448,7 +448,9 @@ impl LogConfig {
 pub struct ClusterConfig {
     /// The Redis that holds the cluster's config: `redis://host:port`, with an optional
     /// `:PASSWORD@` and `/DB` (TLS, `rediss://`, and unix sockets are not taken yet).
-    /// Empty: single node.
+    /// Empty: single node. (A list of Redis Cluster seed nodes is refused with a sentence
+    /// saying it is not taken yet.)
+    #[serde(deserialize_with = "one_redis")]
     pub redis: String,
     /// This node's name, written with every change it makes (for people reading the change
     /// stream). Empty: the host name and the API port, like `web-1:8001`.
@@ -457,6 +459,25 @@ pub struct ClusterConfig {
     /// blocks). A node away for longer than this many changes loads the whole config again
     /// when it returns.
     pub changes_kept: u64,
+}
+
+/// `cluster.redis`: one URL; a list (Redis Cluster seed nodes, for a later version) is
+/// refused with a sentence rather than serde's "invalid type".
+fn one_redis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d)? {
+        OneOrMany::One(url) => Ok(url),
+        OneOrMany::Many(seeds) => Err(serde::de::Error::custom(format!(
+            "a list of Redis Cluster seed nodes is not taken yet ({} given): give one \
+             \"redis://host:port\"",
+            seeds.len()
+        ))),
+    }
 }
 
 impl Default for ClusterConfig {
@@ -873,6 +894,9 @@ mod tests {
         }
         let c = Config::from_toml("[cluster]\nredis = \"rediss://127.0.0.1:6379\"\n").unwrap();
         assert!(c.validate().unwrap_err()[0].contains("TLS"));
+        let e = Config::from_toml("[cluster]\nredis = [\"redis://a:1\", \"redis://b:1\"]\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("seed nodes is not taken yet"), "{e}");
     }
 
     #[test]
