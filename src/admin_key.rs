@@ -33,6 +33,17 @@ impl AdminKey {
         }
     }
 
+    /// The key's SHA-256 in hex, as stored.
+    pub fn hash_hex(&self) -> String {
+        hex(&self.hash)
+    }
+
+    /// The checker of a key known only by its SHA-256 in hex (cluster mode: the cluster's
+    /// key, from Redis); `None` when it is not 64 hex digits.
+    pub fn from_hash_hex(h: &str) -> Option<AdminKey> {
+        unhex(h).map(|hash| AdminKey { hash })
+    }
+
     /// Is `presented` the key? Compares hashes in constant time; an empty key never matches.
     pub fn matches(&self, presented: &[u8]) -> bool {
         !presented.is_empty() && bool::from(sha256(presented).ct_eq(&self.hash))
@@ -131,6 +142,12 @@ pub fn settle(
             Ok(AdminKey::of(&key))
         }
     }
+}
+
+/// Keeps `key` as this node's admin key from now on (its hash in the store): cluster mode,
+/// where every node takes the cluster's key.
+pub fn keep(conn: &mut store::Conn, key: &AdminKey) -> Result<(), store::StoreError> {
+    store::set_meta(conn, HASH_META, &key.hash_hex())
 }
 
 /// Replaces a plain key left by an older version with its hash, overwriting the old row on

@@ -20,6 +20,7 @@ pub struct Config {
     pub drains: DrainsConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+    pub cluster: ClusterConfig,
     pub channels: Vec<ChannelConfig>,
     pub alerts: Vec<crate::alert::RuleSpec>,
 }
@@ -440,6 +441,62 @@ impl LogConfig {
     }
 }
 
+/// `[cluster]`: cluster mode on Redis (`docs/cluster.md`). Left out (no `redis`), the node
+/// runs alone exactly as without the section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The Redis that holds the cluster's config: `redis://host:port`, with an optional
+    /// `:PASSWORD@` and `/DB` (TLS, `rediss://`, and unix sockets are not taken yet).
+    /// Empty: single node. (A list of Redis Cluster seed nodes is refused with a sentence
+    /// saying it is not taken yet.)
+    #[serde(deserialize_with = "one_redis")]
+    pub redis: String,
+    /// This node's name, written with every change it makes (for people reading the change
+    /// stream). Empty: the host name and the API port, like `web-1:8001`.
+    pub node: String,
+    /// About how many changes the change stream keeps (Redis trims it beyond, in whole
+    /// blocks). A node away for longer than this many changes loads the whole config again
+    /// when it returns.
+    pub changes_kept: u64,
+}
+
+/// `cluster.redis`: one URL; a list (Redis Cluster seed nodes, for a later version) is
+/// refused with a sentence rather than serde's "invalid type".
+fn one_redis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d)? {
+        OneOrMany::One(url) => Ok(url),
+        OneOrMany::Many(seeds) => Err(serde::de::Error::custom(format!(
+            "a list of Redis Cluster seed nodes is not taken yet ({} given): give one \
+             \"redis://host:port\"",
+            seeds.len()
+        ))),
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: String::new(),
+            node: String::new(),
+            changes_kept: 100_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Is cluster mode on?
+    pub fn on(&self) -> bool {
+        !self.redis.is_empty()
+    }
+}
+
 /// `[[channels]]`: a channel declared in config, created or updated at start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -547,6 +604,7 @@ impl Config {
         self.check_listeners(&mut p);
         self.check_limits(&mut p);
         self.check_log(&mut p);
+        self.check_cluster(&mut p);
         self.check_channels(&mut p);
         self.check_alerts(&mut p);
         if p.is_empty() {
@@ -669,6 +727,39 @@ impl Config {
         }
     }
 
+    /// `[cluster]`.
+    fn check_cluster(&self, p: &mut Vec<String>) {
+        let c = &self.cluster;
+        if c.on() {
+            match redis::Client::open(c.redis.as_str()) {
+                Ok(client) => {
+                    if !matches!(
+                        client.get_connection_info().addr,
+                        redis::ConnectionAddr::Tcp(_, _)
+                    ) {
+                        p.push(format!(
+                            "cluster.redis: {:?} is not a redis://host:port URL (TLS and unix sockets are not taken yet)",
+                            c.redis
+                        ));
+                    }
+                }
+                Err(e) => p.push(format!(
+                    "cluster.redis: {:?} is not a Redis URL like \"redis://127.0.0.1:6379\": {e}",
+                    c.redis
+                )),
+            }
+        }
+        if !(100..=100_000_000).contains(&c.changes_kept) {
+            p.push(format!(
+                "cluster.changes_kept: {} is not between 100 and 100000000",
+                c.changes_kept
+            ));
+        }
+        if c.node.len() > 200 || c.node.chars().any(char::is_control) {
+            p.push("cluster.node: must be at most 200 printable characters".into());
+        }
+    }
+
     /// `[log]`.
     fn check_log(&self, p: &mut Vec<String>) {
         match self.log.fsync_interval.get() {
@@ -786,6 +877,26 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.api.listen, Listen::Addr(([127, 0, 0, 1], 8001).into()));
         assert_eq!(c.buffers.history_lines, 1500);
+    }
+
+    #[test]
+    fn cluster_keys_are_checked_together() {
+        let ok = Config::from_toml("[cluster]\nredis = \"redis://127.0.0.1:6379\"\n").unwrap();
+        ok.validate().unwrap();
+        assert!(ok.cluster.on() && !Config::default().cluster.on());
+        let c = Config::from_toml(
+            "[cluster]\nredis = \"http://x\"\nchanges_kept = 5\nnode = \"a\\u0007b\"\n",
+        )
+        .unwrap();
+        let all = c.validate().unwrap_err().join("\n");
+        for needle in ["cluster.redis", "cluster.changes_kept", "cluster.node"] {
+            assert!(all.contains(needle), "{needle} not in {all}");
+        }
+        let c = Config::from_toml("[cluster]\nredis = \"rediss://127.0.0.1:6379\"\n").unwrap();
+        assert!(c.validate().unwrap_err()[0].contains("TLS"));
+        let e = Config::from_toml("[cluster]\nredis = [\"redis://a:1\", \"redis://b:1\"]\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("seed nodes is not taken yet"), "{e}");
     }
 
     #[test]

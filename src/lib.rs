@@ -21,6 +21,7 @@ pub mod api;
 pub mod body;
 pub mod channel;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod conns;
 pub mod console;

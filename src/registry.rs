@@ -286,7 +286,7 @@ impl Registry {
         self.store.call_blocking(|conn| {
             let drains = store::list_drains(conn)?;
             let alerts = store::list_alerts(conn)?;
-            self.apply(None, drains, alerts, true);
+            self.apply(Vec::new(), drains, alerts, true);
             Ok(())
         })
     }
@@ -334,7 +334,44 @@ impl Registry {
                 };
                 let drains = store::list_drains(conn)?;
                 let alerts = store::list_alerts(conn)?;
-                me.apply(touched, drains, alerts, false);
+                me.apply(touched.into_iter().collect(), drains, alerts, false);
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Runs a store change that may touch every channel (cluster mode: the whole config
+    /// loaded again from Redis), reads the whole state back and installs what differs from
+    /// the current snapshot: channels made, changed or destroyed one by one (the others,
+    /// their history and tails, kept as they are), then every drain and rule. Costs a read
+    /// of every channel.
+    pub async fn change_all<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
+    {
+        let me = self.clone();
+        self.store
+            .call(move |conn| {
+                let out = f(conn)?;
+                let state = store::state(conn)?;
+                let old = me.current.load_full();
+                let mut touched: Vec<(String, Option<ChannelRecord>)> = old
+                    .records()
+                    .filter(|r| {
+                        state
+                            .channels
+                            .binary_search_by(|c| c.name.cmp(&r.name))
+                            .is_err()
+                    })
+                    .map(|r| (r.name.clone(), None))
+                    .collect();
+                for rec in state.channels {
+                    if old.record(&rec.name) != Some(&rec) {
+                        touched.push((rec.name.clone(), Some(rec)));
+                    }
+                }
+                me.apply(touched, state.drains, state.alerts, true);
                 Ok(out)
             })
             .await
@@ -387,14 +424,14 @@ impl Registry {
         Arc::new(ch)
     }
 
-    /// Makes one change current: `touched` is a channel as now stored (`None` inside when
-    /// it is gone), kept by id (its history and tails with it), made, or destroyed (its
-    /// drains and rules stop seeing lines at once and its sessions end); the drains and
-    /// rules are applied, and the taps set again on the channels whose drains or rules
-    /// changed (every channel when `all`, or when a rule on `*` changed).
+    /// Makes one change current: each of `touched` is a channel as now stored (`None`
+    /// inside when it is gone), kept by id (its history and tails with it), made, or
+    /// destroyed (its drains and rules stop seeing lines at once and its sessions end); the
+    /// drains and rules are applied, and the taps set again on the channels whose drains or
+    /// rules changed (every channel when `all`, or when a rule on `*` changed).
     fn apply(
         &self,
-        touched: Option<(String, Option<ChannelRecord>)>,
+        touched: Vec<(String, Option<ChannelRecord>)>,
         drains: Vec<DrainRecord>,
         alerts: Vec<RuleSpec>,
         all: bool,
@@ -402,8 +439,8 @@ impl Registry {
         let old = self.current.load_full();
         let mut snap = (*old).clone();
         let mut retap: HashSet<Arc<str>> = HashSet::new();
-        let mut gone: Option<Arc<Channel>> = None;
-        if let Some((name, rec)) = touched {
+        let mut gone: Vec<Arc<Channel>> = Vec::new();
+        for (name, rec) in touched {
             let prev = snap.channels.get(name.as_str()).cloned();
             match (prev, rec) {
                 (Some(e), Some(rec)) if e.channel.id == rec.id => {
@@ -417,7 +454,7 @@ impl Registry {
                         snap.remove_tokens(&e.record, &e.channel);
                         snap.channels.remove(name.as_str());
                         snap.metered.remove(name.as_str());
-                        gone = Some(e.channel.clone());
+                        gone.push(e.channel.clone());
                     }
                     if let Some(rec) = rec {
                         let ch = self.new_channel(&rec);
@@ -454,7 +491,7 @@ impl Registry {
             out.alerts
                 .apply(&snap.alerts, &|name| snap.channels.contains_key(name));
         }
-        if let Some(ch) = gone {
+        for ch in gone {
             ch.destroy();
             // Its lines are never read again (a channel of the same name is another id);
             // retention deletes them with their segments.

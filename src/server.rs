@@ -11,7 +11,9 @@
 //!    the last stop when the log is off), saved metric roll-ups back into their channels;
 //! 6. `start_outputs`: drains and alert rules, attached to the registry
 //!    ([`Registry::attach`]);
-//! 7. `serve`: intake and API tasks on the bound listeners.
+//! 7. in cluster mode, [`Cluster::start`]: the replica follows Redis's change stream
+//!    (caught up before serving when Redis answers);
+//! 8. `serve`: intake and API tasks on the bound listeners.
 //!
 //! [`Server::wait`] stops in the reverse order: intake, then drains flush, then the API and
 //! sessions, then metric roll-ups are saved, the log is closed (or, without it, history
@@ -19,6 +21,7 @@
 
 use crate::alert::Alerts;
 use crate::channel::Limits;
+use crate::cluster::Cluster;
 use crate::config::{Config, Listen};
 use crate::conns::{self, Caps};
 use crate::drain::Drains;
@@ -29,6 +32,7 @@ use crate::registry::{Outputs, Registry};
 use crate::store::{self, Store};
 use crate::{admin_key, api, body, datadir, http, ingest, session};
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,8 +49,9 @@ pub struct Node {
     pub sessions: session::Sessions,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
-    /// What API requests are checked against (the key's hash).
-    pub admin_key: admin_key::AdminKey,
+    /// What API requests are checked against (the key's hash). In cluster mode the
+    /// cluster's key replaces this node's own when they differ.
+    pub admin_key: Arc<ArcSwap<admin_key::AdminKey>>,
     pub api_addr: SocketAddr,
     /// The base of session URLs (`api.public_url`, or `http://` + `api_addr`).
     pub public_url: String,
@@ -60,12 +65,19 @@ pub struct Node {
     pub bodies: body::Bodies,
     /// The durable log, `None` when `[log] path = "off"`.
     pub log: Option<Arc<Log>>,
+    /// Cluster mode (`[cluster] redis`): config changes are made through Redis. `None`:
+    /// a single node, changes made in the store directly.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Node {
     /// `normal`, or `degraded` while the durable log cannot write (lines still reach the
-    /// rings, tails and drains, but are not kept).
+    /// rings, tails and drains, but are not kept) or, in cluster mode, while Redis cannot
+    /// be reached (the config cannot change; everything else goes on).
     pub fn health(&self) -> &'static str {
+        if self.cluster.as_ref().is_some_and(|c| !c.is_up()) {
+            return "degraded";
+        }
         match self.log.as_ref().map(|l| l.health()) {
             Some(crate::log::Health::Degraded { .. }) => "degraded",
             _ => "normal",
@@ -93,6 +105,10 @@ pub struct Server {
     /// The data directory's lock, released once history is saved.
     lock: datadir::DirLock,
 }
+
+/// How long a node in cluster mode waits at start for its replica to catch up with Redis
+/// before it serves from the replica as it is (degraded).
+const CLUSTER_START_WAIT: Duration = Duration::from_secs(3);
 
 /// Runs the router until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -142,6 +158,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     tokio::task::spawn_blocking(move || r.attach(outputs)).await??;
 
     let addrs = bound.addrs()?;
+    let admin_key = Arc::new(ArcSwap::from_pointee(admin_key));
+    let cluster = Cluster::new(
+        &config,
+        addrs.api.port(),
+        registry.clone(),
+        &admin_key,
+        &metrics,
+    )?;
+    if let Some(c) = &cluster {
+        c.start(&tasks, &shutdown, CLUSTER_START_WAIT).await;
+    }
     let node = Arc::new(Node {
         public_url: config.api.public_url(addrs.api),
         bodies: body::Bodies::new(&config, &metrics),
@@ -157,6 +184,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         drains,
         alerts,
         log,
+        cluster,
     });
     let (intake, lock) = serve(&node, bound);
     tracing::info!(
@@ -276,7 +304,8 @@ fn listen_addr(listen: &Listen, key: &str) -> anyhow::Result<Option<SocketAddr>>
 
 /// Phase 2 (blocking; the data directory is locked by then): makes the data directory's
 /// files private, opens and migrates the store, settles the admin key and writes the
-/// channels (with their fixed tokens and drains) declared in config.
+/// channels (with their fixed tokens and drains) declared in config (in cluster mode they
+/// go through Redis instead).
 fn open_store(config: &Config) -> anyhow::Result<(Store, admin_key::AdminKey)> {
     let dir = config.store.data_dir();
     datadir::make_private(&dir, &config.store.file_name())?;
@@ -284,6 +313,11 @@ fn open_store(config: &Config) -> anyhow::Result<(Store, admin_key::AdminKey)> {
     let key_file = dir.join(datadir::KEY_FILE);
     let admin_key =
         st.call_blocking(|c| Ok(admin_key::settle(c, &config.api.auth_key, &key_file)))??;
+    if config.cluster.on() {
+        // The replica holds what Redis decided; config channels are written through Redis
+        // once it is reached (`Cluster::start`).
+        return Ok((st, admin_key));
+    }
     st.call_blocking(|c| {
         let tokens: Vec<Vec<(String, String)>> = config
             .channels

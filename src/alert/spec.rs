@@ -1,12 +1,12 @@
 //! [`RuleSpec`]: an alert rule as people write it, in config, API bodies and the store.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// An alert rule as written: one `[[alerts]]` table of the config, or the body of
 /// `POST /v2/alerts`, and a row of the store. [`Rule::compile`](super::rule::Rule::compile)
 /// checks it and makes the running rule; two rules are the same rule while their specs are
 /// equal.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     pub name: String,

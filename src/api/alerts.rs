@@ -182,14 +182,19 @@ pub async fn create(
         return Err(conflict().into());
     }
     let to_store = spec.clone();
-    node.registry
-        .change(None, move |c| store::create_alert(c, &to_store))
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict => conflict(),
-            StoreError::NotFound => ApiError::no_app(&spec.app),
-            other => other.into(),
-        })?;
+    match &node.cluster {
+        Some(c) => c.add_alert(&spec).await,
+        None => {
+            node.registry
+                .change(None, move |c| store::create_alert(c, &to_store))
+                .await
+        }
+    }
+    .map_err(|e| match e {
+        StoreError::Conflict => conflict(),
+        StoreError::NotFound => ApiError::no_app(&spec.app),
+        other => other.into(),
+    })?;
     Ok(reply(StatusCode::CREATED, &rule_json(&spec, "api")))
 }
 
@@ -236,14 +241,18 @@ pub async fn delete(
         return Err(ApiError::Conflict(Clash::ConfigAlert(name)).into());
     }
     let (a, n) = (app.clone(), name.clone());
-    let found = node
-        .registry
-        .change(None, move |c| match store::delete_alert(c, &a, &n) {
-            Ok(()) => Ok(true),
-            Err(StoreError::NotFound) => Ok(false),
-            Err(e) => Err(e),
-        })
-        .await?;
+    let found = match &node.cluster {
+        Some(c) => c.remove_alert(&app, &name).await?,
+        None => {
+            node.registry
+                .change(None, move |c| match store::delete_alert(c, &a, &n) {
+                    Ok(()) => Ok(true),
+                    Err(StoreError::NotFound) => Ok(false),
+                    Err(e) => Err(e),
+                })
+                .await?
+        }
+    };
     if found {
         return Ok(no_content());
     }

@@ -31,6 +31,9 @@ pub enum ApiError {
     /// The body could not be read: too large (413), too slow (408), over the shared budget
     /// (503), or broken (400).
     Body(BodyError),
+    /// 503: the cluster's config (in Redis) cannot be reached, so nothing can be changed
+    /// now (everything else works); the reason is written for the user. With `Retry-After`.
+    Unavailable(String),
     /// 500: the store failed, or a bug. Logged; the client is told only to look at the log.
     Internal(String),
 }
@@ -105,6 +108,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::NotFound(Missing::Record),
             StoreError::Conflict => ApiError::Conflict(Clash::Record),
+            StoreError::Unavailable(why) => ApiError::Unavailable(why),
             other => ApiError::Internal(format!("store: {other}")),
         }
     }
@@ -180,6 +184,14 @@ impl IntoResponse for V2 {
                 return r;
             }
             ApiError::Body(e) => return body_error(e),
+            ApiError::Unavailable(why) => {
+                let mut r = answer(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why);
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(crate::cluster::RETRY_AFTER_SECS),
+                );
+                return r;
+            }
             ApiError::Internal(e) => {
                 tracing::error!("{e}");
                 (

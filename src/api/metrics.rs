@@ -87,16 +87,20 @@ pub async fn patch(
     JsonBody(patch): JsonBody<ChannelPatch>,
 ) -> Result<Response, V2> {
     let n = app.clone();
-    let rec = node
-        .registry
-        .change(Some(&app), move |c| {
-            store::set_channel_metrics(c, &n, patch.metrics)
-        })
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::no_app(&app),
-            other => other.into(),
-        })?;
+    let rec = match &node.cluster {
+        Some(c) => c.set_metrics(&app, patch.metrics).await,
+        None => {
+            node.registry
+                .change(Some(&app), move |c| {
+                    store::set_channel_metrics(c, &n, patch.metrics)
+                })
+                .await
+        }
+    }
+    .map_err(|e| match e {
+        StoreError::NotFound => ApiError::no_app(&app),
+        other => other.into(),
+    })?;
     Ok(reply(StatusCode::OK, &channel_json(&rec)))
 }
 

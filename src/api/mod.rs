@@ -173,7 +173,7 @@ pub async fn require_admin_key(
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
-    if authorised(req.headers(), &node.admin_key) {
+    if authorised(req.headers(), &node.admin_key.load()) {
         next.run(req).await
     } else {
         V2(ApiError::Unauthorized).into_response()

@@ -112,10 +112,15 @@ pub async fn delete_channel(
     Params(name): Params<String>,
 ) -> Result<Response, V2> {
     let n = name.clone();
-    node.registry
-        .change(Some(&name), move |c| store::delete_channel(c, &n))
-        .await
-        .map_err(or_no_app(&name))?;
+    match &node.cluster {
+        Some(c) => c.destroy_channel(&name).await,
+        None => {
+            node.registry
+                .change(Some(&name), move |c| store::delete_channel(c, &n))
+                .await
+        }
+    }
+    .map_err(or_no_app(&name))?;
     Ok(no_content())
 }
 
@@ -166,20 +171,24 @@ pub async fn create_channel(
     tokens.sort();
     tokens.dedup();
     let (name, with_metrics) = (body.name.clone(), body.metrics);
-    let rec = node
-        .registry
-        .change(Some(&body.name), move |c| {
-            let rec = store::create_channel(c, &name, &tokens)?;
-            if with_metrics {
-                return store::set_channel_metrics(c, &name, true);
-            }
-            Ok(rec)
-        })
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict => ApiError::Conflict(Clash::App(body.name)),
-            other => other.into(),
-        })?;
+    let made = match &node.cluster {
+        Some(c) => c.create_channel(&name, &tokens, with_metrics).await,
+        None => {
+            node.registry
+                .change(Some(&body.name), move |c| {
+                    let rec = store::create_channel(c, &name, &tokens)?;
+                    if with_metrics {
+                        return store::set_channel_metrics(c, &name, true);
+                    }
+                    Ok(rec)
+                })
+                .await
+        }
+    };
+    let rec = made.map_err(|e| match e {
+        StoreError::Conflict => ApiError::Conflict(Clash::App(body.name)),
+        other => other.into(),
+    })?;
     Ok(reply(StatusCode::CREATED, &channel_json(&rec)))
 }
 
@@ -203,17 +212,21 @@ pub async fn create_token(
         .into());
     }
     let (ch, tn) = (channel.clone(), body.name.clone());
-    let token = node
-        .registry
-        .change(Some(&channel), move |c| store::create_token(c, &ch, &tn))
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict => ApiError::Conflict(Clash::Token {
-                app: channel.clone(),
-                name: body.name.clone(),
-            }),
-            other => or_no_app(&channel)(other),
-        })?;
+    let made = match &node.cluster {
+        Some(c) => c.create_token(&channel, &body.name).await,
+        None => {
+            node.registry
+                .change(Some(&channel), move |c| store::create_token(c, &ch, &tn))
+                .await
+        }
+    };
+    let token = made.map_err(|e| match e {
+        StoreError::Conflict => ApiError::Conflict(Clash::Token {
+            app: channel.clone(),
+            name: body.name.clone(),
+        }),
+        other => or_no_app(&channel)(other),
+    })?;
     Ok(reply(
         StatusCode::CREATED,
         &json!({"name": body.name, "token": token}),
@@ -311,10 +324,15 @@ pub(crate) async fn add_drain(
     }
     let max = node.config.drains.max_per_channel;
     let (ch, u) = (channel.to_string(), url.to_string());
-    let r = node
-        .registry
-        .change(None, move |c| Ok(store::create_drain(c, &ch, &u, max)))
-        .await?;
+    let r = match &node.cluster {
+        Some(c) => c.add_drain(channel, url, max).await,
+        None => {
+            node.registry
+                .change(None, move |c| Ok(store::create_drain(c, &ch, &u, max)))
+                .await
+        }
+    }
+    .map_err(or_no_app(channel))?;
     r.map_err(|e| match e {
         store::AddDrain::Duplicate => ApiError::Conflict(Clash::Drain {
             app: channel.to_string(),
@@ -384,16 +402,21 @@ pub(crate) async fn remove_drain(
     which: &str,
 ) -> Result<store::DrainRecord, ApiError> {
     let (ch, w) = (channel.to_string(), which.to_string());
-    node.registry
-        .change(None, move |c| store::delete_drain(c, &ch, &w))
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::NotFound(Missing::Drain {
-                app: channel.to_string(),
-                which: which.to_string(),
-            }),
-            other => other.into(),
-        })
+    match &node.cluster {
+        Some(c) => c.remove_drain(channel, which).await,
+        None => {
+            node.registry
+                .change(None, move |c| store::delete_drain(c, &ch, &w))
+                .await
+        }
+    }
+    .map_err(|e| match e {
+        StoreError::NotFound => ApiError::NotFound(Missing::Drain {
+            app: channel.to_string(),
+            which: which.to_string(),
+        }),
+        other => other.into(),
+    })
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,7 @@ mod alerts;
 mod channels;
 mod drains;
 mod meta;
+mod replica;
 
 pub use alerts::{create_alert, delete_alert, list_alerts};
 pub use channels::{
@@ -26,6 +27,7 @@ pub use meta::{
     get_meta, load_history, load_logmetrics, replace_meta_securely, save_history, save_logmetrics,
     set_meta,
 };
+pub use replica::{max_channel_id, position, replace_state, replicate, Position, ReplicaWrite};
 
 /// Errors at the store boundary.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,13 @@ pub enum StoreError {
     Open { path: String, reason: String },
     #[error("store task failed: {0}")]
     Join(String),
+    /// Cluster mode: the cluster's config (in Redis) cannot be reached, so it cannot be
+    /// changed now; the reason is for the client.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Cluster mode: Redis answered something this version does not expect (a 500).
+    #[error("the cluster's config store (Redis): {0}")]
+    Cluster(String),
 }
 
 /// A channel with its tokens (name → token).

@@ -5,6 +5,7 @@
 pub mod child;
 pub mod procstat;
 pub mod receiver;
+pub mod redis;
 pub mod serve;
 
 pub use child::{output, ChildGuard};

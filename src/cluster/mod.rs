@@ -1,0 +1,625 @@
+//! Cluster mode on Redis (`[cluster] redis`; `docs/cluster.md`). Redis is the source of
+//! truth for the config (channels, tokens, drains, alert rules); each node keeps its store
+//! as a replica of it and its routing snapshot built from that, so the hot path never
+//! waits on Redis (Heroku's Logplex did the same with nsync, replicating Redis into ETS).
+//!
+//! A change asked of any node is decided in Redis by one script (`scripts.rs`) that
+//! writes the object's keys and appends the change to one stream; every node, this one
+//! included, follows the stream (`follow.rs`) and writes each change into its replica and
+//! snapshot ([`Registry::change`]), saving its position in the same transaction, so a
+//! restart or a reconnect resumes where it stopped and misses nothing (unlike pub/sub).
+//! The asking node answers once its own follower has applied the change, so what it
+//! answers it also serves.
+//!
+//! Every node takes the cluster's admin key (its hash in Redis, set by the first node that
+//! reaches it) unless its own is set in its config.
+//!
+//! Redis down: a change answers 503 (`Retry-After`), everything else (ingest, sessions,
+//! tails, drains) goes on from the replica, the healthcheck says `degraded`, and the
+//! follower reconnects by itself and catches up.
+
+mod change;
+mod follow;
+pub mod keys;
+mod scripts;
+
+pub use change::Change;
+
+use crate::admin_key::AdminKey;
+use crate::alert::RuleSpec;
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::store::{AddDrain, ChannelRecord, DrainRecord, StoreError};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The `Retry-After` of a change refused while Redis cannot be reached.
+pub const RETRY_AFTER_SECS: u64 = 2;
+
+/// How long the asking node waits for its follower to apply a change it made before it
+/// answers anyway (the change is made; only this node's view lags).
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// One node's part of the cluster: the connection changes are written through, and the
+/// follower's state.
+pub struct Cluster {
+    client: redis::Client,
+    /// Written with every change (for people reading the stream).
+    node: String,
+    changes_kept: u64,
+    registry: Arc<Registry>,
+    /// The connection changes are written through; dropped on a connection error and made
+    /// again by the next change.
+    writer: ArcSwapOption<MultiplexedConnection>,
+    scripts: scripts::Scripts,
+    /// The last change applied to the replica (its `seq`).
+    applied: watch::Sender<u64>,
+    /// The follower is connected and caught up.
+    up: AtomicBool,
+    /// Channels declared in this node's config, written through Redis once it is reached.
+    declared: Vec<crate::config::ChannelConfig>,
+    /// What the API checks keys against: the cluster's key once Redis is reached.
+    admin_key: Arc<ArcSwap<AdminKey>>,
+    /// The key is set in this node's config (`api.auth_key`, `LOGPLEX_AUTH_KEY`): kept
+    /// even when the cluster's differs.
+    key_configured: bool,
+    /// This node's `admin.key`, named in the warning when the cluster's key replaces it.
+    key_file: std::path::PathBuf,
+    series: Series,
+}
+
+/// The cluster's Prometheus series, registered once when the node starts.
+struct Series {
+    /// `logplex_cluster_up`: 1 while connected to Redis and caught up.
+    up: prometheus::IntGauge,
+    /// `logplex_cluster_changes_applied_total`: changes of the stream applied here.
+    applied: prometheus::IntCounter,
+    /// `logplex_cluster_full_loads_total`: the whole config loaded (or Redis filled).
+    full_loads: prometheus::IntCounter,
+    /// `logplex_cluster_changes_refused_total`: changes answered 503 (Redis not reached).
+    unavailable: prometheus::IntCounter,
+}
+
+impl Series {
+    fn new(metrics: &crate::metrics::Metrics) -> Series {
+        let counter = |name: &str, help: &str| {
+            let c = prometheus::IntCounter::new(name, help).expect("static metric definition");
+            metrics.register(Box::new(c.clone()));
+            c
+        };
+        let up = prometheus::IntGauge::new(
+            "logplex_cluster_up",
+            "1 while this node is connected to the cluster's Redis and caught up with its changes",
+        )
+        .expect("static metric definition");
+        metrics.register(Box::new(up.clone()));
+        Series {
+            up,
+            applied: counter(
+                "logplex_cluster_changes_applied_total",
+                "Config changes of the cluster's stream applied on this node",
+            ),
+            full_loads: counter(
+                "logplex_cluster_full_loads_total",
+                "Times this node loaded the cluster's whole config (or filled an empty Redis)",
+            ),
+            unavailable: counter(
+                "logplex_cluster_changes_refused_total",
+                "Config changes answered 503 because Redis could not be reached",
+            ),
+        }
+    }
+}
+
+/// What a script answered.
+enum Decided {
+    /// Made: its change number and its channel's id (0 for none).
+    Made { seq: u64, id: i64 },
+    /// Refused: `conflict`, `not_found`, `duplicate` or `limit`, when the last change
+    /// made was `seq`.
+    Refused(String, u64),
+}
+
+impl Cluster {
+    /// The cluster of `config` (`None` when `[cluster] redis` is not set). Nothing is
+    /// connected until [`Cluster::start`].
+    pub fn new(
+        config: &Config,
+        api_port: u16,
+        registry: Arc<Registry>,
+        admin_key: &Arc<ArcSwap<AdminKey>>,
+        metrics: &crate::metrics::Metrics,
+    ) -> anyhow::Result<Option<Arc<Cluster>>> {
+        let c = &config.cluster;
+        if !c.on() {
+            return Ok(None);
+        }
+        let client = redis::Client::open(c.redis.as_str())
+            .map_err(|e| anyhow::anyhow!("cluster.redis {:?}: {e}", c.redis))?;
+        let node = if c.node.is_empty() {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default();
+            let host = if host.is_empty() {
+                "logplex".into()
+            } else {
+                host
+            };
+            format!("{host}:{api_port}")
+        } else {
+            c.node.clone()
+        };
+        Ok(Some(Arc::new(Cluster {
+            client,
+            node,
+            changes_kept: c.changes_kept,
+            registry,
+            writer: ArcSwapOption::empty(),
+            scripts: scripts::Scripts::new(),
+            applied: watch::Sender::new(0),
+            up: AtomicBool::new(false),
+            declared: config.channels.clone(),
+            admin_key: admin_key.clone(),
+            key_configured: !config.api.auth_key.is_empty(),
+            key_file: config.store.data_dir().join(crate::datadir::KEY_FILE),
+            series: Series::new(metrics),
+        })))
+    }
+
+    /// Starts following the change stream (a task on `tasks`, ended by `shutdown`) and
+    /// waits, at most `wait`, until the replica has caught up, so that a node starting with
+    /// Redis reachable serves the cluster's config from its first request. With Redis
+    /// down, the node starts from its replica, degraded.
+    pub async fn start(
+        self: &Arc<Self>,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+        wait: Duration,
+    ) {
+        let mut ready = self.applied.subscribe();
+        tasks.spawn(follow::run(self.clone(), shutdown.clone()));
+        let me = self.clone();
+        let caught_up = async move {
+            while !me.is_up() {
+                if ready.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(wait, caught_up).await.is_err() {
+            tracing::warn!(
+                "cluster: Redis not reached within {wait:?}; serving the config of this node's replica until it is"
+            );
+        }
+        if !self.declared.is_empty() {
+            tasks.spawn(self.clone().declare_all(shutdown.clone()));
+        }
+    }
+
+    /// Connected to Redis and caught up with the change stream.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        self.series.up.set(i64::from(up));
+        // Wake whoever waits for the first catch-up.
+        self.applied.send_modify(|_| {});
+    }
+
+    fn unavailable(&self, why: impl std::fmt::Display) -> StoreError {
+        tracing::warn!("cluster: cannot write a change to Redis: {why}");
+        self.series.unavailable.inc();
+        StoreError::Unavailable(format!(
+            "The cluster's config store (Redis) cannot be reached, so nothing can be changed \
+             now (logs still flow); retry in {RETRY_AFTER_SECS} s."
+        ))
+    }
+
+    /// The connection changes are written through, made when there is none.
+    async fn writer(&self) -> Result<MultiplexedConnection, StoreError> {
+        if let Some(c) = self.writer.load_full() {
+            return Ok((*c).clone());
+        }
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(Duration::from_secs(3));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        self.writer.store(Some(Arc::new(c.clone())));
+        Ok(c)
+    }
+
+    /// Runs `script` with the op's `keys` and `args` (after the common ones), then waits
+    /// until this node's follower has applied the change.
+    async fn decide(
+        &self,
+        script: &redis::Script,
+        keys: &[String],
+        change: &Change,
+        args: &[String],
+    ) -> Result<Decided, StoreError> {
+        let mut conn = self.writer().await?;
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(k);
+        }
+        inv.key(keys::EPOCH).key(keys::SEQ).key(keys::STREAM);
+        inv.arg(self.changes_kept)
+            .arg(&self.node)
+            .arg(change.to_json());
+        for a in args {
+            inv.arg(a);
+        }
+        let answer: Value = match inv.invoke_async(&mut conn).await {
+            Ok(v) => v,
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    self.writer.store(None);
+                }
+                return Err(self.unavailable(e));
+            }
+        };
+        let decided = parse(answer).ok_or_else(|| {
+            StoreError::Cluster("a change was answered in an unexpected form".into())
+        })?;
+        match &decided {
+            Decided::Refused(why, _) if why == "unseeded" => {
+                return Err(StoreError::Unavailable(format!(
+                    "The cluster's config store (Redis) is being filled by a node; retry in \
+                     {RETRY_AFTER_SECS} s."
+                )))
+            }
+            Decided::Made { seq, .. } | Decided::Refused(_, seq) => self.wait_applied(*seq).await,
+        }
+        Ok(decided)
+    }
+
+    /// Waits (at most [`APPLY_WAIT`]) until the replica holds change `seq`.
+    async fn wait_applied(&self, seq: u64) {
+        let mut rx = self.applied.subscribe();
+        let applied = tokio::time::timeout(APPLY_WAIT, rx.wait_for(|s| *s >= seq)).await;
+        if !matches!(applied, Ok(Ok(_))) {
+            tracing::warn!(
+                seq,
+                "cluster: change made in Redis but not yet applied here after {APPLY_WAIT:?}"
+            );
+        }
+    }
+
+    /// `POST /v2/channels`: a channel with new tokens of `token_names`.
+    pub async fn create_channel(
+        &self,
+        name: &str,
+        token_names: &[String],
+        metrics: bool,
+    ) -> Result<ChannelRecord, StoreError> {
+        let created_at = crate::clock::now_secs();
+        let tokens: Vec<(String, String)> = token_names
+            .iter()
+            .map(|n| (n.clone(), format!("t.{}", uuid::Uuid::new_v4())))
+            .collect();
+        let change = Change::Create {
+            name: name.into(),
+            created_at,
+            metrics,
+            tokens: tokens.clone(),
+        };
+        let mut args = vec![
+            name.to_string(),
+            created_at.to_string(),
+            u8::from(metrics).to_string(),
+        ];
+        for (n, t) in &tokens {
+            args.push(n.clone());
+            args.push(json(&keys::TokenValue(t.clone(), created_at)));
+        }
+        let k = [
+            keys::channel(name),
+            keys::tokens(name),
+            keys::CHANNELS.into(),
+            keys::IDS.into(),
+        ];
+        match self
+            .decide(&self.scripts.create, &k, &change, &args)
+            .await?
+        {
+            Decided::Made { id, .. } => Ok(ChannelRecord {
+                id,
+                name: name.into(),
+                tokens,
+                created_at,
+                metrics,
+            }),
+            Decided::Refused(why, _) => Err(refused(&why)),
+        }
+    }
+
+    /// A channel of this node's config: made if missing, its fixed tokens set, its
+    /// metrics flag set when the config says.
+    async fn declare(&self, ch: &crate::config::ChannelConfig) -> Result<(), StoreError> {
+        let created_at = crate::clock::now_secs();
+        let change = Change::Declare {
+            name: ch.name.clone(),
+        };
+        let mut args = vec![
+            ch.name.clone(),
+            created_at.to_string(),
+            ch.metrics
+                .map_or(String::new(), |m| u8::from(m).to_string()),
+        ];
+        for (n, t) in &ch.tokens {
+            args.push(n.clone());
+            args.push(json(&keys::TokenValue(t.clone(), created_at)));
+        }
+        let k = [
+            keys::channel(&ch.name),
+            keys::tokens(&ch.name),
+            keys::CHANNELS.into(),
+            keys::IDS.into(),
+        ];
+        if let Decided::Refused(why, _) = self
+            .decide(&self.scripts.declare, &k, &change, &args)
+            .await?
+        {
+            return Err(refused(&why));
+        }
+        for url in &ch.drains {
+            match self.add_drain(&ch.name, url, usize::MAX).await? {
+                Ok(_) | Err(AddDrain::Duplicate) | Err(AddDrain::Limit(_)) => {}
+                Err(AddDrain::Store(e)) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the channels of this node's config through Redis (retried until Redis takes
+    /// them or the node stops).
+    async fn declare_all(self: Arc<Self>, shutdown: CancellationToken) {
+        for ch in &self.declared {
+            loop {
+                match self.declare(ch).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(channel = %ch.name, "cluster: cannot declare a config channel yet: {e}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(RETRY_AFTER_SECS)) => {}
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `DELETE /v2/channels/NAME`.
+    pub async fn destroy_channel(&self, name: &str) -> Result<(), StoreError> {
+        let change = Change::Destroy { name: name.into() };
+        let k = [
+            keys::channel(name),
+            keys::tokens(name),
+            keys::drains(name),
+            keys::alerts(name),
+            keys::CHANNELS.into(),
+        ];
+        match self
+            .decide(&self.scripts.destroy, &k, &change, &[name.into()])
+            .await?
+        {
+            Decided::Made { .. } => Ok(()),
+            Decided::Refused(why, _) => Err(refused(&why)),
+        }
+    }
+
+    /// `POST /v2/channels/NAME/tokens`: the new token.
+    pub async fn create_token(&self, channel: &str, name: &str) -> Result<String, StoreError> {
+        let token = format!("t.{}", uuid::Uuid::new_v4());
+        let created_at = crate::clock::now_secs();
+        let change = Change::Token {
+            channel: channel.into(),
+            name: name.into(),
+            token: token.clone(),
+            created_at,
+        };
+        let k = [keys::channel(channel), keys::tokens(channel)];
+        let args = [
+            name.to_string(),
+            json(&keys::TokenValue(token.clone(), created_at)),
+        ];
+        match self.decide(&self.scripts.token, &k, &change, &args).await? {
+            Decided::Made { .. } => Ok(token),
+            Decided::Refused(why, _) => Err(refused(&why)),
+        }
+    }
+
+    /// `PATCH /v2/channels/NAME {"metrics"}`: the channel as now stored.
+    pub async fn set_metrics(&self, channel: &str, on: bool) -> Result<ChannelRecord, StoreError> {
+        let change = Change::Metrics {
+            channel: channel.into(),
+            on,
+        };
+        let k = [keys::channel(channel)];
+        let args = [u8::from(on).to_string()];
+        match self
+            .decide(&self.scripts.metrics, &k, &change, &args)
+            .await?
+        {
+            Decided::Made { .. } => {
+                let snap = self.registry.snapshot();
+                let mut rec = snap.record(channel).cloned().ok_or(StoreError::NotFound)?;
+                rec.metrics = on;
+                Ok(rec)
+            }
+            Decided::Refused(why, _) => Err(refused(&why)),
+        }
+    }
+
+    /// `POST /v2/channels/NAME/drains`, as [`crate::store::create_drain`] answers it.
+    pub async fn add_drain(
+        &self,
+        channel: &str,
+        url: &str,
+        max: usize,
+    ) -> Result<Result<DrainRecord, AddDrain>, StoreError> {
+        let d = DrainRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            channel: channel.into(),
+            token: format!("d.{}", uuid::Uuid::new_v4()),
+            url: url.into(),
+            created_at: crate::clock::now_secs(),
+        };
+        let change = Change::Drain {
+            channel: channel.into(),
+            drain: d.id.clone(),
+            token: d.token.clone(),
+            url: d.url.clone(),
+            created_at: d.created_at,
+        };
+        let value = keys::DrainValue {
+            token: d.token.clone(),
+            url: d.url.clone(),
+            created_at: d.created_at,
+        };
+        let k = [keys::channel(channel), keys::drains(channel)];
+        let args = [d.id.clone(), json(&value), d.url.clone(), max.to_string()];
+        Ok(
+            match self.decide(&self.scripts.drain, &k, &change, &args).await? {
+                Decided::Made { .. } => Ok(d),
+                Decided::Refused(why, _) => Err(match why.as_str() {
+                    "duplicate" => AddDrain::Duplicate,
+                    "limit" => AddDrain::Limit(max),
+                    _ => AddDrain::Store(refused(&why)),
+                }),
+            },
+        )
+    }
+
+    /// `DELETE /v2/channels/NAME/drains/WHICH` (its id, token or URL, as
+    /// [`DrainRecord::matches`] says): the drain removed.
+    pub async fn remove_drain(
+        &self,
+        channel: &str,
+        which: &str,
+    ) -> Result<DrainRecord, StoreError> {
+        let mut conn = self.writer().await?;
+        let all: std::collections::HashMap<String, String> =
+            redis::AsyncCommands::hgetall(&mut conn, keys::drains(channel))
+                .await
+                .map_err(|e| {
+                    self.writer.store(None);
+                    self.unavailable(e)
+                })?;
+        let d = all
+            .into_iter()
+            .filter_map(|(id, v)| {
+                let v: keys::DrainValue = serde_json::from_str(&v).ok()?;
+                Some(DrainRecord {
+                    id,
+                    channel: channel.into(),
+                    token: v.token,
+                    url: v.url,
+                    created_at: v.created_at,
+                })
+            })
+            .find(|d| d.matches(which))
+            .ok_or(StoreError::NotFound)?;
+        let change = Change::Undrain {
+            channel: channel.into(),
+            drain: d.id.clone(),
+        };
+        let k = [keys::channel(channel), keys::drains(channel)];
+        match self
+            .decide(
+                &self.scripts.undrain,
+                &k,
+                &change,
+                std::slice::from_ref(&d.id),
+            )
+            .await?
+        {
+            Decided::Made { .. } => Ok(d),
+            Decided::Refused(why, _) => Err(refused(&why)),
+        }
+    }
+
+    /// `POST /v2/channels/NAME/alerts` (already validated).
+    pub async fn add_alert(&self, rule: &RuleSpec) -> Result<(), StoreError> {
+        let star = rule.app == "*";
+        let change = Change::Alert { rule: rule.clone() };
+        let k = if star {
+            [keys::STAR_ALERTS.to_string(), keys::STAR_ALERTS.to_string()]
+        } else {
+            [keys::channel(&rule.app), keys::alerts(&rule.app)]
+        };
+        let args = [
+            rule.name.clone(),
+            json(rule),
+            if star { "1" } else { "0" }.to_string(),
+        ];
+        match self.decide(&self.scripts.alert, &k, &change, &args).await? {
+            Decided::Made { .. } => Ok(()),
+            Decided::Refused(why, _) => Err(refused(&why)),
+        }
+    }
+
+    /// `DELETE /v2/channels/NAME/alerts/ALERT`: whether there was such a rule.
+    pub async fn remove_alert(&self, app: &str, name: &str) -> Result<bool, StoreError> {
+        let change = Change::Unalert {
+            app: app.into(),
+            name: name.into(),
+        };
+        let k = [if app == "*" {
+            keys::STAR_ALERTS.to_string()
+        } else {
+            keys::alerts(app)
+        }];
+        match self
+            .decide(&self.scripts.unalert, &k, &change, &[name.into()])
+            .await?
+        {
+            Decided::Made { .. } => Ok(true),
+            Decided::Refused(why, _) if why == "not_found" => Ok(false),
+            Decided::Refused(why, _) => Err(refused(&why)),
+        }
+    }
+}
+
+/// A script's refusal as the store words it.
+fn refused(why: &str) -> StoreError {
+    match why {
+        "conflict" | "duplicate" => StoreError::Conflict,
+        "not_found" => StoreError::NotFound,
+        other => StoreError::Cluster(format!("a change was refused: {other}")),
+    }
+}
+
+/// `{"ok", seq, id}` or `{reason, seq}`.
+fn parse(v: Value) -> Option<Decided> {
+    let Value::Array(items) = v else {
+        return None;
+    };
+    let word: String = redis::from_redis_value(items.first()?).ok()?;
+    if word != "ok" {
+        let seq: u64 = redis::from_redis_value(items.get(1)?).ok()?;
+        return Some(Decided::Refused(word, seq));
+    }
+    let seq: u64 = redis::from_redis_value(items.get(1)?).ok()?;
+    let id: i64 = redis::from_redis_value(items.get(2)?).ok()?;
+    Some(Decided::Made { seq, id })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    // Plain data: serialising cannot fail.
+    serde_json::to_string(v).unwrap_or_default()
+}

@@ -1,0 +1,564 @@
+//! Cluster mode: several nodes (`logplex::start` in this process, or the binary when a
+//! test kills one) share one config through a real `redis-server` started by the test.
+
+mod common;
+
+use bytes::Bytes;
+use common::redis::Redis;
+use common::serve::{write_config, Ports, Serve};
+use common::{request, request_bytes, request_with, TestServer};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn have_redis() -> bool {
+    common::need("redis-server", "apt-get install redis-server")
+}
+
+/// A node of the cluster on Redis `url`.
+async fn node(url: &str) -> TestServer {
+    let url = url.to_string();
+    TestServer::start_with(move |c| {
+        c.cluster.redis = url;
+    })
+    .await
+}
+
+/// Posts one line with `token` to a node's HTTP input; the status.
+async fn post_line(s: &TestServer, token: &str, msg: &str) -> u16 {
+    use base64::Engine;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("token:{token}"))
+    );
+    let frame = common::octet(&common::frame(token, "web.1", msg));
+    let (st, _) = request_bytes(
+        &format!("http://{}", s.addrs.http.unwrap()),
+        "POST",
+        "/logs",
+        Some(Bytes::from(frame)),
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/logplex-1"),
+        ],
+    )
+    .await;
+    st
+}
+
+/// Polls `f` every 2 ms until it holds, at most `within`; how long it took.
+async fn until<F, Fut>(within: Duration, what: &str, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    loop {
+        if f().await {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn health(s: &TestServer) -> String {
+    let (_, body) = request_with(&s.api(), "GET", "/healthcheck", None, &[]).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["status"].as_str().unwrap_or_default().to_string()
+}
+
+async fn json_get(s: &TestServer, path: &str) -> (u16, Value) {
+    let (st, body) = request(&s.api(), "GET", path, None).await;
+    (st, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// An app and its token made on A take lines on B within 1 s; a drain and an alert rule
+/// added on B show on A; the app destroyed on A stops taking lines on B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_on_one_node_reach_the_others() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let a = node(&redis.url()).await;
+    let b = node(&redis.url()).await;
+    assert_eq!(health(&a).await, "normal");
+
+    let token = a.create_app("shared").await;
+    until(Duration::from_secs(1), "the token accepted on B", || {
+        let (b, t) = (&b, &token);
+        async move { post_line(b, t, "hello from B").await == 204 }
+    })
+    .await;
+    let h = b.wait_history("shared", |h| !h.is_empty()).await;
+    assert!(h[0].ends_with("app[web.1]: hello from B"), "{h:?}");
+    // A token added on B routes on A.
+    let (st, body) = request(
+        &b.api(),
+        "POST",
+        "/v2/channels/shared/tokens",
+        Some(r#"{"name":"worker"}"#),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let worker: Value = serde_json::from_str(&body).unwrap();
+    let worker = worker["token"].as_str().unwrap().to_string();
+    until(Duration::from_secs(1), "B's token accepted on A", || {
+        let (a, t) = (&a, &worker);
+        async move { post_line(a, t, "from a worker").await == 204 }
+    })
+    .await;
+
+    // A drain and a rule added on B.
+    let (st, body) = request(
+        &b.api(),
+        "POST",
+        "/v2/channels/shared/drains",
+        Some(r#"{"url":"syslog://127.0.0.1:9"}"#),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = request(
+        &b.api(),
+        "POST",
+        "/v2/channels/shared/alerts",
+        Some(r#"{"name":"boom","where":"status>=500","threshold":3,"window":"1m"}"#),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    until(
+        Duration::from_secs(1),
+        "the drain and the rule on A",
+        || {
+            let a = &a;
+            async move {
+                let (_, drains) = json_get(a, "/v2/channels/shared/drains").await;
+                let (_, rules) = json_get(a, "/v2/channels/shared/alerts").await;
+                drains.as_array().is_some_and(|d| d.len() == 1)
+                    && rules.to_string().contains("\"boom\"")
+            }
+        },
+    )
+    .await;
+    // The same drain again, on A this time: Redis says it is there.
+    let (st, _) = request(
+        &a.api(),
+        "POST",
+        "/v2/channels/shared/drains",
+        Some(r#"{"url":"syslog://127.0.0.1:9"}"#),
+    )
+    .await;
+    assert_eq!(st, 409);
+    // Removed on A, gone on B.
+    let (st, body) = request(
+        &a.api(),
+        "DELETE",
+        "/v2/channels/shared/drains/syslog%3A%2F%2F127.0.0.1%3A9",
+        None,
+    )
+    .await;
+    assert_eq!(st, 204, "{body}");
+    until(Duration::from_secs(1), "the drain gone from B", || {
+        let b = &b;
+        async move {
+            let (_, drains) = json_get(b, "/v2/channels/shared/drains").await;
+            drains.as_array().is_some_and(|d| d.is_empty())
+        }
+    })
+    .await;
+
+    // Destroyed on A: B refuses its lines.
+    let (st, _) = request(&a.api(), "DELETE", "/v2/channels/shared", None).await;
+    assert_eq!(st, 204);
+    until(Duration::from_secs(1), "the token refused on B", || {
+        let (b, t) = (&b, &token);
+        async move { post_line(b, t, "too late").await == 401 }
+    })
+    .await;
+    let (st, _) = json_get(&b, "/v2/channels/shared").await;
+    assert_eq!(st, 404);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The same name asked of two nodes at once is made once: one 201, one 409, and both
+/// nodes route the winner's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_name_made_on_two_nodes_at_once_is_made_once() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let a = node(&redis.url()).await;
+    let b = node(&redis.url()).await;
+    for i in 0..20 {
+        let name = format!("race-{i}");
+        let body = format!(r#"{{"name":"{name}","tokens":["app"]}}"#);
+        let (aa, ba) = (a.api(), b.api());
+        let (ra, rb) = tokio::join!(
+            request(&aa, "POST", "/v2/channels", Some(&body)),
+            request(&ba, "POST", "/v2/channels", Some(&body)),
+        );
+        let mut statuses = [ra.0, rb.0];
+        statuses.sort();
+        assert_eq!(statuses, [201, 409], "{name}: {ra:?} {rb:?}");
+        let won = if ra.0 == 201 { &ra.1 } else { &rb.1 };
+        let won: Value = serde_json::from_str(won).unwrap();
+        for n in [&a, &b] {
+            let (st, got) = json_get(n, &format!("/v2/channels/{name}")).await;
+            assert_eq!(st, 200);
+            assert_eq!(got["tokens"], won["tokens"], "{name}");
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Redis killed: intake goes on on both nodes, a change answers 503 with Retry-After, the
+/// healthcheck says degraded. Redis back with its data: a change made then reaches the
+/// other node, and both are normal again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_keeps_intake_and_refuses_changes_until_it_is_back() {
+    if !have_redis() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = Redis::start_persistent(dir.path());
+    let a = node(&redis.url()).await;
+    let b = node(&redis.url()).await;
+    let token = a.create_app("steady").await;
+    until(Duration::from_secs(1), "the token on B", || {
+        let (b, t) = (&b, &token);
+        async move { post_line(b, t, "before").await == 204 }
+    })
+    .await;
+
+    redis.kill();
+    for n in [&a, &b] {
+        until(Duration::from_secs(5), "degraded", || async move {
+            health(n).await == "degraded"
+        })
+        .await;
+        assert_eq!(post_line(n, &token, "while Redis is down").await, 204);
+    }
+    let (st, body) = common::request_bytes(
+        &a.api(),
+        "POST",
+        "/v2/channels",
+        Some(Bytes::from_static(br#"{"name":"later","tokens":["app"]}"#)),
+        &[("authorization", &format!("Bearer {}", common::KEY))],
+    )
+    .await;
+    assert_eq!(st, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("\"unavailable\""));
+    // Sessions still work from the replica.
+    let h = b.wait_history("steady", |h| h.len() >= 2).await;
+    assert!(
+        h.iter().any(|l| l.ends_with("while Redis is down")),
+        "{h:?}"
+    );
+
+    redis.restart();
+    for n in [&a, &b] {
+        until(Duration::from_secs(5), "normal again", || async move {
+            health(n).await == "normal"
+        })
+        .await;
+    }
+    // Back: the first change asked is taken (the writer's old connection was dropped
+    // when the follower lost Redis).
+    let (st, body) = request(
+        &a.api(),
+        "POST",
+        "/v2/channels",
+        Some(r#"{"name":"later","tokens":["app"]}"#),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let later = v["tokens"]["app"].as_str().unwrap().to_string();
+    until(Duration::from_secs(3), "the change on B", || {
+        let (b, t) = (&b, &later);
+        async move { post_line(b, t, "after").await == 204 }
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A node killed (`kill -9`) while another makes a change resumes from its saved position
+/// when it starts again and has the change; a node that starts with an empty replica
+/// loads the whole config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_resumes_from_its_position_and_a_new_one_loads_everything() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let a = node(&redis.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = Ports::free();
+    let cluster = format!("[cluster]\nredis = \"{}\"\n", redis.url());
+    let cfg = write_config(dir.path(), "b.toml", &p, &dir.path().join("b.db"), &cluster);
+    // The test's admin key, in the [api] table write_config made.
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[api]\n",
+        &format!("[api]\nauth_key = \"{}\"\n", common::KEY),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let env = [("RUST_LOG", "info")];
+    let mut b = Serve::start(&cfg, p.api(), &env);
+    let b_api = format!("http://{}", p.api());
+
+    a.create_app("first").await;
+    until(Duration::from_secs(2), "first on B", || {
+        let b_api = &b_api;
+        async move { request(b_api, "GET", "/v2/channels/first", None).await.0 == 200 }
+    })
+    .await;
+    b.child.signal(rustix::process::Signal::KILL);
+    b.wait_exit(Duration::from_secs(10));
+    let first_run = b.stderr_text();
+
+    let second = a.create_app("second").await;
+    let (st, _) = request(&a.api(), "DELETE", "/v2/channels/first", None).await;
+    assert_eq!(st, 204);
+    let mut b = Serve::start(&cfg, p.api(), &env);
+    // Caught up before it serves.
+    let (st, body) = request(&b_api, "GET", "/v2/channels/second", None).await;
+    assert_eq!(st, 200, "{body}: {}", b.stderr_text());
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["tokens"]["app"], second.as_str());
+    assert_eq!(
+        request(&b_api, "GET", "/v2/channels/first", None).await.0,
+        404
+    );
+    let (_, metrics) = request(&b_api, "GET", "/metrics", None).await;
+    for series in [
+        "logplex_cluster_up 1",
+        "logplex_cluster_full_loads_total 0",
+        "logplex_cluster_changes_applied_total 2",
+    ] {
+        assert!(metrics.contains(series), "{series} not in {metrics}");
+    }
+    let log = b.stderr_text();
+    assert!(first_run.contains("loaded the whole config"), "{first_run}");
+    assert!(
+        log.contains("following the change stream") && !log.contains("loaded the whole config"),
+        "the restarted node did not resume from its position: {log}"
+    );
+
+    // A new node: everything, at once.
+    let c = node(&redis.url()).await;
+    let (st, got) = json_get(&c, "/v2/channels/second").await;
+    assert_eq!(st, 200);
+    assert_eq!(got["tokens"]["app"], second.as_str());
+    assert_eq!(json_get(&c, "/v2/channels/first").await.0, 404);
+    b.stop();
+    a.stop().await;
+    c.stop().await;
+}
+
+/// How long a token made on A takes to be accepted on B: p50 and p99 over 100 creates
+/// (printed), p99 under 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_reaches_another_node_within_a_second() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let a = node(&redis.url()).await;
+    let b = node(&redis.url()).await;
+    let mut took = Vec::new();
+    for i in 0..100 {
+        let token = a.create_app(&format!("app-{i}")).await;
+        let t = until(Duration::from_secs(1), "the token on B", || {
+            let (b, t) = (&b, &token);
+            async move { post_line(b, t, "x").await == 204 }
+        })
+        .await;
+        took.push(t);
+    }
+    took.sort();
+    let (p50, p99) = (took[49], took[98]);
+    eprintln!("create on A -> token accepted on B: p50 {p50:?}, p99 {p99:?} (100 creates)");
+    assert!(p99 < Duration::from_secs(1));
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A single node turned into a cluster fills the empty Redis with its apps (ids and tokens
+/// kept), which a second node then serves; a Redis restarted empty is filled again from a
+/// node's replica when it reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_fills_an_empty_redis_with_its_apps() {
+    if !have_redis() {
+        return;
+    }
+    let alone = TestServer::start().await;
+    let token = alone.create_app("solo").await;
+    let (st, _) = request(
+        &alone.api(),
+        "POST",
+        "/v2/channels/solo/drains",
+        Some(r#"{"url":"syslog://127.0.0.1:9"}"#),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let dir = alone.stop().await;
+
+    let mut redis = Redis::start();
+    let mut c = common::test_config(dir.path());
+    c.cluster.redis = redis.url();
+    let a = TestServer::start_in(dir, c).await;
+    let b = node(&redis.url()).await;
+    assert_eq!(post_line(&b, &token, "on B").await, 204);
+    let (_, drains) = json_get(&b, "/v2/channels/solo/drains").await;
+    assert_eq!(drains.as_array().map(Vec::len), Some(1), "{drains}");
+
+    // Redis loses everything: the first node back fills it again.
+    redis.restart();
+    for n in [&a, &b] {
+        until(Duration::from_secs(5), "normal again", || async move {
+            health(n).await == "normal"
+        })
+        .await;
+    }
+    let (st, _) = request(
+        &b.api(),
+        "POST",
+        "/v2/channels/solo/tokens",
+        Some(r#"{"name":"web"}"#),
+    )
+    .await;
+    assert_eq!(st, 201);
+    assert_eq!(post_line(&a, &token, "still routed").await, 204);
+    until(Duration::from_secs(2), "B's new token on A", || {
+        let a = &a;
+        async move {
+            let (_, got) = json_get(a, "/v2/channels/solo").await;
+            got["tokens"]["web"].is_string()
+        }
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A node without a key of its own takes the cluster's admin key (set by the first node);
+/// its own generated key is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_takes_the_clusters_admin_key() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let a = node(&redis.url()).await;
+    let url = redis.url();
+    let b = TestServer::start_with(move |c| {
+        c.cluster.redis = url;
+        c.api.auth_key = String::new();
+    })
+    .await;
+    let own = std::fs::read_to_string(b.dir.path().join("admin.key")).unwrap();
+    let (st, _) = request(&b.api(), "GET", "/v2/channels", None).await;
+    assert_eq!(st, 200, "the cluster's key is refused on B");
+    let (st, _) = request_with(
+        &b.api(),
+        "GET",
+        "/v2/channels",
+        None,
+        &[("authorization", &format!("Bearer {}", own.trim()))],
+    )
+    .await;
+    assert_eq!(st, 401, "B's own key still works");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A node away while more changes were made than the stream keeps loads the whole config
+/// when it returns: what was made meanwhile is there, what was destroyed is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_away_past_the_streams_length_loads_everything() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let url = redis.url();
+    let cluster = move |c: &mut logplex::config::Config| {
+        c.cluster.redis = url.clone();
+        c.cluster.changes_kept = 100;
+    };
+    let a = TestServer::start_with(cluster.clone()).await;
+    let b = TestServer::start_with(cluster.clone()).await;
+    a.create_app("old").await;
+    until(Duration::from_secs(1), "old on B", || {
+        let b = &b;
+        async move { json_get(b, "/v2/channels/old").await.0 == 200 }
+    })
+    .await;
+    let dir = b.stop().await;
+    let (st, _) = request(&a.api(), "DELETE", "/v2/channels/old", None).await;
+    assert_eq!(st, 204);
+    for i in 0..300 {
+        let (st, body) = request(
+            &a.api(),
+            "POST",
+            "/v2/channels",
+            Some(&format!(r#"{{"name":"new-{i}"}}"#)),
+        )
+        .await;
+        assert_eq!(st, 201, "{body}");
+    }
+    // Trimmed to about 100 (in whole blocks of Redis's stream nodes).
+    let kept = redis.int(&["XLEN", "logplex:changes"]);
+    assert!(kept < 250, "the stream kept {kept} changes");
+    let mut c = common::test_config(dir.path());
+    cluster(&mut c);
+    let b = TestServer::start_in(dir, c).await;
+    assert_eq!(json_get(&b, "/v2/channels/old").await.0, 404);
+    let (_, list) = json_get(&b, "/v2/channels").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(300), "{list}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A channel declared in one node's config, with its fixed token, is written through
+/// Redis: another node routes the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_declared_in_config_reaches_every_node() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let token = "t.00000000-0000-4000-8000-00000000c1c1";
+    let url = redis.url();
+    let a = TestServer::start_with(move |c| {
+        c.cluster.redis = url;
+        c.channels.push(logplex::config::ChannelConfig {
+            name: "declared".into(),
+            tokens: [("app".to_string(), token.to_string())].into(),
+            drains: vec!["syslog://127.0.0.1:9".into()],
+            metrics: Some(true),
+        });
+    })
+    .await;
+    let b = node(&redis.url()).await;
+    until(Duration::from_secs(3), "the declared token on B", || {
+        let b = &b;
+        async move { post_line(b, token, "declared").await == 204 }
+    })
+    .await;
+    until(Duration::from_secs(3), "its drain and metrics on B", || {
+        let b = &b;
+        async move {
+            let (_, ch) = json_get(b, "/v2/channels/declared").await;
+            let (_, drains) = json_get(b, "/v2/channels/declared/drains").await;
+            ch["metrics"] == true && drains.as_array().is_some_and(|d| d.len() == 1)
+        }
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
