@@ -345,6 +345,9 @@ fn open_log(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<(Arc<Lo
             .get()
             .unwrap_or(Duration::from_secs(1)),
         max_bytes: config.log.max_bytes,
+        // Retention deletes whole segments: at least 16 of them fit in `max_bytes`, so a
+        // small log keeps close to its size (64 MiB segments from 1 GiB up).
+        segment_bytes: (config.log.max_bytes / 16).clamp(1 << 20, 64 << 20),
         max_age: config
             .log
             .max_age

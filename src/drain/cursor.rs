@@ -177,6 +177,16 @@ impl Cursor {
         }
     }
 
+    /// Writes the cursor to its file now (blocking: for callers off the async runtime).
+    fn save_blocking(&self) {
+        let (Some(file), Some(seq)) = (self.file.as_ref(), self.seq()) else {
+            return;
+        };
+        if let Err(e) = file.write_at(&encode(seq, self.channel.load(Relaxed)), 0) {
+            tracing::warn!(path = %self.path.display(), "drain cursor not saved: {e}");
+        }
+    }
+
     /// The drain was removed: its cursor file goes (blocking pool).
     pub async fn remove(&self) {
         let path = self.path.clone();
@@ -208,7 +218,9 @@ impl Cursor {
         let cur = match self.seq() {
             Some(s) => s,
             None => {
-                self.attach(&ch);
+                if self.start_at_end(&ch) {
+                    self.save().await;
+                }
                 self.seq().unwrap_or(0)
             }
         };
@@ -340,14 +352,26 @@ impl Cursor {
         Some(Next::Log(out, through, recv_us))
     }
 
-    /// The drain is given its channel's lines (called by the registry before the first line
-    /// reaches its buffer, and after every change): a drain without a cursor of this channel
-    /// starts at the channel's end now.
+    /// The drain is given its channel's lines (called by the registry, on the store's
+    /// thread, before the first line reaches its buffer, and after every change): a drain
+    /// without a cursor of this channel starts at the channel's end now, and that start is
+    /// saved at once. Unsaved, a restart before the first delivery (a receiver down since
+    /// the drain was added) would find no cursor and start at the end again, skipping
+    /// what arrived meanwhile without a word.
     pub fn attach(&self, ch: &crate::channel::Channel) {
+        if self.start_at_end(ch) {
+            self.save_blocking();
+        }
+    }
+
+    /// Moves a cursor of no channel or another one to the end of `ch`; true if it moved.
+    fn start_at_end(&self, ch: &crate::channel::Channel) -> bool {
         let id = ch.id as ChannelId;
         if self.channel.swap(id, Relaxed) != id || self.seq().is_none() {
             self.seq.store(ch.last_seq(), Relaxed);
+            return true;
         }
+        false
     }
 
     /// Is there something between the cursor and the channel's end (for the wait loop)?
