@@ -356,6 +356,18 @@ fn open_log(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<(Arc<Lo
         fsync_seconds: Some(metrics.log_fsync_seconds.clone()),
         ..log::Options::default()
     };
+    // Group commit needs no coalescing window of its own: what arrives while the I/O thread
+    // writes and fsyncs is written together right after, so waiting `flush_delay` more only
+    // adds to every batch's 204, and on a loaded machine a timed wait wakes late (measured
+    // with 4 HTTP connections: 0.24-0.29 M lines/s with the 2 ms window, 0.59-0.73 M
+    // without; README, Performance).
+    let opts = match opts.fsync {
+        log::Fsync::Batch => log::Options {
+            flush_delay: Duration::ZERO,
+            ..opts
+        },
+        log::Fsync::Interval => opts,
+    };
     let (log, rec) =
         Log::open(&dir, opts).with_context(|| format!("cannot open the log {}", dir.display()))?;
     let log = Arc::new(log);
