@@ -216,21 +216,33 @@ async fn log_stats(t: &Target) {
     let appended = metric(t, "logplex_log_appended_lines_total").await;
     let refused = metric(t, "logplex_log_rejected_lines_total").await;
     let fsyncs = metric(t, "logplex_log_fsyncs_total").await;
+    let fsync_secs = metric_f64(t, "logplex_log_fsync_seconds_sum").await;
     if appended + refused > 0 {
-        eprintln!("durable log: {appended} lines appended, {refused} refused, {fsyncs} fsyncs");
+        // Counted since the router started (all runs of this invocation).
+        eprintln!(
+            "durable log: {appended} lines appended, {refused} refused, {fsyncs} fsyncs \
+             (mean {:.2} ms, {:.0} lines each)",
+            fsync_secs * 1e3 / fsyncs.max(1) as f64,
+            appended as f64 / fsyncs.max(1) as f64
+        );
     }
 }
 
 /// A series' value (`NAME{LABELS}` exactly as exposed) from the target's /metrics; 0 when
 /// absent.
 async fn metric(t: &Target, series: &str) -> u64 {
+    metric_f64(t, series).await as u64
+}
+
+/// [`metric`], not rounded.
+async fn metric_f64(t: &Target, series: &str) -> f64 {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let req = hyper::Request::get(format!("http://{}/metrics", t.api))
         .header("authorization", format!("Bearer {}", t.key))
         .body(Full::new(Bytes::new()))
         .unwrap();
     let Ok(resp) = client.request(req).await else {
-        return 0;
+        return 0.0;
     };
     let body = resp
         .into_body()
@@ -243,7 +255,7 @@ async fn metric(t: &Target, series: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(&needle))
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
+        .unwrap_or(0.0)
 }
 
 async fn api_post(t: &Target, path: &str, body: String) {

@@ -379,6 +379,9 @@ fn open_log(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<(Arc<Lo
             .get()
             .unwrap_or(Duration::from_secs(1)),
         max_bytes: config.log.max_bytes,
+        // Retention deletes whole segments: at least 16 of them fit in `max_bytes`, so a
+        // small log keeps close to its size (64 MiB segments from 1 GiB up).
+        segment_bytes: (config.log.max_bytes / 16).clamp(1 << 20, 64 << 20),
         max_age: config
             .log
             .max_age
@@ -386,6 +389,21 @@ fn open_log(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<(Arc<Lo
             .unwrap_or(Duration::from_secs(7 * 86400)),
         fsync_seconds: Some(metrics.log_fsync_seconds.clone()),
         ..log::Options::default()
+    };
+    // Group commit needs no coalescing window of its own: what arrives while the I/O thread
+    // writes and fsyncs is written together right after, so waiting `flush_delay` more only
+    // adds to every batch's 204, and on a loaded machine a timed wait wakes late (measured
+    // with 4 HTTP connections: 0.24-0.29 M lines/s with the 2 ms window, 0.59-0.73 M
+    // without; README, Performance).
+    let opts = match opts.fsync {
+        log::Fsync::Batch => log::Options {
+            flush_delay: Duration::ZERO,
+            // Every write waits for its fsync: allocate the segment's blocks ahead, so that
+            // fsyncs do not commit the file's growth each time.
+            preallocate: 8 << 20,
+            ..opts
+        },
+        log::Fsync::Interval => opts,
     };
     let (log, rec) =
         Log::open(&dir, opts).with_context(|| format!("cannot open the log {}", dir.display()))?;

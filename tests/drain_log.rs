@@ -3,7 +3,10 @@
 //! receiver down while lines arrive gets every line exactly once and in order after it
 //! returns, with no L10; a slow receiver gets all of a 100 k-line burst; `kill -9` of the
 //! server mid-delivery resends at most one batch; a drain behind `drains.max_lag` skips
-//! forward with exactly one L10 that counts the lines skipped.
+//! forward with exactly one L10 that counts the lines skipped, and so does one whose unsent
+//! lines retention deleted, or the log never wrote (a full tmpfs); an HTTP(S) drain whose
+//! tries run out (HTTP 503, a refused certificate) skips nothing and resumes after a
+//! restart, even one before its first delivery.
 
 mod common;
 
@@ -344,4 +347,277 @@ async fn kill_9_mid_delivery_resumes_at_the_cursor_resending_at_most_one_batch()
     );
     assert!(l10s(&got).is_empty());
     eprintln!("kill -9 after {at_kill} of {n} delivered; resent {dups}");
+}
+
+/// Sends `tag-FIRST` … `tag-(FIRST+N-1)`, each padded to about `size` bytes, to the syslog
+/// TCP input in one connection.
+async fn send_padded(addr: std::net::SocketAddr, token: &str, tag: &str, n: usize, size: usize) {
+    let mut c = connect(addr).await;
+    let pad = ".".repeat(size);
+    let mut buf = String::new();
+    for i in 0..n {
+        buf += &octet(&frame(token, "web.1", &format!("{tag}-{i} {pad}")));
+        if buf.len() > 1 << 20 {
+            c.write_all(buf.as_bytes()).await.unwrap();
+            buf.clear();
+        }
+    }
+    c.write_all(buf.as_bytes()).await.unwrap();
+    c.shutdown().await.unwrap();
+}
+
+/// The count of an L10 notice (`… Error L10 (output buffer overflow): N messages dropped
+/// since …`).
+fn l10_count(msg: &str) -> u64 {
+    msg.split("): ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not an L10 notice: {msg}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deleting_unsent_lines_makes_the_drain_skip_them_with_exactly_one_l10() {
+    // 64 MiB of log at most, in 4 MiB segments; 80 MB of lines while the receiver is down.
+    let s = TestServer::start_with(|c| c.log.max_bytes = 64 << 20).await;
+    let token = s.create_app("demo").await;
+    let sink = Sink::new(free_port(), None);
+    add_drain(&s.api(), "demo", sink.port).await;
+    let n = 10_000;
+    send_padded(s.addrs.tcp.unwrap(), &token, "r", n, 8000).await;
+    s.wait_history("demo", |h| {
+        h.last()
+            .is_some_and(|l| l.starts_with(&format!("r-{} ", n - 1)))
+    })
+    .await;
+    sink.start().await;
+    let got = sink
+        .wait(60, |g| numbers_padded(g).last() == Some(&(n - 1)))
+        .await;
+    let nums = numbers_padded(&got);
+    let l10 = l10s(&got);
+    assert_eq!(l10.len(), 1, "{l10:?}");
+    let skipped = l10_count(l10[0]) as usize;
+    assert!(
+        skipped > 0 && skipped < n,
+        "retention deleted {skipped} of {n} lines"
+    );
+    // The notice comes first, then every line retention kept, once, in order.
+    assert!(got[0].contains("Error L10"), "{}", &got[0][..80]);
+    assert_eq!(nums, (skipped..n).collect::<Vec<_>>(), "exactly the rest");
+    let st = drain_status(&s.api(), "demo").await;
+    assert_eq!(st["dropped"], skipped, "{st}");
+    eprintln!("retention deleted {skipped} of {n} unsent lines; the drain said so once");
+    s.stop().await;
+}
+
+/// The numbers of `r-N …` lines (padded), in the order received.
+fn numbers_padded(got: &[String]) -> Vec<usize> {
+    got.iter()
+        .filter_map(|m| m.strip_prefix("r-")?.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_the_log_never_wrote_are_skipped_with_exactly_one_l10_and_memory_is_sent() {
+    // A full disk is real here: a 4 MiB tmpfs for the log, filled while lines arrive.
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(&dir.path().join("disk"), "4m") else {
+        skip("cannot mount a tmpfs here (needs root and mount(8))");
+        return;
+    };
+    let mut c = test_config(dir.path());
+    c.log.path = fs.0.join("log").display().to_string();
+    c.drains.buffer_lines = 100;
+    let s = TestServer::start_in(dir, c).await;
+    let token = s.create_app("demo").await;
+    let sink = Sink::new(free_port(), None);
+    sink.start().await;
+    add_drain(&s.api(), "demo", sink.port).await;
+    let tcp = s.addrs.tcp.unwrap();
+    send(tcp, &token, "pre", 0, 10).await;
+    sink.wait(10, |g| numbers(g, "pre").len() >= 10).await;
+    sink.stop().await;
+    // Let the log write `pre` (within milliseconds), then leave it no room.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let filler = fs.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    // 2,000 lines the log cannot write; the drain's memory keeps the newest 100.
+    let n = 2000;
+    send(tcp, &token, "full", 0, n).await;
+    s.wait_history("demo", |h| h.last().is_some_and(|l| l == "full-1999"))
+        .await;
+    sink.start().await;
+    let got = sink
+        .wait(30, |g| numbers(g, "full").last() == Some(&(n - 1)))
+        .await;
+    let l10 = l10s(&got);
+    assert_eq!(l10.len(), 1, "{l10:?}");
+    let skipped = l10_count(l10[0]) as usize;
+    let full = numbers(&got, "full");
+    // What the log wrote before the disk was full (nothing, or a few lines) comes first,
+    // then the notice, then the drain's memory: every line once, or counted as skipped.
+    let written = full.iter().take_while(|&&i| i < n - 100).count();
+    assert_eq!(
+        full,
+        (0..written).chain(n - 100..n).collect::<Vec<_>>(),
+        "memory after what was written"
+    );
+    assert_eq!(
+        skipped,
+        n - 100 - written,
+        "the notice counts exactly the gap"
+    );
+    assert_eq!(numbers(&got, "pre"), (0..10).collect::<Vec<_>>());
+    let st = drain_status(&s.api(), "demo").await;
+    assert_eq!(st["dropped"], skipped, "{st}");
+    eprintln!("{skipped} lines never written: skipped with one L10; {written} written first");
+    // Room again: the log recovers by itself (then the stop can close it cleanly).
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, h) = request(&s.api(), "GET", "/healthcheck", None).await;
+        if h.contains("normal") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the log did not recover: {h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dir = s.stop().await;
+    drop(fs);
+    drop(dir);
+}
+
+/// An HTTP(S) drain with the log on, whose receiver fails every try of a batch until the
+/// tries run out at a stop (a stop's flush tries at once): nothing is skipped or announced,
+/// and after a restart the receiver, now working, gets every line once, in order.
+/// `tls`: the receiver's certificate is refused until the restart trusts its CA.
+async fn http_drain_tries_run_out(tls: bool) {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let dir = tempfile::tempdir().unwrap();
+    let ok = Arc::new(AtomicBool::new(false));
+    let answer = {
+        let ok = ok.clone();
+        move |_: &Received| if ok.load(SeqCst) { 200 } else { 503 }
+    };
+    let (sink, ca) = if tls {
+        let (ca, cert, key) = make_certs(dir.path(), "certs");
+        ok.store(true, SeqCst);
+        (HttpSink::start_tls(&cert, &key, answer).await, Some(ca))
+    } else {
+        (HttpSink::start(answer).await, None)
+    };
+    let scheme = if tls { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{}/logs", sink.addr.port());
+    let c = test_config(dir.path());
+    let s = TestServer::start_in(dir, c).await;
+    let token = s.create_app("demo").await;
+    let (st, body) = request(
+        &s.api(),
+        "POST",
+        "/v2/channels/demo/drains",
+        Some(&format!(r#"{{"url":"{url}"}}"#)),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let n = 50;
+    send(s.addrs.tcp.unwrap(), &token, "h", 0, n).await;
+    // Failing: two tries of the first batch (HTTP 503, or the certificate refused).
+    let failing = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = drain_status(&s.api(), "demo").await;
+        let tried = if tls {
+            st["state"] == "failing"
+        } else {
+            sink.requests().len() >= 2
+        };
+        if tried {
+            if tls {
+                let e = st["last_error"].as_str().unwrap_or("");
+                assert!(e.contains("certificate"), "{st}");
+            }
+            break;
+        }
+        assert!(Instant::now() < failing, "the drain never tried: {st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let st = drain_status(&s.api(), "demo").await;
+    assert_eq!(st["dropped"], 0, "{st}");
+    // The stop's flush uses up the batch's tries at once; with the log it is kept.
+    let dir = s.stop().await;
+    if !tls {
+        let reqs = sink.requests();
+        let ids: std::collections::HashSet<String> = reqs
+            .iter()
+            .map(|r| r.header("logplex-frame-id").to_string())
+            .collect();
+        assert_eq!(
+            (reqs.len(), ids.len()),
+            (10, 1),
+            "one batch, tried its 10 times"
+        );
+    }
+    ok.store(true, SeqCst);
+    let mut c = test_config(dir.path());
+    c.drains.tls_ca_file = ca;
+    let s = TestServer::start_in(dir, c).await;
+    let delivered = |reqs: &[Received]| -> Vec<String> {
+        reqs.iter()
+            .filter(|r| r.status == 200)
+            .flat_map(|r| {
+                receiver::split_frames(&r.body)
+                    .0
+                    .iter()
+                    .map(|f| String::from_utf8_lossy(f).trim_end().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let reqs = sink
+        .wait(30, |r| {
+            delivered(r)
+                .iter()
+                .any(|f| f.ends_with(&format!(" h-{}", n - 1)))
+        })
+        .await;
+    let frames = delivered(&reqs);
+    assert!(
+        frames.iter().all(|f| !f.contains("Error L10")),
+        "nothing was skipped: {frames:?}"
+    );
+    let nums: Vec<usize> = frames
+        .iter()
+        .filter_map(|f| f.rsplit_once(" h-").and_then(|(_, i)| i.parse().ok()))
+        .collect();
+    assert_eq!(
+        nums,
+        (0..n).collect::<Vec<_>>(),
+        "every line once, in order"
+    );
+    let st = drain_status(&s.api(), "demo").await;
+    assert_eq!(
+        (&st["dropped"], &st["lag_lines"]),
+        (&0.into(), &0.into()),
+        "{st}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_drain_whose_tries_run_out_skips_nothing_and_resumes_after_a_restart() {
+    http_drain_tries_run_out(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_drain_refusing_the_certificate_until_its_tries_run_out_skips_nothing() {
+    if !need("openssl", "apt-get install openssl") {
+        return;
+    }
+    http_drain_tries_run_out(true).await;
 }

@@ -1144,7 +1144,12 @@ async fn drain_status_tells_a_healthy_drain_from_failing_ones() {
         serde_json::json!({"state": "connected", "last_error": null, "last_error_at": null,
                            "sent": 5, "dropped": 0, "lag_lines": 0, "lag_seconds": 0.0})
     );
-    let st = wait_status(&s, "/refused", |st| st["state"] == "failing").await;
+    // The 5 lines may reach the drain in more than one batch (the first is taken as soon as
+    // a line is there), each refused in turn after a backoff: wait for all of them.
+    let st = wait_status(&s, "/refused", |st| {
+        st["state"] == "failing" && st["dropped"] == 5
+    })
+    .await;
     assert_eq!(st["state"], "failing", "{st}");
     assert_eq!(st["last_error"], "batch refused with HTTP 403", "{st}");
     assert_eq!(st["dropped"], 5, "{st}");

@@ -7,7 +7,7 @@
 mod common;
 
 use common::serve::{write_config, Ports, Serve};
-use common::{request, KEY};
+use common::{request, Tmpfs, KEY};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -281,36 +281,6 @@ async fn history_of(p: &Ports, body: &str) -> Vec<String> {
     text.lines()
         .map(|l| l.rsplit_once(": ").map_or(l, |(_, m)| m).to_string())
         .collect()
-}
-
-/// A small tmpfs mounted for a test; unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).ok()?;
-        let out = common::output(
-            "mount",
-            std::process::Command::new("mount")
-                .args([
-                    "-t",
-                    "tmpfs",
-                    "-o",
-                    &format!("size={size},mode=0700"),
-                    "tmpfs",
-                ])
-                .arg(dir),
-            None,
-            Duration::from_secs(10),
-        );
-        out.status.success().then(|| Tmpfs(dir.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

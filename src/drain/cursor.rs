@@ -5,10 +5,11 @@
 //! A drain that keeps up takes its lines from its memory buffer, which the channel fills as
 //! lines arrive (no copy, no I/O). When the buffer does not start right after the cursor
 //! (the buffer overflowed while the receiver was slow or down, or the node restarted), the
-//! drain reads the missing lines from the log with [`Log::read_after`] on the blocking pool,
-//! and goes back to memory as soon as the cursor reaches the buffer's first line. Memory and
-//! log hold the same lines under the same seqs, so nothing is lost or sent twice at either
-//! switch. In log mode the buffer's overflow drops its oldest lines silently: the log has
+//! drain reads the missing lines from the log with [`Log::read_after`] on the blocking pool
+//! (16 k lines or 4 MiB a read; the next read starts while the second half of one is sent,
+//! so disk and network work overlap), and goes back to memory as soon as the cursor
+//! reaches the buffer's first line. Memory and log hold the same lines under the same seqs,
+//! so nothing is lost or sent twice at either switch. In log mode the buffer's overflow drops its oldest lines silently: the log has
 //! them.
 //!
 //! A drain skips lines (and says how many in its next L10 frame) only when they cannot be
@@ -71,7 +72,13 @@ pub struct Cursor {
     unwritten_since: Mutex<Option<Instant>>,
     /// Lines read from the log after the cursor, not sent yet (a contiguous run).
     ahead: Mutex<VecDeque<LogLine>>,
+    /// The next read of the log, started while the lines `ahead` are sent (so reading and
+    /// sending overlap on two threads), with the seq it reads after.
+    prefetch: Mutex<Option<(u64, Read)>>,
 }
+
+/// A read of the log on the blocking pool.
+type Read = tokio::task::JoinHandle<Result<crate::log::After, crate::log::LogError>>;
 
 /// Where the next batch comes from.
 pub enum Next {
@@ -111,6 +118,7 @@ impl Cursor {
             behind_us: AtomicI64::new(0),
             unwritten_since: Mutex::new(None),
             ahead: Mutex::new(VecDeque::new()),
+            prefetch: Mutex::new(None),
         }
     }
 
@@ -177,6 +185,16 @@ impl Cursor {
         }
     }
 
+    /// Writes the cursor to its file now (blocking: for callers off the async runtime).
+    fn save_blocking(&self) {
+        let (Some(file), Some(seq)) = (self.file.as_ref(), self.seq()) else {
+            return;
+        };
+        if let Err(e) = file.write_at(&encode(seq, self.channel.load(Relaxed)), 0) {
+            tracing::warn!(path = %self.path.display(), "drain cursor not saved: {e}");
+        }
+    }
+
     /// The drain was removed: its cursor file goes (blocking pool).
     pub async fn remove(&self) {
         let path = self.path.clone();
@@ -208,7 +226,9 @@ impl Cursor {
         let cur = match self.seq() {
             Some(s) => s,
             None => {
-                self.attach(&ch);
+                if self.start_at_end(&ch) {
+                    self.save().await;
+                }
                 self.seq().unwrap_or(0)
             }
         };
@@ -245,14 +265,20 @@ impl Cursor {
             }
         }
         if let Some(next) = self.take_ahead(cur, max, max_bytes) {
+            self.prefetch(id, end);
             return next;
         }
-        let want = (end - cur).min(READ_AHEAD_LINES as u64) as usize;
-        let log = self.log.clone();
-        let read =
-            tokio::task::spawn_blocking(move || log.read_after(id, cur, want, READ_AHEAD_BYTES))
-                .await;
-        let after = match read {
+        let started = self
+            .prefetch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let read = match started {
+            Some((after, read)) if after == cur => read,
+            // None, or one the cursor moved away from (a skip): read afresh.
+            _ => self.read(id, cur, end),
+        };
+        let after = match read.await {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
                 tracing::warn!(drain = %String::from_utf8_lossy(&d.token), "drain cannot read the log: {e}");
@@ -310,6 +336,29 @@ impl Cursor {
             .unwrap_or(Next::Later(UNWRITTEN_RETRY))
     }
 
+    /// Starts reading the log after `cur`, up to `end`, at most a read-ahead's worth.
+    fn read(&self, id: ChannelId, cur: u64, end: u64) -> Read {
+        let want = (end - cur).min(READ_AHEAD_LINES as u64) as usize;
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.read_after(id, cur, want, READ_AHEAD_BYTES))
+    }
+
+    /// Once half of the lines read ahead are sent, starts the read that follows them (if
+    /// the channel has more, up to `end`), so the next batch does not wait for the disk.
+    fn prefetch(&self, id: ChannelId, end: u64) {
+        let last = {
+            let ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+            match ahead.back() {
+                Some(l) if ahead.len() <= READ_AHEAD_LINES / 2 && l.seq < end => l.seq,
+                _ => return,
+            }
+        };
+        let mut p = self.prefetch.lock().unwrap_or_else(|p| p.into_inner());
+        if p.is_none() {
+            *p = Some((last, self.read(id, last, end)));
+        }
+    }
+
     /// The next batch from the lines read ahead, if they start right after `cur`.
     fn take_ahead(&self, cur: u64, max: usize, max_bytes: usize) -> Option<Next> {
         let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
@@ -340,14 +389,26 @@ impl Cursor {
         Some(Next::Log(out, through, recv_us))
     }
 
-    /// The drain is given its channel's lines (called by the registry before the first line
-    /// reaches its buffer, and after every change): a drain without a cursor of this channel
-    /// starts at the channel's end now.
+    /// The drain is given its channel's lines (called by the registry, on the store's
+    /// thread, before the first line reaches its buffer, and after every change): a drain
+    /// without a cursor of this channel starts at the channel's end now, and that start is
+    /// saved at once. Unsaved, a restart before the first delivery (a receiver down since
+    /// the drain was added) would find no cursor and start at the end again, skipping
+    /// what arrived meanwhile without a word.
     pub fn attach(&self, ch: &crate::channel::Channel) {
+        if self.start_at_end(ch) {
+            self.save_blocking();
+        }
+    }
+
+    /// Moves a cursor of no channel or another one to the end of `ch`; true if it moved.
+    fn start_at_end(&self, ch: &crate::channel::Channel) -> bool {
         let id = ch.id as ChannelId;
         if self.channel.swap(id, Relaxed) != id || self.seq().is_none() {
             self.seq.store(ch.last_seq(), Relaxed);
+            return true;
         }
+        false
     }
 
     /// Is there something between the cursor and the channel's end (for the wait loop)?

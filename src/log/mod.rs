@@ -94,6 +94,13 @@ pub struct Options {
     pub close_timeout: Duration,
     /// Observes every fsync's latency in seconds (a histogram registered by the caller).
     pub fsync_seconds: Option<prometheus::Histogram>,
+    /// Zero-fill the active segment this far ahead of its writes (0: never). An fsync of
+    /// a file that grew commits the filesystem's journal (ext4 here: 3.8 ms for a 4 KiB
+    /// append against 0.24 ms for the same write over allocated blocks), so in
+    /// [`Fsync::Batch`] mode, where every write waits for its fsync, the blocks are
+    /// allocated ahead, once per this many bytes, and a segment is cut to its records when
+    /// sealed (recovery cuts a zero tail of the last one without counting it as torn).
+    pub preallocate: u64,
 }
 
 impl Default for Options {
@@ -110,6 +117,7 @@ impl Default for Options {
             retry_interval: Duration::from_secs(1),
             close_timeout: Duration::from_secs(1),
             fsync_seconds: None,
+            preallocate: 0,
         }
     }
 }

@@ -213,6 +213,9 @@ pub(crate) struct Scanned {
     pub skipped_bytes: u64,
     /// Bytes after the last valid record that are not a record (a torn or corrupt tail).
     pub torn_bytes: u64,
+    /// The bytes after the last valid record are all zero: space preallocated for records
+    /// to come (`torn_bytes` counts them all the same; the caller cuts them).
+    pub zero_tail: bool,
 }
 
 /// A read window over a file, refilled in large chunks so a sequential scan reads each
@@ -243,6 +246,21 @@ impl Window<'_> {
     }
 }
 
+/// Are the window's bytes from `at` to its end all zero?
+fn zeros_to_end(w: &mut Window<'_>, mut at: u64) -> io::Result<bool> {
+    while at < w.len {
+        let b = w.get(at, CHUNK)?;
+        if b.is_empty() {
+            break;
+        }
+        if b.iter().any(|&x| x != 0) {
+            return Ok(false);
+        }
+        at += b.len() as u64;
+    }
+    Ok(true)
+}
+
 /// Scans a segment file record by record, calling `found(offset, header)` for each valid
 /// record. A corrupt record followed by a valid one is skipped (the scan looks for the next
 /// offset where a valid record starts); corrupt bytes with no valid record after them are a
@@ -268,6 +286,12 @@ pub(crate) fn scan(
                 at += u64::from(h.len);
             }
             None => {
+                // Zeros to the end: preallocated, nothing to look for in them.
+                if zeros_to_end(&mut w, at)? {
+                    out.torn_bytes = len - at;
+                    out.zero_tail = true;
+                    break;
+                }
                 // Look for the next valid record after the bad bytes.
                 let mut next = at + 1;
                 let mut resync = None;

@@ -177,8 +177,12 @@ pub(super) fn open(dir: &Path, opts: Options) -> Result<(Log, Recovery), LogErro
         .write(true)
         .open(seg_name(dir, last, "log"))?;
     let flen = file.metadata()?.len();
-    let (active_index, scanned) = scan_segment(&file, flen)?;
+    let (active_index, mut scanned) = scan_segment(&file, flen)?;
     cut(&file, &scanned)?;
+    if scanned.zero_tail {
+        // Preallocated space (`Options::preallocate`), not a torn record: cut, not counted.
+        scanned.torn_bytes = 0;
+    }
     count_scan(&mut rec, &scanned);
     let len = scanned.end;
 

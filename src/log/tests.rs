@@ -671,3 +671,52 @@ fn a_resolved_waiter_finds_its_lines_even_when_its_write_spans_segments() {
     });
     assert!(log.stats().segments > 20, "{:?}", log.stats());
 }
+
+#[test]
+fn preallocated_segments_are_cut_to_their_records_when_sealed_and_at_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        segment_bytes: 32 << 10,
+        preallocate: 8 << 10,
+        ..opts()
+    };
+    let (log, _) = Log::open(dir.path(), o.clone()).unwrap();
+    let mut lsn = 0;
+    for i in 0..400 {
+        lsn = put(&log, 1, 1 + i * 3, 3);
+        if i % 50 == 0 {
+            wait(&log, lsn);
+            // The active segment is zero-filled ahead of what was written.
+            let active = files(dir.path(), "log").pop().unwrap();
+            let on_disk = std::fs::metadata(&active).unwrap().len();
+            let written = log.stats().bytes - sealed_bytes(dir.path());
+            assert!(on_disk >= written, "{on_disk} < {written}");
+        }
+    }
+    wait(&log, lsn);
+    let one = all(&log, 1);
+    assert_eq!(seqs(&one), (1..=1200).collect::<Vec<_>>());
+    check_lines(1, &one);
+    let segs = files(dir.path(), "log");
+    assert!(segs.len() > 3, "{segs:?}");
+    drop(log);
+    // The zeros past the last record are not a torn tail, and each sealed segment is as
+    // long as its index says (else the index would be rebuilt by a scan).
+    let (log, rec) = Log::open(dir.path(), o).unwrap();
+    assert_eq!(
+        (rec.records_skipped, rec.torn_bytes, rec.indexes_rebuilt),
+        (0, 0, 0),
+        "{rec:?}"
+    );
+    assert_eq!(all(&log, 1), one);
+    wait(&log, put(&log, 1, 1201, 1));
+    assert_eq!(all(&log, 1).len(), 1201);
+}
+
+/// Bytes of the sealed segments (those with an index beside them).
+fn sealed_bytes(dir: &Path) -> u64 {
+    files(dir, "idx")
+        .iter()
+        .map(|i| std::fs::metadata(i.with_extension("log")).unwrap().len())
+        .sum()
+}

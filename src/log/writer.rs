@@ -25,6 +25,10 @@ use std::time::{Duration, Instant, SystemTime};
 const TICK: Duration = Duration::from_secs(1);
 /// Bytes written and fsynced by a degraded log to tell whether the disk works again.
 const PROBE_BYTES: usize = 1 << 20;
+/// What preallocation writes, a piece at a time.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+/// `Writer::alloc` of a segment whose preallocation failed: none again in it.
+const NO_PREALLOC: u64 = u64::MAX;
 
 /// Where a failure happened: decides what is kept of the active segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +60,9 @@ pub(super) struct Writer {
     base: Lsn,
     /// Bytes written to the active segment (the offset of the next record).
     len: u64,
+    /// Bytes of the active segment's file, zero-filled past `len` by preallocation
+    /// ([`NO_PREALLOC`] after a failed one).
+    alloc: u64,
     durable: Lsn,
     last_fsync: Instant,
     buf: Vec<u8>,
@@ -77,6 +84,7 @@ impl Writer {
             file,
             base,
             len,
+            alloc: len,
             durable: base + len,
             last_fsync: Instant::now(),
             buf: Vec::new(),
@@ -237,6 +245,10 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
+        let end = self.len + self.buf.len() as u64;
+        if self.inner.opts.preallocate > 0 && end > self.alloc {
+            self.preallocate(end);
+        }
         self.file.write_all_at(&self.buf, self.len)?;
         self.len += self.buf.len() as u64;
         let c = &self.inner.counters;
@@ -255,6 +267,35 @@ impl Writer {
         self.buf.clear();
         *lines = 0;
         Ok(())
+    }
+
+    /// Zero-fills the active segment from `end` (where the write about to be made ends)
+    /// to `Options::preallocate` past what was allocated, within the segment's size; the
+    /// write's fsync then commits the file's growth once for all the writes that follow.
+    /// A failure (a disk too full for it) is not the log's: the file is cut back and this
+    /// segment goes on without.
+    fn preallocate(&mut self, end: u64) {
+        let opts = &self.inner.opts;
+        let target = (self.alloc.max(self.len) + opts.preallocate)
+            .min(opts.segment_bytes)
+            .max(end);
+        let mut at = end;
+        let r = (|| {
+            while at < target {
+                let n = ((target - at) as usize).min(ZEROS.len());
+                self.file.write_all_at(&ZEROS[..n], at)?;
+                at += n as u64;
+            }
+            Ok::<_, io::Error>(())
+        })();
+        match r {
+            Ok(()) => self.alloc = target,
+            Err(e) => {
+                tracing::debug!(error = %e, "log segment not preallocated");
+                let _ = self.file.set_len(self.len);
+                self.alloc = NO_PREALLOC;
+            }
+        }
     }
 
     fn fsync(&mut self) -> io::Result<()> {
@@ -292,6 +333,11 @@ impl Writer {
     fn seal_and_continue(&mut self, next: Lsn) -> io::Result<()> {
         let dir = &self.inner.dir;
         let (base, len) = (self.base, self.len);
+        if len > 0 && self.alloc > len {
+            // A sealed segment is exactly its records: cut the preallocated zeros.
+            self.file.set_len(len)?;
+            self.file.sync_all()?;
+        }
         let sealed = if len > 0 {
             let (bytes, table) = {
                 let s = lock(&self.inner.segs);
@@ -328,6 +374,7 @@ impl Writer {
         }
         self.base = next;
         self.len = 0;
+        self.alloc = 0;
         self.retention();
         Ok(())
     }

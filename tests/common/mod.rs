@@ -268,6 +268,36 @@ pub fn skip(why: &str) -> bool {
     false
 }
 
+/// A small tmpfs mounted for a test; unmounted when dropped.
+pub struct Tmpfs(pub std::path::PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).ok()?;
+        let out = output(
+            "mount",
+            std::process::Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0700"),
+                    "tmpfs",
+                ])
+                .arg(dir),
+            None,
+            Duration::from_secs(10),
+        );
+        out.status.success().then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// One request an [`HttpSink`] received.
 #[derive(Debug, Clone)]
 pub struct Received {
