@@ -2,11 +2,11 @@
 //! killed with SIGKILL at random points.
 
 mod common;
+use common::Tmpfs;
 
 use logplex::log::{Fsync, Health, Log, LogError, Options, Query};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,28 +39,6 @@ fn read_all(log: &Log, ch: u64) -> Vec<(u64, Vec<u8>)> {
         .into_iter()
         .map(|l| (l.seq, l.frame.to_vec()))
         .collect()
-}
-
-/// A tmpfs mounted for the life of the value.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[test]

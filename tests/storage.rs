@@ -363,37 +363,6 @@ fn the_binary_exits_1_on_an_empty_database() {
     assert!(err.contains("empty (0 bytes)"), "{err}");
 }
 
-/// A small tmpfs mounted for a test; unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(dir.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[test]
 /// Without the durable log (`[log] path = "off"`), history is saved at stop.
 fn a_stop_on_a_full_disk_says_what_was_lost_and_keeps_the_previous_save() {

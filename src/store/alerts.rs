@@ -35,28 +35,7 @@ pub fn create_alert(conn: &mut Conn, rule: &crate::alert::RuleSpec) -> Result<()
     if rule.app != "*" {
         get_channel(conn, &rule.app)?;
     }
-    conn.0
-        .execute(
-            "INSERT INTO alerts (app, name, source, dyno, cond, regex, threshold, win, cooldown,
-                             webhook, created_at, metric, above)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![
-                rule.app,
-                rule.name,
-                rule.source,
-                rule.dyno,
-                rule.where_,
-                rule.regex,
-                i64::try_from(rule.threshold).unwrap_or(i64::MAX),
-                rule.window,
-                rule.cooldown,
-                rule.webhook,
-                now(),
-                rule.metric,
-                rule.above
-            ],
-        )
-        .map_err(conflict)?;
+    write_alert(&conn.0, "INSERT", rule).map_err(conflict)?;
     Ok(())
 }
 
@@ -70,6 +49,37 @@ pub fn delete_alert(conn: &mut Conn, app: &str, name: &str) -> Result<(), StoreE
         return Err(StoreError::NotFound);
     }
     Ok(())
+}
+
+/// Writes `rule` with `verb` (`INSERT`, which refuses a second rule of the name, or `INSERT
+/// OR REPLACE`, which a replica uses to apply a change again).
+pub(super) fn write_alert(
+    conn: &rusqlite::Connection,
+    verb: &str,
+    rule: &crate::alert::RuleSpec,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        &format!(
+            "{verb} INTO alerts (app, name, source, dyno, cond, regex, threshold, win, cooldown,
+                                 webhook, created_at, metric, above)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        ),
+        params![
+            rule.app,
+            rule.name,
+            rule.source,
+            rule.dyno,
+            rule.where_,
+            rule.regex,
+            i64::try_from(rule.threshold).unwrap_or(i64::MAX),
+            rule.window,
+            rule.cooldown,
+            rule.webhook,
+            now(),
+            rule.metric,
+            rule.above
+        ],
+    )
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! change applied before a crash saved its position) changes nothing, and a change about
 //! a channel since destroyed and made again under its name leaves the new one alone.
 
-use super::{now, ChannelRecord, Conn, DrainRecord, State, StoreError};
+use super::{ChannelRecord, Conn, DrainRecord, State, StoreError};
 use rusqlite::{params, OptionalExtension, Transaction};
 
 /// The id of channel `name` as stored here, if it exists.
@@ -210,26 +210,7 @@ fn insert_drain(tx: &Transaction<'_>, d: &DrainRecord) -> Result<(), StoreError>
 }
 
 fn insert_alert(tx: &Transaction<'_>, rule: &crate::alert::RuleSpec) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT OR REPLACE INTO alerts (app, name, source, dyno, cond, regex, threshold, win,
-                                        cooldown, webhook, created_at, metric, above)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        params![
-            rule.app,
-            rule.name,
-            rule.source,
-            rule.dyno,
-            rule.where_,
-            rule.regex,
-            i64::try_from(rule.threshold).unwrap_or(i64::MAX),
-            rule.window,
-            rule.cooldown,
-            rule.webhook,
-            now(),
-            rule.metric,
-            rule.above
-        ],
-    )?;
+    super::alerts::write_alert(tx, "INSERT OR REPLACE", rule)?;
     Ok(())
 }
 
