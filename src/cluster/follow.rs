@@ -366,13 +366,19 @@ impl Follower<'_> {
         p.del(keys::SEEDING).ignore();
         let (id,): (String,) = p.atomic().query_async(self.conn()).await?;
         let pos = Position { epoch, seq: 1, id };
+        self.install(state, &pos).await?;
+        Ok(pos)
+    }
+
+    /// Makes `state` the whole of the replica's config (and the snapshot's), at `pos`.
+    async fn install(&self, state: State, pos: &Position) -> Result<(), FollowError> {
         self.cluster.series.full_loads.inc();
         let at = pos.clone();
         self.cluster
             .registry
             .change_all(move |c| store::replace_state(c, &state, &at))
             .await?;
-        Ok(pos)
+        Ok(())
     }
 
     /// Reads the whole config from Redis and makes it the replica's (and the snapshot's),
@@ -462,12 +468,7 @@ impl Follower<'_> {
             .alerts
             .sort_by(|a, b| (&a.app, &a.name).cmp(&(&b.app, &b.name)));
         let n = state.channels.len();
-        self.cluster.series.full_loads.inc();
-        let at = pos.clone();
-        self.cluster
-            .registry
-            .change_all(move |c| store::replace_state(c, &state, &at))
-            .await?;
+        self.install(state, &pos).await?;
         tracing::info!(
             channels = n,
             seq = pos.seq,
