@@ -582,6 +582,52 @@ mod tests {
         Line::parse(Bytes::from(f), Bytes::from_static(b"app")).unwrap()
     }
 
+    #[tokio::test]
+    async fn paced_chunks_take_their_own_router_reads() {
+        // A tap with an 8-line buffer makes intake push in chunks of one line.
+        struct Small;
+        impl Tap for Small {
+            fn lines(&self, _: &Channel, _: &[Line]) {}
+            fn capacity(&self) -> Option<usize> {
+                Some(8)
+            }
+        }
+        let c = Channel::new(
+            1,
+            "demo",
+            Limits {
+                history_lines: 100,
+                history_bytes: 1 << 20,
+                tail_lines: 4,
+            },
+        );
+        c.set_metrics(true);
+        c.set_taps(vec![Arc::new(Small)]);
+        let router = |i: u64| {
+            let f = format!(
+                "<158>1 2016-03-08T02:43:26.693600+00:00 h heroku router - - at=info \
+                 method=GET path=\"/\" host=a.herokuapp.com dyno=web.1 connect=1ms \
+                 service={i}ms status={} bytes={i} protocol=https",
+                if i % 3 == 0 { 503 } else { 200 }
+            );
+            Line::parse(Bytes::from(f), Bytes::from_static(b"heroku")).unwrap()
+        };
+        let lines: Vec<Line> = (1..=10).map(router).collect();
+        // Read ahead for the first six only: the rest are read under the lock.
+        let reads: Vec<_> = lines[..6]
+            .iter()
+            .map(|l| logmetrics::read_router(&l.source, l.procid(), l.msg()))
+            .collect();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        let (n, _) = c.push_paced(lines.into_iter(), 10, deadline, &reads).await;
+        assert_eq!(n, 10);
+        let counted = c.with_metrics(|m| m.counters()).unwrap();
+        // Each line counted once, with its own values: bytes 1 + 2 + … + 10.
+        assert_eq!(counted.bytes, 55);
+        assert_eq!(counted.requests[1], 7);
+        assert_eq!(counted.requests[4], 3);
+    }
+
     #[test]
     fn ring_keeps_the_last_lines() {
         let c = Arc::new(Channel::new(
