@@ -56,7 +56,22 @@ impl TestServer {
     pub async fn start_in(dir: tempfile::TempDir, c: Config) -> TestServer {
         c.validate().unwrap();
         let shutdown = CancellationToken::new();
-        let server = logplex::start(c, shutdown.clone()).await.unwrap();
+        // A server of this test stopped or aborted just before may still be dropping its
+        // durable log on another thread, and the log directory's lock goes only with it (a
+        // process that exits releases it at once): wait for that, bounded.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let server = loop {
+            match logplex::start(c.clone(), shutdown.clone()).await {
+                Ok(s) => break s,
+                Err(e)
+                    if format!("{e:#}").contains("in use by another process")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("start: {e:?}"),
+            }
+        };
         let addrs = server.addrs;
         let handle = tokio::spawn(server.wait());
         TestServer {
