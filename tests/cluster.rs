@@ -67,6 +67,16 @@ async fn health(s: &TestServer) -> String {
     v["status"].as_str().unwrap_or_default().to_string()
 }
 
+/// Waits (up to 5 s each) until every one of `nodes` says `status` in its healthcheck.
+async fn health_is(nodes: &[&TestServer], status: &str) {
+    for &n in nodes {
+        until(Duration::from_secs(5), status, || async move {
+            health(n).await == status
+        })
+        .await;
+    }
+}
+
 async fn json_get(s: &TestServer, path: &str) -> (u16, Value) {
     let (st, body) = request(&s.api(), "GET", path, None).await;
     (st, serde_json::from_str(&body).unwrap_or(Value::Null))
@@ -234,11 +244,8 @@ async fn redis_down_keeps_intake_and_refuses_changes_until_it_is_back() {
     .await;
 
     redis.kill();
+    health_is(&[&a, &b], "degraded").await;
     for n in [&a, &b] {
-        until(Duration::from_secs(5), "degraded", || async move {
-            health(n).await == "degraded"
-        })
-        .await;
         assert_eq!(post_line(n, &token, "while Redis is down").await, 204);
     }
     let (st, body) = common::request_bytes(
@@ -259,12 +266,7 @@ async fn redis_down_keeps_intake_and_refuses_changes_until_it_is_back() {
     );
 
     redis.restart();
-    for n in [&a, &b] {
-        until(Duration::from_secs(5), "normal again", || async move {
-            health(n).await == "normal"
-        })
-        .await;
-    }
+    health_is(&[&a, &b], "normal").await;
     // Back: the first change asked is taken (the writer's old connection was dropped
     // when the follower lost Redis).
     let (st, body) = request(
@@ -419,12 +421,7 @@ async fn a_single_node_fills_an_empty_redis_with_its_apps() {
 
     // Redis loses everything: the first node back fills it again.
     redis.restart();
-    for n in [&a, &b] {
-        until(Duration::from_secs(5), "normal again", || async move {
-            health(n).await == "normal"
-        })
-        .await;
-    }
+    health_is(&[&a, &b], "normal").await;
     let (st, _) = request(
         &b.api(),
         "POST",
