@@ -225,12 +225,8 @@ impl Channel {
         self.append(lines, Mode::Live).0
     }
 
-    /// [`Channel::push`], also saying what the durable log did with the lines.
-    pub fn push_logged<I: IntoIterator<Item = Line>>(&self, lines: I) -> (usize, Logged) {
-        self.append(lines, Mode::Live)
-    }
-
-    /// [`Channel::push_logged`] with the router lines among `lines` already read by ingest
+    /// [`Channel::push`], also saying what the durable log did with the lines, with the
+    /// router lines among `lines` already read by ingest
     /// (`read[i]` for the i-th line, see [`Channel::metered`]), so that under the channel's
     /// lock only their totals are added: connections pushing to the same channel do not
     /// queue behind the parsing. Lines beyond `read` are read under the lock.
