@@ -428,29 +428,10 @@ fn open_log(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<(Arc<Lo
 /// the next stop replaces it, so a start that fails later loses nothing.
 fn restore_history(registry: &Registry, log: Option<&(Arc<Log>, Recovery)>) -> anyhow::Result<()> {
     let snap = registry.snapshot();
-    let mut reloaded = 0;
-    if let Some((log, rec)) = log {
-        let limit = registry.limits().history_lines;
-        for ch in snap.channels() {
-            let id = ch.id as u64;
-            let Some(&last) = rec.last_seq.get(&id) else {
-                continue;
-            };
-            let q = log::Query {
-                limit,
-                from_end: true,
-                ..Default::default()
-            };
-            let lines = log.read(id, &q)?.into_iter().filter_map(|l| {
-                let (seq, received) = (l.seq, l.recv_us);
-                Line::parse(l.frame, l.source).ok().map(|mut line| {
-                    line.seq = seq;
-                    (line, received)
-                })
-            });
-            reloaded += ch.reload(lines, last);
-        }
-    }
+    let reloaded = match log {
+        Some((log, rec)) => reload_from_log(&snap, log, rec, registry.limits().history_lines)?,
+        None => 0,
+    };
     let saved = registry.store().call_blocking(store::load_history)?;
     let (mut restored, mut logged) = (0, crate::channel::Logged::Off);
     for (name, lines) in saved {
@@ -493,6 +474,59 @@ fn restore_history(registry: &Registry, log: Option<&(Arc<Log>, Recovery)>) -> a
         );
     }
     restore_logmetrics(registry, &snap)
+}
+
+/// Refills the ring of every channel the log has lines of with its last `limit` lines; the
+/// number of lines. Several threads at once: the reads overlap their waits on the disk
+/// (a cold start reads each channel's tail from wherever it lies) and parsing the lines
+/// uses every core (measured with 1,000 channels over a 10 GiB log: 2.3 s on one thread
+/// with a cold page cache; README, Performance).
+fn reload_from_log(
+    snap: &crate::registry::Snapshot,
+    log: &Log,
+    rec: &Recovery,
+    limit: usize,
+) -> anyhow::Result<usize> {
+    let todo: Vec<_> = snap
+        .channels()
+        .filter_map(|ch| Some((rec.last_seq.get(&(ch.id as u64)).copied()?, ch)))
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8)
+        .min(todo.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let reload_one = |(last, ch): &(u64, &Arc<crate::channel::Channel>)| -> anyhow::Result<usize> {
+        let q = log::Query {
+            limit,
+            from_end: true,
+            ..Default::default()
+        };
+        let lines = log.read(ch.id as u64, &q)?.into_iter().filter_map(|l| {
+            let (seq, received) = (l.seq, l.recv_us);
+            Line::parse(l.frame, l.source).ok().map(|mut line| {
+                line.seq = seq;
+                (line, received)
+            })
+        });
+        Ok(ch.reload(lines, *last))
+    };
+    let worker = || -> anyhow::Result<usize> {
+        let mut n = 0;
+        while let Some(job) = todo.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+            n += reload_one(job)?;
+        }
+        Ok(n)
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(worker)).collect();
+        handles.into_iter().try_fold(0, |sum, h| {
+            let n = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("a thread refilling the rings panicked"))??;
+            Ok(sum + n)
+        })
+    })
 }
 
 /// Part of phase 4: the metric roll-ups saved at the last stop, back into the channels
