@@ -29,7 +29,8 @@ pub const WEBHOOK: Policy = Policy {
 };
 
 /// One batch of an HTTP drain: 10 tries (with the same `Logplex-Frame-Id`), waits from
-/// 250 ms up to 30 s; the same backoff paces the batch after one the receiver refused.
+/// 250 ms up to 30 s (4 s when the drain reads the durable log: [`LOGGED_DRAIN_MAX`]); the
+/// same backoff paces the batch after one the receiver refused.
 pub const HTTP_DRAIN: Policy = Policy {
     attempts: Some(10),
     base: Duration::from_millis(250),
@@ -51,6 +52,13 @@ pub const RECONNECT: Policy = Policy {
     base: Duration::from_millis(100),
     max: Duration::from_secs(4),
 };
+
+/// The longest wait between tries of a drain that reads the durable log. Its lines are kept
+/// there however long the receiver is gone, so a long wait would only delay the first line
+/// after the receiver returns (an HTTP drain's 30 s left it up to 30 s late); the lines
+/// of a drain without the log are kept only while its batch is tried, so its waits stay
+/// long enough to ride out a receiver's restart.
+pub const LOGGED_DRAIN_MAX: Duration = Duration::from_secs(4);
 
 /// One batch of `logplex shuttle`: 4 tries, waits capped at 0.5 s, 1 s, 2 s.
 pub const SHUTTLE: Policy = Policy {
@@ -123,6 +131,14 @@ pub enum Finished<T, E> {
 }
 
 impl Policy {
+    /// This policy with its waits capped at `max` (and never above its own cap).
+    pub fn capped(self, max: Duration) -> Policy {
+        Policy {
+            max: self.max.min(max),
+            ..self
+        }
+    }
+
     /// A fresh backoff for this policy.
     pub fn backoff(&self) -> Backoff {
         Backoff {

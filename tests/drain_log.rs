@@ -621,3 +621,68 @@ async fn an_https_drain_refusing_the_certificate_until_its_tries_run_out_skips_n
     }
     http_drain_tries_run_out(true).await;
 }
+
+/// With the log, an HTTP drain whose receiver answers 503 for 16 s (six tries without the
+/// cap: waits of up to 0.25 + 0.5 + 1 + 2 + 4 + 8 s, the next up to 16 s) waits at most
+/// 4 s between tries, so the first line reaches the receiver at most about 4 s after it
+/// works again; and the receiver was never left alone longer than that meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_drain_with_the_log_tries_at_least_every_4_s_while_its_receiver_fails() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let dir = tempfile::tempdir().unwrap();
+    let ok = Arc::new(AtomicBool::new(false));
+    let tries = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let answer = {
+        let (ok, tries) = (ok.clone(), tries.clone());
+        move |_: &Received| {
+            tries.lock().unwrap().push(Instant::now());
+            if ok.load(SeqCst) {
+                200
+            } else {
+                503
+            }
+        }
+    };
+    let sink = HttpSink::start(answer).await;
+    let url = format!("http://127.0.0.1:{}/logs", sink.addr.port());
+    let c = test_config(dir.path());
+    let s = TestServer::start_in(dir, c).await;
+    let token = s.create_app("demo").await;
+    let (st, body) = request(
+        &s.api(),
+        "POST",
+        "/v2/channels/demo/drains",
+        Some(&format!(r#"{{"url":"{url}"}}"#)),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    send(s.addrs.tcp.unwrap(), &token, "w", 0, 20).await;
+    let failing_from = Instant::now();
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    ok.store(true, SeqCst);
+    let back = Instant::now();
+    let reqs = sink.wait(15, |r| r.iter().any(|r| r.status == 200)).await;
+    let first_ok = Instant::now();
+    assert!(
+        reqs.iter().any(|r| r.status == 200),
+        "never delivered after the receiver came back"
+    );
+    let late = first_ok - back;
+    assert!(
+        late < Duration::from_millis(5500),
+        "first line {late:?} after the receiver came back"
+    );
+    let tries = tries.lock().unwrap().clone();
+    let gaps: Vec<Duration> = tries.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        tries.len() >= 6 && tries[0] - failing_from < Duration::from_secs(3),
+        "{} tries, the first {:?} after the lines",
+        tries.len(),
+        tries.first().map(|t| *t - failing_from)
+    );
+    assert!(
+        gaps.iter().all(|g| *g < Duration::from_millis(5500)),
+        "a wait between tries over 4 s: {gaps:?}"
+    );
+    s.stop().await;
+}

@@ -18,7 +18,7 @@ use super::cursor::Next;
 use super::{Drain, DrainEnv};
 use crate::clock::now_micros;
 use crate::line::Line;
-use crate::retry::{Backoff, Deadline, Policy};
+use crate::retry::{self, Backoff, Deadline, Policy};
 use bytes::{Bytes, BytesMut};
 use logplex_proto::render;
 use std::future::Future;
@@ -167,7 +167,10 @@ async fn wait_for_work(d: &Drain, deadline: &Deadline, idle: Option<Duration>) -
 pub async fn run<T: Transport>(d: &Drain, env: &DrainEnv, mut transport: T) {
     let deadline = Deadline::with_flush(d.removed.clone(), env.flush.clone());
     let mut conn: Option<(T::Conn, Instant)> = None;
-    let mut backoff = T::POLICY.backoff();
+    let mut backoff = match d.cursor {
+        Some(_) => T::POLICY.capped(retry::LOGGED_DRAIN_MAX).backoff(),
+        None => T::POLICY.backoff(),
+    };
     let mut out = BytesMut::with_capacity(T::BATCH_BYTES + 4096);
     let mut ends = Vec::new();
     let mut cert_announced = false;
