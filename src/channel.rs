@@ -35,13 +35,9 @@ pub struct Limits {
 }
 
 struct History {
-    /// The lines, their frames copied out of the buffer they came in, so a line pins only
-    /// its own channel's memory (not the 64 KiB read buffer of whatever connection it came
-    /// on), and stored compactly: a [`Line`] is made only when one is read.
-    ring: ring::Ring,
+    /// The lines held, made with the first: a channel that never had one carries 8 bytes.
+    held: Option<Box<Held>>,
     next_seq: u64,
-    /// When the ring's lines were received, by batch.
-    received: received::Received,
     /// Lines stored per minute, counted per batch (for the console and `GET /v2/stats`);
     /// made on the first live line, so a channel that never had one does not carry it.
     rate: Option<Box<LineRate>>,
@@ -55,11 +51,29 @@ struct History {
     metrics: Option<Box<LogMetrics>>,
 }
 
+/// A channel's lines and when they were received.
+#[derive(Default)]
+struct Held {
+    /// The lines, their frames copied out of the buffer they came in, so a line pins only
+    /// its own channel's memory (not the 64 KiB read buffer of whatever connection it came
+    /// on), and stored compactly: a [`Line`] is made only when one is read.
+    ring: ring::Ring,
+    /// When the ring's lines were received, by batch.
+    received: received::Received,
+}
+
 impl History {
+    /// The lines held, made if there were none.
+    fn held(&mut self) -> &mut Held {
+        self.held.get_or_insert_with(Default::default)
+    }
+
     /// Drops the oldest lines beyond the caps.
     fn trim(&mut self, limits: Limits) {
-        if let Some(first) = self.ring.trim(limits.history_lines, limits.history_bytes) {
-            self.received.forget_before(first);
+        if let Some(held) = self.held.as_deref_mut() {
+            if let Some(first) = held.ring.trim(limits.history_lines, limits.history_bytes) {
+                held.received.forget_before(first);
+            }
         }
     }
 }
@@ -152,10 +166,9 @@ impl Channel {
             limits,
             history: Mutex::new(History {
                 // Grows with the lines held: an idle channel allocates nothing here.
-                ring: ring::Ring::default(),
+                held: None,
                 next_seq: 1,
                 rate: None,
-                received: received::Received::default(),
                 metrics: None,
                 tail: None,
             }),
@@ -283,8 +296,9 @@ impl Channel {
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
         for (line, received_us) in lines {
-            h.received.mark(line.seq, received_us);
-            h.ring.push(&line, line.seq);
+            let held = h.held();
+            held.received.mark(line.seq, received_us);
+            held.ring.push(&line, line.seq);
             n += 1;
         }
         h.next_seq = h.next_seq.max(last_seq + 1);
@@ -317,21 +331,22 @@ impl Channel {
         // Tails and taps get the lines themselves (each a slice of the ring's chunk);
         // otherwise only the ring's records are made.
         let mut made: Vec<Line> = Vec::new();
-        let first = h.ring.len();
+        let first = h.held.as_ref().map_or(0, |held| held.ring.len());
         for mut line in lines {
             let seq = h.next_seq;
             h.next_seq += 1;
-            h.ring.push(&line, seq);
+            h.held().ring.push(&line, seq);
             if tail.is_some() || tapped {
                 line.seq = seq;
                 made.push(line);
             }
         }
-        let n = h.ring.len() - first;
+        let n = h.held.as_ref().map_or(0, |held| held.ring.len()) - first;
         if !made.is_empty() {
-            h.ring.freeze();
+            let ring = &mut h.held().ring;
+            ring.freeze();
             for (k, line) in made.iter_mut().enumerate() {
-                line.frame = h.ring.frame(first + k);
+                line.frame = ring.frame(first + k);
             }
         }
         if let Some(tail) = &tail {
@@ -341,16 +356,20 @@ impl Channel {
             }
         }
         h.tail = tail;
-        if live && n > 0 {
-            let h = &mut *h;
-            h.received.mark(h.ring.seq(first), now);
+        let h = &mut *h;
+        let held = match h.held.as_deref_mut() {
+            Some(held) if n > 0 => held,
+            _ => return (0, Logged::Off),
+        };
+        if live {
+            held.received.mark(held.ring.seq(first), now);
             h.rate
                 .get_or_insert_with(Default::default)
                 .add(now, n as u64);
             if let Some(m) = h.metrics.as_mut() {
                 let secs = now.div_euclid(1_000_000);
                 for i in 0..n {
-                    let line = h.ring.view(first + i);
+                    let line = held.ring.view(first + i);
                     match read.get(i) {
                         Some(Some(r)) => m.observe_router(secs, r),
                         Some(None) => m.observe_other(secs, line.msg()),
@@ -361,7 +380,7 @@ impl Channel {
         }
         let logged = match &self.log {
             Some(log) if n > 0 => {
-                let ring = &h.ring;
+                let ring = &held.ring;
                 let new = (first..first + n).map(|i| {
                     let v = ring.view(i);
                     (v.source, v.frame)
@@ -388,8 +407,11 @@ impl Channel {
     /// receive time and are in no window.
     pub fn received_between(&self, since_us: i64, until_us: i64) -> Seqs {
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        h.received
-            .seqs(since_us, until_us, h.next_seq, crate::clock::now_micros())
+        let now = crate::clock::now_micros();
+        match h.held.as_deref() {
+            Some(held) => held.received.seqs(since_us, until_us, h.next_seq, now),
+            None => received::Received::default().seqs(since_us, until_us, h.next_seq, now),
+        }
     }
 
     /// The last `num` history lines that pass `keep` and come after `after_seq`, oldest first,
@@ -412,13 +434,17 @@ impl Channel {
                 channel: self.clone(),
             }
         });
-        h.ring.freeze();
-        let mut out: Vec<Line> = Vec::with_capacity(num.min(h.ring.len()));
-        for i in (0..h.ring.len()).rev() {
-            if out.len() >= num || h.ring.seq(i) <= after_seq {
+        let Some(held) = h.held.as_deref_mut() else {
+            return (Vec::new(), rx);
+        };
+        let ring = &mut held.ring;
+        ring.freeze();
+        let mut out: Vec<Line> = Vec::with_capacity(num.min(ring.len()));
+        for i in (0..ring.len()).rev() {
+            if out.len() >= num || ring.seq(i) <= after_seq {
                 break;
             }
-            let line = h.ring.line(i);
+            let line = ring.line(i);
             if keep(&line) {
                 out.push(line);
             }
@@ -436,8 +462,11 @@ impl Channel {
     /// Every history line, oldest first (for saving at shutdown).
     pub fn all_lines(&self) -> Vec<Line> {
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        h.ring.freeze();
-        (0..h.ring.len()).map(|i| h.ring.line(i)).collect()
+        let Some(held) = h.held.as_deref_mut() else {
+            return Vec::new();
+        };
+        held.ring.freeze();
+        (0..held.ring.len()).map(|i| held.ring.line(i)).collect()
     }
 
     /// The seq of the last line stored (0: none yet): where a drain reading the durable log
@@ -450,7 +479,9 @@ impl Channel {
     /// Lines and bytes in the history.
     pub fn history_len(&self) -> (usize, usize) {
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        (h.ring.len(), h.ring.bytes())
+        h.held
+            .as_deref()
+            .map_or((0, 0), |held| (held.ring.len(), held.ring.bytes()))
     }
 
     /// Lines stored per minute lately and since start (restored lines are not counted).
@@ -607,6 +638,23 @@ mod tests {
         assert_eq!(counted.bytes, 55);
         assert_eq!(counted.requests[1], 7);
         assert_eq!(counted.requests[4], 3);
+    }
+
+    /// An idle channel (no lines, tails, drains or metrics) is its struct and nothing else:
+    /// the history is made with the first line.
+    #[test]
+    fn an_idle_channel_allocates_nothing_beyond_itself() {
+        assert!(
+            std::mem::size_of::<Channel>() <= 144,
+            "{}",
+            std::mem::size_of::<Channel>()
+        );
+        let c = with_tail_of_4();
+        let h = c.history.lock().unwrap();
+        assert!(h.held.is_none() && h.rate.is_none() && h.tail.is_none());
+        drop(h);
+        c.push([line(1)]);
+        assert!(c.history.lock().unwrap().held.is_some());
     }
 
     #[test]
