@@ -15,7 +15,9 @@
 //!    one channel, in the same run (`--load no` skips them);
 //! 5. a stop and a restart: the time to listening again;
 //! 6. a router with `--histories` channels × `--lines` lines of 150 bytes (the durable log
-//!    off, so only the rings hold them): RSS / payload.
+//!    off, so only the rings hold them): RSS / payload, and what each line costs beyond its
+//!    frame (its record and its share of the chunks' slack). `--phase histories` runs this
+//!    part alone.
 //!
 //! Figures go to stdout as JSON lines. Every loop is bounded in count.
 
@@ -263,11 +265,12 @@ async fn histories(channels: u64, lines: u64) {
     let payload = goal * 150;
     println!(
         "{{\"what\":\"full_histories\",\"channels\":{channels},\"lines\":{lines},\"held\":{held},\"secs\":{:.1},\
-         \"payload_mb\":{:.1},\"rss_delta_mb\":{:.1},\"rss_per_payload\":{:.3}}}",
+         \"payload_mb\":{:.1},\"rss_delta_mb\":{:.1},\"rss_per_payload\":{:.3},\"overhead_per_line_bytes\":{:.0}}}",
         t.elapsed().as_secs_f64(),
         payload as f64 / 1e6,
         after.saturating_sub(before) as f64 / 1e6,
-        after.saturating_sub(before) as f64 / payload as f64
+        after.saturating_sub(before) as f64 / payload as f64,
+        after.saturating_sub(before).saturating_sub(payload) as f64 / goal.max(1) as f64
     );
     stop(r).await;
 }

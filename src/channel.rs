@@ -6,6 +6,7 @@
 
 mod rate;
 mod received;
+mod ring;
 
 pub use rate::{LineRate, MINUTES as RATE_MINUTES};
 pub use received::Seqs;
@@ -14,8 +15,6 @@ use crate::line::Line;
 use crate::log::{Log, LogError, Lsn};
 use crate::logmetrics::{self, LogMetrics};
 use arc_swap::ArcSwap;
-use bytes::BytesMut;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::broadcast;
@@ -36,14 +35,9 @@ pub struct Limits {
 }
 
 struct History {
-    lines: VecDeque<Line>,
-    /// Frames are copied here, so a line pins only its own channel's memory (not the 64 KiB
-    /// read buffer of whatever connection it came on); one allocation per chunk, not per line.
-    arena: BytesMut,
-    bytes: usize,
+    /// The lines held, made with the first: a channel that never had one carries 8 bytes.
+    held: Option<Box<Held>>,
     next_seq: u64,
-    /// When the ring's lines were received, by batch.
-    received: received::Received,
     /// Lines stored per minute, counted per batch (for the console and `GET /v2/stats`);
     /// made on the first live line, so a channel that never had one does not carry it.
     rate: Option<Box<LineRate>>,
@@ -57,31 +51,29 @@ struct History {
     metrics: Option<Box<LogMetrics>>,
 }
 
+/// A channel's lines and when they were received.
+#[derive(Default)]
+struct Held {
+    /// The lines, their frames copied out of the buffer they came in, so a line pins only
+    /// its own channel's memory (not the 64 KiB read buffer of whatever connection it came
+    /// on), and stored compactly: a [`Line`] is made only when one is read.
+    ring: ring::Ring,
+    /// When the ring's lines were received, by batch.
+    received: received::Received,
+}
+
 impl History {
-    /// Copies `line`'s frame into the arena (so a line pins only its own channel's memory)
-    /// and counts its weight; the caller pushes it.
-    fn copy_in(&mut self, line: &mut Line) {
-        let len = line.frame.len();
-        if self.arena.capacity() - self.arena.len() < len {
-            // Small channels get small chunks; busy ones grow to 64 KiB.
-            let chunk = (self.bytes / 4).clamp(2048, 65536).max(len);
-            self.arena = BytesMut::with_capacity(chunk);
-        }
-        self.arena.extend_from_slice(&line.frame);
-        line.frame = self.arena.split_to(len).freeze();
-        self.bytes += line.weight();
+    /// The lines held, made if there were none.
+    fn held(&mut self) -> &mut Held {
+        self.held.get_or_insert_with(Default::default)
     }
 
     /// Drops the oldest lines beyond the caps.
     fn trim(&mut self, limits: Limits) {
-        while self.lines.len() > limits.history_lines || self.bytes > limits.history_bytes {
-            match self.lines.pop_front() {
-                Some(old) => self.bytes -= old.weight(),
-                None => break,
+        if let Some(held) = self.held.as_deref_mut() {
+            if let Some(first) = held.ring.trim(limits.history_lines, limits.history_bytes) {
+                held.received.forget_before(first);
             }
-        }
-        if let Some(first) = self.lines.front() {
-            self.received.forget_before(first.seq);
         }
     }
 }
@@ -174,12 +166,9 @@ impl Channel {
             limits,
             history: Mutex::new(History {
                 // Grows with the lines held: an idle channel allocates nothing here.
-                lines: VecDeque::new(),
-                arena: BytesMut::new(),
-                bytes: 0,
+                held: None,
                 next_seq: 1,
                 rate: None,
-                received: received::Received::default(),
                 metrics: None,
                 tail: None,
             }),
@@ -306,10 +295,10 @@ impl Channel {
     pub fn reload<I: IntoIterator<Item = (Line, i64)>>(&self, lines: I, last_seq: u64) -> usize {
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
-        for (mut line, received_us) in lines {
-            h.received.mark(line.seq, received_us);
-            h.copy_in(&mut line);
-            h.lines.push_back(line);
+        for (line, received_us) in lines {
+            let held = h.held();
+            held.received.mark(line.seq, received_us);
+            held.ring.push(&line, line.seq);
             n += 1;
         }
         h.next_seq = h.next_seq.max(last_seq + 1);
@@ -339,62 +328,74 @@ impl Channel {
         let tail = if live { h.tail.take() } else { None };
         let taps = self.taps.load();
         let tapped = live && !taps.is_empty();
-        let first = h.lines.len();
+        // Tails and taps get the lines themselves (each a slice of the ring's chunk);
+        // otherwise only the ring's records are made.
+        let mut made: Vec<Line> = Vec::new();
+        let first = h.held.as_ref().map_or(0, |held| held.ring.len());
         for mut line in lines {
-            h.copy_in(&mut line);
-            line.seq = h.next_seq;
+            let seq = h.next_seq;
             h.next_seq += 1;
-            if let Some(tail) = &tail {
+            h.held().ring.push(&line, seq);
+            if tail.is_some() || tapped {
+                line.seq = seq;
+                made.push(line);
+            }
+        }
+        let n = h.held.as_ref().map_or(0, |held| held.ring.len()) - first;
+        if !made.is_empty() {
+            let ring = &mut h.held().ring;
+            ring.freeze();
+            for (k, line) in made.iter_mut().enumerate() {
+                line.frame = ring.frame(first + k);
+            }
+        }
+        if let Some(tail) = &tail {
+            for line in &made {
                 // Err only means every receiver went away meanwhile.
                 let _ = tail.send(line.clone());
             }
-            h.lines.push_back(line);
         }
         h.tail = tail;
-        let n = h.lines.len() - first;
-        if live && n > 0 {
-            let h = &mut *h;
-            h.received.mark(h.lines[first].seq, now);
+        let h = &mut *h;
+        let held = match h.held.as_deref_mut() {
+            Some(held) if n > 0 => held,
+            _ => return (0, Logged::Off),
+        };
+        if live {
+            held.received.mark(held.ring.seq(first), now);
             h.rate
                 .get_or_insert_with(Default::default)
                 .add(now, n as u64);
             if let Some(m) = h.metrics.as_mut() {
                 let secs = now.div_euclid(1_000_000);
-                for (i, line) in h.lines.range(first..).enumerate() {
+                for i in 0..n {
+                    let line = held.ring.view(first + i);
                     match read.get(i) {
                         Some(Some(r)) => m.observe_router(secs, r),
                         Some(None) => m.observe_other(secs, line.msg()),
-                        None => m.observe(secs, &line.source, line.procid(), line.msg()),
+                        None => m.observe(secs, line.source, line.procid(), line.msg()),
                     }
                 }
             }
         }
         let logged = match &self.log {
             Some(log) if n > 0 => {
-                let first_seq = h.lines[first].seq;
-                let new = h.lines.range(first..).map(|l| (l.source, &l.frame));
-                match log.append(self.id as u64, first_seq, now, new) {
+                let ring = &held.ring;
+                let new = (first..first + n).map(|i| {
+                    let v = ring.view(i);
+                    (v.source, v.frame)
+                });
+                match log.append(self.id as u64, ring.seq(first), now, new) {
                     Ok(at) => Logged::At(at),
                     Err(e) => Logged::Refused(e),
                 }
             }
             _ => Logged::Off,
         };
-        if tapped {
-            // The new lines, in place: taps see them without a copy (so under the lock, which
-            // also gives every tap the channel's order).
-            let (a, b) = h.lines.as_slices();
-            let (s1, s2): (&[Line], &[Line]) = if first < a.len() {
-                (&a[first..], b)
-            } else {
-                (&[], &b[first - a.len()..])
-            };
+        if tapped && !made.is_empty() {
+            // Under the lock, which gives every tap the channel's order.
             for tap in taps.iter() {
-                for part in [s1, s2] {
-                    if !part.is_empty() {
-                        tap.lines(self, part);
-                    }
-                }
+                tap.lines(self, &made);
             }
         }
         h.trim(self.limits);
@@ -406,8 +407,11 @@ impl Channel {
     /// receive time and are in no window.
     pub fn received_between(&self, since_us: i64, until_us: i64) -> Seqs {
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        h.received
-            .seqs(since_us, until_us, h.next_seq, crate::clock::now_micros())
+        let now = crate::clock::now_micros();
+        match h.held.as_deref() {
+            Some(held) => held.received.seqs(since_us, until_us, h.next_seq, now),
+            None => received::Received::default().seqs(since_us, until_us, h.next_seq, now),
+        }
     }
 
     /// The last `num` history lines that pass `keep` and come after `after_seq`, oldest first,
@@ -430,13 +434,19 @@ impl Channel {
                 channel: self.clone(),
             }
         });
-        let mut out: Vec<Line> = Vec::with_capacity(num.min(h.lines.len()));
-        for line in h.lines.iter().rev() {
-            if out.len() >= num || line.seq <= after_seq {
+        let Some(held) = h.held.as_deref_mut() else {
+            return (Vec::new(), rx);
+        };
+        let ring = &mut held.ring;
+        ring.freeze();
+        let mut out: Vec<Line> = Vec::with_capacity(num.min(ring.len()));
+        for i in (0..ring.len()).rev() {
+            if out.len() >= num || ring.seq(i) <= after_seq {
                 break;
             }
-            if keep(line) {
-                out.push(line.clone());
+            let line = ring.line(i);
+            if keep(&line) {
+                out.push(line);
             }
         }
         out.reverse();
@@ -451,8 +461,12 @@ impl Channel {
 
     /// Every history line, oldest first (for saving at shutdown).
     pub fn all_lines(&self) -> Vec<Line> {
-        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        h.lines.iter().cloned().collect()
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(held) = h.held.as_deref_mut() else {
+            return Vec::new();
+        };
+        held.ring.freeze();
+        (0..held.ring.len()).map(|i| held.ring.line(i)).collect()
     }
 
     /// The seq of the last line stored (0: none yet): where a drain reading the durable log
@@ -465,7 +479,9 @@ impl Channel {
     /// Lines and bytes in the history.
     pub fn history_len(&self) -> (usize, usize) {
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        (h.lines.len(), h.bytes)
+        h.held
+            .as_deref()
+            .map_or((0, 0), |held| (held.ring.len(), held.ring.bytes()))
     }
 
     /// Lines stored per minute lately and since start (restored lines are not counted).
@@ -622,6 +638,23 @@ mod tests {
         assert_eq!(counted.bytes, 55);
         assert_eq!(counted.requests[1], 7);
         assert_eq!(counted.requests[4], 3);
+    }
+
+    /// An idle channel (no lines, tails, drains or metrics) is its struct and nothing else:
+    /// the history is made with the first line.
+    #[test]
+    fn an_idle_channel_allocates_nothing_beyond_itself() {
+        assert!(
+            std::mem::size_of::<Channel>() <= 144,
+            "{}",
+            std::mem::size_of::<Channel>()
+        );
+        let c = with_tail_of_4();
+        let h = c.history.lock().unwrap();
+        assert!(h.held.is_none() && h.rate.is_none() && h.tail.is_none());
+        drop(h);
+        c.push([line(1)]);
+        assert!(c.history.lock().unwrap().held.is_some());
     }
 
     #[test]

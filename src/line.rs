@@ -17,6 +17,12 @@ pub struct Source {
 }
 
 impl Source {
+    /// No name.
+    pub const EMPTY: Source = Source {
+        len: 0,
+        bytes: [0; MAX_SOURCE],
+    };
+
     /// The name, cut to [`MAX_SOURCE`] bytes.
     pub fn new(name: &[u8]) -> Source {
         let len = name.len().min(MAX_SOURCE);
@@ -49,12 +55,13 @@ impl std::fmt::Debug for Source {
 }
 
 /// Where the fields a session renders sit in a frame, taken from a parsed message.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Fields {
-    pri: u8,
-    ts: (u32, u32),
-    procid: (u32, u32),
-    msg: (u32, u32),
+    pub(crate) pri: u8,
+    /// (start, end) of each field in the frame.
+    pub(crate) ts: (u32, u32),
+    pub(crate) procid: (u32, u32),
+    pub(crate) msg: (u32, u32),
 }
 
 impl Fields {
@@ -143,6 +150,16 @@ impl Line {
             procid: (0, 0),
             msg: (0, 0),
         })
+    }
+
+    /// Where its fields sit in its frame (what [`Line::new`] takes back).
+    pub fn fields(&self) -> Fields {
+        Fields {
+            pri: self.pri,
+            ts: self.ts,
+            procid: self.procid,
+            msg: self.msg,
+        }
     }
 
     pub fn timestamp(&self) -> &[u8] {

@@ -28,9 +28,57 @@ pub struct Route {
 }
 
 /// A channel and its stored record (name, tokens), shared by the snapshots that hold it.
+/// Kept compact, as a node holds a million: the name is the channel's, and the tokens are
+/// one allocation (a [`ChannelRecord`] with two tokens took five more, ≈ 400 bytes).
 struct Entry {
     channel: Arc<Channel>,
-    record: ChannelRecord,
+    created_at: i64,
+    metrics: bool,
+    /// Each token's name then the token, each a u32 length (little-endian) then its bytes.
+    tokens: Box<[u8]>,
+}
+
+impl Entry {
+    fn new(channel: Arc<Channel>, rec: &ChannelRecord) -> Entry {
+        let mut tokens =
+            Vec::with_capacity(rec.tokens.iter().map(|(n, t)| 8 + n.len() + t.len()).sum());
+        for s in rec.tokens.iter().flat_map(|(n, t)| [n, t]) {
+            tokens.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            tokens.extend_from_slice(s.as_bytes());
+        }
+        Entry {
+            channel,
+            created_at: rec.created_at,
+            metrics: rec.metrics,
+            tokens: tokens.into_boxed_slice(),
+        }
+    }
+
+    /// (name, token) of each token, in the store's order.
+    fn tokens(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut rest = &self.tokens[..];
+        let mut next = move || {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = (u32::from_le_bytes(*len) as usize).min(tail.len());
+            let (s, tail) = tail.split_at(len);
+            rest = tail;
+            Some(std::str::from_utf8(s).unwrap_or_default())
+        };
+        std::iter::from_fn(move || Some((next()?, next()?)))
+    }
+
+    fn record(&self) -> ChannelRecord {
+        ChannelRecord {
+            id: self.channel.id,
+            name: self.channel.name.to_string(),
+            tokens: self
+                .tokens()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect(),
+            created_at: self.created_at,
+            metrics: self.metrics,
+        }
+    }
 }
 
 /// Shards of the token map: a power of two, so a shard is a mask of the hash.
@@ -77,13 +125,13 @@ impl Tokens {
     fn build(entries: &[Arc<Entry>]) -> Tokens {
         let mut counts = vec![0usize; SHARDS];
         for e in entries {
-            for (_, token) in &e.record.tokens {
+            for (_, token) in e.tokens() {
                 counts[Self::shard(token.as_bytes())] += 1;
             }
         }
         let mut shards: Vec<Shard> = counts.iter().map(|&n| Shard::with_capacity(n)).collect();
         for e in entries {
-            for (name, token) in &e.record.tokens {
+            for (name, token) in e.tokens() {
                 let route = Route {
                     channel: e.channel.clone(),
                     source: Source::new(name.as_bytes()),
@@ -158,18 +206,18 @@ impl Snapshot {
     }
 
     /// The channel `name` as stored (name and tokens).
-    pub fn record(&self, name: &str) -> Option<&ChannelRecord> {
-        self.channels.get(name).map(|e| &e.record)
+    pub fn record(&self, name: &str) -> Option<ChannelRecord> {
+        self.channels.get(name).map(|e| e.record())
     }
 
     /// The channels as stored (names and tokens), by name.
-    pub fn records(&self) -> impl Iterator<Item = &ChannelRecord> {
-        self.channels.values().map(|e| &e.record)
+    pub fn records(&self) -> impl Iterator<Item = ChannelRecord> + '_ {
+        self.channels.values().map(|e| e.record())
     }
 
     /// The channels as stored whose names come after `after` (all with `""`), by name: a
     /// page starts here in O(log n).
-    pub fn records_after<'a>(&'a self, after: &'a str) -> impl Iterator<Item = &'a ChannelRecord> {
+    pub fn records_after<'a>(&'a self, after: &'a str) -> impl Iterator<Item = ChannelRecord> + 'a {
         let from: Bound<&str> = if after.is_empty() {
             Bound::Unbounded
         } else {
@@ -177,7 +225,7 @@ impl Snapshot {
         };
         self.channels
             .range::<_, str>((from, Bound::Unbounded))
-            .map(|(_, e)| &e.record)
+            .map(|(_, e)| e.record())
     }
 
     /// Is `drain_token` the token of a drain of `channel`?
@@ -187,25 +235,21 @@ impl Snapshot {
 
     /// Adds `ch` with its record, its token routes and (metrics on) to the metered.
     fn add(&mut self, rec: ChannelRecord, ch: Arc<Channel>) {
-        self.add_tokens(&rec, &ch);
+        let e = Entry::new(ch, &rec);
+        self.add_tokens(&e);
+        let ch = &e.channel;
         if rec.metrics {
             self.metered.insert(ch.name.clone(), ch.clone());
         } else {
             self.metered.remove(&*ch.name);
         }
-        self.channels.insert(
-            ch.name.clone(),
-            Arc::new(Entry {
-                channel: ch,
-                record: rec,
-            }),
-        );
+        self.channels.insert(ch.name.clone(), Arc::new(e));
     }
 
-    fn add_tokens(&mut self, rec: &ChannelRecord, ch: &Arc<Channel>) {
-        for (name, token) in &rec.tokens {
+    fn add_tokens(&mut self, e: &Entry) {
+        for (name, token) in e.tokens() {
             let route = Route {
-                channel: ch.clone(),
+                channel: e.channel.clone(),
                 source: Source::new(name.as_bytes()),
             };
             self.tokens
@@ -213,13 +257,13 @@ impl Snapshot {
         }
     }
 
-    /// Removes the routes of `rec`'s tokens that still lead to `ch`.
-    fn remove_tokens(&mut self, rec: &ChannelRecord, ch: &Arc<Channel>) {
-        for (_, token) in &rec.tokens {
+    /// Removes the routes of `e`'s tokens that still lead to its channel.
+    fn remove_tokens(&mut self, e: &Entry) {
+        for (_, token) in e.tokens() {
             if self
                 .tokens
                 .get(token.as_bytes())
-                .is_some_and(|r| Arc::ptr_eq(&r.channel, ch))
+                .is_some_and(|r| Arc::ptr_eq(&r.channel, &e.channel))
             {
                 self.tokens.remove(token.as_bytes());
             }
@@ -367,7 +411,7 @@ impl Registry {
                     .map(|r| (r.name.clone(), None))
                     .collect();
                 for rec in state.channels {
-                    if old.record(&rec.name) != Some(&rec) {
+                    if old.record(&rec.name).as_ref() != Some(&rec) {
                         touched.push((rec.name.clone(), Some(rec)));
                     }
                 }
@@ -385,19 +429,14 @@ impl Registry {
         let entries: Vec<Arc<Entry>> = state
             .channels
             .into_iter()
-            .map(|record| {
-                Arc::new(Entry {
-                    channel: self.new_channel(&record),
-                    record,
-                })
-            })
+            .map(|record| Arc::new(Entry::new(self.new_channel(&record), &record)))
             .collect();
         let (tokens, (channels, metered)) = std::thread::scope(|s| {
             let tokens = s.spawn(|| Tokens::build(&entries));
             let mut channels = imbl::OrdMap::new();
             let mut metered = imbl::OrdMap::new();
             for e in &entries {
-                if e.record.metrics {
+                if e.metrics {
                     metered.insert(e.channel.name.clone(), e.channel.clone());
                 }
                 channels.insert(e.channel.name.clone(), e.clone());
@@ -444,14 +483,14 @@ impl Registry {
             let prev = snap.channels.get(name.as_str()).cloned();
             match (prev, rec) {
                 (Some(e), Some(rec)) if e.channel.id == rec.id => {
-                    snap.remove_tokens(&e.record, &e.channel);
+                    snap.remove_tokens(&e);
                     e.channel.set_metrics(rec.metrics);
                     snap.add(rec, e.channel.clone());
                 }
                 (prev, rec) => {
                     // A channel of the same name but another id was destroyed and made again.
                     if let Some(e) = prev {
-                        snap.remove_tokens(&e.record, &e.channel);
+                        snap.remove_tokens(&e);
                         snap.channels.remove(name.as_str());
                         snap.metered.remove(name.as_str());
                         gone.push(e.channel.clone());
@@ -612,8 +651,7 @@ mod tests {
             &before
         ));
         assert_eq!(snap.record("bb").unwrap().tokens.len(), 2);
-        let names =
-            |after| -> Vec<String> { snap.records_after(after).map(|r| r.name.clone()).collect() };
+        let names = |after| -> Vec<String> { snap.records_after(after).map(|r| r.name).collect() };
         assert_eq!(names(""), ["aa", "bb", "cc", "dd"]);
         assert_eq!(names("bb"), ["cc", "dd"]);
         assert_eq!(names("b"), ["bb", "cc", "dd"]);

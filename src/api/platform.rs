@@ -47,7 +47,6 @@ impl FromRequestParts<Arc<Node>> for App {
         // By name in O(log n); by id (rare: the CLI sends names) a scan.
         snap.record(&name_or_id)
             .or_else(|| snap.records().find(|r| app_id(r) == name_or_id))
-            .cloned()
             .map(App)
             .ok_or_else(|| Platform(ApiError::no_app(&name_or_id)))
     }

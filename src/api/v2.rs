@@ -36,9 +36,7 @@ pub(crate) fn channel_json(rec: &store::ChannelRecord) -> Value {
 /// The channel named `name`, from the routing snapshot.
 fn find(node: &Node, name: &str) -> Result<store::ChannelRecord, ApiError> {
     let snap = node.registry.snapshot();
-    snap.record(name)
-        .cloned()
-        .ok_or_else(|| ApiError::no_app(name))
+    snap.record(name).ok_or_else(|| ApiError::no_app(name))
 }
 
 /// Channels in one page of `GET /v2/channels` when `limit` is left out.
@@ -82,9 +80,9 @@ pub async fn list_channels(
         }
     }
     let snap = node.registry.snapshot();
-    let page: Vec<&store::ChannelRecord> = snap.records_after(&after).take(limit + 1).collect();
+    let page: Vec<store::ChannelRecord> = snap.records_after(&after).take(limit + 1).collect();
     let more = page.len() > limit;
-    let list: Vec<Value> = page.iter().take(limit).map(|r| channel_json(r)).collect();
+    let list: Vec<Value> = page.iter().take(limit).map(channel_json).collect();
     let mut r = reply(StatusCode::OK, &Value::Array(list));
     if let (true, Some(last)) = (more, page.get(limit - 1)) {
         let link = format!(

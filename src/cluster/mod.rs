@@ -457,7 +457,7 @@ impl Cluster {
         {
             Decided::Made { .. } => {
                 let snap = self.registry.snapshot();
-                let mut rec = snap.record(channel).cloned().ok_or(StoreError::NotFound)?;
+                let mut rec = snap.record(channel).ok_or(StoreError::NotFound)?;
                 rec.metrics = on;
                 Ok(rec)
             }
