@@ -20,8 +20,8 @@ pub const SESSION_TTL: Duration = Duration::from_secs(300);
 const CHUNK: usize = 32 * 1024;
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-/// What a session streams.
-#[derive(Debug, Clone)]
+/// What a session streams (kept in Redis as JSON in cluster mode).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Spec {
     pub channel: String,
     /// The store id of the channel the session was made for: a session is bound to that

@@ -559,3 +559,90 @@ async fn a_channel_declared_in_config_reaches_every_node() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Posts `n` lines with `token` to a node's HTTP input in one batch; the status.
+async fn post_batch(s: &TestServer, token: &str, prefix: &str, n: usize) -> u16 {
+    use base64::Engine;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("token:{token}"))
+    );
+    let body: String = (0..n)
+        .map(|i| common::octet(&common::frame(token, "web.1", &format!("{prefix} {i}"))))
+        .collect();
+    let (st, _) = request_bytes(
+        &format!("http://{}", s.addrs.http.unwrap()),
+        "POST",
+        "/logs",
+        Some(Bytes::from(body)),
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/logplex-1"),
+            ("logplex-msg-count", &n.to_string()),
+        ],
+    )
+    .await;
+    st
+}
+
+/// The entries of a channel's log stream: (node, line count) of each, oldest first.
+async fn stream_entries(redis: &Redis, channel: &str) -> Vec<(String, u64)> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(format!("logplex:{{ch:{channel}}}:log"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    r.ids
+        .iter()
+        .map(|e| {
+            (
+                e.get::<String>("n").unwrap_or_default(),
+                e.get::<u64>("c").unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// What a node ingests goes into the channel's log stream, a batch per entry (never an
+/// entry per line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingested_batches_go_into_the_channels_stream() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let a = node(&redis.url()).await;
+    let token = a.create_app("streamed").await;
+    for i in 0..5 {
+        assert_eq!(post_batch(&a, &token, &format!("batch {i}"), 20).await, 204);
+    }
+    let r = &redis;
+    until(
+        Duration::from_secs(5),
+        "100 lines in the stream",
+        || async move {
+            stream_entries(r, "streamed")
+                .await
+                .iter()
+                .map(|e| e.1)
+                .sum::<u64>()
+                == 100
+        },
+    )
+    .await;
+    let entries = stream_entries(&redis, "streamed").await;
+    assert!(
+        entries.len() <= 5,
+        "an entry per batch at most: {entries:?}"
+    );
+    let (_, metrics) = request(&a.api(), "GET", "/metrics", None).await;
+    assert!(
+        metrics.contains("logplex_cluster_log_lines_published_total 100"),
+        "{metrics}"
+    );
+    a.stop().await;
+}
