@@ -23,6 +23,8 @@
 //! ```
 //!   --log off|interval|batch  the durable log of the started router (default interval,
 //!                        the config's default; its folder is in the temporary data dir)
+//!   --redis URL          cluster mode on that Redis (every line also goes into its
+//!                        channel's log stream there); use an empty Redis of its own
 //! Every loop is bounded in count and time (`--max-secs`, default 60).
 
 use bytes::Bytes;
@@ -177,8 +179,12 @@ fn start_target(kv: &HashMap<String, String>) -> Target {
         Some("off") => "[log]\npath = \"off\"\n",
         Some(other) => panic!("--log {other}: off, interval or batch"),
     };
+    let cluster = match kv.get("redis") {
+        Some(url) => format!("[cluster]\nredis = \"{url}\"\n"),
+        None => String::new(),
+    };
     let text = format!(
-        "{log}[api]\nlisten = \"127.0.0.1:0\"\nauth_key = \"bench\"\n[ingest.http]\nlisten = \"127.0.0.1:0\"\n\
+        "{log}{cluster}[api]\nlisten = \"127.0.0.1:0\"\nauth_key = \"bench\"\n[ingest.http]\nlisten = \"127.0.0.1:0\"\n\
          [ingest.tcp]\nlisten = \"127.0.0.1:0\"\n[ingest.udp]\nlisten = \"off\"\n[store]\npath = \"{}\"\n\
          [[channels]]\nname = \"bench\"\ntokens = {{ app = \"{TOKEN}\", heroku = \"{TOKEN_HEROKU}\" }}\n\
          [[channels]]\nname = \"benchm\"\nmetrics = true\n\
