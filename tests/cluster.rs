@@ -911,3 +911,153 @@ async fn last_event_id_from_one_node_resumes_on_another() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A counter or gauge of a node's `/metrics` (0 when absent).
+async fn metric(s: &TestServer, name: &str) -> u64 {
+    let (_, m) = request(&s.api(), "GET", "/metrics", None).await;
+    m.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Posts one line with `token` to the HTTP input at `addr`; the status.
+async fn post_to(addr: std::net::SocketAddr, token: &str, msg: &str) -> u16 {
+    use base64::Engine;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("token:{token}"))
+    );
+    let frame = common::octet(&common::frame(token, "web.1", msg));
+    let (st, _) = request_bytes(
+        &format!("http://{addr}"),
+        "POST",
+        "/logs",
+        Some(Bytes::from(frame)),
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/logplex-1"),
+        ],
+    )
+    .await;
+    st
+}
+
+/// Node A (the binary) takes lines and is killed with `kill -9`: B still serves them as
+/// the app's history, from the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_lines_are_served_by_another() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let b = node(&redis.url()).await;
+    let token = b.create_app("orphan").await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = Ports::free();
+    let cluster = format!("[cluster]\nredis = \"{}\"\n", redis.url());
+    let cfg = write_config(dir.path(), "a.toml", &p, &dir.path().join("a.db"), &cluster);
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[api]\n",
+        &format!("[api]\nauth_key = \"{}\"\n", common::KEY),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut a = Serve::start(&cfg, p.api(), &[]);
+    until(Duration::from_secs(5), "the token accepted on A", || {
+        let t = &token;
+        async move { post_to(p.http(), t, "from A 0").await == 204 }
+    })
+    .await;
+    for i in 1..5 {
+        assert_eq!(post_to(p.http(), &token, &format!("from A {i}")).await, 204);
+    }
+    let r = &redis;
+    until(
+        Duration::from_secs(5),
+        "A's lines in the stream",
+        || async move {
+            stream_entries(r, "orphan")
+                .await
+                .iter()
+                .map(|e| e.1)
+                .sum::<u64>()
+                == 5
+        },
+    )
+    .await;
+    a.child.signal(rustix::process::Signal::KILL);
+    a.wait_exit(Duration::from_secs(10));
+    let got = msgs(&common::get_text(&b.session(r#"{"channel":"orphan","num":10}"#).await).await);
+    let want: Vec<String> = (0..5).map(|i| format!("from A {i}")).collect();
+    assert_eq!(got, want);
+    b.stop().await;
+}
+
+/// Redis killed and restarted (with its data) during intake: A takes lines all along
+/// (its queue to Redis holds 2 KiB, so some of them cannot wait); B's tail pauses, then
+/// resumes by itself with the lines that waited and says with L11 how many did not; a
+/// session opened on A while Redis is away shows A's own lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_during_intake_tails_resume_and_tell_what_they_missed() {
+    if !have_redis() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut redis = Redis::start_persistent(data.path());
+    let url = redis.url();
+    let a = TestServer::start_with(move |c| {
+        c.cluster.redis = url;
+        c.cluster.log_queue_bytes = 2048;
+    })
+    .await;
+    let b = node(&redis.url()).await;
+    let token = a.create_app("bumpy").await;
+    until(Duration::from_secs(2), "the app on B", || {
+        let b = &b;
+        async move { json_get(b, "/v2/channels/bumpy").await.0 == 200 }
+    })
+    .await;
+    let url = b
+        .session(r#"{"channel":"bumpy","num":0,"tail":true}"#)
+        .await;
+    let mut tail = open_stream(&url, "").await;
+    assert_eq!(post_line(&a, &token, "before").await, 204);
+    read_until(&mut tail, "]: before\n", Duration::from_secs(5)).await;
+
+    redis.kill();
+    health_is(&[&a, &b], "degraded").await;
+    const DURING: usize = 40;
+    for i in 0..DURING {
+        assert_eq!(post_line(&a, &token, &format!("during {i}")).await, 204);
+    }
+    // A's own sessions go on from A's lines while Redis is away.
+    let local = a.session(r#"{"channel":"bumpy","num":100}"#).await;
+    let mine = msgs(&common::get_text(&local).await);
+    assert_eq!(mine.len(), DURING + 1, "{mine:?}");
+
+    redis.restart();
+    health_is(&[&a, &b], "normal").await;
+    // A's queue goes into the stream once its publisher is back.
+    until(Duration::from_secs(5), "A's queue published", || {
+        let a = &a;
+        async move { metric(a, "logplex_cluster_log_lines_published_total").await > 1 }
+    })
+    .await;
+    assert_eq!(post_line(&a, &token, "after").await, 204);
+    let seen = read_until(&mut tail, "]: after\n", Duration::from_secs(10)).await;
+    let lost = metric(&a, "logplex_cluster_log_lines_unpublished_total").await as usize;
+    assert!(lost > 0 && lost < DURING, "{lost} of {DURING} lost");
+    assert!(
+        seen.contains(&format!(
+            "Error L11 (Tail buffer overflow) -> This tail session dropped {lost} messages"
+        )),
+        "{seen}"
+    );
+    let during = msgs(&seen)
+        .iter()
+        .filter(|m| m.starts_with("during"))
+        .count();
+    assert_eq!(during + lost, DURING, "{seen}");
+    a.stop().await;
+    b.stop().await;
+}

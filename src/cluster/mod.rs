@@ -168,7 +168,7 @@ impl Cluster {
         } else {
             c.node.clone()
         };
-        let (publisher, queue) = publish::Publisher::new(metrics);
+        let (publisher, queue) = publish::Publisher::new(metrics, c.log_queue_bytes);
         Ok(Some(Arc::new(Cluster {
             feeds: feed::Feeds::new(client.clone()),
             publisher,

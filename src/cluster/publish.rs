@@ -5,11 +5,12 @@
 //! channel per round, the round's `XADD`s pipelined in one round trip, each trimmed with
 //! `MAXLEN ~` to about the history size. At a stop, what is queued goes in one last round.
 //!
-//! Lines that cannot go (the queue is full, or Redis is away) stay in this node's history,
-//! log, tails and drains; they are counted (`logplex_cluster_log_lines_unpublished_total`)
-//! and the channel's next entry says how many and since when, so cross-node tails tell it
-//! with L11. While Redis is away the task tries again every [`RETRY`] and the taps stop
-//! encoding (they only count).
+//! While Redis is away the queue holds what comes (the task tries Redis again every
+//! [`RETRY`]), so a short outage loses nothing from the streams. Lines that cannot go (the
+//! queue is full, or a round failed when Redis went) stay in this node's history, log,
+//! tails and drains; they are counted (`logplex_cluster_log_lines_unpublished_total`) and
+//! the channel's next entry says how many and since when, so cross-node tails tell it with
+//! L11.
 
 use super::keys;
 use super::logs;
@@ -25,14 +26,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// The most bytes of encoded lines waiting for the publisher.
-pub const QUEUE_BYTES: usize = 32 << 20;
 /// The most batches waiting for the publisher.
 const QUEUE_BATCHES: usize = 16 * 1024;
 /// Batches taken into one round (one pipelined round trip).
 const ROUND: usize = 4096;
 /// How often the task tries Redis again while it is away.
-const RETRY: Duration = Duration::from_millis(500);
+const RETRY: Duration = Duration::from_millis(200);
 
 /// One stored batch of a channel, encoded.
 struct Batch {
@@ -54,8 +53,10 @@ pub struct Publisher {
     tx: mpsc::Sender<Batch>,
     /// Bytes queued and not yet taken by the task.
     queued: AtomicUsize,
-    /// The last round reached Redis: while not, taps only count.
+    /// The last round reached Redis.
     up: AtomicBool,
+    /// The most bytes of encoded lines waiting for the task (`cluster.log_queue_bytes`).
+    max_bytes: usize,
     lost: Mutex<HashMap<Arc<str>, Lost>>,
     any_lost: AtomicBool,
     published: prometheus::IntCounter,
@@ -64,7 +65,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// The tap and its task's end of the queue.
-    pub fn new(metrics: &crate::metrics::Metrics) -> (Arc<Publisher>, Queue) {
+    pub fn new(metrics: &crate::metrics::Metrics, max_bytes: usize) -> (Arc<Publisher>, Queue) {
         let counter = |name: &str, help: &str| {
             let c = prometheus::IntCounter::new(name, help).expect("static metric definition");
             metrics.register(Box::new(c.clone()));
@@ -75,6 +76,7 @@ impl Publisher {
             tx,
             queued: AtomicUsize::new(0),
             up: AtomicBool::new(true),
+            max_bytes,
             lost: Mutex::new(HashMap::new()),
             any_lost: AtomicBool::new(false),
             published: counter(
@@ -111,12 +113,8 @@ impl Publisher {
 impl Tap for Publisher {
     fn lines(&self, channel: &Channel, lines: &[Line]) {
         let at_us = crate::clock::now_micros();
-        if !self.up.load(Ordering::Relaxed) {
-            self.lose(&channel.name, lines.len() as u64, at_us);
-            return;
-        }
         let len = logs::encoded_len(lines);
-        if self.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.max_bytes {
             self.queued.fetch_sub(len, Ordering::Relaxed);
             self.lose(&channel.name, lines.len() as u64, at_us);
             return;
@@ -163,6 +161,22 @@ pub async fn run(
     let mut batches: Vec<Batch> = Vec::with_capacity(ROUND);
     let mut stopping = false;
     loop {
+        if conn.is_none() && !p.up.load(Ordering::Relaxed) {
+            // Redis away: what comes waits in the queue until it is back (or the queue is
+            // full and the taps count it).
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                if let Ok(mut c) = connect(&client).await {
+                    if redis::cmd("PING").query_async::<()>(&mut c).await.is_ok() {
+                        conn = Some(c);
+                        break;
+                    }
+                }
+            }
+        }
         let first = if stopping {
             None
         } else if p.any_lost.load(Ordering::Acquire) {
