@@ -387,6 +387,7 @@ async fn cross_node(
         let h = logs::read_back(
             &mut conn,
             &key,
+            spec.channel_id,
             spec.num,
             after,
             spec.since_us,
@@ -522,6 +523,9 @@ fn tail_entry(
             w.l11(missed, *last_ok);
         }
         *last_upto = e.upto;
+    }
+    if !e.of(spec.channel_id) {
+        return;
     }
     if e.lost > 0 && e.id > pos.entry {
         w.l11(e.lost, e.lost_since_us);

@@ -4,7 +4,8 @@
 //! the positions in a stream (the SSE event ids of cross-node sessions); `publish.rs`
 //! appends, `feed.rs` follows, and [`read_back`] reads history.
 //!
-//! An entry's fields: `n` the node that ingested the lines, `t` when it received them (µs
+//! An entry's fields: `i` the channel's id (a channel made again under the same name is
+//! another channel: readers skip the entries of the one before), `n` the node that ingested the lines, `t` when it received them (µs
 //! since the epoch), `c` how many lines, `b` the lines (for each: one byte of the source's
 //! length, the source, four bytes little-endian of the frame's length, the frame as
 //! received), and, when the node could not put some of the channel's lines in the stream
@@ -74,6 +75,8 @@ impl std::fmt::Display for Pos {
 #[derive(Debug)]
 pub struct Entry {
     pub id: EntryId,
+    /// The channel's id (0: not given).
+    pub channel_id: i64,
     /// When the node received them (µs).
     pub at_us: i64,
     /// Lines of the channel its node could not put in the stream before this entry, and
@@ -84,6 +87,14 @@ pub struct Entry {
     /// Set by a feed: the lines it has read up to and including this entry, so a tail that
     /// lagged knows how many it missed (0 for entries read otherwise).
     pub upto: u64,
+}
+
+impl Entry {
+    /// Whether the entry is of the channel with id `channel_id` (not of one destroyed
+    /// before it under the same name).
+    pub fn of(&self, channel_id: i64) -> bool {
+        self.channel_id == 0 || self.channel_id == channel_id
+    }
 }
 
 /// The bytes of `lines` in an entry's `b` field, appended to `out`.
@@ -135,6 +146,7 @@ pub fn entry(e: &StreamId) -> Option<Entry> {
     let b: Vec<u8> = e.get("b").unwrap_or_default();
     Some(Entry {
         id,
+        channel_id: e.get("i").unwrap_or(0),
         at_us: e.get("t").unwrap_or(0),
         lost: e.get("l").unwrap_or(0),
         lost_since_us: e.get("ls").unwrap_or(0),
@@ -161,12 +173,14 @@ pub struct History {
     pub start_us: Option<i64>,
 }
 
-/// The last `num` lines of `key` that pass `keep` and were received in `[since, until)`,
+/// The last `num` lines of `key` (of the channel `channel_id`) that pass `keep` and were received in `[since, until)`,
 /// after `after` when given (a resume: every line after it, `num` aside), read back newest
 /// first a page at a time.
+#[allow(clippy::too_many_arguments)]
 pub async fn read_back(
     conn: &mut redis::aio::MultiplexedConnection,
     key: &str,
+    channel_id: i64,
     num: usize,
     after: Option<Pos>,
     since_us: Option<i64>,
@@ -202,12 +216,15 @@ pub async fn read_back(
             if since_us.is_some_and(|s| e.at_us < s) {
                 break 'pages;
             }
-            if until_us.is_some_and(|u| e.at_us >= u) {
+            if until_us.is_some_and(|u| e.at_us >= u) || !e.of(channel_id) {
                 continue;
             }
             for (i, line) in e.lines.into_iter().enumerate().rev() {
                 if after.is_some_and(|a| !a.before(e.id, i)) {
                     continue;
+                }
+                if lines.len() >= want {
+                    break 'pages;
                 }
                 if keep(&line) {
                     lines.push((
@@ -217,9 +234,6 @@ pub async fn read_back(
                         },
                         line,
                     ));
-                    if lines.len() >= want {
-                        break 'pages;
-                    }
                 }
             }
             start_us = Some(e.at_us);

@@ -476,7 +476,15 @@ impl Cluster {
             .decide(&self.scripts.destroy, &k, &change, &[name.into()])
             .await?
         {
-            Decided::Made { .. } => Ok(()),
+            Decided::Made { .. } => {
+                // Its log stream goes too (best effort: readers skip the entries of a
+                // channel id that is not theirs anyway).
+                if let Ok(mut conn) = self.reader().await {
+                    let _: redis::RedisResult<i64> =
+                        redis::AsyncCommands::del(&mut conn, keys::log(name)).await;
+                }
+                Ok(())
+            }
             Decided::Refused(why, _) => Err(refused(&why)),
         }
     }

@@ -36,6 +36,8 @@ const RETRY: Duration = Duration::from_millis(200);
 /// One stored batch of a channel, encoded.
 struct Batch {
     channel: Arc<str>,
+    /// The channel's id: a channel made again under the same name is another channel.
+    id: i64,
     lines: u32,
     at_us: i64,
     bytes: Bytes,
@@ -57,7 +59,7 @@ pub struct Publisher {
     up: AtomicBool,
     /// The most bytes of encoded lines waiting for the task (`cluster.log_queue_bytes`).
     max_bytes: usize,
-    lost: Mutex<HashMap<Arc<str>, Lost>>,
+    lost: Mutex<HashMap<(Arc<str>, i64), Lost>>,
     any_lost: AtomicBool,
     published: prometheus::IntCounter,
     unpublished: prometheus::IntCounter,
@@ -91,10 +93,10 @@ impl Publisher {
         (p, Queue(rx))
     }
 
-    fn lose(&self, channel: &Arc<str>, lines: u64, at_us: i64) {
+    fn lose(&self, channel: &Arc<str>, id: i64, lines: u64, at_us: i64) {
         self.unpublished.inc_by(lines);
         let mut m = self.lost.lock().unwrap_or_else(|p| p.into_inner());
-        let e = m.entry(channel.clone()).or_insert(Lost {
+        let e = m.entry((channel.clone(), id)).or_insert(Lost {
             lines: 0,
             since_us: at_us,
         });
@@ -102,7 +104,7 @@ impl Publisher {
         self.any_lost.store(true, Ordering::Release);
     }
 
-    fn take_lost(&self) -> HashMap<Arc<str>, Lost> {
+    fn take_lost(&self) -> HashMap<(Arc<str>, i64), Lost> {
         if !self.any_lost.swap(false, Ordering::AcqRel) {
             return HashMap::new();
         }
@@ -116,13 +118,14 @@ impl Tap for Publisher {
         let len = logs::encoded_len(lines);
         if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.max_bytes {
             self.queued.fetch_sub(len, Ordering::Relaxed);
-            self.lose(&channel.name, lines.len() as u64, at_us);
+            self.lose(&channel.name, channel.id, lines.len() as u64, at_us);
             return;
         }
         let mut b = BytesMut::with_capacity(len);
         logs::encode(&mut b, lines);
         let batch = Batch {
             channel: channel.name.clone(),
+            id: channel.id,
             lines: lines.len() as u32,
             at_us,
             bytes: b.freeze(),
@@ -132,7 +135,7 @@ impl Tap for Publisher {
                 mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
             };
             self.queued.fetch_sub(len, Ordering::Relaxed);
-            self.lose(&b.channel, u64::from(b.lines), at_us);
+            self.lose(&b.channel, b.id, u64::from(b.lines), at_us);
         }
     }
 }
@@ -208,12 +211,13 @@ pub async fn run(
         let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
         p.queued.fetch_sub(bytes, Ordering::Relaxed);
         // One part per channel, in the order of their first batch.
-        let mut parts: Vec<(Arc<str>, Part)> = Vec::new();
-        let mut index: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut parts: Vec<((Arc<str>, i64), Part)> = Vec::new();
+        let mut index: HashMap<(Arc<str>, i64), usize> = HashMap::new();
         for b in batches.drain(..) {
-            let i = *index.entry(b.channel.clone()).or_insert_with(|| {
+            let key = (b.channel.clone(), b.id);
+            let i = *index.entry(key.clone()).or_insert_with(|| {
                 parts.push((
-                    b.channel.clone(),
+                    key,
                     Part {
                         lines: 0,
                         at_us: b.at_us,
@@ -316,12 +320,12 @@ fn keep(history_lines: usize, lines: u64) -> usize {
 /// One round: an `XADD` per channel, pipelined.
 async fn send(
     mut conn: MultiplexedConnection,
-    parts: &[(Arc<str>, Part)],
+    parts: &[((Arc<str>, i64), Part)],
     node: &str,
     history_lines: usize,
 ) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
-    for (channel, part) in parts {
+    for ((channel, id), part) in parts {
         let cmd = pipe
             .cmd("XADD")
             .arg(keys::log(channel))
@@ -329,6 +333,8 @@ async fn send(
             .arg("~")
             .arg(keep(history_lines, part.lines))
             .arg("*")
+            .arg("i")
+            .arg(*id)
             .arg("n")
             .arg(node)
             .arg("t")
