@@ -155,8 +155,10 @@ pub fn entry(e: &StreamId) -> Option<Entry> {
     })
 }
 
-/// How many entries one round trip of a history read asks for.
-const PAGE: usize = 128;
+/// How many entries the first round trip of a history read asks for; each next one asks
+/// for twice as many, up to [`PAGE_MAX`] (a short history of a busy channel reads little).
+const PAGE: usize = 4;
+const PAGE_MAX: usize = 128;
 
 /// The most entries one session's history reads back from a stream.
 const MAX_ENTRIES: usize = 100_000;
@@ -193,18 +195,19 @@ pub async fn read_back(
     let mut read = 0;
     let want = if after.is_some() { usize::MAX } else { num };
     let mut start_us = None;
+    let mut count = PAGE;
     'pages: loop {
         let page: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
             .arg(key)
             .arg(&end)
             .arg("-")
             .arg("COUNT")
-            .arg(PAGE)
+            .arg(count)
             .query_async(conn)
             .await?;
         let n = page.ids.len();
         for raw in &page.ids {
-            end = format!("({})", raw.id);
+            end = format!("({}", raw.id);
             let Some(e) = entry(raw) else { continue };
             read += 1;
             if last == EntryId::default() {
@@ -238,7 +241,7 @@ pub async fn read_back(
             }
             start_us = Some(e.at_us);
         }
-        if n < PAGE {
+        if n < count {
             // The stream's start: every entry read.
             return Ok(History {
                 lines: {
@@ -252,6 +255,7 @@ pub async fn read_back(
         if read >= MAX_ENTRIES {
             break;
         }
+        count = (count * 2).min(PAGE_MAX);
     }
     lines.reverse();
     Ok(History {

@@ -2,7 +2,8 @@
 //! off the ingest path. A tap on every channel ([`Publisher`]) encodes each stored batch
 //! into one buffer and queues it (bounded in bytes; never a wait, never a round trip); one
 //! task per node takes everything queued, joins it per channel and appends one entry per
-//! channel per round, the round's `XADD`s pipelined in one round trip, each trimmed with
+//! channel per round (per 64 KiB of lines of a busy channel), the round's `XADD`s
+//! pipelined in one round trip, each trimmed with
 //! `MAXLEN ~` to about the history size. At a stop, what is queued goes in one last round.
 //!
 //! While Redis is away the queue holds what comes (the task tries Redis again every
@@ -28,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The most batches waiting for the publisher.
 const QUEUE_BATCHES: usize = 16 * 1024;
+/// About the most bytes of lines one entry carries (one batch bigger than this is one
+/// entry of its own).
+const ENTRY_BYTES: usize = 64 * 1024;
 /// Batches taken into one round (one pipelined round trip).
 const ROUND: usize = 4096;
 /// How often the task tries Redis again while it is away.
@@ -215,18 +219,24 @@ pub async fn run(
         let mut index: HashMap<(Arc<str>, i64), usize> = HashMap::new();
         for b in batches.drain(..) {
             let key = (b.channel.clone(), b.id);
-            let i = *index.entry(key.clone()).or_insert_with(|| {
-                parts.push((
-                    key,
-                    Part {
-                        lines: 0,
-                        at_us: b.at_us,
-                        bytes: BytesMut::new(),
-                        lost: None,
-                    },
-                ));
-                parts.len() - 1
-            });
+            let i = match index.get(&key) {
+                // An entry holds about ENTRY_BYTES at most (or one batch bigger than that):
+                // history reads and trimming go by entries.
+                Some(&i) if parts[i].1.bytes.len() < ENTRY_BYTES => i,
+                _ => {
+                    parts.push((
+                        key.clone(),
+                        Part {
+                            lines: 0,
+                            at_us: b.at_us,
+                            bytes: BytesMut::new(),
+                            lost: None,
+                        },
+                    ));
+                    index.insert(key, parts.len() - 1);
+                    parts.len() - 1
+                }
+            };
             let part = &mut parts[i].1;
             part.lines += u64::from(b.lines);
             part.bytes.extend_from_slice(&b.bytes);
