@@ -23,6 +23,8 @@
 //! ```
 //!   --log off|interval|batch  the durable log of the started router (default interval,
 //!                        the config's default; its folder is in the temporary data dir)
+//!   --redis URL          cluster mode on that Redis (every line also goes into its
+//!                        channel's log stream there); use an empty Redis of its own
 //! Every loop is bounded in count and time (`--max-secs`, default 60).
 
 use bytes::Bytes;
@@ -177,8 +179,12 @@ fn start_target(kv: &HashMap<String, String>) -> Target {
         Some("off") => "[log]\npath = \"off\"\n",
         Some(other) => panic!("--log {other}: off, interval or batch"),
     };
+    let cluster = match kv.get("redis") {
+        Some(url) => format!("[cluster]\nredis = \"{url}\"\n"),
+        None => String::new(),
+    };
     let text = format!(
-        "{log}[api]\nlisten = \"127.0.0.1:0\"\nauth_key = \"bench\"\n[ingest.http]\nlisten = \"127.0.0.1:0\"\n\
+        "{log}{cluster}[api]\nlisten = \"127.0.0.1:0\"\nauth_key = \"bench\"\n[ingest.http]\nlisten = \"127.0.0.1:0\"\n\
          [ingest.tcp]\nlisten = \"127.0.0.1:0\"\n[ingest.udp]\nlisten = \"off\"\n[store]\npath = \"{}\"\n\
          [[channels]]\nname = \"bench\"\ntokens = {{ app = \"{TOKEN}\", heroku = \"{TOKEN_HEROKU}\" }}\n\
          [[channels]]\nname = \"benchm\"\nmetrics = true\n\
@@ -212,6 +218,34 @@ async fn received(t: &Target, input: &str) -> u64 {
 }
 
 /// Prints what the durable log did with the lines (stderr, beside the JSON figure).
+/// Cluster mode (`--redis`): waits (at most 10 s) until every stored line is accounted
+/// for by the publisher, then prints how many went into Redis and how many stayed local.
+async fn cluster_stats(t: &Target, stored: u64, cpu0: f64, start: Instant) {
+    if metric(t, "logplex_cluster_up").await == 0 {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut published, mut kept) = (0, 0);
+    while Instant::now() < deadline {
+        published = metric(t, "logplex_cluster_log_lines_published_total").await;
+        kept = metric(t, "logplex_cluster_log_lines_unpublished_total").await;
+        if published + kept >= stored {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The CPU of the whole process until the publisher has put every line in Redis (or
+    // given up on it): ingest's share and the publisher's.
+    let cpu = process_cpu_secs() - cpu0;
+    eprintln!(
+        "cluster: {published} lines published into the log streams, {kept} kept local \
+         (queue full or Redis away), of {stored} stored; {:.2} s after the start, \
+         cpu_ns_per_msg with the publishing {:.0}",
+        start.elapsed().as_secs_f64(),
+        cpu * 1e9 / stored.max(1) as f64
+    );
+}
+
 async fn log_stats(t: &Target) {
     let appended = metric(t, "logplex_log_appended_lines_total").await;
     let refused = metric(t, "logplex_log_rejected_lines_total").await;
@@ -396,6 +430,7 @@ async fn tcp(t: &Target, kv: &HashMap<String, String>, r: &Run) {
         cpu0,
     );
     log_stats(t).await;
+    cluster_stats(t, got, cpu0, start).await;
 }
 
 async fn http(t: &Target, kv: &HashMap<String, String>, r: &Run) {

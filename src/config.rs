@@ -459,6 +459,10 @@ pub struct ClusterConfig {
     /// blocks). A node away for longer than this many changes loads the whole config again
     /// when it returns.
     pub changes_kept: u64,
+    /// The most bytes of lines waiting to go into their channels' log streams in Redis
+    /// (while Redis is slow or away). Beyond, lines stay on this node only, are counted
+    /// and cross-node tails are told with L11.
+    pub log_queue_bytes: usize,
 }
 
 /// `cluster.redis`: one URL; a list (Redis Cluster seed nodes, for a later version) is
@@ -486,6 +490,7 @@ impl Default for ClusterConfig {
             redis: String::new(),
             node: String::new(),
             changes_kept: 100_000,
+            log_queue_bytes: 32 << 20,
         }
     }
 }
@@ -753,6 +758,12 @@ impl Config {
             p.push(format!(
                 "cluster.changes_kept: {} is not between 100 and 100000000",
                 c.changes_kept
+            ));
+        }
+        if !(1024..=(1 << 34)).contains(&c.log_queue_bytes) {
+            p.push(format!(
+                "cluster.log_queue_bytes: {} is not between 1024 and 17179869184",
+                c.log_queue_bytes
             ));
         }
         if c.node.len() > 200 || c.node.chars().any(char::is_control) {

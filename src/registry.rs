@@ -289,6 +289,9 @@ impl Snapshot {
 pub struct Outputs {
     pub drains: Arc<Drains>,
     pub alerts: Arc<Alerts>,
+    /// In cluster mode, the tap that puts every channel's lines into its log stream in
+    /// Redis (set on every channel).
+    pub stream: Option<Arc<dyn Tap>>,
 }
 
 /// The live registry.
@@ -544,6 +547,7 @@ impl Registry {
             let tap = |ch: &Arc<Channel>| {
                 let mut taps: Vec<Arc<dyn Tap>> = out.drains.taps(ch);
                 taps.extend(out.alerts.taps(ch));
+                taps.extend(out.stream.clone());
                 // An idle channel keeps the shared empty list it was made with.
                 if !taps.is_empty() || ch.has_taps() {
                     ch.set_taps(taps);

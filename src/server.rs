@@ -9,7 +9,8 @@
 //! 4. [`Registry::load`]: the routing snapshot from the store, channels writing to the log;
 //! 5. `restore_history`: the rings refilled from the log (or from the history saved at
 //!    the last stop when the log is off), saved metric roll-ups back into their channels;
-//! 6. `start_outputs`: drains and alert rules, attached to the registry
+//! 6. `start_outputs`: drains and alert rules (and, in cluster mode, the tap that puts
+//!    lines into their channels' log streams in Redis), attached to the registry
 //!    ([`Registry::attach`]);
 //! 7. in cluster mode, [`Cluster::start`]: the replica follows Redis's change stream
 //!    (caught up before serving when Redis answers);
@@ -154,9 +155,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     })?;
     let (drains, alerts) = (outputs.drains.clone(), outputs.alerts.clone());
     metrics.register(Box::new(crate::drain::lag::LagSeries::new(&drains)));
-    let r = registry.clone();
-    tokio::task::spawn_blocking(move || r.attach(outputs)).await??;
-
     let addrs = bound.addrs()?;
     let admin_key = Arc::new(ArcSwap::from_pointee(admin_key));
     let cluster = Cluster::new(
@@ -166,6 +164,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         &admin_key,
         &metrics,
     )?;
+    // In cluster mode every channel's lines also go into its log stream in Redis.
+    let outputs = Outputs {
+        stream: cluster.as_ref().map(|c| c.tap()),
+        ..outputs
+    };
+    let r = registry.clone();
+    tokio::task::spawn_blocking(move || r.attach(outputs)).await??;
     if let Some(c) = &cluster {
         c.start(&tasks, &shutdown, CLUSTER_START_WAIT).await;
     }
@@ -571,6 +576,7 @@ fn start_outputs(deps: &Deps<'_>) -> anyhow::Result<Outputs> {
     Ok(Outputs {
         drains: Arc::new(Drains::new(deps)?),
         alerts: Alerts::start(deps)?,
+        stream: None,
     })
 }
 

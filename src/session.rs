@@ -3,6 +3,7 @@
 //! oldest lines and is told with the L11 line; it never slows ingestion or other tails.
 
 use crate::clock::now_micros;
+use crate::cluster::logs::{self, Pos};
 use crate::http::{Body, StreamBody};
 use crate::line::Line;
 use crate::server::Node;
@@ -20,8 +21,8 @@ pub const SESSION_TTL: Duration = Duration::from_secs(300);
 const CHUNK: usize = 32 * 1024;
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-/// What a session streams.
-#[derive(Debug, Clone)]
+/// What a session streams (kept in Redis as JSON in cluster mode).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Spec {
     pub channel: String,
     /// The store id of the channel the session was made for: a session is bound to that
@@ -104,6 +105,29 @@ impl Sessions {
         id
     }
 
+    /// Keeps a session another node made (read from Redis) in this node's table.
+    pub fn adopt(&self, id: Uuid, spec: Spec) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(id).or_insert(Entry {
+            spec: Arc::new(spec),
+            streams: 0,
+            last_active: Instant::now(),
+        });
+    }
+
+    /// Makes a session under `id` (in cluster mode the id is chosen before Redis is asked).
+    pub fn create_as(&self, id: Uuid, spec: Spec) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(
+            id,
+            Entry {
+                spec: Arc::new(spec),
+                streams: 0,
+                last_active: Instant::now(),
+            },
+        );
+    }
+
     fn open(&self, id: &Uuid) -> Option<Arc<Spec>> {
         let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let e = m.get_mut(id)?;
@@ -147,13 +171,55 @@ impl Sessions {
 #[error("unknown or expired session")]
 pub struct UnknownSession;
 
+/// Where a resumed SSE stream starts (`Last-Event-ID`): a line of this node's ring (`N`),
+/// or a position in the channel's log stream in Redis (`MS-SEQ-INDEX`, cluster mode).
+#[derive(Debug, Clone, Copy)]
+pub enum EventId {
+    Seq(u64),
+    Pos(Pos),
+}
+
+impl EventId {
+    pub fn parse(raw: &str) -> Option<EventId> {
+        let raw = raw.trim();
+        match raw.parse::<u64>() {
+            Ok(n) => Some(EventId::Seq(n)),
+            Err(_) => Pos::parse(raw).map(EventId::Pos),
+        }
+    }
+}
+
+/// Makes a session: in this node's table and, in cluster mode, in Redis, so its URL works
+/// on every node (with Redis away it works on this node only).
+pub async fn create(node: &Node, spec: Spec) -> Uuid {
+    let id = Uuid::new_v4();
+    if let Some(c) = &node.cluster {
+        c.save_session(&id, &spec).await;
+    }
+    node.sessions.create_as(id, spec);
+    id
+}
+
+/// Makes sure this node knows session `id`: in cluster mode one it does not know is read
+/// from Redis (made by another node) and kept here. Its expiry in Redis is set again.
+pub async fn adopt(node: &Node, id: &str) {
+    let (Some(c), Ok(id)) = (&node.cluster, Uuid::parse_str(id)) else {
+        return;
+    };
+    if let Some(spec) = c.open_session(&id).await {
+        node.sessions.adopt(id, spec);
+    }
+}
+
 /// `GET /sessions/UUID`: the session's history, then its tail if it has one, as chunked
-/// text or (`sse`) Server-Sent Events resuming after `last_event_id`.
+/// text or (`sse`) Server-Sent Events resuming after `last_event_id`. In cluster mode,
+/// with Redis reached, both come from the channel's log stream (lines ingested on every
+/// node); otherwise from this node's ring and log.
 pub fn stream(
     node: &Arc<Node>,
     id: &str,
     sse: bool,
-    last_event_id: Option<u64>,
+    last_event_id: Option<EventId>,
 ) -> Result<Response<Body>, UnknownSession> {
     let id = Uuid::parse_str(id).map_err(|_| UnknownSession)?;
     let spec = node.sessions.open(&id).ok_or(UnknownSession)?;
@@ -167,52 +233,61 @@ pub fn stream(
         return Err(UnknownSession);
     };
     let destroyed = channel.destroyed();
-    let (num, after) = match last_event_id {
-        Some(seq) => (usize::MAX, seq),
-        None => (spec.num, 0),
-    };
-    // A window of receive time becomes a window of the ring's seqs.
-    let window = (spec.since_us.is_some() || spec.until_us.is_some()).then(|| {
-        channel.received_between(
-            spec.since_us.unwrap_or(i64::MIN),
-            spec.until_us.unwrap_or(i64::MAX),
-        )
-    });
-    let in_window = |l: &Line| window.map_or(true, |w| w.from <= l.seq && l.seq < w.to);
-    let (history, rx) = channel.read(num, after, spec.tail, |l| in_window(l) && spec.keep(l));
     let (tx, body) = StreamBody::channel(4);
-    let shared2 = node.clone();
-    node.tasks.spawn(async move {
-        shared2.metrics.sessions_open.inc();
-        let mut w = Writer {
-            tx,
-            shutdown: shared2.shutdown.clone(),
-            sse,
-            buf: BytesMut::with_capacity(CHUNK),
-            scratch: BytesMut::new(),
-        };
-        // Lines older than the ring holds come from the durable log, when it is on.
-        // A resume the ring covers needs nothing older (and stays off the blocking pool).
-        let covered = (after > 0 && history.first().is_some_and(|l| l.seq <= after + 1))
-            || window.is_some_and(|w| w.covers_start);
-        let history = match (&shared2.log, history.len() < num && !covered) {
-            (Some(log), true) => {
-                let (log, spec2) = (log.clone(), spec.clone());
-                let ring = history;
-                tokio::task::spawn_blocking(move || older_from_log(&log, &spec2, after, num, ring))
-                    .await
-                    .unwrap_or_default()
-            }
-            _ => history,
-        };
-        // The stream ends when its channel is destroyed.
-        tokio::select! {
-            _ = run(&shared2, &spec, &mut w, history, rx) => {}
-            _ = destroyed.cancelled() => {}
+    let w = Writer {
+        tx,
+        shutdown: node.shutdown.clone(),
+        sse,
+        buf: BytesMut::with_capacity(CHUNK),
+        scratch: BytesMut::new(),
+    };
+    let cross = node
+        .cluster
+        .clone()
+        .filter(|c| c.is_up() && !matches!(last_event_id, Some(EventId::Seq(_))));
+    match cross {
+        Some(cluster) => {
+            let after = match last_event_id {
+                Some(EventId::Pos(p)) => Some(p),
+                _ => None,
+            };
+            let node2 = node.clone();
+            node.tasks.spawn(async move {
+                node2.metrics.sessions_open.inc();
+                let mut w = w;
+                tokio::select! {
+                    _ = cross_node(&node2, &cluster, &id, &spec, &channel, &mut w, after) => {}
+                    _ = destroyed.cancelled() => {}
+                }
+                node2.metrics.sessions_open.dec();
+                node2.sessions.close(&id);
+                cluster.touch_session(&id).await;
+            });
         }
-        shared2.metrics.sessions_open.dec();
-        shared2.sessions.close(&id);
-    });
+        None => {
+            let after = match last_event_id {
+                Some(EventId::Seq(n)) => Some(n),
+                _ => None,
+            };
+            let (history, rx, read_log) = local(&channel, &spec, after);
+            let node2 = node.clone();
+            node.tasks.spawn(async move {
+                node2.metrics.sessions_open.inc();
+                let mut w = w;
+                let history = match read_log {
+                    Some(read) => read.run(&node2).await,
+                    None => history,
+                };
+                // The stream ends when its channel is destroyed.
+                tokio::select! {
+                    _ = run(&node2, &spec, &mut w, history, rx) => {}
+                    _ = destroyed.cancelled() => {}
+                }
+                node2.metrics.sessions_open.dec();
+                node2.sessions.close(&id);
+            });
+        }
+    }
     let mut r = Response::new(body);
     *r.status_mut() = StatusCode::OK;
     let ctype = if sse {
@@ -230,6 +305,251 @@ pub fn stream(
         header::HeaderValue::from_static("no-cache"),
     );
     Ok(r)
+}
+
+/// A read of the durable log still to make for a session's history (on the blocking pool).
+struct OlderRead {
+    spec: Arc<Spec>,
+    after: u64,
+    num: usize,
+    ring: Vec<Line>,
+}
+
+impl OlderRead {
+    async fn run(self, node: &Node) -> Vec<Line> {
+        let Some(log) = node.log.clone() else {
+            return self.ring;
+        };
+        let OlderRead {
+            spec,
+            after,
+            num,
+            ring,
+        } = self;
+        tokio::task::spawn_blocking(move || older_from_log(&log, &spec, after, num, ring))
+            .await
+            .unwrap_or_default()
+    }
+}
+
+/// This node's part of a session: the ring's lines (and the log read to make for older
+/// ones, when the ring has too few) and, for a tail, a receiver subscribed at once.
+fn local(
+    channel: &Arc<crate::channel::Channel>,
+    spec: &Arc<Spec>,
+    after: Option<u64>,
+) -> (Vec<Line>, Option<crate::channel::Tail>, Option<OlderRead>) {
+    let (num, after) = match after {
+        Some(seq) => (usize::MAX, seq),
+        None => (spec.num, 0),
+    };
+    // A window of receive time becomes a window of the ring's seqs.
+    let window = (spec.since_us.is_some() || spec.until_us.is_some()).then(|| {
+        channel.received_between(
+            spec.since_us.unwrap_or(i64::MIN),
+            spec.until_us.unwrap_or(i64::MAX),
+        )
+    });
+    let in_window = |l: &Line| window.map_or(true, |w| w.from <= l.seq && l.seq < w.to);
+    let (history, rx) = channel.read(num, after, spec.tail, |l| in_window(l) && spec.keep(l));
+    // Lines older than the ring holds come from the durable log, when it is on.
+    // A resume the ring covers needs nothing older (and stays off the blocking pool).
+    let covered = (after > 0 && history.first().is_some_and(|l| l.seq <= after + 1))
+        || window.is_some_and(|w| w.covers_start);
+    if history.len() < num && !covered {
+        let read = OlderRead {
+            spec: spec.clone(),
+            after,
+            num,
+            ring: history,
+        };
+        return (Vec::new(), rx, Some(read));
+    }
+    (history, rx, None)
+}
+
+/// A session from the channel's log stream in Redis: its history (lines received before
+/// the stream's oldest entry, for a `since` that reaches back further, from this node's
+/// own ring and log), then its tail from the node's feed of the channel. Redis failing
+/// before the history is read: the session is served from this node alone.
+async fn cross_node(
+    node: &Arc<Node>,
+    cluster: &Arc<crate::cluster::Cluster>,
+    id: &Uuid,
+    spec: &Arc<Spec>,
+    channel: &Arc<crate::channel::Channel>,
+    w: &mut Writer,
+    after: Option<Pos>,
+) -> Result<(), Gone> {
+    let key = crate::cluster::keys::log(&spec.channel);
+    let read = async {
+        let mut conn = cluster.reader().await?;
+        let h = logs::read_back(
+            &mut conn,
+            &key,
+            spec.channel_id,
+            spec.num,
+            after,
+            spec.since_us,
+            spec.until_us,
+            |l| spec.keep(l),
+        )
+        .await?;
+        Ok::<_, redis::RedisError>((conn, h))
+    };
+    let (mut conn, h) = match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Ok(r)) => r,
+        failed => {
+            if let Ok(Err(e)) = failed {
+                cluster.reader_failed();
+                tracing::warn!(channel = %spec.channel, "session served from this node only: {e}");
+            }
+            let (history, rx, read_log) = local(channel, spec, None);
+            let history = match read_log {
+                Some(read) => read.run(node).await,
+                None => history,
+            };
+            return run(node, spec, w, history, rx).await;
+        }
+    };
+    // Lines older than the stream holds: this node's own.
+    if let (Some(since), Some(start), None) = (spec.since_us, h.start_us, after) {
+        if since < start && h.lines.len() < spec.num {
+            let older = Arc::new(Spec {
+                until_us: Some(spec.until_us.map_or(start, |u| u.min(start))),
+                num: spec.num - h.lines.len(),
+                tail: false,
+                ..(**spec).clone()
+            });
+            let (lines, _, read_log) = local(channel, &older, None);
+            let lines = match read_log {
+                Some(read) => read.run(node).await,
+                None => lines,
+            };
+            for line in &lines {
+                w.line(line);
+                w.maybe_flush().await?;
+            }
+        }
+    }
+    let mut pos = after.unwrap_or_default();
+    for (p, line) in &h.lines {
+        w.line_at(line, p);
+        pos = *p;
+        w.maybe_flush().await?;
+    }
+    if w.sse && w.buf.is_empty() {
+        w.buf.extend_from_slice(b": open\n\n");
+    }
+    w.flush().await?;
+    if !spec.tail {
+        return Ok(());
+    }
+    // The tail goes on after the last entry the history read (or the resumed position).
+    let from = h.last.max(pos.entry);
+    if pos.entry < from {
+        pos = Pos {
+            entry: from,
+            index: u32::MAX,
+        };
+    }
+    let joined = cluster.feeds.join(&spec.channel, from, &mut conn).await;
+    let Ok(mut joined) = joined else {
+        cluster.reader_failed();
+        return Ok(());
+    };
+    let mut last_ok = now_micros();
+    let mut last_upto = 0u64;
+    let missed = std::mem::take(&mut joined.missed);
+    for e in &missed {
+        tail_entry(node, spec, w, e, &mut pos, &mut last_upto, &mut last_ok);
+        w.maybe_flush().await?;
+    }
+    w.flush().await?;
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.reset();
+    let mut refresh = tokio::time::interval(crate::cluster::sessions::REFRESH);
+    refresh.reset();
+    loop {
+        tokio::select! {
+            r = joined.rx.recv() => match r {
+                Ok(e) => {
+                    tail_entry(node, spec, w, &e, &mut pos, &mut last_upto, &mut last_ok);
+                    while w.buf.len() < CHUNK {
+                        match joined.rx.try_recv() {
+                            Ok(e) => tail_entry(node, spec, w, &e, &mut pos, &mut last_upto, &mut last_ok),
+                            Err(_) => break,
+                        }
+                    }
+                    w.flush().await?;
+                }
+                // The next entry says how many lines went by (its `upto`).
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = keepalive.tick() => {
+                if w.sse {
+                    w.buf.extend_from_slice(b": keepalive\n\n");
+                    w.flush().await?;
+                }
+            }
+            _ = refresh.tick() => cluster.touch_session(id).await,
+            _ = w.tx.closed() => return Err(Gone),
+            _ = node.shutdown.cancelled() => { w.flush().await?; return Ok(()) }
+        }
+    }
+}
+
+/// One entry of a cross-node tail: the lines after `pos` that pass the session's filters,
+/// after an L11 for lines its node could not put in the stream, or that this tail missed
+/// by falling behind the feed.
+fn tail_entry(
+    node: &Node,
+    spec: &Spec,
+    w: &mut Writer,
+    e: &logs::Entry,
+    pos: &mut Pos,
+    last_upto: &mut u64,
+    last_ok: &mut i64,
+) {
+    if e.id < pos.entry {
+        return;
+    }
+    if e.upto > 0 {
+        let before = e.upto - e.lines.len() as u64;
+        if *last_upto > 0 && before > *last_upto {
+            let missed = before - *last_upto;
+            node.metrics.tail_dropped.inc_by(missed);
+            w.l11(missed, *last_ok);
+        }
+        *last_upto = e.upto;
+    }
+    if !e.of(spec.channel_id) {
+        return;
+    }
+    if e.lost > 0 && e.id > pos.entry {
+        w.l11(e.lost, e.lost_since_us);
+    }
+    for (i, line) in e.lines.iter().enumerate() {
+        if !pos.before(e.id, i) {
+            continue;
+        }
+        let p = Pos {
+            entry: e.id,
+            index: i as u32,
+        };
+        if spec.keep(line) {
+            w.line_at(line, &p);
+        }
+        *pos = p;
+    }
+    if e.lines.is_empty() && e.id > pos.entry {
+        *pos = Pos {
+            entry: e.id,
+            index: u32::MAX,
+        };
+    }
+    *last_ok = now_micros();
 }
 
 /// The session's history when the ring holds fewer than `num` lines that pass its filters:
@@ -310,6 +630,20 @@ impl Writer {
             self.buf.extend_from_slice(b"id: ");
             logplex_proto::render::write_u64(&mut self.buf, line.seq);
             self.buf.extend_from_slice(b"\n");
+            line.render(&mut self.scratch);
+            self.sse_data();
+        } else {
+            line.render(&mut self.buf);
+            self.buf.extend_from_slice(b"\n");
+        }
+    }
+
+    /// A line of a channel's log stream: its SSE id is its position there.
+    fn line_at(&mut self, line: &Line, pos: &Pos) {
+        if self.sse {
+            use std::fmt::Write as _;
+            // Writing into a BytesMut cannot fail.
+            let _ = writeln!(self.buf, "id: {pos}");
             line.render(&mut self.scratch);
             self.sse_data();
         } else {

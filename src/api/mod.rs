@@ -230,6 +230,8 @@ pub async fn session(
     Params(id): Params<String>,
     headers: HeaderMap,
 ) -> Result<Response, V2> {
+    // In cluster mode a session made on another node is read from Redis.
+    crate::session::adopt(&node, &id).await;
     if crate::console::wants_html(&headers) {
         return Ok(crate::console::live(&node, &id).into_response());
     }
@@ -239,7 +241,7 @@ pub async fn session(
         .is_some_and(|a| a.contains("text/event-stream"));
     let last = headers
         .get("last-event-id")
-        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        .and_then(|v| crate::session::EventId::parse(v.to_str().ok()?));
     let r = crate::session::stream(&node, &id, sse, if sse { last } else { None })?;
     Ok(r.into_response())
 }

@@ -198,17 +198,21 @@ pub async fn log_session(
         Some(Value::String(s)) => s == "true",
         _ => false,
     };
-    let id = node.sessions.create(Spec {
-        channel: app.name.clone(),
-        channel_id: app.id,
-        num: lines.min(node.config.buffers.history_lines),
-        tail,
-        source: text("source"),
-        dyno: text("dyno"),
-        grep: None,
-        since_us: None,
-        until_us: None,
-    });
+    let id = crate::session::create(
+        &node,
+        Spec {
+            channel: app.name.clone(),
+            channel_id: app.id,
+            num: lines.min(node.config.buffers.history_lines),
+            tail,
+            source: text("source"),
+            dyno: text("dyno"),
+            grep: None,
+            since_us: None,
+            until_us: None,
+        },
+    )
+    .await;
     let at = heroku_time(now_secs());
     Ok(reply(
         StatusCode::CREATED,

@@ -474,17 +474,21 @@ pub async fn create_session(
             return Err(ApiError::invalid("since must be before until.".to_string()).into());
         }
     }
-    let id = node.sessions.create(Spec {
-        channel: b.channel,
-        channel_id,
-        num,
-        tail: b.tail,
-        source: nonempty(b.source),
-        dyno: nonempty(b.dyno),
-        grep: nonempty(b.grep),
-        since_us,
-        until_us,
-    });
+    let id = crate::session::create(
+        &node,
+        Spec {
+            channel: b.channel,
+            channel_id,
+            num,
+            tail: b.tail,
+            source: nonempty(b.source),
+            dyno: nonempty(b.dyno),
+            grep: nonempty(b.grep),
+            since_us,
+            until_us,
+        },
+    )
+    .await;
     Ok(reply(
         StatusCode::CREATED,
         &json!({"url": format!("{}/sessions/{id}", node.public_url)}),

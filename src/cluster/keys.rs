@@ -56,3 +56,15 @@ pub struct DrainValue {
     pub url: String,
     pub created_at: i64,
 }
+
+/// The log stream of channel `name`: one entry per batch of lines a node ingested (see
+/// `logs.rs`), trimmed to about the history size. Its entry ids are the SSE event ids of
+/// cross-node sessions.
+pub fn log(name: &str) -> String {
+    format!("logplex:{{ch:{name}}}:log")
+}
+
+/// A session made on any node: its spec as JSON, expiring like a session does.
+pub fn session(id: &uuid::Uuid) -> String {
+    format!("logplex:session:{id}")
+}

@@ -19,9 +19,13 @@
 //! follower reconnects by itself and catches up.
 
 mod change;
+mod feed;
 mod follow;
 pub mod keys;
+pub mod logs;
+mod publish;
 mod scripts;
+pub mod sessions;
 
 pub use change::Change;
 
@@ -73,6 +77,14 @@ pub struct Cluster {
     /// This node's `admin.key`, named in the warning when the cluster's key replaces it.
     key_file: std::path::PathBuf,
     series: Series,
+    /// The tap that puts this node's lines into their channels' log streams.
+    publisher: Arc<publish::Publisher>,
+    /// The publisher task's end of its queue, taken when the task starts.
+    publish_queue: std::sync::Mutex<Option<publish::Queue>>,
+    /// `buffers.history_lines`: what a channel's log stream keeps, about.
+    history_lines: usize,
+    /// The tails of channels' log streams this node follows, one reader per channel.
+    pub feeds: feed::Feeds,
 }
 
 /// The cluster's Prometheus series, registered once when the node starts.
@@ -156,7 +168,12 @@ impl Cluster {
         } else {
             c.node.clone()
         };
+        let (publisher, queue) = publish::Publisher::new(metrics, c.log_queue_bytes);
         Ok(Some(Arc::new(Cluster {
+            feeds: feed::Feeds::new(client.clone()),
+            publisher,
+            publish_queue: std::sync::Mutex::new(Some(queue)),
+            history_lines: config.buffers.history_lines,
             client,
             node,
             changes_kept: c.changes_kept,
@@ -185,6 +202,22 @@ impl Cluster {
     ) {
         let mut ready = self.applied.subscribe();
         tasks.spawn(follow::run(self.clone(), shutdown.clone()));
+        let queue = self
+            .publish_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(queue) = queue {
+            tasks.spawn(publish::run(
+                self.publisher.clone(),
+                queue,
+                self.client.clone(),
+                self.node.clone(),
+                self.history_lines,
+                shutdown.clone(),
+            ));
+        }
+        self.feeds.start(tasks, shutdown);
         let me = self.clone();
         let caught_up = async move {
             while !me.is_up() {
@@ -201,6 +234,32 @@ impl Cluster {
         if !self.declared.is_empty() {
             tasks.spawn(self.clone().declare_all(shutdown.clone()));
         }
+    }
+
+    /// The tap every channel carries: its lines go into its log stream in Redis.
+    pub fn tap(&self) -> Arc<dyn crate::channel::Tap> {
+        self.publisher.clone()
+    }
+
+    /// A connection for reads that do not block (history, sessions): the writer's.
+    pub async fn reader(&self) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(c) = self.writer.load_full() {
+            return Ok((*c).clone());
+        }
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(Duration::from_secs(3));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
+        self.writer.store(Some(Arc::new(c.clone())));
+        Ok(c)
+    }
+
+    /// Drops the shared connection after it failed, so the next use makes a new one.
+    pub fn reader_failed(&self) {
+        self.writer.store(None);
     }
 
     /// Connected to Redis and caught up with the change stream.
@@ -417,7 +476,15 @@ impl Cluster {
             .decide(&self.scripts.destroy, &k, &change, &[name.into()])
             .await?
         {
-            Decided::Made { .. } => Ok(()),
+            Decided::Made { .. } => {
+                // Its log stream goes too (best effort: readers skip the entries of a
+                // channel id that is not theirs anyway).
+                if let Ok(mut conn) = self.reader().await {
+                    let _: redis::RedisResult<i64> =
+                        redis::AsyncCommands::del(&mut conn, keys::log(name)).await;
+                }
+                Ok(())
+            }
             Decided::Refused(why, _) => Err(refused(&why)),
         }
     }
