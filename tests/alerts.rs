@@ -274,7 +274,11 @@ async fn a_rails_regex_rule_added_through_the_api_fires_and_resolves() {
         ],
     )
     .await;
+    // Each connection's lines stored before the next connects: the samples' order is the
+    // order of arrival, and two connections may be read in either order.
+    s.wait_history("demo", |h| h.len() == 4).await;
     send_tcp(&s, &app, "worker.1", &[RAILS_500]).await; // another dyno: not counted
+    s.wait_history("demo", |h| h.len() == 5).await;
     send_tcp(&s, &app, "web.2", &[RAILS_500]).await;
     let got = hook.wait(1).await;
     assert_eq!(got[0]["state"], "firing", "{got:?}");
