@@ -93,15 +93,7 @@ pub struct Sessions {
 impl Sessions {
     pub fn create(&self, spec: Spec) -> Uuid {
         let id = Uuid::new_v4();
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        m.insert(
-            id,
-            Entry {
-                spec: Arc::new(spec),
-                streams: 0,
-                last_active: Instant::now(),
-            },
-        );
+        self.create_as(id, spec);
         id
     }
 

@@ -24,6 +24,18 @@ async fn node(url: &str) -> TestServer {
     .await
 }
 
+/// A Redis and two nodes on it; `None` (the test is skipped, said by `have_redis`) when
+/// `redis-server` is not installed.
+async fn two_nodes() -> Option<(Redis, TestServer, TestServer)> {
+    if !have_redis() {
+        return None;
+    }
+    let redis = Redis::start();
+    let a = node(&redis.url()).await;
+    let b = node(&redis.url()).await;
+    Some((redis, a, b))
+}
+
 /// Posts one line with `token` to a node's HTTP input; the status.
 async fn post_line(s: &TestServer, token: &str, msg: &str) -> u16 {
     use base64::Engine;
@@ -87,12 +99,9 @@ async fn json_get(s: &TestServer, path: &str) -> (u16, Value) {
 /// added on B show on A; the app destroyed on A stops taking lines on B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_on_one_node_reach_the_others() {
-    if !have_redis() {
+    let Some((_redis, a, b)) = two_nodes().await else {
         return;
-    }
-    let redis = Redis::start();
-    let a = node(&redis.url()).await;
-    let b = node(&redis.url()).await;
+    };
     assert_eq!(health(&a).await, "normal");
 
     let token = a.create_app("shared").await;
@@ -196,12 +205,9 @@ async fn changes_on_one_node_reach_the_others() {
 /// nodes route the winner's token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_name_made_on_two_nodes_at_once_is_made_once() {
-    if !have_redis() {
+    let Some((_redis, a, b)) = two_nodes().await else {
         return;
-    }
-    let redis = Redis::start();
-    let a = node(&redis.url()).await;
-    let b = node(&redis.url()).await;
+    };
     for i in 0..20 {
         let name = format!("race-{i}");
         let body = format!(r#"{{"name":"{name}","tokens":["app"]}}"#);
@@ -367,12 +373,9 @@ async fn a_killed_node_resumes_from_its_position_and_a_new_one_loads_everything(
 /// (printed), p99 under 1 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_reaches_another_node_within_a_second() {
-    if !have_redis() {
+    let Some((_redis, a, b)) = two_nodes().await else {
         return;
-    }
-    let redis = Redis::start();
-    let a = node(&redis.url()).await;
-    let b = node(&redis.url()).await;
+    };
     let mut took = Vec::new();
     for i in 0..100 {
         let token = a.create_app(&format!("app-{i}")).await;
@@ -708,12 +711,9 @@ fn on(url: &str, node: &TestServer) -> String {
 /// order they were sent in).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_ingested_on_two_nodes_show_from_a_third_in_order() {
-    if !have_redis() {
+    let Some((redis, a, b)) = two_nodes().await else {
         return;
-    }
-    let redis = Redis::start();
-    let a = node(&redis.url()).await;
-    let b = node(&redis.url()).await;
+    };
     let c = node(&redis.url()).await;
     let token = a.create_app("everywhere").await;
     until(Duration::from_secs(2), "the token on B", || {
@@ -770,12 +770,9 @@ async fn lines_ingested_on_two_nodes_show_from_a_third_in_order() {
 /// A session made on A streams from B (its URL pointed at B); one never made is 404 on B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_made_on_one_node_is_read_on_another() {
-    if !have_redis() {
+    let Some((redis, a, b)) = two_nodes().await else {
         return;
-    }
-    let redis = Redis::start();
-    let a = node(&redis.url()).await;
-    let b = node(&redis.url()).await;
+    };
     let token = a.create_app("roaming").await;
     assert_eq!(post_batch(&a, &token, "hello", 3).await, 204);
     let r = &redis;
@@ -814,12 +811,9 @@ async fn a_session_made_on_one_node_is_read_on_another() {
 /// for a loaded CI machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tail_on_one_node_sees_lines_sent_to_another() {
-    if !have_redis() {
+    let Some((_redis, a, b)) = two_nodes().await else {
         return;
-    }
-    let redis = Redis::start();
-    let a = node(&redis.url()).await;
-    let b = node(&redis.url()).await;
+    };
     let token = a.create_app("tailed").await;
     until(Duration::from_secs(2), "the app on B", || {
         let b = &b;
@@ -866,12 +860,9 @@ fn events(text: &str) -> Vec<(String, String)> {
 /// the last `Last-Event-ID` it had from A: B sends every line after it, none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_event_id_from_one_node_resumes_on_another() {
-    if !have_redis() {
+    let Some((_redis, a, b)) = two_nodes().await else {
         return;
-    }
-    let redis = Redis::start();
-    let a = node(&redis.url()).await;
-    let b = node(&redis.url()).await;
+    };
     let token = a.create_app("resumed").await;
     until(Duration::from_secs(2), "the token on B", || {
         let (b, t) = (&b, &token);
@@ -1071,12 +1062,9 @@ async fn redis_restarted_during_intake_tails_resume_and_tell_what_they_missed() 
 /// every node: the lines of the one before are not its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_made_again_does_not_show_the_lines_of_the_one_before() {
-    if !have_redis() {
+    let Some((redis, a, b)) = two_nodes().await else {
         return;
-    }
-    let redis = Redis::start();
-    let a = node(&redis.url()).await;
-    let b = node(&redis.url()).await;
+    };
     let old = a.create_app("reborn").await;
     assert_eq!(post_line(&a, &old, "old").await, 204);
     let r = &redis;

@@ -119,11 +119,15 @@ async fn send(addr: std::net::SocketAddr, token: &str, tag: &str, first: usize, 
 }
 
 async fn add_drain(api: &str, app: &str, port: u16) {
+    add_drain_url(api, app, &format!("syslog://127.0.0.1:{port}")).await;
+}
+
+async fn add_drain_url(api: &str, app: &str, url: &str) {
     let (st, body) = request(
         api,
         "POST",
         &format!("/v2/channels/{app}/drains"),
-        Some(&format!(r#"{{"url":"syslog://127.0.0.1:{port}"}}"#)),
+        Some(&format!(r#"{{"url":"{url}"}}"#)),
     )
     .await;
     assert_eq!(st, 201, "{body}");
@@ -518,14 +522,7 @@ async fn http_drain_tries_run_out(tls: bool) {
     let c = test_config(dir.path());
     let s = TestServer::start_in(dir, c).await;
     let token = s.create_app("demo").await;
-    let (st, body) = request(
-        &s.api(),
-        "POST",
-        "/v2/channels/demo/drains",
-        Some(&format!(r#"{{"url":"{url}"}}"#)),
-    )
-    .await;
-    assert_eq!(st, 201, "{body}");
+    add_drain_url(&s.api(), "demo", &url).await;
     let n = 50;
     send(s.addrs.tcp.unwrap(), &token, "h", 0, n).await;
     // Failing: two tries of the first batch (HTTP 503, or the certificate refused).
@@ -648,14 +645,7 @@ async fn an_http_drain_with_the_log_tries_at_least_every_4_s_while_its_receiver_
     let c = test_config(dir.path());
     let s = TestServer::start_in(dir, c).await;
     let token = s.create_app("demo").await;
-    let (st, body) = request(
-        &s.api(),
-        "POST",
-        "/v2/channels/demo/drains",
-        Some(&format!(r#"{{"url":"{url}"}}"#)),
-    )
-    .await;
-    assert_eq!(st, 201, "{body}");
+    add_drain_url(&s.api(), "demo", &url).await;
     send(s.addrs.tcp.unwrap(), &token, "w", 0, 20).await;
     let failing_from = Instant::now();
     tokio::time::sleep(Duration::from_secs(16)).await;

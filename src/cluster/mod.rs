@@ -285,19 +285,7 @@ impl Cluster {
 
     /// The connection changes are written through, made when there is none.
     async fn writer(&self) -> Result<MultiplexedConnection, StoreError> {
-        if let Some(c) = self.writer.load_full() {
-            return Ok((*c).clone());
-        }
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(Duration::from_secs(3));
-        let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-            .map_err(|e| self.unavailable(e))?;
-        self.writer.store(Some(Arc::new(c.clone())));
-        Ok(c)
+        self.reader().await.map_err(|e| self.unavailable(e))
     }
 
     /// Runs `script` with the op's `keys` and `args` (after the common ones), then waits
