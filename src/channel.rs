@@ -682,6 +682,55 @@ mod tests {
         assert_eq!(h[0].seq, 4);
     }
 
+    /// Reloaded lines keep their seqs, new ones follow the log's last, and a tail and a
+    /// read see the same numbers across the jump and after trimming.
+    #[tokio::test]
+    async fn seqs_hold_across_a_reload_and_a_jump() {
+        let c = Arc::new(Channel::new(
+            1,
+            "demo",
+            Limits {
+                history_lines: 4,
+                history_bytes: 1 << 20,
+                tail_lines: 16,
+            },
+        ));
+        let reloaded = [10u64, 11, 12].map(|s| {
+            let mut l = line(s as usize);
+            l.seq = s;
+            (l, 1_000)
+        });
+        assert_eq!(c.reload(reloaded, 20), 3);
+        let (h, rx) = c.read(10, 0, true, |_| true);
+        assert_eq!(h.iter().map(|l| l.seq).collect::<Vec<_>>(), [10, 11, 12]);
+        let mut rx = rx.unwrap();
+        c.push((0..3).map(line));
+        let seqs: Vec<u64> = c
+            .read(10, 0, false, |_| true)
+            .0
+            .iter()
+            .map(|l| l.seq)
+            .collect();
+        assert_eq!(seqs, [12, 21, 22, 23]);
+        let after: Vec<u64> = c
+            .read(10, 12, false, |_| true)
+            .0
+            .iter()
+            .map(|l| l.seq)
+            .collect();
+        assert_eq!(after, [21, 22, 23]);
+        for want in [21, 22, 23] {
+            let got = rx.recv().await.unwrap();
+            assert_eq!(got.seq, want);
+            assert_eq!(got.msg(), format!("line {}", want - 21).as_bytes());
+        }
+        assert_eq!(c.last_seq(), 23);
+        assert_eq!(
+            c.history_len(),
+            (4, c.all_lines().iter().map(|l| l.frame.len() + 32).sum())
+        );
+    }
+
     #[test]
     fn ring_keeps_to_its_byte_cap() {
         let c = Arc::new(Channel::new(

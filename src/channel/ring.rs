@@ -96,8 +96,10 @@ pub struct Ring {
     /// `chunks[0]` is number `chunk_base`, the newest is `filling`'s.
     chunks: VecDeque<u32>,
     chunk_base: u32,
-    /// The token names of the lines, by index.
-    sources: Vec<Source>,
+    /// The token names of the lines, by index, each with the number of records that use it:
+    /// a slot no record uses any more is taken by the next new name, so a channel whose
+    /// tokens come and go does not fill the table for good.
+    sources: Vec<(Source, u32)>,
     wide: VecDeque<Wide>,
     /// What the lines count against the byte cap: frames plus [`LINE_OVERHEAD`] each.
     bytes: usize,
@@ -128,9 +130,14 @@ impl Ring {
             self.seqs.push_back((pos, seq));
         }
         let f = line.fields();
-        let src = self.source_index(&line.source);
+        let src = if frame.len() <= u16::MAX as usize {
+            self.source_index(&line.source)
+        } else {
+            WIDE
+        };
         let narrow = |(a, b): (u32, u32)| (a as u16, b as u16);
-        if frame.len() <= u16::MAX as usize && src != WIDE {
+        if src != WIDE {
+            self.sources[src as usize].1 += 1;
             self.recs.push_back(Rec {
                 seg,
                 off,
@@ -197,11 +204,15 @@ impl Ring {
     }
 
     fn source_index(&mut self, s: &Source) -> u8 {
-        if let Some(i) = self.sources.iter().position(|x| x == s) {
+        if let Some(i) = self.sources.iter().position(|x| x.0 == *s) {
+            return i as u8;
+        }
+        if let Some(i) = self.sources.iter().position(|x| x.1 == 0) {
+            self.sources[i].0 = *s;
             return i as u8;
         }
         if self.sources.len() < WIDE as usize {
-            self.sources.push(*s);
+            self.sources.push((*s, 0));
             return (self.sources.len() - 1) as u8;
         }
         WIDE
@@ -240,7 +251,7 @@ impl Ring {
                 r.off,
                 r.len as usize,
                 f,
-                &self.sources[r.src as usize],
+                &self.sources[r.src as usize].0,
             );
         }
         match self.wide(self.popped + i as u64) {
@@ -303,6 +314,9 @@ impl Ring {
                     _ => 0,
                 }
             } else {
+                if let Some(slot) = self.sources.get_mut(r.src as usize) {
+                    slot.1 = slot.1.saturating_sub(1);
+                }
                 r.len as usize
             };
             self.bytes = self.bytes.saturating_sub(len + LINE_OVERHEAD);
@@ -400,8 +414,8 @@ mod tests {
             same(&r.line(i + 1), l);
         }
         assert_eq!(r.sources.len(), 255);
-        // "app" took the first entry.
-        assert_eq!(r.wide.len(), 1 + 300 - 254);
+        // The big line, wide by its length, takes no slot: the first 255 names fit.
+        assert_eq!(r.wide.len(), 1 + 300 - 255);
         // Trimming drops the wide lines with their records.
         let first = r.trim(10, usize::MAX);
         assert_eq!(first, Some(292));
@@ -422,6 +436,91 @@ mod tests {
         assert_eq!(r.trim(2, usize::MAX), Some(21));
         assert_eq!(r.seqs.len(), 2, "marks before the oldest line are gone");
         assert_eq!((r.seq(0), r.seq(1)), (21, 30));
+    }
+
+    /// Names whose lines have all left free their slots: a channel whose tokens come and go
+    /// does not fill the table for good (every later new name stored wide).
+    #[test]
+    fn names_whose_lines_left_free_their_slots() {
+        let mut r = Ring::default();
+        let mut seq = 0;
+        for k in 0..255 {
+            seq += 1;
+            r.push(&line(k, 0, format!("old{k}").as_bytes()), seq);
+        }
+        r.trim(0, 0);
+        let fresh = line(1, 0, b"new");
+        for _ in 0..10 {
+            seq += 1;
+            r.push(&fresh, seq);
+        }
+        assert!(r.wide.is_empty(), "{} wide", r.wide.len());
+        r.freeze();
+        for i in 0..10 {
+            same(&r.line(i), &fresh);
+        }
+    }
+
+    /// Random pushes (seq jumps, frames about 64 KiB, more names than the table), freezes
+    /// and trims, checked line by line against a plain queue of the lines.
+    #[test]
+    fn the_ring_matches_a_queue_of_lines() {
+        for seed in 1..12u64 {
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut below = |n: u64| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n
+            };
+            let mut r = Ring::default();
+            let mut q: VecDeque<Line> = VecDeque::new();
+            let mut seq = 1u64;
+            let names = 1 + below(400);
+            for step in 0..1500usize {
+                match below(100) {
+                    0..=69 => {
+                        let pad = match below(50) {
+                            0 => 65_460 + below(12) as usize,
+                            1 => 70_000,
+                            _ => below(400) as usize,
+                        };
+                        match below(60) {
+                            0 | 1 => seq += below(100),
+                            2 => seq = seq.saturating_sub(below(50)).max(1),
+                            _ => {}
+                        }
+                        let mut l = line(step, pad, format!("s{}", below(names)).as_bytes());
+                        l.seq = seq;
+                        r.push(&l, seq);
+                        q.push_back(l);
+                        seq += 1;
+                    }
+                    70..=79 => r.freeze(),
+                    _ => {
+                        let (lines, bytes) = (below(300) as usize, below(400_000) as usize);
+                        let first = r.trim(lines, bytes);
+                        let mut b: usize = q.iter().map(|l| l.frame.len() + LINE_OVERHEAD).sum();
+                        while q.len() > lines || b > bytes {
+                            let Some(l) = q.pop_front() else { break };
+                            b -= l.frame.len() + LINE_OVERHEAD;
+                        }
+                        assert_eq!(first, q.front().map(|l| l.seq));
+                    }
+                }
+                if step % 50 == 0 || step == 1499 {
+                    assert_eq!(r.len(), q.len());
+                    let b: usize = q.iter().map(|l| l.frame.len() + LINE_OVERHEAD).sum();
+                    assert_eq!(r.bytes(), b);
+                    for (i, l) in q.iter().enumerate() {
+                        let got = r.line(i);
+                        same(&got, l);
+                        assert_eq!(got.seq, l.seq, "seed {seed} step {step} line {i}");
+                        assert_eq!(r.view(i).msg(), l.msg());
+                    }
+                }
+            }
+        }
     }
 
     /// A chunk is freed once its last line leaves the ring, and a full ring holds at most its
