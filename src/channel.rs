@@ -6,7 +6,7 @@
 
 mod rate;
 mod received;
-mod ring;
+pub(crate) mod ring;
 
 pub use rate::{LineRate, MINUTES as RATE_MINUTES};
 pub use received::Seqs;
@@ -330,7 +330,12 @@ impl Channel {
         let tapped = live && !taps.is_empty();
         // Tails and taps get the lines themselves (each a slice of the ring's chunk);
         // otherwise only the ring's records are made.
-        let mut made: Vec<Line> = Vec::new();
+        let lines = lines.into_iter();
+        let mut made: Vec<Line> = if tail.is_some() || tapped {
+            Vec::with_capacity(lines.size_hint().0)
+        } else {
+            Vec::new()
+        };
         let first = h.held.as_ref().map_or(0, |held| held.ring.len());
         for mut line in lines {
             let seq = h.next_seq;

@@ -704,8 +704,13 @@ impl Config {
                 self.buffers.history_lines
             ));
         }
-        if self.buffers.history_bytes < self.ingest.max_frame {
-            p.push("buffers.history_bytes: must be at least ingest.max_frame".into());
+        // A stored line weighs its frame plus its record: the ring must hold the largest.
+        let line_max = self.ingest.max_frame + crate::channel::ring::LINE_OVERHEAD;
+        if self.buffers.history_bytes < line_max {
+            p.push(format!(
+                "buffers.history_bytes: must be at least ingest.max_frame + {} ({line_max})",
+                crate::channel::ring::LINE_OVERHEAD
+            ));
         }
         if self.buffers.tail_lines == 0 {
             p.push("buffers.tail_lines: must be at least 1".into());

@@ -174,11 +174,6 @@ impl Line {
         &self.frame[self.msg.0 as usize..self.msg.1 as usize]
     }
 
-    /// Bytes this line holds on to, for the history byte cap.
-    pub fn weight(&self) -> usize {
-        self.frame.len() + 64
-    }
-
     /// Appends the session line `TIMESTAMP SOURCE[PROCID]: MSG` (no newline).
     pub fn render(&self, out: &mut BytesMut) {
         render::session_line(
