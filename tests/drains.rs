@@ -1346,3 +1346,59 @@ async fn drain_throughput() {
     );
     s.stop().await;
 }
+
+/// With the durable log, a TLS syslog drain whose receiver (a real rsyslogd over gtls) is
+/// stopped while 3,000 lines arrive (three times the drain's buffer) and then started again
+/// on the same port gets every one of them once, in order, and no L10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_syslog_drain_whose_rsyslog_restarts_gets_every_line_once_in_order() {
+    if !need("rsyslogd", "apt-get install rsyslog")
+        || !need("openssl", "apt-get install openssl")
+        || !has_rsyslog_gtls()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(dir.path(), "good");
+    let mut c = test_config(dir.path());
+    c.drains.tls_ca_file = Some(ca.clone());
+    let s = TestServer::start_in(dir, c).await;
+    let token = s.create_app("demo").await;
+    let port = free_port();
+    let certs = Some((ca.as_path(), cert.as_path(), key.as_path()));
+    let (receiver, out) = rsyslog(s.dir.path(), port, certs);
+    let drain = add_drain(&s, "demo", &format!("syslog+tls://127.0.0.1:{port}")).await;
+    send_lines(&s, &token, "up", 100).await;
+    let got = wait_lines(&out, 100, 10).await;
+    assert_eq!(got.iter().filter(|l| l.contains(" up ")).count(), 100);
+
+    drop(receiver);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n = 3000;
+    send_lines(&s, &token, "down", n).await;
+    s.wait_history("demo", |h| {
+        h.iter().any(|l| l.ends_with(&format!("down {}", n - 1)))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_receiver, out) = rsyslog(s.dir.path(), port, certs);
+    let got = wait_lines(&out, 100 + n, 30).await;
+    let down: Vec<usize> = got
+        .iter()
+        .filter_map(|l| l.strip_prefix(&format!("{drain} app web.1 down ")))
+        .filter_map(|i| i.parse().ok())
+        .collect();
+    assert_eq!(
+        down,
+        (0..n).collect::<Vec<_>>(),
+        "every line once, in order"
+    );
+    assert!(
+        got.iter().all(|l| !l.contains("Error L10")),
+        "nothing skipped: {:?}",
+        got.iter()
+            .filter(|l| l.contains("Error L10"))
+            .collect::<Vec<_>>()
+    );
+    s.stop().await;
+}
