@@ -261,15 +261,12 @@ pub fn stream(
                 Some(EventId::Seq(n)) => Some(n),
                 _ => None,
             };
-            let (history, rx, read_log) = local(&channel, &spec, after);
+            let (history, rx) = local(&channel, &spec, after);
             let node2 = node.clone();
             node.tasks.spawn(async move {
                 node2.metrics.sessions_open.inc();
                 let mut w = w;
-                let history = match read_log {
-                    Some(read) => read.run(&node2).await,
-                    None => history,
-                };
+                let history = history.lines(&node2).await;
                 // The stream ends when its channel is destroyed.
                 tokio::select! {
                     _ = run(&node2, &spec, &mut w, history, rx) => {}
@@ -299,38 +296,33 @@ pub fn stream(
     Ok(r)
 }
 
-/// A read of the durable log still to make for a session's history (on the blocking pool).
-struct OlderRead {
-    spec: Arc<Spec>,
-    after: u64,
-    num: usize,
+/// This node's history for a session: the ring's lines, and the read of the durable log
+/// still to make for older ones (on the blocking pool) when the ring has too few.
+struct LocalHistory {
     ring: Vec<Line>,
+    older: Option<(Arc<Spec>, u64, usize)>,
 }
 
-impl OlderRead {
-    async fn run(self, node: &Node) -> Vec<Line> {
-        let Some(log) = node.log.clone() else {
+impl LocalHistory {
+    /// The lines, oldest first (the ring's alone when no log read is needed).
+    async fn lines(self, node: &Node) -> Vec<Line> {
+        let (Some(log), Some((spec, after, num))) = (node.log.clone(), self.older) else {
             return self.ring;
         };
-        let OlderRead {
-            spec,
-            after,
-            num,
-            ring,
-        } = self;
+        let ring = self.ring;
         tokio::task::spawn_blocking(move || older_from_log(&log, &spec, after, num, ring))
             .await
             .unwrap_or_default()
     }
 }
 
-/// This node's part of a session: the ring's lines (and the log read to make for older
-/// ones, when the ring has too few) and, for a tail, a receiver subscribed at once.
+/// This node's part of a session: its history and, for a tail, a receiver subscribed at
+/// once (so no line falls between the two).
 fn local(
     channel: &Arc<crate::channel::Channel>,
     spec: &Arc<Spec>,
     after: Option<u64>,
-) -> (Vec<Line>, Option<crate::channel::Tail>, Option<OlderRead>) {
+) -> (LocalHistory, Option<crate::channel::Tail>) {
     let (num, after) = match after {
         Some(seq) => (usize::MAX, seq),
         None => (spec.num, 0),
@@ -343,21 +335,13 @@ fn local(
         )
     });
     let in_window = |l: &Line| window.map_or(true, |w| w.from <= l.seq && l.seq < w.to);
-    let (history, rx) = channel.read(num, after, spec.tail, |l| in_window(l) && spec.keep(l));
+    let (ring, rx) = channel.read(num, after, spec.tail, |l| in_window(l) && spec.keep(l));
     // Lines older than the ring holds come from the durable log, when it is on.
     // A resume the ring covers needs nothing older (and stays off the blocking pool).
-    let covered = (after > 0 && history.first().is_some_and(|l| l.seq <= after + 1))
+    let covered = (after > 0 && ring.first().is_some_and(|l| l.seq <= after + 1))
         || window.is_some_and(|w| w.covers_start);
-    if history.len() < num && !covered {
-        let read = OlderRead {
-            spec: spec.clone(),
-            after,
-            num,
-            ring: history,
-        };
-        return (Vec::new(), rx, Some(read));
-    }
-    (history, rx, None)
+    let older = (ring.len() < num && !covered).then(|| (spec.clone(), after, num));
+    (LocalHistory { ring, older }, rx)
 }
 
 /// A session from the channel's log stream in Redis: its history (lines received before
@@ -396,11 +380,8 @@ async fn cross_node(
                 cluster.reader_failed();
                 tracing::warn!(channel = %spec.channel, "session served from this node only: {e}");
             }
-            let (history, rx, read_log) = local(channel, spec, None);
-            let history = match read_log {
-                Some(read) => read.run(node).await,
-                None => history,
-            };
+            let (history, rx) = local(channel, spec, None);
+            let history = history.lines(node).await;
             return run(node, spec, w, history, rx).await;
         }
     };
@@ -413,11 +394,7 @@ async fn cross_node(
                 tail: false,
                 ..(**spec).clone()
             });
-            let (lines, _, read_log) = local(channel, &older, None);
-            let lines = match read_log {
-                Some(read) => read.run(node).await,
-                None => lines,
-            };
+            let lines = local(channel, &older, None).0.lines(node).await;
             for line in &lines {
                 w.line(line);
                 w.maybe_flush().await?;
