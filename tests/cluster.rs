@@ -6,10 +6,9 @@ mod common;
 use bytes::Bytes;
 use common::redis::Redis;
 use common::serve::{write_config, Ports, Serve};
-use common::{request, request_bytes, request_with, TestServer};
+use common::{open_stream, read_until, request, request_bytes, request_with, TestServer};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 fn have_redis() -> bool {
     common::need("redis-server", "apt-get install redis-server")
@@ -649,48 +648,6 @@ async fn ingested_batches_go_into_the_channels_stream() {
         "{metrics}"
     );
     a.stop().await;
-}
-
-/// Opens a session's stream over a raw socket (`extra`: more request headers, each ending
-/// in CRLF); the reader after the response's headers.
-async fn open_stream(url: &str, extra: &str) -> BufReader<tokio::net::TcpStream> {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut sock = tokio::net::TcpStream::connect(host).await.unwrap();
-    let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
-    sock.write_all(req.as_bytes()).await.unwrap();
-    let mut r = BufReader::new(sock);
-    let mut status = String::new();
-    r.read_line(&mut status).await.unwrap();
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).await.unwrap();
-        if h == "\r\n" {
-            break;
-        }
-    }
-    r
-}
-
-/// Reads chunked-body text until `needle` appears (bounded: `within`).
-async fn read_until(
-    r: &mut BufReader<tokio::net::TcpStream>,
-    needle: &str,
-    within: Duration,
-) -> String {
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while !seen.contains(needle) {
-        let mut line = String::new();
-        let n = tokio::time::timeout_at(deadline, r.read_line(&mut line))
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {needle:?}; saw {seen:?}"))
-            .unwrap();
-        assert!(n > 0, "stream ended before {needle:?}; saw {seen:?}");
-        seen.push_str(&line);
-    }
-    seen
 }
 
 /// The session lines (`… app[web.1]: MSG`) in a text body, their MSG only.

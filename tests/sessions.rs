@@ -5,43 +5,11 @@ mod common;
 
 use common::*;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-/// Opens a streaming GET on a session URL; returns the reader positioned after the headers.
-async fn open_stream(url: &str, extra: &str) -> BufReader<tokio::net::TcpStream> {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut sock = tokio::net::TcpStream::connect(host).await.unwrap();
-    let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
-    sock.write_all(req.as_bytes()).await.unwrap();
-    let mut r = BufReader::new(sock);
-    let mut status = String::new();
-    r.read_line(&mut status).await.unwrap();
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).await.unwrap();
-        if h == "\r\n" {
-            break;
-        }
-    }
-    r
-}
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// Reads chunked-body text until `needle` appears (bounded: 5 s).
 async fn read_until(r: &mut BufReader<tokio::net::TcpStream>, needle: &str) -> String {
-    let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !seen.contains(needle) {
-        let mut line = String::new();
-        let n = tokio::time::timeout_at(deadline, r.read_line(&mut line))
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {needle:?}; saw {seen:?}"))
-            .unwrap();
-        assert!(n > 0, "stream ended before {needle:?}; saw {seen:?}");
-        seen.push_str(&line);
-    }
-    seen
+    common::read_until(r, needle, Duration::from_secs(5)).await
 }
 
 async fn send_tcp(s: &TestServer, token: &str, lines: &[(&str, &str)]) {

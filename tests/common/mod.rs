@@ -17,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use logplex::config::{Config, Listen};
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 pub const KEY: &str = "test-admin-key";
@@ -591,4 +592,46 @@ pub fn logger(addr: SocketAddr, tcp: bool, tag: &str, message: &str) {
         o.status,
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// Opens a session's stream over a raw socket (`extra`: more request headers, each ending
+/// in CRLF); the reader after the response's headers.
+pub async fn open_stream(url: &str, extra: &str) -> BufReader<tokio::net::TcpStream> {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut sock = tokio::net::TcpStream::connect(host).await.unwrap();
+    let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut r = BufReader::new(sock);
+    let mut status = String::new();
+    r.read_line(&mut status).await.unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).await.unwrap();
+        if h == "\r\n" {
+            break;
+        }
+    }
+    r
+}
+
+/// Reads chunked-body text until `needle` appears (bounded: `within`).
+pub async fn read_until(
+    r: &mut BufReader<tokio::net::TcpStream>,
+    needle: &str,
+    within: Duration,
+) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while !seen.contains(needle) {
+        let mut line = String::new();
+        let n = tokio::time::timeout_at(deadline, r.read_line(&mut line))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {needle:?}; saw {seen:?}"))
+            .unwrap();
+        assert!(n > 0, "stream ended before {needle:?}; saw {seen:?}");
+        seen.push_str(&line);
+    }
+    seen
 }
