@@ -131,6 +131,23 @@ fn has_rsyslog_gtls() -> bool {
     found || skip("needs rsyslog's TLS driver lmnsd_gtls.so (apt-get install rsyslog-gnutls)")
 }
 
+/// A router whose drains trust a fresh CA, and that CA's certificate with a receiver's
+/// certificate and key for it (`[ca, cert, key]`); `None` (the test skipped) without
+/// rsyslogd, its TLS driver or openssl.
+async fn server_trusting_rsyslog_tls() -> Option<(TestServer, [PathBuf; 3])> {
+    if !need("rsyslogd", "apt-get install rsyslog")
+        || !need("openssl", "apt-get install openssl")
+        || !has_rsyslog_gtls()
+    {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(dir.path(), "good");
+    let mut c = test_config(dir.path());
+    c.drains.tls_ca_file = Some(ca.clone());
+    Some((TestServer::start_in(dir, c).await, [ca, cert, key]))
+}
+
 async fn send_lines(s: &TestServer, token: &str, prefix: &str, n: usize) {
     let mut c = connect(s.addrs.tcp.unwrap()).await;
     let mut buf = String::new();
@@ -467,18 +484,10 @@ async fn drain_credentials_reach_the_receiver_exactly_and_are_never_shown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsyslog_receives_a_tls_drain_and_a_wrong_certificate_is_l14() {
-    if !need("rsyslogd", "apt-get install rsyslog")
-        || !need("openssl", "apt-get install openssl")
-        || !has_rsyslog_gtls()
-    {
+    let Some((s, [ca, cert, key])) = server_trusting_rsyslog_tls().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = make_certs(dir.path(), "good");
-    let (_other_ca, bad_cert, bad_key) = make_certs(dir.path(), "other");
-    let mut c = test_config(dir.path());
-    c.drains.tls_ca_file = Some(ca.clone());
-    let s = TestServer::start_in(dir, c).await;
+    };
+    let (_other_ca, bad_cert, bad_key) = make_certs(s.dir.path(), "other");
     let token = s.create_app("demo").await;
     let good_port = free_port();
     let (_good, good_out) = rsyslog(s.dir.path(), good_port, Some((&ca, &cert, &key)));
@@ -1352,17 +1361,9 @@ async fn drain_throughput() {
 /// on the same port gets every one of them once, in order, and no L10.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_syslog_drain_whose_rsyslog_restarts_gets_every_line_once_in_order() {
-    if !need("rsyslogd", "apt-get install rsyslog")
-        || !need("openssl", "apt-get install openssl")
-        || !has_rsyslog_gtls()
-    {
+    let Some((s, [ca, cert, key])) = server_trusting_rsyslog_tls().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = make_certs(dir.path(), "good");
-    let mut c = test_config(dir.path());
-    c.drains.tls_ca_file = Some(ca.clone());
-    let s = TestServer::start_in(dir, c).await;
+    };
     let token = s.create_app("demo").await;
     let port = free_port();
     let certs = Some((ca.as_path(), cert.as_path(), key.as_path()));
