@@ -23,14 +23,21 @@ async fn node(url: &str) -> TestServer {
     .await
 }
 
-/// A Redis and two nodes on it; `None` (the test is skipped, said by `have_redis`) when
+/// A Redis and one node on it; `None` (the test is skipped, said by `have_redis`) when
 /// `redis-server` is not installed.
-async fn two_nodes() -> Option<(Redis, TestServer, TestServer)> {
+async fn one_node() -> Option<(Redis, TestServer)> {
     if !have_redis() {
         return None;
     }
     let redis = Redis::start();
     let a = node(&redis.url()).await;
+    Some((redis, a))
+}
+
+/// A Redis and two nodes on it; `None` (the test is skipped, said by `have_redis`) when
+/// `redis-server` is not installed.
+async fn two_nodes() -> Option<(Redis, TestServer, TestServer)> {
+    let (redis, a) = one_node().await?;
     let b = node(&redis.url()).await;
     Some((redis, a, b))
 }
@@ -299,11 +306,9 @@ async fn redis_down_keeps_intake_and_refuses_changes_until_it_is_back() {
 /// loads the whole config.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_resumes_from_its_position_and_a_new_one_loads_everything() {
-    if !have_redis() {
+    let Some((redis, a)) = one_node().await else {
         return;
-    }
-    let redis = Redis::start();
-    let a = node(&redis.url()).await;
+    };
     let dir = tempfile::tempdir().unwrap();
     let p = Ports::free();
     let cluster = format!("[cluster]\nredis = \"{}\"\n", redis.url());
@@ -450,11 +455,9 @@ async fn a_single_node_fills_an_empty_redis_with_its_apps() {
 /// its own generated key is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_takes_the_clusters_admin_key() {
-    if !have_redis() {
+    let Some((redis, a)) = one_node().await else {
         return;
-    }
-    let redis = Redis::start();
-    let a = node(&redis.url()).await;
+    };
     let url = redis.url();
     let b = TestServer::start_with(move |c| {
         c.cluster.redis = url;
@@ -614,11 +617,9 @@ async fn stream_entries(redis: &Redis, channel: &str) -> Vec<(String, u64)> {
 /// entry per line).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingested_batches_go_into_the_channels_stream() {
-    if !have_redis() {
+    let Some((redis, a)) = one_node().await else {
         return;
-    }
-    let redis = Redis::start();
-    let a = node(&redis.url()).await;
+    };
     let token = a.create_app("streamed").await;
     for i in 0..5 {
         assert_eq!(post_batch(&a, &token, &format!("batch {i}"), 20).await, 204);
