@@ -403,15 +403,16 @@ impl Registry {
                 let out = f(conn)?;
                 let state = store::state(conn)?;
                 let old = me.current.load_full();
+                // Gone from the store: only the names are needed (no record built).
                 let mut touched: Vec<(String, Option<ChannelRecord>)> = old
-                    .records()
-                    .filter(|r| {
+                    .channels()
+                    .filter(|ch| {
                         state
                             .channels
-                            .binary_search_by(|c| c.name.cmp(&r.name))
+                            .binary_search_by(|c| c.name.as_str().cmp(&ch.name))
                             .is_err()
                     })
-                    .map(|r| (r.name.clone(), None))
+                    .map(|ch| (ch.name.to_string(), None))
                     .collect();
                 for rec in state.channels {
                     if old.record(&rec.name).as_ref() != Some(&rec) {

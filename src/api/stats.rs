@@ -24,8 +24,7 @@ pub async fn stats(State(node): State<Arc<Node>>) -> Response {
     let now = crate::clock::now_micros();
     let snap = node.registry.snapshot();
     let channels: Vec<serde_json::Value> = snap
-        .records()
-        .filter_map(|rec| snap.channel_with_id(&rec.name, rec.id))
+        .channels()
         .map(|c| {
             let rate = c.line_rate();
             json!({
