@@ -373,12 +373,16 @@ impl Channel {
                 .add(now, n as u64);
             if let Some(m) = h.metrics.as_mut() {
                 let secs = now.div_euclid(1_000_000);
+                m.roll(secs);
                 for i in 0..n {
-                    let line = held.ring.view(first + i);
+                    // A router line read before the lock needs nothing of the ring.
                     match read.get(i) {
-                        Some(Some(r)) => m.observe_router(secs, r),
-                        Some(None) => m.observe_other(secs, line.msg()),
-                        None => m.observe(secs, line.source, line.procid(), line.msg()),
+                        Some(Some(r)) => m.add_router(r),
+                        Some(None) => m.observe_other(secs, held.ring.view(first + i).msg()),
+                        None => {
+                            let line = held.ring.view(first + i);
+                            m.observe(secs, line.source, line.procid(), line.msg());
+                        }
                     }
                 }
             }

@@ -218,7 +218,7 @@ fn ceil(t: i64, len: i64) -> i64 {
 
 /// The fields of a Heroku router line (`heroku[router]`) that metrics count; `None` for
 /// any other line. Takes no lock: ingest reads a batch's router lines before it takes the
-/// channel's, then adds them with [`LogMetrics::observe_router`].
+/// channel's, then adds them with [`LogMetrics::add_router`].
 #[inline]
 pub fn read_router(source: &[u8], procid: &[u8], msg: &[u8]) -> Option<RouterLine> {
     extract::is_router(source, procid).then(|| extract::router(msg))
@@ -284,16 +284,20 @@ impl LogMetrics {
     #[inline]
     pub fn observe(&mut self, now: i64, source: &[u8], procid: &[u8], msg: &[u8]) {
         match read_router(source, procid, msg) {
-            Some(r) => self.observe_router(now, &r),
+            Some(r) => {
+                self.roll(now);
+                self.add_router(&r);
+            }
             None => self.observe_other(now, msg),
         }
     }
 
     /// [`LogMetrics::observe`] of a router line read by [`read_router`] (which needs no
-    /// `&mut`, so it can run before the lock that guards these metrics is taken).
+    /// `&mut`, so it can run before the lock that guards these metrics is taken), for a
+    /// batch already [`rolled`](LogMetrics::roll) to its time: one roll per batch, not
+    /// one per line.
     #[inline]
-    pub fn observe_router(&mut self, now: i64, r: &RouterLine) {
-        self.roll(now);
+    pub fn add_router(&mut self, r: &RouterLine) {
         self.malformed += r.malformed as u64;
         self.fine.router(r);
     }
