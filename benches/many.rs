@@ -5,6 +5,8 @@
 //! cargo bench --bench many -- [--channels 1000000] [--creates 10000]
 //!                             [--histories 10000] [--lines 1500] [--load yes|no]
 //!                             [--conns 4] [--count 2000000] [--batch 500]
+//! cargo bench --bench many -- --phase start --dir DIR [--channels 1000000] [--starts 3]
+//!                             [--creates 0]
 //! ```
 //! 1. `--channels` channels (tokens `app` and `heroku` each) written to the store directly,
 //!    in one transaction;
@@ -18,6 +20,13 @@
 //!    off, so only the rings hold them): RSS / payload, and what each line costs beyond its
 //!    frame (its record and its share of the chunks' slack). `--phase histories` runs this
 //!    part alone.
+//!
+//! `--phase start` only starts and stops a router on the store at `DIR` (filled with
+//! `--channels` first if it has no store yet; kept afterwards, so runs can be repeated and
+//! compared), `--starts` times: the time to listening, the CPU time it took (on a shared
+//! machine the wall time says as much about the neighbours), and where a start spends it
+//! (`RUST_LOG=info` shows the router's own phase timings); with `--creates`, that many API
+//! creates after each start (the median of the last 1,000), under names of the run.
 //!
 //! Figures go to stdout as JSON lines. Every loop is bounded in count.
 
@@ -42,6 +51,18 @@ const TOKEN: &str = "t.00000000-0000-4000-8000-000000000001";
 
 fn token(kind: u16, i: u64) -> String {
     format!("t.00000000-0000-4{kind:03x}-8000-{i:012x}")
+}
+
+/// CPU time this process has used (user and system, every thread), seconds: a start's
+/// work apart from how much of the machine it got.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command's `(name)`: fields 14 and 15 of the line are utime and stime.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Clock ticks of 1/100 s (USER_HZ on Linux).
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Resident memory of this process, bytes.
@@ -157,12 +178,17 @@ fn fill_store(dir: &Path, n: u64) -> Duration {
 
 /// `n` channels created through the API one after the other: each create's time.
 async fn api_creates(api: std::net::SocketAddr, n: u64) -> Vec<Duration> {
+    api_creates_named(api, n, "new").await
+}
+
+/// [`api_creates`], the names starting with `prefix`.
+async fn api_creates_named(api: std::net::SocketAddr, n: u64, prefix: &str) -> Vec<Duration> {
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1)
         .build_http::<Full<Bytes>>();
     let mut times = Vec::with_capacity(n as usize);
     for i in 0..n {
-        let body = format!("{{\"name\":\"new-{i:07}\",\"tokens\":[\"app\",\"heroku\"]}}");
+        let body = format!("{{\"name\":\"{prefix}-{i:07}\",\"tokens\":[\"app\",\"heroku\"]}}");
         let req = hyper::Request::post(format!("http://{api}/v2/channels"))
             .header("authorization", format!("Bearer {KEY}"))
             .header("content-type", "application/json")
@@ -308,8 +334,79 @@ fn child(args: &[&str]) {
     assert!(status.success(), "phase {args:?}: {status}");
 }
 
+/// Starts and stops a router on the store at `dir` `starts` times (filling it with `n`
+/// channels first if it has none).
+async fn starts(dir: &Path, n: u64, starts: u64, creates: u64) {
+    if !dir.join("bench.db").exists() {
+        let path = dir.display().to_string();
+        child(&[
+            "--phase",
+            "fill",
+            "--dir",
+            &path,
+            "--channels",
+            &n.to_string(),
+        ]);
+    }
+    for run in 0..starts {
+        let base = rss();
+        let cpu = cpu_secs();
+        let (r, took) = start(config(dir, true)).await;
+        let cpu = cpu_secs() - cpu;
+        let rss_mb = rss().saturating_sub(base) as f64 / 1e6;
+        if creates > 0 {
+            // Names of this run only, so the kept store can be used again.
+            let prefix = format!("run{}-{run}", std::process::id());
+            let times = api_creates_named(r.addrs.api, creates, &prefix).await;
+            let last: Vec<Duration> = times.iter().rev().take(1000).copied().collect();
+            println!(
+                "{{\"what\":\"api_creates\",\"creates\":{creates},\"median_last_1000_ms\":{:.2}}}",
+                ms(median(last))
+            );
+        }
+        let stopped = stop(r).await;
+        println!(
+            "{{\"what\":\"start\",\"to_listening_ms\":{:.0},\"cpu_secs\":{cpu:.2},\"rss_mb\":{rss_mb:.1},\"stop_ms\":{:.0}}}",
+            ms(took),
+            ms(stopped)
+        );
+    }
+    start_parts(dir);
+}
+
+/// Where a start spends its time: reading the store, then making the channels.
+fn start_parts(dir: &Path) {
+    let store = logplex::store::Store::open(&dir.join("bench.db")).expect("store");
+    let t = Instant::now();
+    let state = store.call_blocking(logplex::store::state).expect("state");
+    let read = t.elapsed();
+    drop(state);
+    let limits = logplex::channel::Limits {
+        history_lines: 1500,
+        history_bytes: 1 << 20,
+        tail_lines: 1024,
+    };
+    let t = Instant::now();
+    let reg = logplex::registry::Registry::load(store, limits, None).expect("load");
+    let loaded = t.elapsed();
+    let t = Instant::now();
+    drop(reg);
+    println!(
+        "{{\"what\":\"start_parts\",\"store_read_ms\":{:.0},\"registry_load_ms\":{:.0},\"registry_drop_ms\":{:.0}}}",
+        ms(read),
+        ms(loaded),
+        ms(t.elapsed())
+    );
+}
+
 fn main() {
     let kv = args();
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match kv.get("phase").map(String::as_str) {
         Some("fill") => {
             let dir = std::path::PathBuf::from(kv.get("dir").expect("--dir"));
@@ -319,6 +416,21 @@ fn main() {
                 "{{\"what\":\"store_fill\",\"channels\":{n},\"secs\":{:.2}}}",
                 took.as_secs_f64()
             );
+            return;
+        }
+        Some("start") => {
+            let dir = std::path::PathBuf::from(kv.get("dir").expect("--dir"));
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(starts(
+                &dir,
+                num(&kv, "channels", 1_000_000),
+                num(&kv, "starts", 3),
+                num(&kv, "creates", 0),
+            ));
             return;
         }
         Some("histories") => {
@@ -402,30 +514,7 @@ fn main() {
             ms(took)
         );
         stop(r).await;
-        // Where a start spends its time: reading the store, then making the channels.
-        {
-            let store = logplex::store::Store::open(&dir.path().join("bench.db")).expect("store");
-            let t = Instant::now();
-            let state = store.call_blocking(logplex::store::state).expect("state");
-            let read = t.elapsed();
-            drop(state);
-            let limits = logplex::channel::Limits {
-                history_lines: 1500,
-                history_bytes: 1 << 20,
-                tail_lines: 1024,
-            };
-            let t = Instant::now();
-            let reg = logplex::registry::Registry::load(store, limits, None).expect("load");
-            let loaded = t.elapsed();
-            let t = Instant::now();
-            drop(reg);
-            println!(
-                "{{\"what\":\"start_parts\",\"store_read_ms\":{:.0},\"registry_load_ms\":{:.0},\"registry_drop_ms\":{:.0}}}",
-                ms(read),
-                ms(loaded),
-                ms(t.elapsed())
-            );
-        }
+        start_parts(dir.path());
         drop(dir);
         if full > 0 {
             // In a process of its own, so memory freed by the phases above is not reused.

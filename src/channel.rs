@@ -157,10 +157,15 @@ impl Channel {
     }
 
     /// A channel whose pushed lines are also written to `log`.
-    pub fn with_log(id: i64, name: &str, limits: Limits, log: Option<Arc<Log>>) -> Channel {
+    pub fn with_log(
+        id: i64,
+        name: impl Into<Arc<str>>,
+        limits: Limits,
+        log: Option<Arc<Log>>,
+    ) -> Channel {
         Channel {
             id,
-            name: Arc::from(name),
+            name: name.into(),
             destroyed: OnceLock::new(),
             gone: AtomicBool::new(false),
             limits,

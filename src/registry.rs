@@ -13,7 +13,9 @@ use crate::channel::{Channel, Limits, Tap};
 use crate::drain::Drains;
 use crate::line::Source;
 use crate::log::Log;
-use crate::store::{self, ChannelRecord, Conn, DrainRecord, State, Store, StoreError};
+use crate::store::{
+    self, ChannelRecord, Conn, DrainRecord, LoadedChannel, PackedTokens, Store, StoreError,
+};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
@@ -34,47 +36,29 @@ struct Entry {
     channel: Arc<Channel>,
     created_at: i64,
     metrics: bool,
-    /// Each token's name then the token, each a u32 length (little-endian) then its bytes.
-    tokens: Box<[u8]>,
+    tokens: PackedTokens,
 }
 
 impl Entry {
     fn new(channel: Arc<Channel>, rec: &ChannelRecord) -> Entry {
-        let mut tokens =
-            Vec::with_capacity(rec.tokens.iter().map(|(n, t)| 8 + n.len() + t.len()).sum());
-        for s in rec.tokens.iter().flat_map(|(n, t)| [n, t]) {
-            tokens.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            tokens.extend_from_slice(s.as_bytes());
-        }
         Entry {
             channel,
             created_at: rec.created_at,
             metrics: rec.metrics,
-            tokens: tokens.into_boxed_slice(),
+            tokens: PackedTokens::new(rec.tokens.iter().map(|(n, t)| (n.as_str(), t.as_str()))),
         }
     }
 
     /// (name, token) of each token, in the store's order.
     fn tokens(&self) -> impl Iterator<Item = (&str, &str)> {
-        let mut rest = &self.tokens[..];
-        let mut next = move || {
-            let (len, tail) = rest.split_first_chunk::<4>()?;
-            let len = (u32::from_le_bytes(*len) as usize).min(tail.len());
-            let (s, tail) = tail.split_at(len);
-            rest = tail;
-            Some(std::str::from_utf8(s).unwrap_or_default())
-        };
-        std::iter::from_fn(move || Some((next()?, next()?)))
+        self.tokens.iter()
     }
 
     fn record(&self) -> ChannelRecord {
         ChannelRecord {
             id: self.channel.id,
             name: self.channel.name.to_string(),
-            tokens: self
-                .tokens()
-                .map(|(n, t)| (n.to_string(), t.to_string()))
-                .collect(),
+            tokens: self.tokens.to_vec(),
             created_at: self.created_at,
             metrics: self.metrics,
         }
@@ -93,12 +77,25 @@ struct Tokens {
     shards: Arc<Vec<Arc<Shard>>>,
 }
 
-type Shard = HashMap<Box<[u8]>, Route>;
+/// A shard hashes with aHash under random keys (its own per shard): a token is hashed
+/// once per line looked up and once per token loaded at start, where SipHash, `std`'s,
+/// took twice as long on a 38-byte token.
+type Shard = HashMap<Box<[u8]>, Route, ahash::RandomState>;
+
+fn shard(capacity: usize) -> Shard {
+    let keys = ahash::RandomState::with_seeds(
+        fastrand::u64(..),
+        fastrand::u64(..),
+        fastrand::u64(..),
+        fastrand::u64(..),
+    );
+    Shard::with_capacity_and_hasher(capacity, keys)
+}
 
 impl Default for Tokens {
     fn default() -> Tokens {
         Tokens {
-            shards: Arc::new((0..SHARDS).map(|_| Arc::default()).collect()),
+            shards: Arc::new((0..SHARDS).map(|_| Arc::new(shard(0))).collect()),
         }
     }
 }
@@ -129,7 +126,7 @@ impl Tokens {
                 counts[Self::shard(token.as_bytes())] += 1;
             }
         }
-        let mut shards: Vec<Shard> = counts.iter().map(|&n| Shard::with_capacity(n)).collect();
+        let mut shards: Vec<Shard> = counts.iter().map(|&n| shard(n)).collect();
         for e in entries {
             for (name, token) in e.tokens() {
                 let route = Route {
@@ -319,8 +316,11 @@ impl Registry {
             current: ArcSwap::from_pointee(Snapshot::default()),
             outputs: OnceLock::new(),
         });
-        let state = reg.store.call_blocking(store::state)?;
-        reg.install(state);
+        let channels = store::load_channels(&reg.store)?;
+        let (drains, alerts) = reg
+            .store
+            .call_blocking(|c| Ok((store::list_drains(c)?, store::list_alerts(c)?)))?;
+        reg.install(channels, drains, alerts);
         Ok(reg)
     }
 
@@ -425,15 +425,28 @@ impl Registry {
             .await
     }
 
-    /// Makes the whole `state` current (start-up): every channel made anew. A million
+    /// Makes the whole stored state current (start-up): every channel made anew. A million
     /// channels are loaded this way, so the maps are built in bulk rather than one change
     /// at a time: the token shards each made at their final size, on a thread of their own
     /// while this one builds the map by name.
-    fn install(&self, state: State) {
-        let entries: Vec<Arc<Entry>> = state
-            .channels
+    fn install(
+        &self,
+        channels: Vec<LoadedChannel>,
+        drains: Vec<DrainRecord>,
+        alerts: Vec<RuleSpec>,
+    ) {
+        let entries: Vec<Arc<Entry>> = channels
             .into_iter()
-            .map(|record| Arc::new(Entry::new(self.new_channel(&record), &record)))
+            .map(|c| {
+                let ch = Channel::with_log(c.id, c.name, self.limits, self.log.clone());
+                ch.set_metrics(c.metrics);
+                Arc::new(Entry {
+                    channel: Arc::new(ch),
+                    created_at: c.created_at,
+                    metrics: c.metrics,
+                    tokens: c.tokens,
+                })
+            })
             .collect();
         let (tokens, (channels, metered)) = std::thread::scope(|s| {
             let tokens = s.spawn(|| Tokens::build(&entries));
@@ -457,12 +470,12 @@ impl Registry {
             metered,
             ..Snapshot::default()
         };
-        snap.set_outputs(state.drains, state.alerts);
+        snap.set_outputs(drains, alerts);
         self.current.store(Arc::new(snap));
     }
 
     fn new_channel(&self, rec: &ChannelRecord) -> Arc<Channel> {
-        let ch = Channel::with_log(rec.id, &rec.name, self.limits, self.log.clone());
+        let ch = Channel::with_log(rec.id, rec.name.as_str(), self.limits, self.log.clone());
         ch.set_metrics(rec.metrics);
         Arc::new(ch)
     }

@@ -2,6 +2,7 @@
 
 use super::{conflict, now, ChannelRecord, Conn, StoreError};
 use rusqlite::{params, OptionalExtension};
+use std::sync::Arc;
 
 /// Every channel with its tokens, by name. Start-up reads a million channels this way, so
 /// each row is read in place (borrowed) and only what is kept is allocated.
@@ -200,4 +201,203 @@ pub fn create_token(
         )
         .map_err(conflict)?;
     Ok(token)
+}
+
+/// A channel's tokens in one allocation, as the registry keeps them for a million channels
+/// (a `Vec` of `String` pairs took five allocations for two tokens): each token's name then
+/// the token, each a u32 length (little-endian) then its bytes, in the store's order (by
+/// creation, then name).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct PackedTokens(Box<[u8]>);
+
+impl PackedTokens {
+    /// Packs `(name, token)` pairs.
+    pub fn new<'a>(tokens: impl IntoIterator<Item = (&'a str, &'a str)> + Clone) -> PackedTokens {
+        let size = tokens
+            .clone()
+            .into_iter()
+            .map(|(n, t)| 8 + n.len() + t.len())
+            .sum();
+        let mut out = Vec::with_capacity(size);
+        for (n, t) in tokens {
+            for s in [n.as_bytes(), t.as_bytes()] {
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s);
+            }
+        }
+        PackedTokens(out.into_boxed_slice())
+    }
+
+    /// (name, token) of each token, in the store's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut rest = &self.0[..];
+        let mut next = move || {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = (u32::from_le_bytes(*len) as usize).min(tail.len());
+            let (s, tail) = tail.split_at(len);
+            rest = tail;
+            Some(std::str::from_utf8(s).unwrap_or_default())
+        };
+        std::iter::from_fn(move || Some((next()?, next()?)))
+    }
+
+    /// As pairs of `String`s (a [`ChannelRecord`]'s tokens).
+    pub fn to_vec(&self) -> Vec<(String, String)> {
+        self.iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect()
+    }
+}
+
+/// A channel as start-up loads it: what the registry keeps of it, and nothing more.
+pub struct LoadedChannel {
+    pub id: i64,
+    pub name: Arc<str>,
+    pub created_at: i64,
+    pub metrics: bool,
+    pub tokens: PackedTokens,
+}
+
+/// A token row read at start-up: its three texts lie one after the other in an arena
+/// (channel, name, token), so reading two million tokens makes no allocation per token.
+struct TokenRow {
+    created_at: i64,
+    start: usize,
+    channel: u32,
+    name: u32,
+    token: u32,
+}
+
+/// Every channel with its tokens, by name, as start-up needs them (blocking; start-up
+/// only, while nothing else writes the store). A node with a million channels and two
+/// million tokens reads them here, so: the channels in table order (the name index would
+/// cost a lookup in the table per channel) and sorted here; the tokens in table order too,
+/// on a second connection and thread at the same time, their texts copied into one arena;
+/// then each channel's tokens packed in one allocation. Without a second connection (it
+/// cannot be opened) the tokens are read after the channels, on the one connection.
+pub fn load_channels(store: &super::Store) -> Result<Vec<LoadedChannel>, StoreError> {
+    let (channels, tokens) = std::thread::scope(|s| {
+        let tokens = s.spawn(|| match store.reader() {
+            Ok(mut conn) => read_tokens(&mut conn).map(Some),
+            Err(e) => {
+                tracing::debug!("tokens read on the store's connection: {e}");
+                Ok(None)
+            }
+        });
+        let channels = store.call_blocking(read_channels);
+        let tokens = match tokens.join() {
+            Ok(t) => t,
+            Err(p) => std::panic::resume_unwind(p),
+        };
+        (channels, tokens)
+    });
+    let mut channels = channels?;
+    let (arena, rows) = match tokens? {
+        Some(t) => t,
+        None => store.call_blocking(read_tokens)?,
+    };
+    // Each token to its channel (by name: tokens refer to channels by name). Tokens made
+    // together lie together in the table: the channel of the row before is tried first.
+    let text = |start: usize, len: u32| &arena[start..start + len as usize];
+    let mut owner: Vec<u32> = Vec::with_capacity(rows.len());
+    let mut last = usize::MAX;
+    for r in &rows {
+        let name = text(r.start, r.channel);
+        let i = match channels.get(last) {
+            Some(c) if c.name.as_bytes() == name => last,
+            _ => channels
+                .binary_search_by(|c| c.name.as_bytes().cmp(name))
+                .unwrap_or(usize::MAX),
+        };
+        last = i;
+        owner.push(i as u32);
+    }
+    // Grouped by channel (a counting sort: linear), then each channel's few by creation
+    // and name.
+    let mut first = vec![0u32; channels.len() + 1];
+    for &o in &owner {
+        if let Some(n) = first.get_mut(o as usize + 1) {
+            *n += 1;
+        }
+    }
+    for i in 1..first.len() {
+        first[i] += first[i - 1];
+    }
+    let mut order = vec![0u32; first[channels.len()] as usize];
+    let mut fill = first.clone();
+    for (row, &o) in owner.iter().enumerate() {
+        if let Some(at) = fill.get_mut(o as usize) {
+            order[*at as usize] = row as u32;
+            *at += 1;
+        }
+    }
+    for (i, c) in channels.iter_mut().enumerate() {
+        let mine = &mut order[first[i] as usize..first[i + 1] as usize];
+        if mine.is_empty() {
+            continue;
+        }
+        mine.sort_unstable_by(|&a, &b| {
+            let (a, b) = (&rows[a as usize], &rows[b as usize]);
+            let name = |r: &TokenRow| text(r.start + r.channel as usize, r.name);
+            (a.created_at, name(a)).cmp(&(b.created_at, name(b)))
+        });
+        let pairs = mine.iter().map(|&r| {
+            let r = &rows[r as usize];
+            let at = r.start + r.channel as usize;
+            let s = |at: usize, len: u32| std::str::from_utf8(text(at, len)).unwrap_or_default();
+            (s(at, r.name), s(at + r.name as usize, r.token))
+        });
+        c.tokens = PackedTokens::new(pairs);
+    }
+    Ok(channels)
+}
+
+/// Every channel without its tokens, by name.
+fn read_channels(conn: &mut Conn) -> Result<Vec<LoadedChannel>, StoreError> {
+    let n: i64 = conn
+        .0
+        .query_row("SELECT count(*) FROM channels", [], |r| r.get(0))?;
+    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    let mut stmt = conn
+        .0
+        .prepare("SELECT id, name, created_at, metrics FROM channels")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.push(LoadedChannel {
+            id: r.get(0)?,
+            name: Arc::from(text(r, 1)?),
+            created_at: r.get(2)?,
+            metrics: r.get(3)?,
+            tokens: PackedTokens::default(),
+        });
+    }
+    out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Every token row, in table order, its texts in one arena.
+fn read_tokens(conn: &mut Conn) -> Result<(Vec<u8>, Vec<TokenRow>), StoreError> {
+    let mut arena = Vec::new();
+    let mut out = Vec::new();
+    let mut stmt = conn
+        .0
+        .prepare("SELECT channel, name, token, created_at FROM tokens")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let start = arena.len();
+        let mut len = [0u32; 3];
+        for (i, l) in len.iter_mut().enumerate() {
+            let s = text(r, i)?;
+            arena.extend_from_slice(s.as_bytes());
+            *l = s.len() as u32;
+        }
+        out.push(TokenRow {
+            created_at: r.get(3)?,
+            start,
+            channel: len[0],
+            name: len[1],
+            token: len[2],
+        });
+    }
+    Ok((arena, out))
 }

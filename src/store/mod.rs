@@ -19,8 +19,8 @@ mod replica;
 
 pub use alerts::{create_alert, delete_alert, list_alerts};
 pub use channels::{
-    create_channel, create_token, delete_channel, get_channel, list_channels, set_channel_metrics,
-    upsert_channel, upsert_channels,
+    create_channel, create_token, delete_channel, get_channel, list_channels, load_channels,
+    set_channel_metrics, upsert_channel, upsert_channels, LoadedChannel, PackedTokens,
 };
 pub use drains::{channel_drains, create_drain, delete_drain, list_drains, AddDrain};
 pub use meta::{
@@ -118,6 +118,8 @@ pub struct SavedLine {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Conn>>,
+    /// Where it is, for a second, read-only connection ([`Store::reader`]).
+    path: std::path::PathBuf,
 }
 
 /// The open connection, lent to the closures of [`Store::call`]. Only this module's
@@ -311,7 +313,19 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(Store {
             conn: Arc::new(Mutex::new(Conn(conn))),
+            path: path.to_path_buf(),
         })
+    }
+
+    /// A second connection, read-only, for a bulk read on another thread beside the
+    /// store's own (start-up: [`load_channels`]). Blocking.
+    pub(crate) fn reader(&self) -> Result<Conn, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Conn(conn))
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -398,6 +412,55 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("sub/logplex.db")).unwrap();
         (dir, s)
+    }
+
+    /// The bulk read of start-up finds what `list_channels` does: every channel by name,
+    /// each with its tokens by creation then name, whatever order the rows lie in (channels
+    /// made out of name order, tokens added to an older channel later, tokens of one
+    /// creation time out of name order, a channel with none).
+    #[test]
+    fn the_bulk_load_reads_what_the_list_does() {
+        let (_d, s) = store();
+        s.call_blocking(|c| {
+            create_channel(c, "zeta", &["web".into(), "app".into()])?;
+            create_channel(c, "alpha", &[])?;
+            upsert_channels(
+                c,
+                [
+                    (
+                        "mid",
+                        &[
+                            ("z".to_string(), "t.z".to_string()),
+                            ("a".to_string(), "t.a".to_string()),
+                        ][..],
+                    ),
+                    ("beta", &[("app".to_string(), "t.b".to_string())][..]),
+                ],
+            )?;
+            create_token(c, "zeta", "late")?;
+            set_channel_metrics(c, "beta", true)?;
+            Ok(())
+        })
+        .unwrap();
+        let listed = s.call_blocking(list_channels).unwrap();
+        let loaded = load_channels(&s).unwrap();
+        let loaded: Vec<ChannelRecord> = loaded
+            .into_iter()
+            .map(|l| ChannelRecord {
+                id: l.id,
+                name: l.name.to_string(),
+                tokens: l.tokens.to_vec(),
+                created_at: l.created_at,
+                metrics: l.metrics,
+            })
+            .collect();
+        assert_eq!(loaded, listed);
+        let names: Vec<&str> = loaded.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["alpha", "beta", "mid", "zeta"]);
+        let mid: Vec<&str> = loaded[2].tokens.iter().map(|t| t.0.as_str()).collect();
+        assert_eq!(mid, ["a", "z"]);
+        assert_eq!(loaded[3].tokens.len(), 3);
+        assert!(loaded[1].metrics);
     }
 
     #[test]
