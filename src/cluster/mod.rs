@@ -14,6 +14,10 @@
 //! Every node takes the cluster's admin key (its hash in Redis, set by the first node that
 //! reaches it) unless its own is set in its config.
 //!
+//! The Redis is one server or a Redis Cluster ([`Redis`], [`Conn`]: one connection type
+//! for both). On a Redis Cluster every config key shares the slot of the tag `{cfg}`, so
+//! a change is still one script; each channel's log stream has its own slot.
+//!
 //! Redis down: a change answers 503 (`Retry-After`), everything else (ingest, sessions,
 //! tails, drains) goes on from the replica, the healthcheck says `degraded`, and the
 //! follower reconnects by itself and catches up.
