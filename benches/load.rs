@@ -25,7 +25,7 @@
 //!                        the config's default; its folder is in the temporary data dir)
 //!   --redis URL          cluster mode on that Redis (every line also goes into its
 //!                        channel's log stream there); use an empty Redis of its own
-//!   --publishers N       with --redis: cluster.publishers (default 4)
+//!   --publishers N       with --redis: cluster.publishers (default 2)
 //!   --channels N         tcp: N channels (`bench-0`..), connection i sends to channel
 //!                        i mod N (default 1: every connection to `bench`)
 //! Every loop is bounded in count and time (`--max-secs`, default 60).
@@ -199,7 +199,7 @@ fn start_target(kv: &HashMap<String, String>) -> Target {
     let cluster = match kv.get("redis") {
         Some(url) => format!(
             "[cluster]\nredis = \"{url}\"\npublishers = {}\n",
-            num(kv, "publishers", 4)
+            num(kv, "publishers", 2)
         ),
         None => String::new(),
     };

@@ -462,8 +462,8 @@ pub struct ClusterConfig {
     /// and cross-node tails are told with L11.
     pub log_queue_bytes: usize,
     /// How many publisher tasks put this node's lines into the log streams, each with its
-    /// own connection and its share of `log_queue_bytes`; a channel always goes through
-    /// the same one (by its Redis Cluster slot), so its lines keep their order.
+    /// own connection, drawing on one `log_queue_bytes` budget; a channel always goes
+    /// through the same one (by its Redis Cluster slot), so its lines keep their order.
     pub publishers: usize,
 }
 
@@ -495,7 +495,7 @@ impl Default for ClusterConfig {
             node: String::new(),
             changes_kept: 100_000,
             log_queue_bytes: 32 << 20,
-            publishers: 4,
+            publishers: 2,
         }
     }
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// The most batches waiting for the publisher.
+/// The most batches waiting for one publisher task.
 const QUEUE_BATCHES: usize = 16 * 1024;
 /// About the most bytes of lines one entry carries (one batch bigger than this is one
 /// entry of its own).
@@ -59,6 +59,11 @@ struct Lost {
 /// The tap every channel carries in cluster mode (see the module's documentation).
 pub struct Publisher {
     shards: Box<[Shard]>,
+    /// Bytes queued on every shard and not yet taken by their tasks: one budget, so that
+    /// one busy channel (one shard) may use all of it.
+    queued: AtomicUsize,
+    /// The most bytes of encoded lines waiting for the tasks (`cluster.log_queue_bytes`).
+    max_bytes: usize,
     published: prometheus::IntCounter,
     unpublished: prometheus::IntCounter,
 }
@@ -66,19 +71,15 @@ pub struct Publisher {
 /// One publisher task's share of the work: its queue and its channels' lost lines.
 pub struct Shard {
     tx: mpsc::Sender<Batch>,
-    /// Bytes queued and not yet taken by the task.
-    queued: AtomicUsize,
     /// The last round reached Redis.
     up: AtomicBool,
-    /// The most bytes of encoded lines waiting for the task (its share of
-    /// `cluster.log_queue_bytes`).
-    max_bytes: usize,
     lost: Mutex<HashMap<(Arc<str>, i64), Lost>>,
     any_lost: AtomicBool,
 }
 
 impl Publisher {
-    /// The tap and its `shards` tasks' ends of their queues, which share `max_bytes`.
+    /// The tap and its `shards` tasks' ends of their queues, which share `max_bytes`
+    /// (first come, first served).
     pub fn new(
         metrics: &crate::metrics::Metrics,
         max_bytes: usize,
@@ -92,12 +93,10 @@ impl Publisher {
         let shards = shards.max(1);
         let (shards, queues): (Vec<Shard>, Vec<Queue>) = (0..shards)
             .map(|i| {
-                let (tx, rx) = mpsc::channel(QUEUE_BATCHES / shards);
+                let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
                 let shard = Shard {
                     tx,
-                    queued: AtomicUsize::new(0),
                     up: AtomicBool::new(true),
-                    max_bytes: max_bytes / shards,
                     lost: Mutex::new(HashMap::new()),
                     any_lost: AtomicBool::new(false),
                 };
@@ -106,6 +105,8 @@ impl Publisher {
             .unzip();
         let p = Arc::new(Publisher {
             shards: shards.into_boxed_slice(),
+            queued: AtomicUsize::new(0),
+            max_bytes,
             published: counter(
                 "logplex_cluster_log_lines_published_total",
                 "Lines this node put into their channel's log stream in Redis",
@@ -154,8 +155,8 @@ impl Tap for Publisher {
         let at_us = crate::clock::now_micros();
         let len = logs::encoded_len(lines);
         let shard = self.shard(&channel.name);
-        if shard.queued.fetch_add(len, Ordering::Relaxed) + len > shard.max_bytes {
-            shard.queued.fetch_sub(len, Ordering::Relaxed);
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.max_bytes {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
             self.lose(shard, &channel.name, channel.id, lines.len() as u64, at_us);
             return;
         }
@@ -172,7 +173,7 @@ impl Tap for Publisher {
             let b = match e {
                 mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
             };
-            shard.queued.fetch_sub(len, Ordering::Relaxed);
+            self.queued.fetch_sub(len, Ordering::Relaxed);
             self.lose(shard, &b.channel, b.id, u64::from(b.lines), at_us);
         }
     }
@@ -251,7 +252,7 @@ pub async fn run(
             }
         }
         let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
-        p.queued.fetch_sub(bytes, Ordering::Relaxed);
+        pb.queued.fetch_sub(bytes, Ordering::Relaxed);
         // One part per channel, in the order of their first batch.
         let mut parts: Vec<Keyed> = Vec::new();
         let mut index: HashMap<(Arc<str>, i64), usize> = HashMap::new();
