@@ -304,15 +304,44 @@ impl Cluster {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
-        for queue in queues {
-            tasks.spawn(publish::run(
-                self.publisher.clone(),
-                queue,
-                self.client.clone(),
-                self.node.clone(),
-                self.history_lines,
-                shutdown.clone(),
-            ));
+        // The publishers run on a thread of their own (a current-thread runtime): on the
+        // node's runtime, while ingest kept its workers busy, they hardly ran until
+        // ingest paused, and their queue overflowed (`docs/cluster.md`, measured).
+        let runs: Vec<_> = queues
+            .into_iter()
+            .map(|queue| {
+                publish::run(
+                    self.publisher.clone(),
+                    queue,
+                    self.client.clone(),
+                    self.node.clone(),
+                    self.history_lines,
+                    shutdown.clone(),
+                )
+            })
+            .collect();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|rt| {
+                std::thread::Builder::new()
+                    .name("logplex-publish".into())
+                    .spawn(move || {
+                        rt.block_on(futures_util::future::join_all(runs));
+                        let _ = done_tx.send(());
+                    })
+            });
+        match thread {
+            // Tracked, so the node's stop waits for the last round.
+            Ok(_) => {
+                tasks.spawn(async move {
+                    let _ = done_rx.await;
+                });
+            }
+            Err(e) => tracing::error!(
+                "cluster: cannot start the publishers' thread ({e}); lines stay on this node"
+            ),
         }
         self.feeds.start(tasks, shutdown);
         let me = self.clone();

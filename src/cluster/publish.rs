@@ -7,7 +7,8 @@
 //! everything queued on it, joins it per channel and appends one entry per channel per
 //! round (per 64 KiB of lines of a busy channel), the round's `XADD`s pipelined in one
 //! round trip, each trimmed with `MAXLEN ~` to about the history size. At a stop, what is
-//! queued goes in one last round.
+//! queued goes in one last round. The tasks run on a thread of their own (`mod.rs`), so
+//! that ingest keeping the node's workers busy does not stall them.
 //!
 //! While Redis is away the queue holds what comes (the task tries Redis again every
 //! [`RETRY`]), so a short outage loses nothing from the streams. Lines that cannot go (the
