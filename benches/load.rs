@@ -25,6 +25,9 @@
 //!                        the config's default; its folder is in the temporary data dir)
 //!   --redis URL          cluster mode on that Redis (every line also goes into its
 //!                        channel's log stream there); use an empty Redis of its own
+//!   --publishers N       with --redis: cluster.publishers (default 2)
+//!   --channels N         tcp: N channels (`bench-0`..), connection i sends to channel
+//!                        i mod N (default 1: every connection to `bench`)
 //! Every loop is bounded in count and time (`--max-secs`, default 60).
 
 use bytes::Bytes;
@@ -138,6 +141,20 @@ fn num(kv: &HashMap<String, String>, k: &str, d: u64) -> u64 {
     kv.get(k).and_then(|v| v.parse().ok()).unwrap_or(d)
 }
 
+/// `--channels N` (at most 1000): the channels `bench-0`.. made for it; 0 without it.
+fn channels(kv: &HashMap<String, String>) -> u64 {
+    if kv.contains_key("channels") {
+        num(kv, "channels", 1).clamp(1, 1000)
+    } else {
+        0
+    }
+}
+
+/// The `app` token of channel `bench-C`.
+fn channel_token(c: u64) -> String {
+    format!("t.00000000-0000-4000-8001-{c:012}")
+}
+
 /// A 143-byte octet-counted frame (the size of the shared benchmark's sample line).
 fn frame(token: &str, i: u64) -> Vec<u8> {
     let head = format!("<190>1 2016-03-08T02:43:26.693600+00:00 host {token} web.1 - - Started GET \"/siso/\" seq=");
@@ -180,11 +197,22 @@ fn start_target(kv: &HashMap<String, String>) -> Target {
         Some(other) => panic!("--log {other}: off, interval or batch"),
     };
     let cluster = match kv.get("redis") {
-        Some(url) => format!("[cluster]\nredis = \"{url}\"\n"),
+        Some(url) => format!(
+            "[cluster]\nredis = \"{url}\"\npublishers = {}\n",
+            num(kv, "publishers", 2)
+        ),
         None => String::new(),
     };
+    // `--channels N`: bench-0.. with fixed tokens (see `channel_token`).
+    let mut more = String::new();
+    for c in 0..channels(kv) {
+        more.push_str(&format!(
+            "[[channels]]\nname = \"bench-{c}\"\ntokens = {{ app = \"{}\" }}\n",
+            channel_token(c)
+        ));
+    }
     let text = format!(
-        "{log}{cluster}[api]\nlisten = \"127.0.0.1:0\"\nauth_key = \"bench\"\n[ingest.http]\nlisten = \"127.0.0.1:0\"\n\
+        "{more}{log}{cluster}[api]\nlisten = \"127.0.0.1:0\"\nauth_key = \"bench\"\n[ingest.http]\nlisten = \"127.0.0.1:0\"\n\
          [ingest.tcp]\nlisten = \"127.0.0.1:0\"\n[ingest.udp]\nlisten = \"off\"\n[store]\npath = \"{}\"\n\
          [[channels]]\nname = \"bench\"\ntokens = {{ app = \"{TOKEN}\", heroku = \"{TOKEN_HEROKU}\" }}\n\
          [[channels]]\nname = \"benchm\"\nmetrics = true\n\
@@ -396,9 +424,16 @@ async fn tcp(t: &Target, kv: &HashMap<String, String>, r: &Run) {
     let count = num(kv, "count", 2_000_000);
     let max = Duration::from_secs(num(kv, "max-secs", 60));
     let per = count / conns;
+    let n = channels(kv);
     // Build each connection's whole stream first, so the generator costs little while timed.
     let streams: Vec<Vec<u8>> = (0..conns)
-        .map(|c| (0..per).flat_map(|i| run_frame(r, c * per + i)).collect())
+        .map(|c| {
+            let mut r = r.clone();
+            if n > 0 && t._server.is_some() {
+                r.token = channel_token(c % n);
+            }
+            (0..per).flat_map(|i| run_frame(&r, c * per + i)).collect()
+        })
         .collect();
     let bytes: u64 = streams.iter().map(|s| s.len() as u64).sum();
     let base = received(t, "tcp").await;

@@ -447,11 +447,9 @@ impl LogConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// The Redis that holds the cluster's config: `redis://host:port`, with an optional
-    /// `:PASSWORD@` and `/DB` (TLS, `rediss://`, and unix sockets are not taken yet).
-    /// Empty: single node. (A list of Redis Cluster seed nodes is refused with a sentence
-    /// saying it is not taken yet.)
-    #[serde(deserialize_with = "one_redis")]
-    pub redis: String,
+    /// `:PASSWORD@` and `/DB` (TLS, `rediss://`, and unix sockets are not taken yet); or a
+    /// list of such URLs, the seed nodes of a Redis Cluster. Empty: single node.
+    pub redis: RedisAt,
     /// This node's name, written with every change it makes (for people reading the change
     /// stream). Empty: the host name and the API port, like `web-1:8001`.
     pub node: String,
@@ -463,34 +461,41 @@ pub struct ClusterConfig {
     /// (while Redis is slow or away). Beyond, lines stay on this node only, are counted
     /// and cross-node tails are told with L11.
     pub log_queue_bytes: usize,
+    /// How many publisher tasks put this node's lines into the log streams, each with its
+    /// own connection, drawing on one `log_queue_bytes` budget; a channel always goes
+    /// through the same one (by its Redis Cluster slot), so its lines keep their order.
+    pub publishers: usize,
 }
 
-/// `cluster.redis`: one URL; a list (Redis Cluster seed nodes, for a later version) is
-/// refused with a sentence rather than serde's "invalid type".
-fn one_redis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    match OneOrMany::deserialize(d)? {
-        OneOrMany::One(url) => Ok(url),
-        OneOrMany::Many(seeds) => Err(serde::de::Error::custom(format!(
-            "a list of Redis Cluster seed nodes is not taken yet ({} given): give one \
-             \"redis://host:port\"",
-            seeds.len()
-        ))),
+/// `cluster.redis`: one Redis, or the seed nodes of a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RedisAt {
+    /// One Redis server (`""`: cluster mode off).
+    One(String),
+    /// A Redis Cluster, reached through any of these nodes (it tells the others).
+    Cluster(Vec<String>),
+}
+
+impl RedisAt {
+    /// The URLs given (none when cluster mode is off).
+    pub fn urls(&self) -> Vec<&str> {
+        match self {
+            RedisAt::One(u) if u.is_empty() => Vec::new(),
+            RedisAt::One(u) => vec![u.as_str()],
+            RedisAt::Cluster(seeds) => seeds.iter().map(String::as_str).collect(),
+        }
     }
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
-            redis: String::new(),
+            redis: RedisAt::One(String::new()),
             node: String::new(),
             changes_kept: 100_000,
             log_queue_bytes: 32 << 20,
+            publishers: 2,
         }
     }
 }
@@ -498,7 +503,7 @@ impl Default for ClusterConfig {
 impl ClusterConfig {
     /// Is cluster mode on?
     pub fn on(&self) -> bool {
-        !self.redis.is_empty()
+        !self.redis.urls().is_empty()
     }
 }
 
@@ -740,22 +745,23 @@ impl Config {
     /// `[cluster]`.
     fn check_cluster(&self, p: &mut Vec<String>) {
         let c = &self.cluster;
-        if c.on() {
-            match redis::Client::open(c.redis.as_str()) {
+        if matches!(&c.redis, RedisAt::Cluster(seeds) if seeds.is_empty()) {
+            p.push("cluster.redis: an empty list: give one \"redis://host:port\" or the seed nodes of a Redis Cluster".into());
+        }
+        for url in c.redis.urls() {
+            match redis::Client::open(url) {
                 Ok(client) => {
                     if !matches!(
                         client.get_connection_info().addr,
                         redis::ConnectionAddr::Tcp(_, _)
                     ) {
                         p.push(format!(
-                            "cluster.redis: {:?} is not a redis://host:port URL (TLS and unix sockets are not taken yet)",
-                            c.redis
+                            "cluster.redis: {url:?} is not a redis://host:port URL (TLS and unix sockets are not taken yet)"
                         ));
                     }
                 }
                 Err(e) => p.push(format!(
-                    "cluster.redis: {:?} is not a Redis URL like \"redis://127.0.0.1:6379\": {e}",
-                    c.redis
+                    "cluster.redis: {url:?} is not a Redis URL like \"redis://127.0.0.1:6379\": {e}"
                 )),
             }
         }
@@ -763,6 +769,12 @@ impl Config {
             p.push(format!(
                 "cluster.changes_kept: {} is not between 100 and 100000000",
                 c.changes_kept
+            ));
+        }
+        if !(1..=64).contains(&c.publishers) {
+            p.push(format!(
+                "cluster.publishers: {} is not between 1 and 64",
+                c.publishers
             ));
         }
         if !(1024..=(1 << 34)).contains(&c.log_queue_bytes) {
@@ -910,9 +922,18 @@ mod tests {
         }
         let c = Config::from_toml("[cluster]\nredis = \"rediss://127.0.0.1:6379\"\n").unwrap();
         assert!(c.validate().unwrap_err()[0].contains("TLS"));
-        let e = Config::from_toml("[cluster]\nredis = [\"redis://a:1\", \"redis://b:1\"]\n")
-            .unwrap_err();
-        assert!(e.to_string().contains("seed nodes is not taken yet"), "{e}");
+        let c =
+            Config::from_toml("[cluster]\nredis = [\"redis://a:1\", \"redis://b:1\"]\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.cluster.redis.urls(), ["redis://a:1", "redis://b:1"]);
+        let c = Config::from_toml("[cluster]\nredis = [\"redis://a:1\", \"http://b\"]\n").unwrap();
+        assert!(c.validate().unwrap_err()[0].contains("\"http://b\""));
+        let c = Config::from_toml("[cluster]\nredis = []\npublishers = 0\n").unwrap();
+        let all = c.validate().unwrap_err().join("\n");
+        assert!(
+            all.contains("an empty list") && all.contains("cluster.publishers"),
+            "{all}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::redis::Redis;
+use common::redis::{Redis, RedisCluster};
 use common::serve::{write_config, Ports, Serve};
 use common::{open_stream, read_until, request, request_bytes, request_with, TestServer};
 use serde_json::Value;
@@ -18,28 +18,75 @@ fn have_redis() -> bool {
 async fn node(url: &str) -> TestServer {
     let url = url.to_string();
     TestServer::start_with(move |c| {
-        c.cluster.redis = url;
+        c.cluster.redis = logplex::config::RedisAt::One(url);
     })
     .await
 }
 
+/// What the nodes of a test share: one Redis, or a Redis Cluster of three masters. The
+/// tests of the main properties take it, so the same body runs on both.
+enum Backend {
+    One(Redis),
+    Cluster(RedisCluster),
+}
+
+impl Backend {
+    /// One `redis-server`; `None` (the test skipped, said) when it is not installed.
+    fn one() -> Option<Backend> {
+        have_redis().then(|| Backend::One(Redis::start()))
+    }
+
+    /// A three-master Redis Cluster; `None` (skipped, said) without `redis-server` and
+    /// `redis-cli`.
+    fn cluster() -> Option<Backend> {
+        (have_redis() && common::need("redis-cli", "apt-get install redis-tools"))
+            .then(|| Backend::Cluster(RedisCluster::start()))
+    }
+
+    /// `cluster.redis` for it: the URL, or the seed nodes.
+    fn at(&self) -> logplex::config::RedisAt {
+        match self {
+            Backend::One(r) => logplex::config::RedisAt::One(r.url()),
+            Backend::Cluster(c) => logplex::config::RedisAt::Cluster(c.urls()),
+        }
+    }
+
+    /// The URL of the one Redis (the single-Redis tests).
+    fn url(&self) -> String {
+        match self {
+            Backend::One(r) => r.url(),
+            Backend::Cluster(_) => panic!("a Redis Cluster has no one URL"),
+        }
+    }
+
+    /// A node on it.
+    async fn node(&self) -> TestServer {
+        let at = self.at();
+        TestServer::start_with(move |c| c.cluster.redis = at).await
+    }
+}
+
 /// A Redis and one node on it; `None` (the test is skipped, said by `have_redis`) when
 /// `redis-server` is not installed.
-async fn one_node() -> Option<(Redis, TestServer)> {
-    if !have_redis() {
-        return None;
-    }
-    let redis = Redis::start();
-    let a = node(&redis.url()).await;
+async fn one_node() -> Option<(Backend, TestServer)> {
+    let redis = Backend::one()?;
+    let a = redis.node().await;
     Some((redis, a))
 }
 
 /// A Redis and two nodes on it; `None` (the test is skipped, said by `have_redis`) when
 /// `redis-server` is not installed.
-async fn two_nodes() -> Option<(Redis, TestServer, TestServer)> {
+async fn two_nodes() -> Option<(Backend, TestServer, TestServer)> {
     let (redis, a) = one_node().await?;
-    let b = node(&redis.url()).await;
+    let b = redis.node().await;
     Some((redis, a, b))
+}
+
+/// Two nodes on `redis`.
+async fn two_nodes_on(redis: Backend) -> (Backend, TestServer, TestServer) {
+    let a = redis.node().await;
+    let b = redis.node().await;
+    (redis, a, b)
 }
 
 /// Posts one line with `token` to a node's HTTP input; the status.
@@ -105,9 +152,21 @@ async fn json_get(s: &TestServer, path: &str) -> (u16, Value) {
 /// added on B show on A; the app destroyed on A stops taking lines on B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_on_one_node_reach_the_others() {
-    let Some((_redis, a, b)) = two_nodes().await else {
-        return;
-    };
+    if let Some(redis) = Backend::one() {
+        changes_on_one_node_reach_the_others_on(redis).await;
+    }
+}
+
+/// [`changes_on_one_node_reach_the_others`] on a Redis Cluster of three masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_on_one_node_reach_the_others_on_a_redis_cluster() {
+    if let Some(redis) = Backend::cluster() {
+        changes_on_one_node_reach_the_others_on(redis).await;
+    }
+}
+
+async fn changes_on_one_node_reach_the_others_on(redis: Backend) {
+    let (_redis, a, b) = two_nodes_on(redis).await;
     assert_eq!(health(&a).await, "normal");
 
     let token = a.create_app("shared").await;
@@ -420,7 +479,7 @@ async fn a_single_node_fills_an_empty_redis_with_its_apps() {
 
     let mut redis = Redis::start();
     let mut c = common::test_config(dir.path());
-    c.cluster.redis = redis.url();
+    c.cluster.redis = logplex::config::RedisAt::One(redis.url());
     let a = TestServer::start_in(dir, c).await;
     let b = node(&redis.url()).await;
     assert_eq!(post_line(&b, &token, "on B").await, 204);
@@ -460,7 +519,7 @@ async fn every_node_takes_the_clusters_admin_key() {
     };
     let url = redis.url();
     let b = TestServer::start_with(move |c| {
-        c.cluster.redis = url;
+        c.cluster.redis = logplex::config::RedisAt::One(url);
         c.api.auth_key = String::new();
     })
     .await;
@@ -490,7 +549,7 @@ async fn a_node_away_past_the_streams_length_loads_everything() {
     let redis = Redis::start();
     let url = redis.url();
     let cluster = move |c: &mut logplex::config::Config| {
-        c.cluster.redis = url.clone();
+        c.cluster.redis = logplex::config::RedisAt::One(url.clone());
         c.cluster.changes_kept = 100;
     };
     let a = TestServer::start_with(cluster.clone()).await;
@@ -515,7 +574,7 @@ async fn a_node_away_past_the_streams_length_loads_everything() {
         assert_eq!(st, 201, "{body}");
     }
     // Trimmed to about 100 (in whole blocks of Redis's stream nodes).
-    let kept = redis.int(&["XLEN", "logplex:changes"]);
+    let kept = redis.int(&["XLEN", "logplex:{cfg}:changes"]);
     assert!(kept < 250, "the stream kept {kept} changes");
     let mut c = common::test_config(dir.path());
     cluster(&mut c);
@@ -538,7 +597,7 @@ async fn a_channel_declared_in_config_reaches_every_node() {
     let token = "t.00000000-0000-4000-8000-00000000c1c1";
     let url = redis.url();
     let a = TestServer::start_with(move |c| {
-        c.cluster.redis = url;
+        c.cluster.redis = logplex::config::RedisAt::One(url);
         c.channels.push(logplex::config::ChannelConfig {
             name: "declared".into(),
             tokens: [("app".to_string(), token.to_string())].into(),
@@ -592,16 +651,25 @@ async fn post_batch(s: &TestServer, token: &str, prefix: &str, n: usize) -> u16 
 }
 
 /// The entries of a channel's log stream: (node, line count) of each, oldest first.
-async fn stream_entries(redis: &Redis, channel: &str) -> Vec<(String, u64)> {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+async fn stream_entries(redis: &Backend, channel: &str) -> Vec<(String, u64)> {
+    let xrange = redis::cmd("XRANGE")
         .arg(format!("logplex:{{ch:{channel}}}:log"))
         .arg("-")
         .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+        .clone();
+    let r: redis::streams::StreamRangeReply = match redis {
+        Backend::One(r) => {
+            let client = redis::Client::open(r.url()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            xrange.query_async(&mut conn).await.unwrap()
+        }
+        // Routed to the master of the stream's slot.
+        Backend::Cluster(c) => {
+            let client = redis::cluster::ClusterClient::new(c.urls()).unwrap();
+            let mut conn = client.get_async_connection().await.unwrap();
+            xrange.query_async(&mut conn).await.unwrap()
+        }
+    };
     r.ids
         .iter()
         .map(|e| {
@@ -669,10 +737,22 @@ fn on(url: &str, node: &TestServer) -> String {
 /// order they were sent in).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_ingested_on_two_nodes_show_from_a_third_in_order() {
-    let Some((redis, a, b)) = two_nodes().await else {
-        return;
-    };
-    let c = node(&redis.url()).await;
+    if let Some(redis) = Backend::one() {
+        lines_ingested_on_two_nodes_show_from_a_third_in_order_on(redis).await;
+    }
+}
+
+/// [`lines_ingested_on_two_nodes_show_from_a_third_in_order`] on a Redis Cluster of three masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_from_two_nodes_show_from_a_third_on_a_redis_cluster() {
+    if let Some(redis) = Backend::cluster() {
+        lines_ingested_on_two_nodes_show_from_a_third_in_order_on(redis).await;
+    }
+}
+
+async fn lines_ingested_on_two_nodes_show_from_a_third_in_order_on(redis: Backend) {
+    let (redis, a, b) = two_nodes_on(redis).await;
+    let c = redis.node().await;
     let token = a.create_app("everywhere").await;
     until(Duration::from_secs(2), "the token on B", || {
         let (b, t) = (&b, &token);
@@ -728,9 +808,21 @@ async fn lines_ingested_on_two_nodes_show_from_a_third_in_order() {
 /// A session made on A streams from B (its URL pointed at B); one never made is 404 on B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_made_on_one_node_is_read_on_another() {
-    let Some((redis, a, b)) = two_nodes().await else {
-        return;
-    };
+    if let Some(redis) = Backend::one() {
+        a_session_made_on_one_node_is_read_on_another_on(redis).await;
+    }
+}
+
+/// [`a_session_made_on_one_node_is_read_on_another`] on a Redis Cluster of three masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_made_on_one_node_is_read_on_another_on_a_redis_cluster() {
+    if let Some(redis) = Backend::cluster() {
+        a_session_made_on_one_node_is_read_on_another_on(redis).await;
+    }
+}
+
+async fn a_session_made_on_one_node_is_read_on_another_on(redis: Backend) {
+    let (redis, a, b) = two_nodes_on(redis).await;
     let token = a.create_app("roaming").await;
     assert_eq!(post_batch(&a, &token, "hello", 3).await, 204);
     let r = &redis;
@@ -769,9 +861,21 @@ async fn a_session_made_on_one_node_is_read_on_another() {
 /// for a loaded CI machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tail_on_one_node_sees_lines_sent_to_another() {
-    let Some((_redis, a, b)) = two_nodes().await else {
-        return;
-    };
+    if let Some(redis) = Backend::one() {
+        a_tail_on_one_node_sees_lines_sent_to_another_on(redis).await;
+    }
+}
+
+/// [`a_tail_on_one_node_sees_lines_sent_to_another`] on a Redis Cluster of three masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_on_one_node_sees_lines_sent_to_another_on_a_redis_cluster() {
+    if let Some(redis) = Backend::cluster() {
+        a_tail_on_one_node_sees_lines_sent_to_another_on(redis).await;
+    }
+}
+
+async fn a_tail_on_one_node_sees_lines_sent_to_another_on(redis: Backend) {
+    let (_redis, a, b) = two_nodes_on(redis).await;
     let token = a.create_app("tailed").await;
     until(Duration::from_secs(2), "the app on B", || {
         let b = &b;
@@ -898,7 +1002,7 @@ async fn a_killed_nodes_lines_are_served_by_another() {
     if !have_redis() {
         return;
     }
-    let redis = Redis::start();
+    let redis = Backend::One(Redis::start());
     let b = node(&redis.url()).await;
     let token = b.create_app("orphan").await;
     let dir = tempfile::tempdir().unwrap();
@@ -955,7 +1059,7 @@ async fn redis_restarted_during_intake_tails_resume_and_tell_what_they_missed() 
     let mut redis = Redis::start_persistent(data.path());
     let url = redis.url();
     let a = TestServer::start_with(move |c| {
-        c.cluster.redis = url;
+        c.cluster.redis = logplex::config::RedisAt::One(url);
         c.cluster.log_queue_bytes = 2048;
     })
     .await;
@@ -1052,6 +1156,120 @@ async fn an_app_made_again_does_not_show_the_lines_of_the_one_before() {
             let v: Value = serde_json::from_str(&body).unwrap();
             msgs(&common::get_text(v["url"].as_str().unwrap()).await) == ["new"]
         }
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// On a Redis Cluster, a master killed (`kill -9`). One that holds only a channel's log
+/// stream: ingest and config changes go on, and a tail on B sees A's lines again once it
+/// is back. The one that holds the config's slot (`{cfg}`): changes answer 503 and both
+/// nodes say `degraded` while ingest goes on everywhere; once it is back, changes are
+/// taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_of_a_redis_cluster_costs_only_its_slots() {
+    let Some(redis) = Backend::cluster() else {
+        return;
+    };
+    let (mut redis, a, b) = two_nodes_on(redis).await;
+    let Backend::Cluster(rc) = &mut redis else {
+        unreachable!("started as a cluster")
+    };
+    let cfg = rc.owner("logplex:{cfg}:changes");
+    // A channel whose log stream lives on another master than the config.
+    let name = (0..100)
+        .map(|i| format!("spread-{i}"))
+        .find(|n| rc.owner(&format!("logplex:{{ch:{n}}}:log")) != cfg)
+        .expect("some name hashes away from the config's master");
+    let logs = rc.owner(&format!("logplex:{{ch:{name}}}:log"));
+    let token = a.create_app(&name).await;
+    until(Duration::from_secs(2), "the token on B", || {
+        let (b, t) = (&b, &token);
+        async move { post_line(b, t, "warm-up").await == 204 }
+    })
+    .await;
+    let url = b
+        .session(&format!(r#"{{"channel":"{name}","num":0,"tail":true}}"#))
+        .await;
+    let mut tail = open_stream(&url, "").await;
+    assert_eq!(post_line(&a, &token, "before").await, 204);
+    read_until(&mut tail, "]: before\n", Duration::from_secs(5)).await;
+
+    // The log stream's master goes: ingest and changes go on.
+    rc.nodes[logs].kill();
+    for n in [&a, &b] {
+        assert_eq!(post_line(n, &token, "while its master is away").await, 204);
+    }
+    let (st, body) = request(
+        &a.api(),
+        "POST",
+        "/v2/channels",
+        Some(r#"{"name":"made-meanwhile","tokens":["app"]}"#),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    assert_eq!(health(&b).await, "normal");
+    rc.nodes[logs].restart();
+    rc.wait_ok();
+    // Back: B's tail sees A's lines again (after what was queued meanwhile).
+    let t = Instant::now();
+    let mut seen = false;
+    while !seen && t.elapsed() < Duration::from_secs(15) {
+        assert_eq!(post_line(&a, &token, "after its return").await, 204);
+        seen = tokio::time::timeout(
+            Duration::from_millis(500),
+            read_until(&mut tail, "]: after its return\n", Duration::from_secs(60)),
+        )
+        .await
+        .is_ok();
+    }
+    println!(
+        "a tail on B saw A's lines again {:?} after the master was back",
+        t.elapsed()
+    );
+
+    // The config's master goes: changes 503, ingest goes on, then all comes back.
+    rc.nodes[cfg].kill();
+    health_is(&[&a, &b], "degraded").await;
+    for n in [&a, &b] {
+        assert_eq!(post_line(n, &token, "while the config is away").await, 204);
+    }
+    let (st, body) = request(
+        &a.api(),
+        "POST",
+        "/v2/channels",
+        Some(r#"{"name":"later","tokens":["app"]}"#),
+    )
+    .await;
+    assert_eq!(st, 503, "{body}");
+    let h = b.wait_history(&name, |h| h.len() >= 2).await;
+    assert!(
+        h.iter().any(|l| l.ends_with("while the config is away")),
+        "{h:?}"
+    );
+    rc.nodes[cfg].restart();
+    rc.wait_ok();
+    health_is(&[&a, &b], "normal").await;
+    let mut st = 0;
+    let t = Instant::now();
+    while st != 201 && t.elapsed() < Duration::from_secs(10) {
+        st = request(
+            &a.api(),
+            "POST",
+            "/v2/channels",
+            Some(r#"{"name":"later","tokens":["app"]}"#),
+        )
+        .await
+        .0;
+        if st != 201 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(st, 201, "a change once the config's master is back");
+    until(Duration::from_secs(3), "the change on B", || {
+        let b = &b;
+        async move { json_get(b, "/v2/channels/later").await.0 == 200 }
     })
     .await;
     a.stop().await;

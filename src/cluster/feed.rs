@@ -11,7 +11,7 @@
 use super::keys;
 use super::logs::{self, Entry, EntryId};
 use redis::streams::{StreamRangeReply, StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands, AsyncConnectionConfig};
+use redis::AsyncCommands;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -35,7 +35,7 @@ const CATCH_UP_ROUNDS: usize = 64;
 
 /// The feeds of this node, by channel.
 pub struct Feeds {
-    client: redis::Client,
+    client: super::Redis,
     map: Mutex<HashMap<Arc<str>, Weak<Feed>>>,
     run: OnceLock<(TaskTracker, CancellationToken)>,
 }
@@ -70,7 +70,7 @@ pub struct Joined {
 }
 
 impl Feeds {
-    pub fn new(client: redis::Client) -> Feeds {
+    pub fn new(client: super::Redis) -> Feeds {
         Feeds {
             client,
             map: Mutex::new(HashMap::new()),
@@ -89,7 +89,7 @@ impl Feeds {
         &self,
         channel: &str,
         after: EntryId,
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut super::Conn,
     ) -> redis::RedisResult<Joined> {
         let feed = self.feed(channel, after);
         let key = keys::log(channel);
@@ -170,7 +170,7 @@ impl Feeds {
 
 /// The reader: follows `key` after `from` until `stop`, reconnecting with backoff.
 async fn read(
-    client: redis::Client,
+    client: super::Redis,
     key: String,
     from: EntryId,
     state: Arc<Mutex<State>>,
@@ -194,19 +194,13 @@ async fn read(
 }
 
 async fn follow(
-    client: &redis::Client,
+    client: &super::Redis,
     key: &str,
     last: &mut EntryId,
     state: &Mutex<State>,
     backoff: &mut Duration,
 ) -> redis::RedisError {
-    let cfg = AsyncConnectionConfig::new()
-        .set_connection_timeout(Duration::from_secs(1))
-        .set_response_timeout(BLOCK + Duration::from_secs(3));
-    let mut conn = match client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
-    {
+    let mut conn = match client.connect(BLOCK + Duration::from_secs(3)).await {
         Ok(c) => c,
         Err(e) => return e,
     };

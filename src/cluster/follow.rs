@@ -6,13 +6,13 @@
 //! node does it, under a short lock).
 
 use super::keys::{self, DrainValue, TokenValue};
+use super::Conn;
 use super::{Change, Cluster};
 use crate::admin_key::AdminKey;
 use crate::alert::RuleSpec;
 use crate::store::{self, ChannelRecord, DrainRecord, Position, ReplicaWrite, State, StoreError};
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands, AsyncConnectionConfig};
+use redis::AsyncCommands;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,14 +85,7 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken) {
 
 /// Connects, catches up, then applies changes as they come; returns only on failure.
 async fn follow(cluster: &Arc<Cluster>) -> FollowError {
-    let cfg = AsyncConnectionConfig::new()
-        .set_connection_timeout(Duration::from_secs(1))
-        .set_response_timeout(BLOCK + Duration::from_secs(5));
-    let conn = match cluster
-        .client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
-    {
+    let conn = match cluster.client.connect(BLOCK + Duration::from_secs(5)).await {
         Ok(c) => c,
         Err(e) => return e.into(),
     };
@@ -105,7 +98,7 @@ async fn follow(cluster: &Arc<Cluster>) -> FollowError {
 
 struct Follower<'a> {
     cluster: &'a Arc<Cluster>,
-    conn: MultiplexedConnection,
+    conn: Conn,
 }
 
 impl Follower<'_> {
@@ -159,7 +152,7 @@ impl Follower<'_> {
         Ok(n)
     }
 
-    fn conn(&mut self) -> &mut MultiplexedConnection {
+    fn conn(&mut self) -> &mut Conn {
         &mut self.conn
     }
 

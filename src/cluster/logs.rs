@@ -180,7 +180,7 @@ pub struct History {
 /// first a page at a time.
 #[allow(clippy::too_many_arguments)]
 pub async fn read_back(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut super::Conn,
     key: &str,
     channel_id: i64,
     num: usize,

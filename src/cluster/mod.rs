@@ -14,6 +14,10 @@
 //! Every node takes the cluster's admin key (its hash in Redis, set by the first node that
 //! reaches it) unless its own is set in its config.
 //!
+//! The Redis is one server or a Redis Cluster ([`Redis`], [`Conn`]: one connection type
+//! for both). On a Redis Cluster every config key shares the slot of the tag `{cfg}`, so
+//! a change is still one script; each channel's log stream has its own slot.
+//!
 //! Redis down: a change answers 503 (`Retry-After`), everything else (ingest, sessions,
 //! tails, drains) goes on from the replica, the healthcheck says `degraded`, and the
 //! follower reconnects by itself and catches up.
@@ -51,17 +55,109 @@ pub const RETRY_AFTER_SECS: u64 = 2;
 /// answers anyway (the change is made; only this node's view lags).
 const APPLY_WAIT: Duration = Duration::from_secs(5);
 
+/// The cluster's Redis: one server, or a Redis Cluster reached through its seed nodes
+/// (`cluster.redis` a list). Every part of the cluster connects through this.
+#[derive(Clone)]
+pub enum Redis {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// A connection to the cluster's Redis, multiplexed (cloned to share it). On a Redis
+/// Cluster it routes each command to the master of its key's slot and follows `MOVED` and
+/// `ASK`; a pipeline or a script must then keep to one slot (see `docs/cluster.md`).
+#[derive(Clone)]
+pub enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+/// How long a connection may take to be made.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Redis {
+    /// The Redis of `cluster.redis` (already validated).
+    pub fn open(at: &crate::config::RedisAt) -> redis::RedisResult<Redis> {
+        Ok(match at {
+            crate::config::RedisAt::One(url) => Redis::Single(redis::Client::open(url.as_str())?),
+            crate::config::RedisAt::Cluster(seeds) => Redis::Cluster(
+                redis::cluster::ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                    // A master gone fails a command after about a second, not after the
+                    // client's default 16 tries: a change answers 503 while it is away.
+                    .retries(2)
+                    .min_retry_wait(50)
+                    .max_retry_wait(500)
+                    .build()?,
+            ),
+        })
+    }
+
+    /// A new connection whose replies may take at most `response` (for a blocking read:
+    /// its block and a little more). A blocking read needs a connection of its own: Redis
+    /// answers nothing else on it meanwhile (on a Redis Cluster, the new connection's link
+    /// to the master of the key's slot).
+    pub async fn connect(&self, response: Duration) -> redis::RedisResult<Conn> {
+        Ok(match self {
+            Redis::Single(c) => {
+                let cfg = AsyncConnectionConfig::new()
+                    .set_connection_timeout(CONNECT_TIMEOUT)
+                    .set_response_timeout(response);
+                Conn::Single(c.get_multiplexed_async_connection_with_config(&cfg).await?)
+            }
+            Redis::Cluster(c) => {
+                let cfg = redis::cluster::ClusterConfig::new()
+                    .set_connection_timeout(CONNECT_TIMEOUT)
+                    .set_response_timeout(response);
+                Conn::Cluster(c.get_async_connection_with_config(cfg).await?)
+            }
+        })
+    }
+
+    /// Is it a Redis Cluster?
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Redis::Cluster(_))
+    }
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// One node's part of the cluster: the connection changes are written through, and the
 /// follower's state.
 pub struct Cluster {
-    client: redis::Client,
+    client: Redis,
     /// Written with every change (for people reading the stream).
     node: String,
     changes_kept: u64,
     registry: Arc<Registry>,
     /// The connection changes are written through; dropped on a connection error and made
     /// again by the next change.
-    writer: ArcSwapOption<MultiplexedConnection>,
+    writer: ArcSwapOption<Conn>,
     scripts: scripts::Scripts,
     /// The last change applied to the replica (its `seq`).
     applied: watch::Sender<u64>,
@@ -79,8 +175,8 @@ pub struct Cluster {
     series: Series,
     /// The tap that puts this node's lines into their channels' log streams.
     publisher: Arc<publish::Publisher>,
-    /// The publisher task's end of its queue, taken when the task starts.
-    publish_queue: std::sync::Mutex<Option<publish::Queue>>,
+    /// The publisher tasks' ends of their queues, taken when the tasks start.
+    publish_queues: std::sync::Mutex<Vec<publish::Queue>>,
     /// `buffers.history_lines`: what a channel's log stream keeps, about.
     history_lines: usize,
     /// The tails of channels' log streams this node follows, one reader per channel.
@@ -153,8 +249,8 @@ impl Cluster {
         if !c.on() {
             return Ok(None);
         }
-        let client = redis::Client::open(c.redis.as_str())
-            .map_err(|e| anyhow::anyhow!("cluster.redis {:?}: {e}", c.redis))?;
+        let client = Redis::open(&c.redis)
+            .map_err(|e| anyhow::anyhow!("cluster.redis {:?}: {e}", c.redis.urls()))?;
         let node = if c.node.is_empty() {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
@@ -168,11 +264,11 @@ impl Cluster {
         } else {
             c.node.clone()
         };
-        let (publisher, queue) = publish::Publisher::new(metrics, c.log_queue_bytes);
+        let (publisher, queues) = publish::Publisher::new(metrics, c.log_queue_bytes, c.publishers);
         Ok(Some(Arc::new(Cluster {
             feeds: feed::Feeds::new(client.clone()),
             publisher,
-            publish_queue: std::sync::Mutex::new(Some(queue)),
+            publish_queues: std::sync::Mutex::new(queues),
             history_lines: config.buffers.history_lines,
             client,
             node,
@@ -202,20 +298,50 @@ impl Cluster {
     ) {
         let mut ready = self.applied.subscribe();
         tasks.spawn(follow::run(self.clone(), shutdown.clone()));
-        let queue = self
-            .publish_queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(queue) = queue {
-            tasks.spawn(publish::run(
-                self.publisher.clone(),
-                queue,
-                self.client.clone(),
-                self.node.clone(),
-                self.history_lines,
-                shutdown.clone(),
-            ));
+        let queues = std::mem::take(
+            &mut *self
+                .publish_queues
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        // The publishers run on a thread of their own (a current-thread runtime): on the
+        // node's runtime, while ingest kept its workers busy, they hardly ran until
+        // ingest paused, and their queue overflowed (`docs/cluster.md`, measured).
+        let runs: Vec<_> = queues
+            .into_iter()
+            .map(|queue| {
+                publish::run(
+                    self.publisher.clone(),
+                    queue,
+                    self.client.clone(),
+                    self.node.clone(),
+                    self.history_lines,
+                    shutdown.clone(),
+                )
+            })
+            .collect();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .and_then(|rt| {
+                std::thread::Builder::new()
+                    .name("logplex-publish".into())
+                    .spawn(move || {
+                        rt.block_on(futures_util::future::join_all(runs));
+                        let _ = done_tx.send(());
+                    })
+            });
+        match thread {
+            // Tracked, so the node's stop waits for the last round.
+            Ok(_) => {
+                tasks.spawn(async move {
+                    let _ = done_rx.await;
+                });
+            }
+            Err(e) => tracing::error!(
+                "cluster: cannot start the publishers' thread ({e}); lines stay on this node"
+            ),
         }
         self.feeds.start(tasks, shutdown);
         let me = self.clone();
@@ -242,17 +368,11 @@ impl Cluster {
     }
 
     /// A connection for reads that do not block (history, sessions): the writer's.
-    pub async fn reader(&self) -> redis::RedisResult<MultiplexedConnection> {
+    pub async fn reader(&self) -> redis::RedisResult<Conn> {
         if let Some(c) = self.writer.load_full() {
             return Ok((*c).clone());
         }
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(Duration::from_secs(3));
-        let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?;
+        let c = self.client.connect(Duration::from_secs(3)).await?;
         self.writer.store(Some(Arc::new(c.clone())));
         Ok(c)
     }
@@ -284,7 +404,7 @@ impl Cluster {
     }
 
     /// The connection changes are written through, made when there is none.
-    async fn writer(&self) -> Result<MultiplexedConnection, StoreError> {
+    async fn writer(&self) -> Result<Conn, StoreError> {
         self.reader().await.map_err(|e| self.unavailable(e))
     }
 
@@ -292,24 +412,18 @@ impl Cluster {
     /// until this node's follower has applied the change.
     async fn decide(
         &self,
-        script: &redis::Script,
+        script: &scripts::Lua,
         keys: &[String],
         change: &Change,
         args: &[String],
     ) -> Result<Decided, StoreError> {
         let mut conn = self.writer().await?;
-        let mut inv = script.prepare_invoke();
-        for k in keys {
-            inv.key(k);
-        }
-        inv.key(keys::EPOCH).key(keys::SEQ).key(keys::STREAM);
-        inv.arg(self.changes_kept)
-            .arg(&self.node)
-            .arg(change.to_json());
-        for a in args {
-            inv.arg(a);
-        }
-        let answer: Value = match inv.invoke_async(&mut conn).await {
+        let mut all_keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        all_keys.extend([keys::EPOCH, keys::SEQ, keys::STREAM]);
+        let (kept, json) = (self.changes_kept.to_string(), change.to_json());
+        let mut all_args: Vec<&[u8]> = vec![kept.as_bytes(), self.node.as_bytes(), json.as_bytes()];
+        all_args.extend(args.iter().map(String::as_bytes));
+        let answer: Value = match script.run(&mut conn, &all_keys, &all_args).await {
             Ok(v) => v,
             Err(e) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {

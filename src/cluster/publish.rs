@@ -1,10 +1,14 @@
 //! The publisher: puts what this node ingests into each channel's log stream in Redis,
 //! off the ingest path. A tap on every channel ([`Publisher`]) encodes each stored batch
-//! into one buffer and queues it (bounded in bytes; never a wait, never a round trip); one
-//! task per node takes everything queued, joins it per channel and appends one entry per
-//! channel per round (per 64 KiB of lines of a busy channel), the round's `XADD`s
-//! pipelined in one round trip, each trimmed with
-//! `MAXLEN ~` to about the history size. At a stop, what is queued goes in one last round.
+//! into one buffer and queues it (bounded in bytes; never a wait, never a round trip) on
+//! one of `cluster.publishers` shards, chosen by the channel's Redis Cluster slot (so a
+//! channel's lines keep their order, and in a Redis Cluster a shard's channels spread no
+//! wider than the slots it was given). Each shard's task, with its own connection, takes
+//! everything queued on it, joins it per channel and appends one entry per channel per
+//! round (per 64 KiB of lines of a busy channel), the round's `XADD`s pipelined in one
+//! round trip, each trimmed with `MAXLEN ~` to about the history size. At a stop, what is
+//! queued goes in one last round. The tasks run on a thread of their own (`mod.rs`), so
+//! that ingest keeping the node's workers busy does not stall them.
 //!
 //! While Redis is away the queue holds what comes (the task tries Redis again every
 //! [`RETRY`]), so a short outage loses nothing from the streams. Lines that cannot go (the
@@ -15,11 +19,10 @@
 
 use super::keys;
 use super::logs;
+use super::{Conn, Redis};
 use crate::channel::{Channel, Tap};
 use crate::line::Line;
 use bytes::{Bytes, BytesMut};
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// The most batches waiting for the publisher.
+/// The most batches waiting for one publisher task.
 const QUEUE_BATCHES: usize = 16 * 1024;
 /// About the most bytes of lines one entry carries (one batch bigger than this is one
 /// entry of its own).
@@ -56,35 +59,55 @@ struct Lost {
 
 /// The tap every channel carries in cluster mode (see the module's documentation).
 pub struct Publisher {
-    tx: mpsc::Sender<Batch>,
-    /// Bytes queued and not yet taken by the task.
+    shards: Box<[Shard]>,
+    /// Bytes queued on every shard and not yet taken by their tasks: one budget, so that
+    /// one busy channel (one shard) may use all of it.
     queued: AtomicUsize,
-    /// The last round reached Redis.
-    up: AtomicBool,
-    /// The most bytes of encoded lines waiting for the task (`cluster.log_queue_bytes`).
+    /// The most bytes of encoded lines waiting for the tasks (`cluster.log_queue_bytes`).
     max_bytes: usize,
-    lost: Mutex<HashMap<(Arc<str>, i64), Lost>>,
-    any_lost: AtomicBool,
     published: prometheus::IntCounter,
     unpublished: prometheus::IntCounter,
 }
 
+/// One publisher task's share of the work: its queue and its channels' lost lines.
+pub struct Shard {
+    tx: mpsc::Sender<Batch>,
+    /// The last round reached Redis.
+    up: AtomicBool,
+    lost: Mutex<HashMap<(Arc<str>, i64), Lost>>,
+    any_lost: AtomicBool,
+}
+
 impl Publisher {
-    /// The tap and its task's end of the queue.
-    pub fn new(metrics: &crate::metrics::Metrics, max_bytes: usize) -> (Arc<Publisher>, Queue) {
+    /// The tap and its `shards` tasks' ends of their queues, which share `max_bytes`
+    /// (first come, first served).
+    pub fn new(
+        metrics: &crate::metrics::Metrics,
+        max_bytes: usize,
+        shards: usize,
+    ) -> (Arc<Publisher>, Vec<Queue>) {
         let counter = |name: &str, help: &str| {
             let c = prometheus::IntCounter::new(name, help).expect("static metric definition");
             metrics.register(Box::new(c.clone()));
             c
         };
-        let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
+        let shards = shards.max(1);
+        let (shards, queues): (Vec<Shard>, Vec<Queue>) = (0..shards)
+            .map(|i| {
+                let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
+                let shard = Shard {
+                    tx,
+                    up: AtomicBool::new(true),
+                    lost: Mutex::new(HashMap::new()),
+                    any_lost: AtomicBool::new(false),
+                };
+                (shard, Queue(i, rx))
+            })
+            .unzip();
         let p = Arc::new(Publisher {
-            tx,
+            shards: shards.into_boxed_slice(),
             queued: AtomicUsize::new(0),
-            up: AtomicBool::new(true),
             max_bytes,
-            lost: Mutex::new(HashMap::new()),
-            any_lost: AtomicBool::new(false),
             published: counter(
                 "logplex_cluster_log_lines_published_total",
                 "Lines this node put into their channel's log stream in Redis",
@@ -94,11 +117,23 @@ impl Publisher {
                 "Lines this node kept local only: its queue to Redis was full or Redis was away",
             ),
         });
-        (p, Queue(rx))
+        (p, queues)
     }
 
-    fn lose(&self, channel: &Arc<str>, id: i64, lines: u64, at_us: i64) {
+    /// The shard of channel `name`: by its Redis Cluster slot.
+    fn shard(&self, name: &str) -> &Shard {
+        let i = usize::from(keys::channel_slot(name)) % self.shards.len();
+        &self.shards[i]
+    }
+
+    fn lose(&self, shard: &Shard, channel: &Arc<str>, id: i64, lines: u64, at_us: i64) {
         self.unpublished.inc_by(lines);
+        shard.lose(channel, id, lines, at_us);
+    }
+}
+
+impl Shard {
+    fn lose(&self, channel: &Arc<str>, id: i64, lines: u64, at_us: i64) {
         let mut m = self.lost.lock().unwrap_or_else(|p| p.into_inner());
         let e = m.entry((channel.clone(), id)).or_insert(Lost {
             lines: 0,
@@ -120,9 +155,10 @@ impl Tap for Publisher {
     fn lines(&self, channel: &Channel, lines: &[Line]) {
         let at_us = crate::clock::now_micros();
         let len = logs::encoded_len(lines);
+        let shard = self.shard(&channel.name);
         if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.max_bytes {
             self.queued.fetch_sub(len, Ordering::Relaxed);
-            self.lose(&channel.name, channel.id, lines.len() as u64, at_us);
+            self.lose(shard, &channel.name, channel.id, lines.len() as u64, at_us);
             return;
         }
         let mut b = BytesMut::with_capacity(len);
@@ -134,18 +170,21 @@ impl Tap for Publisher {
             at_us,
             bytes: b.freeze(),
         };
-        if let Err(e) = self.tx.try_send(batch) {
+        if let Err(e) = shard.tx.try_send(batch) {
             let b = match e {
                 mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
             };
             self.queued.fetch_sub(len, Ordering::Relaxed);
-            self.lose(&b.channel, b.id, u64::from(b.lines), at_us);
+            self.lose(shard, &b.channel, b.id, u64::from(b.lines), at_us);
         }
     }
 }
 
-/// The task's end of the publisher's queue.
-pub struct Queue(mpsc::Receiver<Batch>);
+/// A task's end of its shard's queue (the shard's index beside it).
+pub struct Queue(usize, mpsc::Receiver<Batch>);
+
+/// A channel (its name and id) and its part of a round.
+type Keyed = ((Arc<str>, i64), Part);
 
 /// One channel's part of a round.
 struct Part {
@@ -155,16 +194,17 @@ struct Part {
     lost: Option<Lost>,
 }
 
-/// The publisher's task: rounds until `shutdown` (what is queued then is sent first).
+/// A shard's task: rounds until `shutdown` (what is queued then is sent first).
 pub async fn run(
-    p: Arc<Publisher>,
-    Queue(mut rx): Queue,
-    client: redis::Client,
+    pb: Arc<Publisher>,
+    Queue(shard, mut rx): Queue,
+    client: Redis,
     node: String,
     history_lines: usize,
     shutdown: CancellationToken,
 ) {
-    let mut conn: Option<MultiplexedConnection> = None;
+    let p = &pb.shards[shard];
+    let mut conn: Option<Conn> = None;
     let mut batches: Vec<Batch> = Vec::with_capacity(ROUND);
     let mut stopping = false;
     loop {
@@ -213,9 +253,9 @@ pub async fn run(
             }
         }
         let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
-        p.queued.fetch_sub(bytes, Ordering::Relaxed);
+        pb.queued.fetch_sub(bytes, Ordering::Relaxed);
         // One part per channel, in the order of their first batch.
-        let mut parts: Vec<((Arc<str>, i64), Part)> = Vec::new();
+        let mut parts: Vec<Keyed> = Vec::new();
         let mut index: HashMap<(Arc<str>, i64), usize> = HashMap::new();
         for b in batches.drain(..) {
             let key = (b.channel.clone(), b.id);
@@ -276,7 +316,7 @@ pub async fn run(
                 if !p.up.swap(true, Ordering::Relaxed) {
                     tracing::info!("cluster: lines go into the channels' log streams again");
                 }
-                p.published
+                pb.published
                     .inc_by(parts.iter().map(|(_, part)| part.lines).sum());
             }
             Err(e) => {
@@ -291,7 +331,7 @@ pub async fn run(
                     let since = part.lost.map_or(part.at_us, |l| l.since_us);
                     let n = part.lines + part.lost.map_or(0, |l| l.lines);
                     // Counted once: the lost part was counted when it was lost.
-                    p.unpublished.inc_by(part.lines);
+                    pb.unpublished.inc_by(part.lines);
                     let mut m = p.lost.lock().unwrap_or_else(|p| p.into_inner());
                     let e = m.entry(channel.clone()).or_insert(Lost {
                         lines: 0,
@@ -310,13 +350,8 @@ pub async fn run(
     }
 }
 
-async fn connect(client: &redis::Client) -> redis::RedisResult<MultiplexedConnection> {
-    let cfg = AsyncConnectionConfig::new()
-        .set_connection_timeout(Duration::from_secs(1))
-        .set_response_timeout(Duration::from_secs(3));
-    client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
+async fn connect(client: &Redis) -> redis::RedisResult<Conn> {
+    client.connect(Duration::from_secs(3)).await
 }
 
 /// The entries a stream keeps: about `history_lines` lines at entries of `lines` each
@@ -327,10 +362,38 @@ fn keep(history_lines: usize, lines: u64) -> usize {
     (history_lines.div_ceil(per) * 2).clamp(16, history_lines.max(16))
 }
 
-/// One round: an `XADD` per channel, pipelined.
+/// One round: an `XADD` per channel, pipelined. On a Redis Cluster a pipeline keeps to
+/// one slot (the client refuses one that crosses slots), so the round is one pipeline per
+/// slot, all sent at once on the multiplexed connection (each to its slot's master).
 async fn send(
-    mut conn: MultiplexedConnection,
-    parts: &[((Arc<str>, i64), Part)],
+    conn: Conn,
+    parts: &[Keyed],
+    node: &str,
+    history_lines: usize,
+) -> redis::RedisResult<()> {
+    if let Conn::Single(_) = conn {
+        return pipeline(conn, parts.iter(), node, history_lines).await;
+    }
+    let mut slots: HashMap<u16, Vec<&Keyed>> = HashMap::new();
+    for part in parts {
+        slots
+            .entry(keys::channel_slot(&part.0 .0))
+            .or_default()
+            .push(part);
+    }
+    let sent = futures_util::future::join_all(
+        slots
+            .into_values()
+            .map(|group| pipeline(conn.clone(), group.into_iter(), node, history_lines)),
+    )
+    .await;
+    sent.into_iter().collect()
+}
+
+/// The `XADD`s of `parts` in one pipeline.
+async fn pipeline<'a>(
+    mut conn: Conn,
+    parts: impl Iterator<Item = &'a Keyed>,
     node: &str,
     history_lines: usize,
 ) -> redis::RedisResult<()> {

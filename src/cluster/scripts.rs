@@ -117,23 +117,63 @@ if redis.call('HDEL', KEYS[1], ARGV[4]) == 0 then return refuse('not_found') end
 return publish('0')
 "#;
 
-/// The scripts, loaded once per connection as Redis asks (`EVALSHA`, then `EVAL` when a
-/// restarted Redis no longer knows one).
+/// A script: run by its hash (`EVALSHA`), and by its text (`EVAL`, which Redis then keeps)
+/// when Redis does not know it (restarted, or new). Not `SCRIPT LOAD`: on a Redis Cluster
+/// that goes to every master, and fails while any is away, even one the script does
+/// not touch.
+pub struct Lua {
+    hash: String,
+    body: String,
+}
+
+impl Lua {
+    fn new(body: String) -> Lua {
+        Lua {
+            hash: Script::new(&body).get_hash().to_string(),
+            body,
+        }
+    }
+
+    /// Runs it with `keys` and `args` on `conn`.
+    pub async fn run<C: redis::aio::ConnectionLike>(
+        &self,
+        conn: &mut C,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> redis::RedisResult<redis::Value> {
+        let call = |how: &str, what: &str| {
+            let mut c = redis::cmd(how);
+            c.arg(what).arg(keys.len()).arg(keys);
+            for a in args {
+                c.arg(*a);
+            }
+            c
+        };
+        match call("EVALSHA", &self.hash).query_async(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
+                call("EVAL", &self.body).query_async(conn).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// The scripts, one per kind of change.
 pub struct Scripts {
-    pub create: Script,
-    pub declare: Script,
-    pub destroy: Script,
-    pub token: Script,
-    pub metrics: Script,
-    pub drain: Script,
-    pub undrain: Script,
-    pub alert: Script,
-    pub unalert: Script,
+    pub create: Lua,
+    pub declare: Lua,
+    pub destroy: Lua,
+    pub token: Lua,
+    pub metrics: Lua,
+    pub drain: Lua,
+    pub undrain: Lua,
+    pub alert: Lua,
+    pub unalert: Lua,
 }
 
 impl Scripts {
     pub fn new() -> Scripts {
-        let s = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        let s = |body: &str| Lua::new(format!("{PRELUDE}{body}"));
         Scripts {
             create: s(CREATE),
             declare: s(DECLARE),

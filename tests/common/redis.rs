@@ -13,6 +13,8 @@ pub struct Redis {
     pub port: u16,
     /// Where it keeps its append-only file, when it keeps one.
     dir: Option<PathBuf>,
+    /// A node of a Redis Cluster (its `nodes.conf` in `dir`).
+    cluster: bool,
     guard: Option<ChildGuard>,
 }
 
@@ -32,6 +34,7 @@ impl Redis {
         let mut r = Redis {
             port,
             dir,
+            cluster: false,
             guard: None,
         };
         r.launch();
@@ -48,6 +51,20 @@ impl Redis {
             "--save",
             "",
         ]);
+        if self.cluster {
+            // A master that stops answering is marked failed within a second, and the
+            // others go on serving their own slots meanwhile.
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-require-full-coverage",
+                "no",
+            ]);
+        }
         match &self.dir {
             Some(d) => {
                 cmd.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
@@ -121,4 +138,148 @@ impl Redis {
         self.kill();
         self.launch();
     }
+}
+
+/// A Redis Cluster of three masters (no replicas) on free loopback ports, each keeping
+/// its data and its `nodes.conf` in a folder of its own (append-only, fsync on every
+/// write), so a master killed and started again comes back with its slots and keys.
+/// Tests that use it first call `common::need` for `redis-server` and `redis-cli`.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let d = dir.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let mut r = Redis {
+                port: cluster_port(),
+                dir: Some(d),
+                cluster: true,
+                guard: None,
+            };
+            r.launch();
+            nodes.push(r);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let c = RedisCluster { nodes, _dir: dir };
+        c.wait_ok();
+        c
+    }
+
+    /// The seed nodes, as `cluster.redis` takes them.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Redis::url).collect()
+    }
+
+    /// Waits (at most 20 s) until every running master says `cluster_state:ok`.
+    pub fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in &self.nodes {
+            if n.guard.is_none() {
+                continue;
+            }
+            while !n.info("CLUSTER", "INFO").contains("cluster_state:ok") {
+                assert!(
+                    Instant::now() < deadline,
+                    "the Redis Cluster was not ok within 20 s"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The index in `nodes` of the master that holds `key`'s slot.
+    pub fn owner(&self, key: &str) -> usize {
+        let up = self
+            .nodes
+            .iter()
+            .find(|n| n.guard.is_some())
+            .expect("a master runs");
+        let slot = up.int(&["CLUSTER", "KEYSLOT", key]);
+        self.nodes
+            .iter()
+            .position(|n| n.guard.is_some() && n.owns(slot))
+            .expect("a running master owns the slot")
+    }
+}
+
+impl Redis {
+    /// The bulk-string reply to a two-word command (`CLUSTER INFO`, `INFO commandstats`).
+    pub fn info(&self, a: &str, b: &str) -> String {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let req = format!("*2\r\n${}\r\n{a}\r\n${}\r\n{b}\r\n", a.len(), b.len());
+        if s.write_all(req.as_bytes()).is_err() {
+            return String::new();
+        }
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        // `$LEN\r\n` then the text: read until it is all there.
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+            let text = String::from_utf8_lossy(&out);
+            if let Some((head, body)) = text.split_once("\r\n") {
+                let want: usize = head.trim_start_matches('$').parse().unwrap_or(0);
+                if body.len() >= want {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Does this master serve `slot` (by the `myself` line of its `CLUSTER NODES`: the
+    /// slot ranges from the ninth field on)?
+    fn owns(&self, slot: i64) -> bool {
+        let nodes = self.info("CLUSTER", "NODES");
+        let Some(me) = nodes.lines().find(|l| l.contains("myself")) else {
+            return false;
+        };
+        me.split_whitespace()
+            .skip(8)
+            .any(|r| match r.split_once('-') {
+                Some((a, b)) => {
+                    a.parse::<i64>().is_ok_and(|a| a <= slot)
+                        && b.parse::<i64>().is_ok_and(|b| slot <= b)
+                }
+                None => r.parse::<i64>() == Ok(slot),
+            })
+    }
+}
+
+/// A free port whose cluster bus port (the port + 10000) is free too.
+fn cluster_port() -> u16 {
+    for _ in 0..200 {
+        let p = super::serve::free_port();
+        if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair for a Redis Cluster node");
 }
