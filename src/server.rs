@@ -179,6 +179,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             drains.clone(),
             shutdown.clone(),
         ));
+        // Line rules counted over the cluster, each firing decided once.
+        tasks.spawn(crate::cluster::alerts::run(
+            c.clone(),
+            alerts.clone(),
+            shutdown.clone(),
+        ));
     }
     let node = Arc::new(Node {
         public_url: config.api.public_url(addrs.api),

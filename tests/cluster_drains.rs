@@ -10,7 +10,7 @@ mod common;
 use bytes::Bytes;
 use common::receiver::{TcpOptions, TcpReceiver};
 use common::redis::Redis;
-use common::{request, request_bytes, TestServer};
+use common::{request, request_bytes, HttpSink, TestServer};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -43,13 +43,20 @@ async fn three_nodes() -> Option<(Redis, [TestServer; 3])> {
 /// Posts lines `NAME-FIRST` .. `NAME-(FIRST+N-1)` with `token` to the HTTP input at
 /// `addr`, in one batch; the status.
 async fn post(addr: SocketAddr, token: &str, name: &str, first: usize, n: usize) -> u16 {
+    let msgs: Vec<String> = (first..first + n).map(|i| format!("{name}-{i}")).collect();
+    post_msgs(addr, token, &msgs).await
+}
+
+/// Posts `msgs` with `token` to the HTTP input at `addr`, in one batch; the status.
+async fn post_msgs(addr: SocketAddr, token: &str, msgs: &[String]) -> u16 {
     use base64::Engine;
     let auth = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("token:{token}"))
     );
-    let body: String = (first..first + n)
-        .map(|i| common::octet(&common::frame(token, "web.1", &format!("{name}-{i}"))))
+    let body: String = msgs
+        .iter()
+        .map(|m| common::octet(&common::frame(token, "web.1", m)))
         .collect();
     let (st, _) = request_bytes(
         &format!("http://{addr}"),
@@ -59,7 +66,7 @@ async fn post(addr: SocketAddr, token: &str, name: &str, first: usize, n: usize)
         &[
             ("authorization", auth.as_str()),
             ("content-type", "application/logplex-1"),
-            ("logplex-msg-count", &n.to_string()),
+            ("logplex-msg-count", &msgs.len().to_string()),
         ],
     )
     .await;
@@ -201,4 +208,131 @@ async fn three_nodes_deliver_every_line_once_and_any_node_shows_the_sum() {
     for n in nodes {
         n.stop().await;
     }
+}
+
+/// A rule whose threshold only the lines of the three nodes together reach (3 matches on
+/// each, threshold 9) fires once and resolves once over the cluster: one webhook request
+/// each, one in-band line each in the channel (read from any node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_counts_the_lines_of_every_node_and_fires_once() {
+    let Some((_redis, nodes)) = three_nodes().await else {
+        return;
+    };
+    let hook = HttpSink::start(|_| 200).await;
+    let token = nodes[0].create_app("spread").await;
+    let rule = format!(
+        r#"{{"name":"spread-5xx","where":"status>=500","threshold":9,"window":"3s","webhook":"{}"}}"#,
+        hook.url("/hook")
+    );
+    let (st, body) = request(
+        &nodes[2].api(),
+        "POST",
+        "/v2/channels/spread/alerts",
+        Some(&rule),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    for n in &nodes {
+        until(Duration::from_secs(2), "the rule on every node", || async {
+            json_get(&n.api(), "/v2/channels/spread/alerts")
+                .await
+                .1
+                .to_string()
+                .contains("spread-5xx")
+        })
+        .await;
+    }
+    let t = Instant::now();
+    for (i, n) in nodes.iter().enumerate() {
+        let msgs: Vec<String> = (0..3)
+            .map(|k| format!("at=error status=503 node={i} k={k}"))
+            .collect();
+        assert_eq!(post_msgs(n.addrs.http.unwrap(), &token, &msgs).await, 204);
+        // A line that does not match.
+        assert_eq!(
+            post_msgs(n.addrs.http.unwrap(), &token, &["status=200".into()]).await,
+            204
+        );
+    }
+    let state = |r: &common::Received| -> (String, u64) {
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        (
+            v["state"].as_str().unwrap_or_default().to_string(),
+            v["count"].as_u64().unwrap_or(0),
+        )
+    };
+    let got = hook.wait(10, |r| !r.is_empty()).await;
+    assert!(!got.is_empty(), "no firing within 10 s");
+    println!("fired {:?} after the first line", t.elapsed());
+    assert_eq!(state(&got[0]), ("firing".to_string(), 9));
+    let got = hook.wait(15, |r| r.len() >= 2).await;
+    assert_eq!(got.len(), 2, "no resolving within 15 s");
+    assert_eq!(state(&got[1]).0, "resolved");
+    // Nothing more: no node fired on its own, none fired twice.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let got = hook.requests();
+    let states: Vec<_> = got.iter().map(state).collect();
+    assert_eq!(got.len(), 2, "{states:?}");
+
+    // One line of each in the channel, from any node.
+    let h = nodes[1].history("spread", 100).await;
+    let fired: Vec<_> = h
+        .iter()
+        .filter(|l| l.contains("Alert spread-5xx firing: 9 matching lines in 3s"))
+        .collect();
+    let resolved: Vec<_> = h
+        .iter()
+        .filter(|l| l.contains("Alert spread-5xx resolved"))
+        .collect();
+    assert_eq!((fired.len(), resolved.len()), (1, 1), "{h:#?}");
+    // The metrics of the three nodes together: one firing.
+    let mut total = 0;
+    for n in &nodes {
+        let (_, m) = request(&n.api(), "GET", "/metrics", None).await;
+        total += m
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("logplex_alerts_fired_total{alert=\"spread-5xx\"} ")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0);
+    }
+    assert_eq!(total, 1);
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// Redis away: a node counts the lines it ingests and fires on its own, as alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_away_a_node_fires_on_its_own_count() {
+    if !have_redis() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let a = node(&redis.url()).await;
+    let hook = HttpSink::start(|_| 200).await;
+    let token = a.create_app("alone").await;
+    let rule = format!(
+        r#"{{"name":"boom","where":"status>=500","threshold":3,"window":"1m","webhook":"{}"}}"#,
+        hook.url("/hook")
+    );
+    let (st, body) = request(&a.api(), "POST", "/v2/channels/alone/alerts", Some(&rule)).await;
+    assert_eq!(st, 201, "{body}");
+    redis.kill();
+    until(Duration::from_secs(5), "degraded", || async {
+        json_get(&a.api(), "/healthcheck").await.1["status"] == "degraded"
+    })
+    .await;
+    let msgs: Vec<String> = (0..3).map(|k| format!("status=500 k={k}")).collect();
+    assert_eq!(post_msgs(a.addrs.http.unwrap(), &token, &msgs).await, 204);
+    let got = hook.wait(10, |r| !r.is_empty()).await;
+    assert_eq!(got.len(), 1, "no local firing with Redis away");
+    let v: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(
+        (v["state"].as_str(), v["count"].as_u64()),
+        (Some("firing"), Some(3))
+    );
+    a.stop().await;
 }

@@ -18,6 +18,7 @@
 //! tails, drains) goes on from the replica, the healthcheck says `degraded`, and the
 //! follower reconnects by itself and catches up.
 
+pub mod alerts;
 mod change;
 pub mod drains;
 mod feed;
