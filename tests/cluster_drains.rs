@@ -10,6 +10,7 @@ mod common;
 use bytes::Bytes;
 use common::receiver::{TcpOptions, TcpReceiver};
 use common::redis::Redis;
+use common::serve::{write_config, Ports, Serve};
 use common::{request, request_bytes, HttpSink, TestServer};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -335,4 +336,106 @@ async fn with_redis_away_a_node_fires_on_its_own_count() {
         (Some("firing"), Some(3))
     );
     a.stop().await;
+}
+
+/// Node A (the binary) takes lines while its drain's receiver is down, is killed with
+/// `kill -9` and started again: its backlog, kept in its durable log, reaches the receiver
+/// once it is up, each line once, beside B's own backlog. Meanwhile B shows A's lines
+/// waiting in the drain's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_delivers_its_backlog_once_after_a_restart() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let b = node(&redis.url()).await;
+    let token = b.create_app("backlog").await;
+    let rx_port = common::serve::free_port();
+    let (st, body) = request(
+        &b.api(),
+        "POST",
+        "/v2/channels/backlog/drains",
+        Some(&format!(r#"{{"url":"syslog://127.0.0.1:{rx_port}"}}"#)),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = Ports::free();
+    let cluster = format!("[cluster]\nredis = \"{}\"\n", redis.url());
+    let cfg = write_config(dir.path(), "a.toml", &p, &dir.path().join("a.db"), &cluster);
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[api]\n",
+        &format!("[api]\nauth_key = \"{}\"\n", common::KEY),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut a = Serve::start(&cfg, p.api(), &[]);
+    until(
+        Duration::from_secs(5),
+        "the token accepted on A",
+        || async { post(p.http(), &token, "a", 0, 1).await == 204 },
+    )
+    .await;
+    let mut want = vec!["a-0".to_string()];
+    for first in [1, 101] {
+        assert_eq!(post(p.http(), &token, "a", first, 100).await, 204);
+        want.extend((first..first + 100).map(|i| format!("a-{i}")));
+    }
+    assert_eq!(post(b.addrs.http.unwrap(), &token, "b", 0, 50).await, 204);
+    want.extend((0..50).map(|i| format!("b-{i}")));
+    // A's lines wait: B sees them in the drain's status (A's part, through Redis).
+    until(
+        Duration::from_secs(5),
+        "A's backlog in the status on B",
+        || async {
+            let s = drain_status(&b.api(), "backlog").await;
+            s["lag_lines"] == 251 && s["state"] == "failing" && s["sent"] == 0
+        },
+    )
+    .await;
+    // The log's writer thread writes what A took in within milliseconds (kill -9 keeps
+    // what was written, fsync or not); the kill comes well after.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.child.signal(rustix::process::Signal::KILL);
+    a.wait_exit(Duration::from_secs(10));
+    // A gone: its part leaves the status within the expiry of its hash.
+    until(
+        Duration::from_secs(6),
+        "A's part gone from B's status",
+        || async {
+            drain_status(&b.api(), "backlog").await["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == 1)
+        },
+    )
+    .await;
+
+    let _a = Serve::start(&cfg, p.api(), &[]);
+    let rx = TcpReceiver::start(
+        dir.path(),
+        "drain",
+        TcpOptions {
+            port: rx_port,
+            ..TcpOptions::default()
+        },
+    );
+    until(
+        Duration::from_secs(30),
+        "both backlogs at the receiver",
+        || async { received(&rx.out).len() >= want.len() },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    exactly_once(&received(&rx.out), &want);
+    until(
+        Duration::from_secs(5),
+        "the sum after the restart",
+        || async {
+            let s = drain_status(&b.api(), "backlog").await;
+            s["sent"] == 251 && s["lag_lines"] == 0
+        },
+    )
+    .await;
+    b.stop().await;
 }
