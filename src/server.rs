@@ -180,11 +180,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             shutdown.clone(),
         ));
         // Line rules counted over the cluster, each firing decided once.
-        tasks.spawn(crate::cluster::alerts::run(
-            c.clone(),
-            alerts.clone(),
-            shutdown.clone(),
-        ));
+        crate::cluster::alerts::start(c, &alerts, &tasks, &shutdown);
     }
     let node = Arc::new(Node {
         public_url: config.api.public_url(addrs.api),

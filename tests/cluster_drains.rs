@@ -439,3 +439,58 @@ async fn a_killed_node_delivers_its_backlog_once_after_a_restart() {
     .await;
     b.stop().await;
 }
+
+/// A rule fired by node A (the binary, the only one with matching lines) is resolved by B
+/// once A is killed with `kill -9`: B follows the cluster's firing windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_fired_by_a_killed_node_is_resolved_by_another() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let b = node(&redis.url()).await;
+    let hook = HttpSink::start(|_| 200).await;
+    let token = b.create_app("orphan").await;
+    let rule = format!(
+        r#"{{"name":"boom","where":"status>=500","threshold":3,"window":"4s","webhook":"{}"}}"#,
+        hook.url("/hook")
+    );
+    let (st, body) = request(&b.api(), "POST", "/v2/channels/orphan/alerts", Some(&rule)).await;
+    assert_eq!(st, 201, "{body}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = Ports::free();
+    let cluster = format!("[cluster]\nredis = \"{}\"\n", redis.url());
+    let cfg = write_config(dir.path(), "a.toml", &p, &dir.path().join("a.db"), &cluster);
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[api]\n",
+        &format!("[api]\nauth_key = \"{}\"\n", common::KEY),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut a = Serve::start(&cfg, p.api(), &[]);
+    until(
+        Duration::from_secs(5),
+        "the token accepted on A",
+        || async { post(p.http(), &token, "warmup", 0, 1).await == 204 },
+    )
+    .await;
+    let msgs: Vec<String> = (0..3).map(|k| format!("status=502 k={k}")).collect();
+    assert_eq!(post_msgs(p.http(), &token, &msgs).await, 204);
+    let got = hook.wait(10, |r| !r.is_empty()).await;
+    assert_eq!(got.len(), 1, "A did not fire");
+    a.child.signal(rustix::process::Signal::KILL);
+    a.wait_exit(Duration::from_secs(10));
+    let got = hook.wait(15, |r| r.len() >= 2).await;
+    assert_eq!(got.len(), 2, "nobody resolved after A died");
+    let v: Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!(v["state"], "resolved");
+    let h = b.history("orphan", 50).await;
+    assert_eq!(
+        h.iter()
+            .filter(|l| l.contains("Alert boom resolved"))
+            .count(),
+        1,
+        "{h:#?}"
+    );
+    b.stop().await;
+}

@@ -30,6 +30,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How often a node takes part in a round.
 pub const EVERY: Duration = Duration::from_secs(1);
@@ -86,9 +87,22 @@ if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[7
 return {t, sum, firing and 1 or 0, lo, hi}
 "#;
 
-/// Takes part in a round every [`EVERY`] until `shutdown` (see the module's documentation).
-pub async fn run(cluster: Arc<Cluster>, alerts: Arc<Alerts>, shutdown: CancellationToken) {
+/// Turns cluster counting on before intake starts (so no line is counted as alone in
+/// between: the cluster decides from the first line when Redis is reached) and starts the
+/// rounds on `tasks`.
+pub fn start(
+    cluster: &Arc<Cluster>,
+    alerts: &Arc<Alerts>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
     alerts.share();
+    alerts.set_live(cluster.is_up());
+    tasks.spawn(run(cluster.clone(), alerts.clone(), shutdown.clone()));
+}
+
+/// Takes part in a round every [`EVERY`] until `shutdown` (see the module's documentation).
+async fn run(cluster: Arc<Cluster>, alerts: Arc<Alerts>, shutdown: CancellationToken) {
     let script = redis::Script::new(&ROUND.replace("BUCKETS", &BUCKETS.to_string()));
     let mut every = tokio::time::interval(EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
