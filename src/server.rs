@@ -173,6 +173,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     tokio::task::spawn_blocking(move || r.attach(outputs)).await??;
     if let Some(c) = &cluster {
         c.start(&tasks, &shutdown, CLUSTER_START_WAIT).await;
+        // Each node's drains' status into Redis, so any node shows a drain over all.
+        tasks.spawn(crate::cluster::drains::run(
+            c.clone(),
+            drains.clone(),
+            shutdown.clone(),
+        ));
+        // Line rules counted over the cluster, each firing decided once.
+        crate::cluster::alerts::start(c, &alerts, &tasks, &shutdown);
     }
     let node = Arc::new(Node {
         public_url: config.api.public_url(addrs.api),

@@ -16,6 +16,14 @@
 //! Config rules are kept in memory and merged with the stored ones at each refresh (like
 //! config channels, they come back from the config at every start); the API lists them with
 //! `"origin":"config"` and refuses to change them.
+//!
+//! In cluster mode ([`Alerts::share`]) a line rule counts over every node: the tap also
+//! keeps each window's matches by wall-clock bucket for the cluster's next round
+//! (`cluster::alerts`, once a second), which adds them into Redis, reads the sum of every
+//! node's and decides firing and resolving there, once for the cluster; the node whose
+//! round made the change writes the line and sends the webhook ([`Alerts::settle`]).
+//! While those rounds fail (Redis away) each node counts and fires on its own, as alone.
+//! Metric rules stay per node.
 
 pub mod rule;
 pub mod spec;
@@ -30,7 +38,8 @@ use crate::metrics::Metrics;
 use bytes::{Bytes, BytesMut};
 use prometheus::{IntCounter, IntGauge};
 use rule::Rule;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
@@ -54,13 +63,79 @@ pub struct Watch {
     state: Mutex<WindowState>,
     fired: IntCounter,
     firing: IntGauge,
+    /// The `firing` gauge counts this window now (so it is raised and lowered once each,
+    /// whichever node's round decided).
+    gauge: AtomicBool,
     /// A metric rule on a channel with metrics off has said so once in the log.
-    warned: std::sync::atomic::AtomicBool,
+    warned: AtomicBool,
+    /// Cluster mode: this node follows the window in the cluster's rounds until then
+    /// (wall clock, µs): a window later than its last match here.
+    active_until_us: AtomicI64,
+    /// Cluster mode: the cluster's count and firing state as the last round read them,
+    /// and when (wall clock, µs; 0: never).
+    cluster_count: AtomicU64,
+    cluster_firing: AtomicBool,
+    cluster_at_us: AtomicI64,
 }
 
 impl Watch {
+    fn new(rule: &Arc<Rule>, channel: &Arc<Channel>, metrics: &Metrics) -> Watch {
+        Watch {
+            rule: rule.clone(),
+            channel: Arc::downgrade(channel),
+            channel_name: channel.name.clone(),
+            state: Mutex::new(WindowState::new(rule.window, rule.threshold, rule.cooldown)),
+            fired: metrics.alerts_fired.with_label_values(&[&rule.spec.name]),
+            firing: metrics.alerts_firing.with_label_values(&[&rule.spec.name]),
+            gauge: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
+            active_until_us: AtomicI64::new(0),
+            cluster_count: AtomicU64::new(0),
+            cluster_firing: AtomicBool::new(false),
+            cluster_at_us: AtomicI64::new(0),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, WindowState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Raises or lowers the `firing` gauge for this window, once each way.
+    fn set_gauge(&self, on: bool) {
+        if self.gauge.swap(on, Ordering::Relaxed) != on {
+            if on {
+                self.firing.inc();
+            } else {
+                self.firing.dec();
+            }
+        }
+    }
+
+    /// The channel this window watches.
+    pub fn channel_name(&self) -> &str {
+        &self.channel_name
+    }
+
+    /// `CHANNEL APP RULE`: the window's name in the cluster's set of firing windows.
+    pub fn index_name(&self) -> String {
+        format!(
+            "{} {} {}",
+            self.channel_name, self.rule.spec.app, self.rule.spec.name
+        )
+    }
+}
+
+/// Whether line rules count over the cluster, and whether its last round reached Redis.
+#[derive(Default)]
+struct Sharing {
+    on: AtomicBool,
+    live: AtomicBool,
+}
+
+impl Sharing {
+    /// The cluster counts and decides (cluster mode, and its last round reached Redis).
+    fn live(&self) -> bool {
+        self.on.load(Ordering::Relaxed) && self.live.load(Ordering::Relaxed)
     }
 }
 
@@ -82,9 +157,9 @@ impl Notifier {
         match snap.transition {
             Transition::Fire => {
                 watch.fired.inc();
-                watch.firing.inc();
+                watch.set_gauge(true);
             }
-            Transition::Resolve => watch.firing.dec(),
+            Transition::Resolve => watch.set_gauge(false),
         }
         let notice = Notice {
             watch: watch.clone(),
@@ -102,6 +177,7 @@ pub struct Alerts {
     inner: Mutex<Inner>,
     notifier: Notifier,
     metrics: Arc<Metrics>,
+    sharing: Arc<Sharing>,
 }
 
 #[derive(Default)]
@@ -127,6 +203,7 @@ impl Alerts {
                 dropped: ctx.metrics.alert_notices_dropped.clone(),
             },
             metrics: ctx.metrics.clone(),
+            sharing: Arc::default(),
         });
         let deliveries = Deliveries {
             clients: webhook::Clients::new(&crate::drain::tls::Tls::new(
@@ -157,8 +234,11 @@ impl Alerts {
     pub fn tick(&self) {
         let watches: Vec<Arc<Watch>> = self.inner().watches.values().cloned().collect();
         let now = Instant::now();
+        let shared = self.sharing.live();
         for w in &watches {
             let snap = match &w.rule.metric {
+                // The cluster's rounds decide.
+                None if shared => None,
                 None => w.lock().check(now),
                 Some(m) => self.check_metric(w, m, now),
             };
@@ -212,16 +292,26 @@ impl Alerts {
             .map(|(_, w)| w.clone())
             .collect();
         let now = Instant::now();
+        // The cluster's view when a round read it lately.
+        let fresh = self
+            .sharing
+            .live()
+            .then(|| crate::clock::now_micros() - 3_000_000);
         let mut out: Vec<WatchState> = watches
             .iter()
             .map(|w| {
                 let st = w.lock();
-                WatchState {
+                let mut ws = WatchState {
                     channel: w.channel_name.clone(),
                     firing: st.firing(),
                     count: st.count(now),
                     last_fired_us: st.last_fired_us(),
+                };
+                if fresh.is_some_and(|f| w.cluster_at_us.load(Ordering::Relaxed) > f) {
+                    ws.firing = w.cluster_firing.load(Ordering::Relaxed);
+                    ws.count = w.cluster_count.load(Ordering::Relaxed);
                 }
+                ws
             })
             .collect();
         out.sort_by(|a, b| a.channel.cmp(&b.channel));
@@ -277,8 +367,8 @@ impl Alerts {
             let keep = channel_exists(&w.channel_name)
                 && w.rule.watches(&w.channel_name)
                 && rules.iter().any(|r| Arc::ptr_eq(r, &w.rule));
-            if !keep && w.lock().firing() {
-                w.firing.dec();
+            if !keep {
+                w.set_gauge(false);
             }
             keep
         });
@@ -304,22 +394,9 @@ impl Alerts {
             let w = match current {
                 Some(w) => w,
                 None => {
-                    let w = Arc::new(Watch {
-                        rule: r.clone(),
-                        channel: weak,
-                        channel_name: channel.name.clone(),
-                        state: Mutex::new(WindowState::new(r.window, r.threshold, r.cooldown)),
-                        fired: self.metrics.alerts_fired.with_label_values(&[&r.spec.name]),
-                        firing: self
-                            .metrics
-                            .alerts_firing
-                            .with_label_values(&[&r.spec.name]),
-                        warned: Default::default(),
-                    });
+                    let w = Arc::new(Watch::new(r, channel, &self.metrics));
                     if let Some(old) = watches.insert(key, w.clone()) {
-                        if old.lock().firing() {
-                            old.firing.dec();
-                        }
+                        old.set_gauge(false);
                     }
                     w
                 }
@@ -337,6 +414,7 @@ impl Alerts {
             watches: lines,
             prefilter,
             notifier: self.notifier.clone(),
+            sharing: self.sharing.clone(),
         })]
     }
 }
@@ -362,6 +440,7 @@ struct AlertTap {
     watches: Vec<Arc<Watch>>,
     prefilter: Option<aho_corasick::packed::Searcher>,
     notifier: Notifier,
+    sharing: Arc<Sharing>,
 }
 
 impl Tap for AlertTap {
@@ -400,10 +479,144 @@ impl Tap for AlertTap {
                 0
             };
             let samples = (0..kept).map(|k| lines[ring[(start + k) % window::SAMPLES]].clone());
-            let snap = w.lock().record(t, wall, n as u64, samples);
+            let mut st = w.lock();
+            let snap = if self.sharing.on.load(Ordering::Relaxed) {
+                st.pend(wall, n as u64);
+                if self.sharing.live.load(Ordering::Relaxed) {
+                    st.add(t, wall, n as u64, samples);
+                    None
+                } else {
+                    // Redis away: this node fires on its own count meanwhile.
+                    st.record(t, wall, n as u64, samples)
+                }
+            } else {
+                st.record(t, wall, n as u64, samples)
+            };
+            drop(st);
             if let Some(s) = snap {
                 self.notifier.notify(w, s);
             }
+        }
+    }
+}
+
+/// One window's part of a cluster round (see `cluster::alerts`).
+pub struct Tally {
+    pub watch: Arc<Watch>,
+    /// The matches counted on this node since the last round, by wall-clock bucket.
+    pub counts: Vec<(u64, u64)>,
+    /// The width of those buckets (µs): the rule's window over [`window::BUCKETS`].
+    pub width_us: u64,
+}
+
+/// What a cluster round found for one window.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The change this node's round made (at most one node's round makes each).
+    pub transition: Option<Transition>,
+    /// Matches in the window, summed over the nodes.
+    pub count: u64,
+    /// The cluster's state after the round.
+    pub firing: bool,
+    /// The start of the oldest bucket with matches and the end of the newest (wall clock, µs).
+    pub first_us: Option<i64>,
+    pub last_us: Option<i64>,
+}
+
+/// How long after its last match here a node keeps a window in the cluster's rounds
+/// beyond the window itself, so that it sees the window empty and resolve.
+const FOLLOW_AFTER: i64 = 2_000_000;
+
+impl Alerts {
+    /// Cluster mode: line rules count and fire over the cluster from now on (once a
+    /// round reaches Redis; until then, and whenever a round fails, on this node alone).
+    pub fn share(&self) {
+        self.sharing.on.store(true, Ordering::Relaxed);
+    }
+
+    /// A round reached Redis (`true`) or failed: whether the cluster decides. Returns
+    /// the previous value.
+    pub fn set_live(&self, live: bool) -> bool {
+        self.sharing.live.swap(live, Ordering::Relaxed)
+    }
+
+    /// Some line rule watches some channel here (else the rounds have nothing to do).
+    pub fn watches_lines(&self) -> bool {
+        self.inner()
+            .watches
+            .values()
+            .any(|w| w.rule.metric.is_none())
+    }
+
+    /// The windows for the next cluster round, each with the matches counted here since
+    /// the last one: those with matches here within their window (and a little after),
+    /// those the cluster showed firing here, and those of `firing` (the cluster's set of
+    /// firing windows, by [`Watch::index_name`]) so that a window fired by a node that died
+    /// is still resolved.
+    pub fn tallies(&self, firing: &HashSet<String>) -> Vec<Tally> {
+        let watches: Vec<Arc<Watch>> = self
+            .inner()
+            .watches
+            .values()
+            .filter(|w| w.rule.metric.is_none())
+            .cloned()
+            .collect();
+        let now = crate::clock::now_micros();
+        let mut out = Vec::new();
+        for w in watches {
+            let (counts, width_us) = {
+                let mut st = w.lock();
+                (st.take_pending(), st.wall_width_us())
+            };
+            if !counts.is_empty() {
+                let follow = i64::try_from(w.rule.window.as_micros()).unwrap_or(i64::MAX / 2);
+                w.active_until_us
+                    .store(now + follow + FOLLOW_AFTER, Ordering::Relaxed);
+            }
+            let follow = !counts.is_empty()
+                || w.active_until_us.load(Ordering::Relaxed) > now
+                || w.gauge.load(Ordering::Relaxed)
+                || (!firing.is_empty() && firing.contains(&w.index_name()));
+            if follow {
+                out.push(Tally {
+                    watch: w,
+                    counts,
+                    width_us,
+                });
+            }
+        }
+        out
+    }
+
+    /// Takes what a cluster round found: the cluster's count and state for the API, the
+    /// `firing` gauge, and for the change this node's round made, the in-band line and
+    /// the webhook (with this node's samples).
+    pub fn settle(&self, outcomes: Vec<(Arc<Watch>, Outcome)>) {
+        let now = crate::clock::now_micros();
+        for (w, o) in outcomes {
+            w.cluster_count.store(o.count, Ordering::Relaxed);
+            w.cluster_firing.store(o.firing, Ordering::Relaxed);
+            w.cluster_at_us.store(now, Ordering::Relaxed);
+            let Some(transition) = o.transition else {
+                w.set_gauge(o.firing);
+                continue;
+            };
+            let samples = {
+                let mut st = w.lock();
+                if transition == Transition::Fire {
+                    st.fired_at(now);
+                }
+                st.samples()
+            };
+            let report = Report {
+                transition,
+                count: o.count,
+                first_us: o.first_us,
+                last_us: o.last_us,
+                samples,
+                value: None,
+            };
+            self.notifier.notify(&w, report);
         }
     }
 }

@@ -58,7 +58,14 @@ pub struct WindowState {
     last_fired_us: Option<i64>,
     threshold: u64,
     cooldown: Duration,
+    /// In cluster mode, the matches counted here since the cluster's last round, by
+    /// wall-clock bucket (µs since the epoch / [`WindowState::wall_width_us`]), oldest
+    /// first; at most [`PENDING`] buckets (older ones are dropped: the round is late).
+    pending: Vec<(u64, u64)>,
 }
+
+/// The most wall-clock buckets of matches waiting for the cluster's next round.
+pub const PENDING: usize = BUCKETS as usize + 4;
 
 impl WindowState {
     pub fn new(window: Duration, threshold: u64, cooldown: Duration) -> WindowState {
@@ -73,7 +80,48 @@ impl WindowState {
             last_fired_us: None,
             threshold,
             cooldown,
+            pending: Vec::new(),
         }
+    }
+
+    /// The width of a bucket in µs (at least 1): the cluster counts matches by wall-clock
+    /// bucket of this width, so the nodes' counts of one moment add up in one bucket.
+    pub fn wall_width_us(&self) -> u64 {
+        ((self.width_ns / 1000) as u64).max(1)
+    }
+
+    /// Keeps `n` matches seen at wall-clock `wall_us` for the cluster's next round.
+    pub fn pend(&mut self, wall_us: i64, n: u64) {
+        let id = wall_us.max(0) as u64 / self.wall_width_us();
+        match self.pending.last_mut() {
+            Some((last, count)) if *last == id => *count += n,
+            _ => {
+                if self.pending.len() == PENDING {
+                    self.pending.remove(0);
+                }
+                self.pending.push((id, n));
+            }
+        }
+    }
+
+    /// The matches kept for the cluster since the last call, by wall-clock bucket.
+    pub fn take_pending(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// The newest matching lines kept (up to [`SAMPLES`]), oldest first.
+    pub fn samples(&self) -> Vec<Line> {
+        self.samples.iter().cloned().collect()
+    }
+
+    /// When the last match was seen here (wall clock, µs).
+    pub fn last_us(&self) -> Option<i64> {
+        self.last_us
+    }
+
+    /// Notes a firing decided elsewhere (by the cluster), for the API and the console.
+    pub fn fired_at(&mut self, wall_us: i64) {
+        self.last_fired_us = Some(wall_us);
     }
 
     fn id(&self, now: Instant) -> u64 {
@@ -113,6 +161,22 @@ impl WindowState {
         if n == 0 {
             return None;
         }
+        self.add(now, wall_us, n, samples);
+        self.check(now)
+    }
+
+    /// Adds `n` matches as [`WindowState::record`] does, without checking for firing (in
+    /// cluster mode the cluster's count decides).
+    pub fn add(
+        &mut self,
+        now: Instant,
+        wall_us: i64,
+        n: u64,
+        samples: impl IntoIterator<Item = Line>,
+    ) {
+        if n == 0 {
+            return;
+        }
         if self.buckets.is_empty() {
             self.buckets = vec![Bucket::default(); BUCKETS as usize];
         }
@@ -133,7 +197,6 @@ impl WindowState {
             }
             self.samples.push_back(l);
         }
-        self.check(now)
     }
 
     /// The firing state machine both kinds of rule share: fires when `over` and the cooldown
@@ -283,6 +346,28 @@ mod tests {
         advance(Duration::from_secs(20)).await; // 301 s since the first firing
         hit(&mut w, 1);
         assert!(w.firing());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn matches_for_the_cluster_wait_by_wall_clock_bucket_until_taken() {
+        // A 60 s window: buckets of one second.
+        let mut w = st(100);
+        assert_eq!(w.wall_width_us(), 1_000_000);
+        w.pend(5_000_000, 2);
+        w.pend(5_999_999, 1);
+        w.pend(7_000_000, 4);
+        // Adding without the check never fires.
+        w.add(Instant::now(), 7_000_000, 200, []);
+        assert!(!w.firing());
+        assert_eq!(w.take_pending(), [(5, 3), (7, 4)]);
+        assert!(w.take_pending().is_empty());
+        // A round that is late keeps the newest buckets only.
+        for b in 0..(PENDING as i64 + 10) {
+            w.pend(b * 1_000_000, 1);
+        }
+        let p = w.take_pending();
+        assert_eq!(p.len(), PENDING);
+        assert_eq!(p.last(), Some(&(PENDING as u64 + 9, 1)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -243,15 +243,62 @@ pub async fn drains(
         .call(move |c| store::channel_drains(c, &n))
         .await
         .map_err(or_no_app(&name))?;
-    let list = list
-        .iter()
-        .map(|d| {
-            let mut v = drain_json(d);
-            v["status"] = status_json(node.drains.status(&d.id));
-            v
+    let list = match &node.cluster {
+        None => list
+            .iter()
+            .map(|d| {
+                let mut v = drain_json(d);
+                v["status"] = status_json(node.drains.status(&d.id));
+                v
+            })
+            .collect(),
+        Some(c) => {
+            let ids: Vec<String> = list.iter().map(|d| d.id.clone()).collect();
+            let local = |id: &str| node.drains.status(id).unwrap_or_else(not_running);
+            let spread = crate::cluster::drains::spread(c, &name, &ids, local).await;
+            list.iter()
+                .zip(spread)
+                .map(|(d, s)| {
+                    let mut v = drain_json(d);
+                    v["status"] = spread_json(s);
+                    v
+                })
+                .collect()
+        }
+    };
+    Ok(reply(StatusCode::OK, &Value::Array(list)))
+}
+
+/// In cluster mode a drain's `status` is its sum over the live nodes (each node delivers
+/// the lines it ingested), with `"scope":"cluster"` and each node's part in `nodes`
+/// (`[{"node", …the status fields}]`); with Redis away it is this node's own, with
+/// `"scope":"local"` and this node alone in `nodes`.
+fn spread_json(s: crate::cluster::drains::Spread) -> Value {
+    let mut v = status_json(Some(s.total));
+    v["scope"] = Value::from(if s.cluster { "cluster" } else { "local" });
+    v["nodes"] = s
+        .nodes
+        .into_iter()
+        .map(|(n, st)| {
+            let mut part = status_json(Some(st));
+            part["node"] = Value::from(n);
+            part
         })
         .collect();
-    Ok(reply(StatusCode::OK, &Value::Array(list)))
+    v
+}
+
+/// The status of a drain that does not run (not yet, or no more): `connecting`, zeros.
+fn not_running() -> crate::drain::Status {
+    crate::drain::Status {
+        state: crate::drain::State::Connecting,
+        last_error: None,
+        last_error_at: None,
+        sent: 0,
+        dropped: 0,
+        lag_lines: 0,
+        lag_seconds: 0.0,
+    }
 }
 
 #[derive(Deserialize)]
@@ -286,15 +333,7 @@ pub(crate) fn drain_json(d: &store::DrainRecord) -> Value {
 /// A drain's `status`: `{"state","last_error","last_error_at","sent","dropped","lag_lines",
 /// "lag_seconds"}` (times in RFC 3339). A drain not running (not yet, or no more) is `connecting` with zeros.
 fn status_json(st: Option<crate::drain::Status>) -> Value {
-    let st = st.unwrap_or(crate::drain::Status {
-        state: crate::drain::State::Connecting,
-        last_error: None,
-        last_error_at: None,
-        sent: 0,
-        dropped: 0,
-        lag_lines: 0,
-        lag_seconds: 0.0,
-    });
+    let st = st.unwrap_or_else(not_running);
     let at = crate::alert::rfc3339(st.last_error_at);
     json!({
         "state": st.state.as_str(),

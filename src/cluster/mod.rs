@@ -22,7 +22,9 @@
 //! tails, drains) goes on from the replica, the healthcheck says `degraded`, and the
 //! follower reconnects by itself and catches up.
 
+pub mod alerts;
 mod change;
+pub mod drains;
 mod feed;
 mod follow;
 pub mod keys;
@@ -380,6 +382,11 @@ impl Cluster {
     /// Drops the shared connection after it failed, so the next use makes a new one.
     pub fn reader_failed(&self) {
         self.writer.store(None);
+    }
+
+    /// This node's name in the cluster (`cluster.node`, or HOSTNAME:API_PORT).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Connected to Redis and caught up with the change stream.

@@ -453,6 +453,22 @@ impl Drains {
         }
     }
 
+    /// Every running drain's id, channel and status now (what cluster mode writes to
+    /// Redis each second, so any node can show the drain's status over all of them).
+    pub fn statuses(&self) -> Vec<(String, String, Status)> {
+        let running: Vec<Arc<Drain>> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        running
+            .iter()
+            .map(|d| (d.id.clone(), d.channel_name.clone(), d.status()))
+            .collect()
+    }
+
     /// Each running drain's type and lag (lines, seconds), for the metrics.
     pub fn lags(&self) -> Vec<(&'static str, (u64, f64))> {
         let running: Vec<Arc<Drain>> = self
