@@ -2,7 +2,7 @@
 //! ingested, so a rule would fire on each node that sees enough of them and on none when
 //! they are spread. In cluster mode each node's tap keeps, per window (rule, channel), the
 //! matches of each wall-clock bucket (a sixtieth of the window), and once a second one
-//! round, pipelined in one round trip, hands them to a script per window ([`ROUND`]) that
+//! round, pipelined in one round trip, hands them to a script per window (`ROUND`) that
 //! adds them into the window's counts in Redis, sums every node's over the window and
 //! decides in the same step, against the window's cluster-wide state, whether it fires
 //! (the sum reached the threshold and the cooldown since its last firing passed) or
