@@ -26,7 +26,7 @@ use super::Cluster;
 use crate::alert::window::{Transition, BUCKETS};
 use crate::alert::{Alerts, Outcome, Tally};
 use redis::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -156,21 +156,26 @@ async fn run(cluster: Arc<Cluster>, alerts: Arc<Alerts>, shutdown: CancellationT
 }
 
 /// One round: the set of firing windows and, for each tally, the script (loaded first, so
-/// that a Redis restarted empty has it), pipelined.
+/// that a Redis restarted empty has it), pipelined (on a Redis Cluster, one pipeline per
+/// slot, sent at once; the set, in another slot, on its own).
 async fn round(
     cluster: &Cluster,
     script: &redis::Script,
     tallies: &[Tally],
 ) -> redis::RedisResult<(HashSet<String>, Vec<Outcome>)> {
-    let mut conn = cluster.reader().await?;
+    let conn = cluster.reader().await?;
     let now = crate::clock::now_micros();
     let node = cluster.node();
-    let mut pipe = redis::pipe();
-    pipe.load_script(script).ignore();
-    pipe.cmd("SMEMBERS").arg(FIRING);
-    for t in tallies {
+    // Each group's pipeline and the tallies whose scripts it carries, in order.
+    let mut groups: HashMap<u16, (redis::Pipeline, Vec<usize>)> = HashMap::new();
+    for (i, t) in tallies.iter().enumerate() {
         let r = &t.watch.rule;
         let (app, name, ch) = (&r.spec.app, &r.spec.name, t.watch.channel_name());
+        let (pipe, which) = groups.entry(conn.group(ch)).or_insert_with(|| {
+            let mut pipe = redis::pipe();
+            pipe.load_script(script).ignore();
+            (pipe, Vec::new())
+        });
         let window_ms = r.window.as_millis() as u64;
         let mut inv = script.prepare_invoke();
         inv.key(counts_key(ch, app, name))
@@ -186,17 +191,31 @@ async fn round(
             inv.arg(*b).arg(*n);
         }
         pipe.invoke_script(&inv);
+        which.push(i);
     }
-    let mut answers: Vec<Value> = pipe.query_async(&mut conn).await?;
+    let (pipes, which): (Vec<_>, Vec<_>) = groups.into_values().unzip();
+    let mut set = conn.clone();
+    let mut members = redis::cmd("SMEMBERS");
+    members.arg(FIRING);
+    let (firing, answers) = tokio::join!(
+        members.query_async::<HashSet<String>>(&mut set),
+        conn.query_each::<Vec<Value>>(pipes)
+    );
+    let firing = firing?;
     let bad = || redis::RedisError::from((redis::ErrorKind::TypeError, "unexpected answer"));
-    if answers.is_empty() {
-        return Err(bad());
+    let mut outcomes: Vec<Option<Outcome>> = tallies.iter().map(|_| None).collect();
+    for (answer, which) in answers.into_iter().zip(which) {
+        let answer = answer?;
+        if answer.len() != which.len() {
+            return Err(bad());
+        }
+        for (v, i) in answer.iter().zip(which) {
+            outcomes[i] = Some(outcome(v, tallies[i].width_us).ok_or_else(bad)?);
+        }
     }
-    let firing: HashSet<String> = redis::from_redis_value(&answers.remove(0))?;
-    let outcomes = answers
-        .iter()
-        .zip(tallies)
-        .map(|(v, t)| outcome(v, t.width_us).ok_or_else(bad))
+    let outcomes = outcomes
+        .into_iter()
+        .map(|o| o.ok_or_else(bad))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((firing, outcomes))
 }

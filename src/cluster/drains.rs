@@ -67,12 +67,16 @@ pub async fn run(cluster: Arc<Cluster>, drains: Arc<Drains>, shutdown: Cancellat
 }
 
 /// One round: for each drain an `HSET` and `PEXPIRE` of this node's hash and an `SADD`
-/// and `PEXPIRE` of the set of its nodes, pipelined in one round trip.
+/// and `PEXPIRE` of the set of its nodes, pipelined in one round trip (on a Redis Cluster,
+/// one pipeline per slot, sent at once).
 async fn write(cluster: &Cluster, list: &[(String, String, Status)]) -> redis::RedisResult<()> {
-    let mut conn = cluster.reader().await?;
+    let conn = cluster.reader().await?;
     let node = cluster.node();
-    let mut pipe = redis::pipe();
+    let mut groups: HashMap<u16, redis::Pipeline> = HashMap::new();
     for (id, channel, st) in list {
+        let pipe = groups
+            .entry(conn.group(channel))
+            .or_insert_with(redis::pipe);
         let key = node_key(channel, id, node);
         pipe.cmd("HSET")
             .arg(&key)
@@ -96,9 +100,13 @@ async fn write(cluster: &Cluster, list: &[(String, String, Status)]) -> redis::R
         pipe.cmd("SADD").arg(&nodes).arg(node).ignore();
         pipe.cmd("PEXPIRE").arg(&nodes).arg(NODES_TTL_MS).ignore();
     }
-    tokio::time::timeout(READ_WAIT * 3, pipe.query_async::<()>(&mut conn))
-        .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "timed out")))?
+    let sent = tokio::time::timeout(
+        READ_WAIT * 3,
+        conn.query_each::<()>(groups.into_values().collect()),
+    )
+    .await
+    .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "timed out")))?;
+    sent.into_iter().collect()
 }
 
 /// A drain's status over the cluster: the aggregate, each live node's part (this node's

@@ -74,6 +74,31 @@ pub enum Conn {
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
+impl Conn {
+    /// The group of a round's commands that channel `channel`'s go in: on a Redis Cluster
+    /// its slot (a pipeline that crosses slots is refused there), on a single Redis one
+    /// group for all.
+    pub fn group(&self, channel: &str) -> u16 {
+        match self {
+            Conn::Single(_) => 0,
+            Conn::Cluster(_) => keys::channel_slot(channel),
+        }
+    }
+
+    /// Sends `pipes` (each within one [`group`](Conn::group)) at once, each on its own
+    /// handle of this connection; the answers in the same order.
+    pub async fn query_each<T: redis::FromRedisValue>(
+        &self,
+        pipes: Vec<redis::Pipeline>,
+    ) -> Vec<redis::RedisResult<T>> {
+        futures_util::future::join_all(pipes.into_iter().map(|p| {
+            let mut conn = self.clone();
+            async move { p.query_async(&mut conn).await }
+        }))
+        .await
+    }
+}
+
 /// How long a connection may take to be made.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
