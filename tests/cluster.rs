@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::redis::{Redis, RedisCluster};
+use common::redis::{Backend, Redis};
 use common::serve::{write_config, Ports, Serve};
 use common::{open_stream, read_until, request, request_bytes, request_with, TestServer};
 use serde_json::Value;
@@ -21,49 +21,6 @@ async fn node(url: &str) -> TestServer {
         c.cluster.redis = logplex::config::RedisAt::One(url);
     })
     .await
-}
-
-/// What the nodes of a test share: one Redis, or a Redis Cluster of three masters. The
-/// tests of the main properties take it, so the same body runs on both.
-enum Backend {
-    One(Redis),
-    Cluster(RedisCluster),
-}
-
-impl Backend {
-    /// One `redis-server`; `None` (the test skipped, said) when it is not installed.
-    fn one() -> Option<Backend> {
-        have_redis().then(|| Backend::One(Redis::start()))
-    }
-
-    /// A three-master Redis Cluster; `None` (skipped, said) without `redis-server` and
-    /// `redis-cli`.
-    fn cluster() -> Option<Backend> {
-        (have_redis() && common::need("redis-cli", "apt-get install redis-tools"))
-            .then(|| Backend::Cluster(RedisCluster::start()))
-    }
-
-    /// `cluster.redis` for it: the URL, or the seed nodes.
-    fn at(&self) -> logplex::config::RedisAt {
-        match self {
-            Backend::One(r) => logplex::config::RedisAt::One(r.url()),
-            Backend::Cluster(c) => logplex::config::RedisAt::Cluster(c.urls()),
-        }
-    }
-
-    /// The URL of the one Redis (the single-Redis tests).
-    fn url(&self) -> String {
-        match self {
-            Backend::One(r) => r.url(),
-            Backend::Cluster(_) => panic!("a Redis Cluster has no one URL"),
-        }
-    }
-
-    /// A node on it.
-    async fn node(&self) -> TestServer {
-        let at = self.at();
-        TestServer::start_with(move |c| c.cluster.redis = at).await
-    }
 }
 
 /// A Redis and one node on it; `None` (the test is skipped, said by `have_redis`) when

@@ -9,7 +9,7 @@ mod common;
 
 use bytes::Bytes;
 use common::receiver::{TcpOptions, TcpReceiver};
-use common::redis::Redis;
+use common::redis::{Backend, Redis};
 use common::serve::{write_config, Ports, Serve};
 use common::{request, request_bytes, HttpSink, TestServer};
 use serde_json::Value;
@@ -28,16 +28,13 @@ async fn node(url: &str) -> TestServer {
     TestServer::start_with(move |c| c.cluster.redis = logplex::config::RedisAt::One(url)).await
 }
 
-/// A Redis and three nodes on it; `None` (skipped, said by `have_redis`) without
-/// `redis-server`.
-async fn three_nodes() -> Option<(Redis, [TestServer; 3])> {
-    if !have_redis() {
-        return None;
-    }
-    let redis = Redis::start();
-    let a = node(&redis.url()).await;
-    let b = node(&redis.url()).await;
-    let c = node(&redis.url()).await;
+/// Three nodes on `redis` (one Redis, or a three-master Redis Cluster; `None`, the test
+/// skipped and said so, without the tools).
+async fn three_nodes(redis: Option<Backend>) -> Option<(Backend, [TestServer; 3])> {
+    let redis = redis?;
+    let a = redis.node().await;
+    let b = redis.node().await;
+    let c = redis.node().await;
     Some((redis, [a, b, c]))
 }
 
@@ -124,7 +121,18 @@ async fn drain_status(api: &str, channel: &str) -> Value {
 /// node's part.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_deliver_every_line_once_and_any_node_shows_the_sum() {
-    let Some((mut redis, nodes)) = three_nodes().await else {
+    deliver_once_and_sum(Backend::one()).await;
+}
+
+/// The same on a three-master Redis Cluster (the status of one drain lives in its
+/// channel's slot; a round covers drains of channels in other slots).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_every_line_once_and_any_node_shows_the_sum() {
+    deliver_once_and_sum(Backend::cluster()).await;
+}
+
+async fn deliver_once_and_sum(redis: Option<Backend>) {
+    let Some((redis, nodes)) = three_nodes(redis).await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -134,6 +142,17 @@ async fn three_nodes_deliver_every_line_once_and_any_node_shows_the_sum() {
         &nodes[1].api(),
         "POST",
         "/v2/channels/spread/drains",
+        Some(&format!(r#"{{"url":"syslog://127.0.0.1:{}"}}"#, rx.port)),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    // A drain of another channel (another slot on a Redis Cluster) in the same status
+    // rounds.
+    nodes[0].create_app("elsewhere").await;
+    let (st, body) = request(
+        &nodes[2].api(),
+        "POST",
+        "/v2/channels/elsewhere/drains",
         Some(&format!(r#"{{"url":"syslog://127.0.0.1:{}"}}"#, rx.port)),
     )
     .await;
@@ -195,6 +214,12 @@ async fn three_nodes_deliver_every_line_once_and_any_node_shows_the_sum() {
     }
 
     // Redis away: each node answers with its own part, marked, never an error.
+    let Backend::One(mut redis) = redis else {
+        for n in nodes {
+            n.stop().await;
+        }
+        return;
+    };
     redis.kill();
     let a = &nodes[0];
     until(
@@ -216,7 +241,18 @@ async fn three_nodes_deliver_every_line_once_and_any_node_shows_the_sum() {
 /// each, one in-band line each in the channel (read from any node).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_counts_the_lines_of_every_node_and_fires_once() {
-    let Some((_redis, nodes)) = three_nodes().await else {
+    fires_once(Backend::one()).await;
+}
+
+/// The same on a three-master Redis Cluster (the rule's counts and state in the
+/// channel's slot, the set of firing windows in another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_rule_fires_once() {
+    fires_once(Backend::cluster()).await;
+}
+
+async fn fires_once(redis: Option<Backend>) {
+    let Some((_redis, nodes)) = three_nodes(redis).await else {
         return;
     };
     let hook = HttpSink::start(|_| 200).await;

@@ -283,3 +283,48 @@ fn cluster_port() -> u16 {
     }
     panic!("no free port pair for a Redis Cluster node");
 }
+
+/// What the nodes of a test share: one Redis, or a Redis Cluster of three masters. The
+/// tests of the main properties take it, so the same body runs on both.
+pub enum Backend {
+    One(Redis),
+    Cluster(RedisCluster),
+}
+
+impl Backend {
+    /// One `redis-server`; `None` (the test skipped, said) when it is not installed.
+    pub fn one() -> Option<Backend> {
+        super::need("redis-server", "apt-get install redis-server")
+            .then(|| Backend::One(Redis::start()))
+    }
+
+    /// A three-master Redis Cluster; `None` (skipped, said) without `redis-server` and
+    /// `redis-cli`.
+    pub fn cluster() -> Option<Backend> {
+        (super::need("redis-server", "apt-get install redis-server")
+            && super::need("redis-cli", "apt-get install redis-tools"))
+        .then(|| Backend::Cluster(RedisCluster::start()))
+    }
+
+    /// `cluster.redis` for it: the URL, or the seed nodes.
+    pub fn at(&self) -> logplex::config::RedisAt {
+        match self {
+            Backend::One(r) => logplex::config::RedisAt::One(r.url()),
+            Backend::Cluster(c) => logplex::config::RedisAt::Cluster(c.urls()),
+        }
+    }
+
+    /// The URL of the one Redis (the single-Redis tests).
+    pub fn url(&self) -> String {
+        match self {
+            Backend::One(r) => r.url(),
+            Backend::Cluster(_) => panic!("a Redis Cluster has no one URL"),
+        }
+    }
+
+    /// A node on it.
+    pub async fn node(&self) -> super::TestServer {
+        let at = self.at();
+        super::TestServer::start_with(move |c| c.cluster.redis = at).await
+    }
+}
