@@ -254,7 +254,11 @@ pub async fn drains(
             .collect(),
         Some(c) => {
             let ids: Vec<String> = list.iter().map(|d| d.id.clone()).collect();
-            let local = |id: &str| node.drains.status(id).unwrap_or_else(not_running);
+            let local = |id: &str| {
+                node.drains
+                    .status(id)
+                    .unwrap_or_else(crate::drain::Status::connecting)
+            };
             let spread = crate::cluster::drains::spread(c, &name, &ids, local).await;
             list.iter()
                 .zip(spread)
@@ -286,19 +290,6 @@ fn spread_json(s: crate::cluster::drains::Spread) -> Value {
         })
         .collect();
     v
-}
-
-/// The status of a drain that does not run (not yet, or no more): `connecting`, zeros.
-fn not_running() -> crate::drain::Status {
-    crate::drain::Status {
-        state: crate::drain::State::Connecting,
-        last_error: None,
-        last_error_at: None,
-        sent: 0,
-        dropped: 0,
-        lag_lines: 0,
-        lag_seconds: 0.0,
-    }
 }
 
 #[derive(Deserialize)]
@@ -333,7 +324,7 @@ pub(crate) fn drain_json(d: &store::DrainRecord) -> Value {
 /// A drain's `status`: `{"state","last_error","last_error_at","sent","dropped","lag_lines",
 /// "lag_seconds"}` (times in RFC 3339). A drain not running (not yet, or no more) is `connecting` with zeros.
 fn status_json(st: Option<crate::drain::Status>) -> Value {
-    let st = st.unwrap_or_else(not_running);
+    let st = st.unwrap_or_else(crate::drain::Status::connecting);
     let at = crate::alert::rfc3339(st.last_error_at);
     json!({
         "state": st.state.as_str(),

@@ -244,15 +244,7 @@ fn parse(h: &HashMap<String, String>) -> Option<Status> {
 /// state `failing` when some node fails, else `connected` when some node delivered, else
 /// `connecting`; the last error the newest of any node.
 pub fn combine<'a>(nodes: impl Iterator<Item = &'a Status>) -> Status {
-    let mut total = Status {
-        state: State::Connecting,
-        last_error: None,
-        last_error_at: None,
-        sent: 0,
-        dropped: 0,
-        lag_lines: 0,
-        lag_seconds: 0.0,
-    };
+    let mut total = Status::connecting();
     for s in nodes {
         total.sent += s.sent;
         total.dropped += s.dropped;

@@ -106,6 +106,22 @@ pub struct Status {
     pub lag_seconds: f64,
 }
 
+impl Status {
+    /// The status of a drain that delivered nothing yet (or does not run): `connecting`,
+    /// zeros.
+    pub fn connecting() -> Status {
+        Status {
+            state: State::Connecting,
+            last_error: None,
+            last_error_at: None,
+            sent: 0,
+            dropped: 0,
+            lag_lines: 0,
+            lag_seconds: 0.0,
+        }
+    }
+}
+
 /// A write pending longer than this means the receiver is slow, not that we are short of CPU.
 const STALLED_WRITE_MICROS: i64 = 100_000;
 
@@ -456,14 +472,7 @@ impl Drains {
     /// Every running drain's id, channel and status now (what cluster mode writes to
     /// Redis each second, so any node can show the drain's status over all of them).
     pub fn statuses(&self) -> Vec<(String, String, Status)> {
-        let running: Vec<Arc<Drain>> = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        running
+        self.running_now()
             .iter()
             .map(|d| (d.id.clone(), d.channel_name.clone(), d.status()))
             .collect()
@@ -471,16 +480,20 @@ impl Drains {
 
     /// Each running drain's type and lag (lines, seconds), for the metrics.
     pub fn lags(&self) -> Vec<(&'static str, (u64, f64))> {
-        let running: Vec<Arc<Drain>> = self
-            .running
+        self.running_now()
+            .iter()
+            .map(|d| (d.url.kind.label(), d.lag()))
+            .collect()
+    }
+
+    /// The running drains, taken out of the lock (their status and lag take locks of their
+    /// own).
+    fn running_now(&self) -> Vec<Arc<Drain>> {
+        self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
-            .collect();
-        running
-            .iter()
-            .map(|d| (d.url.kind.label(), d.lag()))
             .collect()
     }
 
