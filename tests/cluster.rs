@@ -4,8 +4,8 @@
 mod common;
 
 use bytes::Bytes;
-use common::redis::{Backend, Redis};
-use common::serve::{write_config, Ports, Serve};
+use common::redis::{node_config, Backend, Redis};
+use common::serve::{Ports, Serve};
 use common::{open_stream, read_until, request, request_bytes, request_with, TestServer};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -327,15 +327,7 @@ async fn a_killed_node_resumes_from_its_position_and_a_new_one_loads_everything(
     };
     let dir = tempfile::tempdir().unwrap();
     let p = Ports::free();
-    let cluster = format!("[cluster]\nredis = \"{}\"\n", redis.url());
-    let cfg = write_config(dir.path(), "b.toml", &p, &dir.path().join("b.db"), &cluster);
-    // The test's admin key, in the [api] table write_config made.
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "[api]\n",
-        &format!("[api]\nauth_key = \"{}\"\n", common::KEY),
-        1,
-    );
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = node_config(dir.path(), "b", &p, &redis.url());
     let env = [("RUST_LOG", "info")];
     let mut b = Serve::start(&cfg, p.api(), &env);
     let b_api = format!("http://{}", p.api());
@@ -964,14 +956,7 @@ async fn a_killed_nodes_lines_are_served_by_another() {
     let token = b.create_app("orphan").await;
     let dir = tempfile::tempdir().unwrap();
     let p = Ports::free();
-    let cluster = format!("[cluster]\nredis = \"{}\"\n", redis.url());
-    let cfg = write_config(dir.path(), "a.toml", &p, &dir.path().join("a.db"), &cluster);
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "[api]\n",
-        &format!("[api]\nauth_key = \"{}\"\n", common::KEY),
-        1,
-    );
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = node_config(dir.path(), "a", &p, &redis.url());
     let mut a = Serve::start(&cfg, p.api(), &[]);
     until(Duration::from_secs(5), "the token accepted on A", || {
         let t = &token;

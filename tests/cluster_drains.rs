@@ -9,8 +9,8 @@ mod common;
 
 use bytes::Bytes;
 use common::receiver::{TcpOptions, TcpReceiver};
-use common::redis::{Backend, Redis};
-use common::serve::{write_config, Ports, Serve};
+use common::redis::{node_config, Backend, Redis};
+use common::serve::{Ports, Serve};
 use common::{request, request_bytes, HttpSink, TestServer};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -398,14 +398,7 @@ async fn a_killed_node_delivers_its_backlog_once_after_a_restart() {
 
     let dir = tempfile::tempdir().unwrap();
     let p = Ports::free();
-    let cluster = format!("[cluster]\nredis = \"{}\"\n", redis.url());
-    let cfg = write_config(dir.path(), "a.toml", &p, &dir.path().join("a.db"), &cluster);
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "[api]\n",
-        &format!("[api]\nauth_key = \"{}\"\n", common::KEY),
-        1,
-    );
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = node_config(dir.path(), "a", &p, &redis.url());
     let mut a = Serve::start(&cfg, p.api(), &[]);
     until(
         Duration::from_secs(5),
@@ -495,14 +488,7 @@ async fn a_rule_fired_by_a_killed_node_is_resolved_by_another() {
     assert_eq!(st, 201, "{body}");
     let dir = tempfile::tempdir().unwrap();
     let p = Ports::free();
-    let cluster = format!("[cluster]\nredis = \"{}\"\n", redis.url());
-    let cfg = write_config(dir.path(), "a.toml", &p, &dir.path().join("a.db"), &cluster);
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "[api]\n",
-        &format!("[api]\nauth_key = \"{}\"\n", common::KEY),
-        1,
-    );
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = node_config(dir.path(), "a", &p, &redis.url());
     let mut a = Serve::start(&cfg, p.api(), &[]);
     until(
         Duration::from_secs(5),

@@ -328,3 +328,19 @@ impl Backend {
         super::TestServer::start_with(move |c| c.cluster.redis = at).await
     }
 }
+
+/// The config file `NAME.toml` in `dir` of a node run as the binary (on ports `p`, its store
+/// `NAME.db` beside it) in the cluster on the Redis at `url`, with the tests' admin key.
+pub fn node_config(dir: &Path, name: &str, p: &super::serve::Ports, url: &str) -> PathBuf {
+    let cluster = format!("[cluster]\nredis = \"{url}\"\n");
+    let store = dir.join(format!("{name}.db"));
+    let cfg = super::serve::write_config(dir, &format!("{name}.toml"), p, &store, &cluster);
+    // The test's admin key, in the [api] table write_config made.
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[api]\n",
+        &format!("[api]\nauth_key = \"{}\"\n", super::KEY),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
