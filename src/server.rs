@@ -72,6 +72,17 @@ pub struct Node {
 }
 
 impl Node {
+    /// Before answering that channel `name` does not exist: in cluster mode, when this
+    /// node does not know it, waits for the changes Redis already holds (at most 1 s), as
+    /// it may have been made through another node a moment ago.
+    pub async fn catch_up_on(&self, name: &str) {
+        if let Some(c) = &self.cluster {
+            if self.registry.snapshot().channel(name).is_none() {
+                c.catch_up().await;
+            }
+        }
+    }
+
     /// `normal`, or `degraded` while the durable log cannot write (lines still reach the
     /// rings, tails and drains, but are not kept) or, in cluster mode, while Redis cannot
     /// be reached (the config cannot change; everything else goes on).

@@ -199,6 +199,8 @@ pub async fn adopt(node: &Node, id: &str) {
         return;
     };
     if let Some(spec) = c.open_session(&id).await {
+        // Its channel may be younger than this node's replica.
+        node.catch_up_on(&spec.channel).await;
         node.sessions.adopt(id, spec);
     }
 }

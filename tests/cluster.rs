@@ -406,6 +406,36 @@ async fn a_token_reaches_another_node_within_a_second() {
     b.stop().await;
 }
 
+/// What one node answered, another answers too, at once: an app created through A is found
+/// by B's API the moment A has answered (B waits for the changes Redis holds before it says
+/// "not found"), as a client behind one address meets a different node on each request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_made_on_one_node_is_found_on_another_at_once() {
+    let Some((_redis, a, b)) = two_nodes().await else {
+        return;
+    };
+    for i in 0..40 {
+        let app = format!("app-{i}");
+        a.create_app(&app).await;
+        let (st, body) = match i % 4 {
+            0 => request(&b.api(), "GET", &format!("/v2/channels/{app}"), None).await,
+            1 => {
+                let rule = r#"{"name":"r","where":"status>=500","threshold":1,"window":"1m"}"#;
+                let path = format!("/v2/channels/{app}/alerts");
+                request(&b.api(), "POST", &path, Some(rule)).await
+            }
+            2 => {
+                let session = format!(r#"{{"channel":"{app}","num":10}}"#);
+                request(&b.api(), "POST", "/v2/sessions", Some(&session)).await
+            }
+            _ => request(&b.api(), "GET", &format!("/v2/channels/{app}/alerts"), None).await,
+        };
+        assert!(st == 200 || st == 201, "{app} on B: {st} {body}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
 /// A single node turned into a cluster fills the empty Redis with its apps (ids and tokens
 /// kept), which a second node then serves; a Redis restarted empty is filled again from a
 /// node's replica when it reconnects.

@@ -34,7 +34,7 @@ pub async fn list_on(
     State(node): State<Arc<Node>>,
     Params(app): Params<String>,
 ) -> Result<Response, V2> {
-    check_app(&node, &app)?;
+    check_app(&node, &app).await?;
     let all = all_rules(&node).await?;
     let mine = all.iter().filter(|(r, _)| r.app == "*" || r.app == app);
     let on = (app != "*").then_some(app.as_str());
@@ -42,8 +42,12 @@ pub async fn list_on(
 }
 
 /// 404 unless `app` is `*` or a channel.
-fn check_app(node: &Node, app: &str) -> Result<(), ApiError> {
-    if app != "*" && node.registry.snapshot().channel(app).is_none() {
+async fn check_app(node: &Node, app: &str) -> Result<(), ApiError> {
+    if app == "*" {
+        return Ok(());
+    }
+    node.catch_up_on(app).await;
+    if node.registry.snapshot().channel(app).is_none() {
         return Err(ApiError::no_app(app));
     }
     Ok(())
@@ -151,7 +155,7 @@ pub async fn create(
     let spec = spec(app, b)?;
     // The first problem is the answer, as the API says one thing at a time.
     Rule::compile(&spec, "api").map_err(|e| ApiError::invalid(e[0].to_string()))?;
-    check_app(&node, &spec.app)?;
+    check_app(&node, &spec.app).await?;
     let app = &spec.app;
     if spec.metric.is_some() && app != "*" {
         let on = node
@@ -235,7 +239,7 @@ pub async fn delete(
     State(node): State<Arc<Node>>,
     Params((app, name)): Params<(String, String)>,
 ) -> Result<Response, V2> {
-    check_app(&node, &app)?;
+    check_app(&node, &app).await?;
     let config = &node.config.alerts;
     if config.iter().any(|c| c.app == app && c.name == name) {
         return Err(ApiError::Conflict(Clash::ConfigAlert(name)).into());

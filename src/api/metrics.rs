@@ -72,6 +72,7 @@ pub async fn get(
     Params(app): Params<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, V2> {
+    node.catch_up_on(&app).await;
     Ok(reply(
         StatusCode::OK,
         &channel_metrics(&node, &app, query.as_deref())?,

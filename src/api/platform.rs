@@ -43,6 +43,7 @@ impl FromRequestParts<Arc<Node>> for App {
                 path: parts.uri.path().to_string(),
             })));
         };
+        node.catch_up_on(&name_or_id).await;
         let snap = node.registry.snapshot();
         // By name in O(log n); by id (rare: the CLI sends names) a scan.
         snap.record(&name_or_id)

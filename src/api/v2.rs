@@ -34,7 +34,8 @@ pub(crate) fn channel_json(rec: &store::ChannelRecord) -> Value {
 }
 
 /// The channel named `name`, from the routing snapshot.
-fn find(node: &Node, name: &str) -> Result<store::ChannelRecord, ApiError> {
+async fn find(node: &Node, name: &str) -> Result<store::ChannelRecord, ApiError> {
+    node.catch_up_on(name).await;
     let snap = node.registry.snapshot();
     snap.record(name).ok_or_else(|| ApiError::no_app(name))
 }
@@ -101,7 +102,10 @@ pub async fn channel(
     State(node): State<Arc<Node>>,
     Params(name): Params<String>,
 ) -> Result<Response, V2> {
-    Ok(reply(StatusCode::OK, &channel_json(&find(&node, &name)?)))
+    Ok(reply(
+        StatusCode::OK,
+        &channel_json(&find(&node, &name).await?),
+    ))
 }
 
 /// `DELETE /v2/channels/NAME`: the channel, its tokens, drains, rules and history.
@@ -127,7 +131,7 @@ pub async fn tokens(
     State(node): State<Arc<Node>>,
     Params(name): Params<String>,
 ) -> Result<Response, V2> {
-    let rec = find(&node, &name)?;
+    let rec = find(&node, &name).await?;
     let list: Vec<_> = rec
         .tokens
         .iter()
@@ -482,6 +486,7 @@ pub async fn create_session(
             ApiError::invalid(format!("num {num} is over the history size ({max}).")).into(),
         );
     }
+    node.catch_up_on(&b.channel).await;
     let channel_id = match node.registry.snapshot().channel(&b.channel) {
         Some(c) => c.id,
         None => return Err(ApiError::no_app(&b.channel).into()),

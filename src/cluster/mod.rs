@@ -56,6 +56,9 @@ pub const RETRY_AFTER_SECS: u64 = 2;
 /// How long the asking node waits for its follower to apply a change it made before it
 /// answers anyway (the change is made; only this node's view lags).
 const APPLY_WAIT: Duration = Duration::from_secs(5);
+/// How long a lookup that missed waits for the changes Redis already holds
+/// ([`Cluster::catch_up`]).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
 
 /// The cluster's Redis: one server, or a Redis Cluster reached through its seed nodes
 /// (`cluster.redis` a list). Every part of the cluster connects through this.
@@ -477,6 +480,28 @@ impl Cluster {
             Decided::Made { seq, .. } | Decided::Refused(_, seq) => self.wait_applied(*seq).await,
         }
         Ok(decided)
+    }
+
+    /// Waits until this node has applied every change Redis holds now (at most
+    /// [`CATCH_UP_WAIT`] in all), so that a lookup which missed here sees a change another
+    /// node answered a moment ago: a client that creates an app through one node and at
+    /// once asks another about it finds it. Redis away, or not caught up after a reconnect:
+    /// returns at once (the replica is what there is).
+    pub async fn catch_up(&self) {
+        if !self.is_up() {
+            return;
+        }
+        let last = async {
+            let mut conn = self.reader().await.ok()?;
+            let seq: Option<u64> = redis::AsyncCommands::get(&mut conn, keys::SEQ).await.ok()?;
+            seq
+        };
+        let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+        let Ok(Some(seq)) = tokio::time::timeout_at(deadline, last).await else {
+            return;
+        };
+        let mut rx = self.applied.subscribe();
+        let _ = tokio::time::timeout_at(deadline, rx.wait_for(|s| *s >= seq)).await;
     }
 
     /// Waits (at most [`APPLY_WAIT`]) until the replica holds change `seq`.
