@@ -483,7 +483,7 @@ impl Cluster {
     }
 
     /// Waits until this node has applied every change Redis holds now (at most
-    /// [`CATCH_UP_WAIT`] in all), so that a lookup which missed here sees a change another
+    /// 1 s in all), so that a lookup which missed here sees a change another
     /// node answered a moment ago: a client that creates an app through one node and at
     /// once asks another about it finds it. Redis away, or not caught up after a reconnect:
     /// returns at once (the replica is what there is).
