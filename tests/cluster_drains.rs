@@ -516,3 +516,58 @@ async fn a_rule_fired_by_a_killed_node_is_resolved_by_another() {
     );
     b.stop().await;
 }
+
+/// A channel destroyed and made again under its name starts its rules' windows empty over
+/// the cluster: two matches before and one after do not make the three a rule asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_made_again_does_not_inherit_its_windows() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let a = node(&redis.url()).await;
+    let hook = HttpSink::start(|_| 200).await;
+    let rule = format!(
+        r#"{{"name":"boom","where":"status>=500","threshold":3,"window":"1m","webhook":"{}"}}"#,
+        hook.url("/hook")
+    );
+    let count = || async {
+        let (_, v) = json_get(&a.api(), "/v2/channels/again/alerts").await;
+        v.as_array()
+            .and_then(|rules| rules.first())
+            .and_then(|r| r["state"]["count"].as_u64())
+    };
+    for (round, lines) in [(0, 2), (1, 1)] {
+        if round == 1 {
+            let (st, body) = request(&a.api(), "DELETE", "/v2/channels/again", None).await;
+            assert_eq!(st, 204, "{body}");
+        }
+        let token = a.create_app("again").await;
+        let (st, body) = request(&a.api(), "POST", "/v2/channels/again/alerts", Some(&rule)).await;
+        assert_eq!(st, 201, "{body}");
+        let msgs: Vec<String> = (0..lines).map(|k| format!("status=500 k={k}")).collect();
+        assert_eq!(post_msgs(a.addrs.http.unwrap(), &token, &msgs).await, 204);
+        // Counted in Redis by a round, and shown.
+        until(
+            Duration::from_secs(5),
+            "the matches counted in Redis",
+            || async {
+                let in_redis = redis.int(&[
+                    "EVAL",
+                    "local n = 0 for _, k in ipairs(redis.call('KEYS', '*:alert:*:counts')) do \
+                 for _, v in ipairs(redis.call('HVALS', k)) do n = n + tonumber(v) end end \
+                 return n",
+                    "0",
+                ]);
+                // The old app's two stay in Redis (until they expire) beside the new one's.
+                in_redis == [2, 3][round] && count().await == Some(lines as u64)
+            },
+        )
+        .await;
+    }
+    // Two more rounds: still one match, nothing fired.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(count().await, Some(1));
+    assert!(hook.requests().is_empty(), "fired on the old app's matches");
+    a.stop().await;
+}

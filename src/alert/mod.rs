@@ -60,6 +60,8 @@ pub struct Watch {
     pub rule: Arc<Rule>,
     channel: Weak<Channel>,
     channel_name: Arc<str>,
+    /// The channel's id: a channel made again under the same name is another window.
+    channel_id: i64,
     state: Mutex<WindowState>,
     fired: IntCounter,
     firing: IntGauge,
@@ -84,6 +86,7 @@ impl Watch {
             rule: rule.clone(),
             channel: Arc::downgrade(channel),
             channel_name: channel.name.clone(),
+            channel_id: channel.id,
             state: Mutex::new(WindowState::new(rule.window, rule.threshold, rule.cooldown)),
             fired: metrics.alerts_fired.with_label_values(&[&rule.spec.name]),
             firing: metrics.alerts_firing.with_label_values(&[&rule.spec.name]),
@@ -114,6 +117,11 @@ impl Watch {
     /// The channel this window watches.
     pub fn channel_name(&self) -> &str {
         &self.channel_name
+    }
+
+    /// The id of the channel watched.
+    pub fn channel_id(&self) -> i64 {
+        self.channel_id
     }
 
     /// `CHANNEL APP RULE`: the window's name in the cluster's set of firing windows.

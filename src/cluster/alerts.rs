@@ -17,10 +17,12 @@
 //! Redis away (a round fails): every node counts and fires on its own as alone, and says
 //! so in its log; the healthcheck says `degraded` already. Metric rules stay per node.
 //!
-//! Keys: `logplex:{ch:NAME}:alert:APP:RULE:counts` (a hash: bucket → matches, trimmed to
-//! the window, expiring a minute after the window), `logplex:{ch:NAME}:alert:APP:RULE:state`
-//! (a hash: `firing`, `fired_at`, `resolved_at` (µs), `by` the node that decided; expiring
-//! a minute after the longer of window and cooldown), and [`FIRING`].
+//! Keys: `logplex:{ch:NAME}:alert:ID:APP:RULE:counts` (a hash: bucket → matches, trimmed
+//! to the window, expiring a minute after the window),
+//! `logplex:{ch:NAME}:alert:ID:APP:RULE:state` (a hash: `firing`, `fired_at`, `resolved_at`
+//! (µs), `by` the node that decided; expiring a minute after the longer of window and
+//! cooldown), and [`FIRING`]. `ID` is the channel's id: a channel destroyed and made again
+//! under its name starts with empty windows (the old keys expire).
 
 use super::Cluster;
 use crate::alert::window::{Transition, BUCKETS};
@@ -40,13 +42,13 @@ const ROUND_WAIT: Duration = Duration::from_secs(2);
 pub const FIRING: &str = "logplex:alerts:firing";
 
 /// The window's counts: wall-clock bucket → matches.
-pub fn counts_key(channel: &str, app: &str, rule: &str) -> String {
-    format!("logplex:{{ch:{channel}}}:alert:{app}:{rule}:counts")
+pub fn counts_key(channel: &str, id: i64, app: &str, rule: &str) -> String {
+    format!("logplex:{{ch:{channel}}}:alert:{id}:{app}:{rule}:counts")
 }
 
 /// The window's state over the cluster.
-pub fn state_key(channel: &str, app: &str, rule: &str) -> String {
-    format!("logplex:{{ch:{channel}}}:alert:{app}:{rule}:state")
+pub fn state_key(channel: &str, id: i64, app: &str, rule: &str) -> String {
+    format!("logplex:{{ch:{channel}}}:alert:{id}:{app}:{rule}:state")
 }
 
 /// KEYS: counts, state. ARGV: now (µs), bucket width (µs), threshold, cooldown (µs),
@@ -178,8 +180,9 @@ async fn round(
         });
         let window_ms = r.window.as_millis() as u64;
         let mut inv = script.prepare_invoke();
-        inv.key(counts_key(ch, app, name))
-            .key(state_key(ch, app, name))
+        let id = t.watch.channel_id();
+        inv.key(counts_key(ch, id, app, name))
+            .key(state_key(ch, id, app, name))
             .arg(now)
             .arg(t.width_us)
             .arg(r.threshold)
