@@ -1082,12 +1082,10 @@ async fn redis_restarted_during_intake_tails_resume_and_tell_what_they_missed() 
         .iter()
         .filter(|m| m.starts_with("during"))
         .count();
-    // Every line is shown or announced. (About one run in ten announces one line more
-    // than went missing; not understood yet, so the bound is not exact.)
-    assert!(
-        during + lost >= DURING && during + lost <= DURING + 1,
-        "{during} seen, {lost} lost: {seen}"
-    );
+    // Every line is shown or announced, none both: a round that failed after Redis took
+    // it (killed before it answered; this happens to "before" about one run in ten) is
+    // found in the stream when Redis is back, not announced.
+    assert_eq!(during + lost, DURING, "{during} seen, {lost} lost: {seen}");
     a.stop().await;
     b.stop().await;
 }

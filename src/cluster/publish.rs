@@ -15,7 +15,11 @@
 //! queue is full, or a round failed when Redis went) stay in this node's history, log,
 //! tails and drains; they are counted (`logplex_cluster_log_lines_unpublished_total`) and
 //! the channel's next entry says how many and since when, so cross-node tails tell it with
-//! L11.
+//! L11. A round that failed after it was sent may have been taken all the same (Redis
+//! went between taking it and answering): its parts are in doubt until Redis is back,
+//! then looked for among the last entries of their streams (by this node's name and the
+//! part's time) and counted as lost only if missing, so that a tail is told only of lines
+//! it did not get.
 
 use super::keys;
 use super::logs;
@@ -39,6 +43,8 @@ const ENTRY_BYTES: usize = 64 * 1024;
 const ROUND: usize = 4096;
 /// How often the task tries Redis again while it is away.
 const RETRY: Duration = Duration::from_millis(200);
+/// How many of a stream's last entries are searched for a part in doubt.
+const LOOK_BACK: usize = 64;
 
 /// One stored batch of a channel, encoded.
 struct Batch {
@@ -143,6 +149,22 @@ impl Shard {
         self.any_lost.store(true, Ordering::Release);
     }
 
+    /// A part of a round that did not reach its stream: its lines, and the lost lines it
+    /// carried, are to be told by the channel's next entry.
+    fn lose_again(&self, key: (Arc<str>, i64), lines: u64, at_us: i64, lost: Option<Lost>) {
+        let since = lost.map_or(at_us, |l| l.since_us);
+        let n = lines + lost.map_or(0, |l| l.lines);
+        // Counted once by the caller: the lost part was counted when it was lost.
+        let mut m = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        let e = m.entry(key).or_insert(Lost {
+            lines: 0,
+            since_us: since,
+        });
+        e.lines += n;
+        e.since_us = e.since_us.min(since);
+        self.any_lost.store(true, Ordering::Release);
+    }
+
     fn take_lost(&self) -> HashMap<(Arc<str>, i64), Lost> {
         if !self.any_lost.swap(false, Ordering::AcqRel) {
             return HashMap::new();
@@ -186,6 +208,14 @@ pub struct Queue(usize, mpsc::Receiver<Batch>);
 /// A channel (its name and id) and its part of a round.
 type Keyed = ((Arc<str>, i64), Part);
 
+/// A part of a round that failed after it was sent: Redis may hold it.
+struct Doubt {
+    key: (Arc<str>, i64),
+    lines: u64,
+    at_us: i64,
+    lost: Option<Lost>,
+}
+
 /// One channel's part of a round.
 struct Part {
     lines: u64,
@@ -207,6 +237,7 @@ pub async fn run(
     let mut conn: Option<Conn> = None;
     let mut batches: Vec<Batch> = Vec::with_capacity(ROUND);
     let mut stopping = false;
+    let mut doubts: Vec<Doubt> = Vec::new();
     loop {
         if conn.is_none() && !p.up.load(Ordering::Relaxed) {
             // Redis away: what comes waits in the queue until it is back (or the queue is
@@ -214,14 +245,33 @@ pub async fn run(
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(RETRY) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                if let Ok(mut c) = connect(&client).await {
-                    if redis::cmd("PING").query_async::<()>(&mut c).await.is_ok() {
-                        conn = Some(c);
-                        break;
+                    _ = shutdown.cancelled() => {
+                        for d in doubts.drain(..) {
+                            pb.unpublished.inc_by(d.lines);
+                        }
+                        return;
                     }
                 }
+                let Ok(mut c) = connect(&client).await else {
+                    continue;
+                };
+                if redis::cmd("PING").query_async::<()>(&mut c).await.is_err() {
+                    continue;
+                }
+                // Before anything new goes: which of the parts in doubt Redis took.
+                let Ok(held) = find(&mut c, &doubts, &node).await else {
+                    continue;
+                };
+                for (d, held) in doubts.drain(..).zip(held) {
+                    if held {
+                        pb.published.inc_by(d.lines);
+                    } else {
+                        pb.unpublished.inc_by(d.lines);
+                        p.lose_again(d.key, d.lines, d.at_us, d.lost);
+                    }
+                }
+                conn = Some(c);
+                break;
             }
         }
         let first = if stopping {
@@ -301,6 +351,8 @@ pub async fn run(
             }
             continue;
         }
+        // Whether the round reached a connection (so that a failure leaves it in doubt).
+        let mut tried = true;
         let sent = match &conn {
             Some(c) => send(c.clone(), &parts, &node, history_lines).await,
             None => match connect(&client).await {
@@ -308,7 +360,10 @@ pub async fn run(
                     conn = Some(c.clone());
                     send(c, &parts, &node, history_lines).await
                 }
-                Err(e) => Err(e),
+                Err(e) => {
+                    tried = false;
+                    Err(e)
+                }
             },
         };
         match sent {
@@ -327,27 +382,50 @@ pub async fn run(
                          node until Redis is back"
                     );
                 }
-                for (channel, part) in &parts {
-                    let since = part.lost.map_or(part.at_us, |l| l.since_us);
-                    let n = part.lines + part.lost.map_or(0, |l| l.lines);
-                    // Counted once: the lost part was counted when it was lost.
-                    pb.unpublished.inc_by(part.lines);
-                    let mut m = p.lost.lock().unwrap_or_else(|p| p.into_inner());
-                    let e = m.entry(channel.clone()).or_insert(Lost {
-                        lines: 0,
-                        since_us: since,
-                    });
-                    e.lines += n;
-                    e.since_us = e.since_us.min(since);
-                    p.any_lost.store(true, Ordering::Release);
+                for (key, part) in parts {
+                    if tried {
+                        doubts.push(Doubt {
+                            key,
+                            lines: part.lines,
+                            at_us: part.at_us,
+                            lost: part.lost,
+                        });
+                    } else {
+                        pb.unpublished.inc_by(part.lines);
+                        p.lose_again(key, part.lines, part.at_us, part.lost);
+                    }
                 }
             }
         }
         if stopping {
             // What was queued at the stop has had its one round.
+            for d in doubts.drain(..) {
+                pb.unpublished.inc_by(d.lines);
+            }
             return;
         }
     }
+}
+
+/// Whether Redis holds each of `doubts`: an entry of `node` with the part's time among
+/// the last [`LOOK_BACK`] of its channel's stream (one command per part: parts in doubt
+/// are one failed round's, and on a Redis Cluster their streams are in different slots).
+async fn find(conn: &mut Conn, doubts: &[Doubt], node: &str) -> redis::RedisResult<Vec<bool>> {
+    let mut held = Vec::with_capacity(doubts.len());
+    for d in doubts {
+        let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(keys::log(&d.key.0))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(LOOK_BACK)
+            .query_async(conn)
+            .await?;
+        held.push(last.ids.iter().any(|e| {
+            e.get::<String>("n").as_deref() == Some(node) && e.get::<i64>("t") == Some(d.at_us)
+        }));
+    }
+    Ok(held)
 }
 
 async fn connect(client: &Redis) -> redis::RedisResult<Conn> {
