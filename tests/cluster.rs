@@ -1245,3 +1245,81 @@ async fn a_killed_master_of_a_redis_cluster_costs_only_its_slots() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A channel's slot moved to another master of a Redis Cluster while two nodes take its
+/// lines (`ASK` while its keys move, `MOVED` after): a tail on B sees every line of both
+/// nodes once, in each node's order, and no L11; history from B holds them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channels_slot_moved_to_another_master_loses_nothing() {
+    let Some(redis) = Backend::cluster() else {
+        return;
+    };
+    let (redis, a, b) = two_nodes_on(redis).await;
+    let Backend::Cluster(rc) = &redis else {
+        unreachable!("started as a cluster")
+    };
+    let name = "moving";
+    let stream = format!("logplex:{{ch:{name}}}:log");
+    let token = a.create_app(name).await;
+    until(Duration::from_secs(2), "the token on B", || {
+        let (b, t) = (&b, &token);
+        async move { post_line(b, t, "warm-up").await == 204 }
+    })
+    .await;
+    let url = b
+        .session(&format!(r#"{{"channel":"{name}","num":0,"tail":true}}"#))
+        .await;
+    let mut tail = open_stream(&url, "").await;
+    assert_eq!(post_line(&a, &token, "before").await, 204);
+    read_until(&mut tail, "]: before\n", Duration::from_secs(5)).await;
+
+    // Lines from A and B, one after the other, all through the move.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let intake = {
+        let (a_http, b_http) = (a.addrs.http.unwrap(), b.addrs.http.unwrap());
+        let (token, stop) = (token.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 600 {
+                for (node, addr) in [("a", a_http), ("b", b_http)] {
+                    let st = post_to(addr, &token, &format!("{node}-{sent}")).await;
+                    assert_eq!(st, 204);
+                }
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            sent
+        })
+    };
+    let to = (rc.owner(&stream) + 1) % rc.nodes.len();
+    tokio::task::block_in_place(|| rc.move_slot_of(&stream, to, Duration::from_millis(300)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = intake.await.unwrap();
+    assert!(sent > 10, "only {sent} lines each during the move");
+    println!("{sent} lines from each node during the move");
+    assert_eq!(post_line(&a, &token, "after").await, 204);
+    let seen = read_until(&mut tail, "]: after\n", Duration::from_secs(10)).await;
+    assert!(!seen.contains("L11"), "{seen}");
+    let got = msgs(&seen);
+    for node in ["a", "b"] {
+        let mine: Vec<&String> = got
+            .iter()
+            .filter(|m| m.starts_with(&format!("{node}-")))
+            .collect();
+        let want: Vec<String> = (0..sent).map(|i| format!("{node}-{i}")).collect();
+        assert_eq!(
+            mine,
+            want.iter().collect::<Vec<_>>(),
+            "{node}'s lines in B's tail"
+        );
+    }
+    let h = b.wait_history(name, |h| h.len() >= 2 * sent + 3).await;
+    assert_eq!(
+        h.len(),
+        2 * sent + 3,
+        "warm-up, before, the lines, after: {h:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -209,6 +209,49 @@ impl RedisCluster {
         }
     }
 
+    /// Moves `key`'s slot, with its keys, to master `to` the way `redis-cli --cluster
+    /// reshard` does (IMPORTING on `to`, MIGRATING on the owner, `MIGRATE` of its keys a
+    /// batch at a time, then the slot given to `to` on every master), waiting `pause`
+    /// between the steps so that clients meet each state of it (`ASK` while the keys move,
+    /// `MOVED` after).
+    pub fn move_slot_of(&self, key: &str, to: usize, pause: Duration) {
+        let from = self.owner(key);
+        assert_ne!(from, to, "{key} is on master {to} already");
+        let (src, dst) = (&self.nodes[from], &self.nodes[to]);
+        let slot = src.cli(&["CLUSTER", "KEYSLOT", key]);
+        let (src_id, dst_id) = (src.cli(&["CLUSTER", "MYID"]), dst.cli(&["CLUSTER", "MYID"]));
+        assert_eq!(
+            dst.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id]),
+            "OK"
+        );
+        assert_eq!(
+            src.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id]),
+            "OK"
+        );
+        std::thread::sleep(pause);
+        loop {
+            let keys = src.cli(&["CLUSTER", "GETKEYSINSLOT", &slot, "10"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let port = dst.port.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(&keys);
+            assert_eq!(src.cli(&args), "OK", "MIGRATE {keys:?}");
+            std::thread::sleep(pause);
+        }
+        for n in [dst, src] {
+            assert_eq!(n.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]), "OK");
+        }
+        for n in &self.nodes {
+            if !std::ptr::eq(n, src) && !std::ptr::eq(n, dst) {
+                n.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &dst_id]);
+            }
+        }
+        assert_eq!(self.owner(key), to, "{key} moved");
+    }
+
     /// The index in `nodes` of the master that holds `key`'s slot.
     pub fn owner(&self, key: &str) -> usize {
         let up = self
@@ -225,6 +268,17 @@ impl RedisCluster {
 }
 
 impl Redis {
+    /// The reply to `args` as `redis-cli` prints it, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// The bulk-string reply to a two-word command (`CLUSTER INFO`, `INFO commandstats`).
     pub fn info(&self, a: &str, b: &str) -> String {
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
