@@ -1323,3 +1323,87 @@ async fn a_channels_slot_moved_to_another_master_loses_nothing() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The master of a channel's slot killed on a Redis Cluster with replicas: its replica
+/// takes over (node timeout 1 s) and, with no restart of that master, B's tail sees A's
+/// lines again and A's lines sent after the failover are all in B's history. (Lines Redis
+/// acknowledged but had not yet copied to the replica are lost with the master, as Redis
+/// replication is asynchronous; none are in this test, which waits for them to be copied.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_masters_replica_takes_over_its_channels() {
+    if !(common::need("redis-server", "apt-get install redis-server")
+        && common::need("redis-cli", "apt-get install redis-tools"))
+    {
+        return;
+    }
+    let redis = Backend::Cluster(common::redis::RedisCluster::start_with(1));
+    let (mut redis, a, b) = two_nodes_on(redis).await;
+    let Backend::Cluster(rc) = &mut redis else {
+        unreachable!("started as a cluster")
+    };
+    let cfg = rc.owner("logplex:{cfg}:changes");
+    let name = (0..100)
+        .map(|i| format!("failover-{i}"))
+        .find(|n| rc.owner(&format!("logplex:{{ch:{n}}}:log")) != cfg)
+        .expect("some name hashes away from the config's master");
+    let master = rc.owner(&format!("logplex:{{ch:{name}}}:log"));
+    let replica = rc.replica_of(master);
+    let token = a.create_app(&name).await;
+    until(Duration::from_secs(2), "the token on B", || {
+        let (b, t) = (&b, &token);
+        async move { post_line(b, t, "warm-up").await == 204 }
+    })
+    .await;
+    let url = b
+        .session(&format!(r#"{{"channel":"{name}","num":0,"tail":true}}"#))
+        .await;
+    let mut tail = open_stream(&url, "").await;
+    assert_eq!(post_line(&a, &token, "before").await, 204);
+    read_until(&mut tail, "]: before\n", Duration::from_secs(5)).await;
+    // The replica linked and caught up before the master goes.
+    until(Duration::from_secs(10), "the replica in sync", || async {
+        rc.nodes[replica]
+            .info("INFO", "replication")
+            .contains("master_link_status:up")
+            && rc.nodes[master].cli(&["WAIT", "1", "200"]) == "1"
+    })
+    .await;
+
+    rc.nodes[master].kill();
+    let t = Instant::now();
+    until(Duration::from_secs(15), "the replica promoted", || async {
+        rc.nodes[replica].cli(&["ROLE"]).starts_with("master")
+    })
+    .await;
+    let promoted = t.elapsed();
+    // A's lines reach B's tail again, without the old master coming back.
+    let mut n = 0;
+    let mut seen = false;
+    while !seen && t.elapsed() < Duration::from_secs(20) {
+        assert_eq!(post_line(&a, &token, &format!("after {n}")).await, 204);
+        seen = tokio::time::timeout(
+            Duration::from_millis(500),
+            read_until(
+                &mut tail,
+                &format!("]: after {n}\n"),
+                Duration::from_secs(60),
+            ),
+        )
+        .await
+        .is_ok();
+        n += 1;
+    }
+    assert!(seen, "B's tail never saw A's lines after the failover");
+    println!(
+        "replica promoted {promoted:?} after the kill; B's tail saw A's lines {:?} after the kill",
+        t.elapsed()
+    );
+    let h = b
+        .wait_history(&name, |h| {
+            h.iter().any(|l| l.ends_with(&format!("after {}", n - 1)))
+        })
+        .await;
+    assert!(h.iter().any(|l| l.ends_with("]: before")), "{h:?}");
+    a.stop().await;
+    b.stop().await;
+}

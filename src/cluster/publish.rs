@@ -63,6 +63,19 @@ struct Lost {
     since_us: i64,
 }
 
+impl Lost {
+    /// These and `other`'s, since the earlier.
+    fn and(self, other: Option<Lost>) -> Lost {
+        match other {
+            None => self,
+            Some(o) => Lost {
+                lines: self.lines + o.lines,
+                since_us: self.since_us.min(o.since_us),
+            },
+        }
+    }
+}
+
 /// The tap every channel carries in cluster mode (see the module's documentation).
 pub struct Publisher {
     shards: Box<[Shard]>,
@@ -152,16 +165,18 @@ impl Shard {
     /// A part of a round that did not reach its stream: its lines, and the lost lines it
     /// carried, are to be told by the channel's next entry.
     fn lose_again(&self, key: (Arc<str>, i64), lines: u64, at_us: i64, lost: Option<Lost>) {
-        let since = lost.map_or(at_us, |l| l.since_us);
-        let n = lines + lost.map_or(0, |l| l.lines);
         // Counted once by the caller: the lost part was counted when it was lost.
+        let these = Lost {
+            lines,
+            since_us: at_us,
+        }
+        .and(lost);
         let mut m = self.lost.lock().unwrap_or_else(|p| p.into_inner());
         let e = m.entry(key).or_insert(Lost {
             lines: 0,
-            since_us: since,
+            since_us: these.since_us,
         });
-        e.lines += n;
-        e.since_us = e.since_us.min(since);
+        *e = these.and(Some(*e));
         self.any_lost.store(true, Ordering::Release);
     }
 
@@ -208,12 +223,11 @@ pub struct Queue(usize, mpsc::Receiver<Batch>);
 /// A channel (its name and id) and its part of a round.
 type Keyed = ((Arc<str>, i64), Part);
 
-/// A part of a round that failed after it was sent: Redis may hold it.
-struct Doubt {
-    key: (Arc<str>, i64),
-    lines: u64,
-    at_us: i64,
-    lost: Option<Lost>,
+/// A part of a failed round, to go first in the next one. `sent`: the round reached
+/// Redis, which may hold it all the same (looked for before it goes again).
+struct Held {
+    part: Keyed,
+    sent: bool,
 }
 
 /// One channel's part of a round.
@@ -237,7 +251,9 @@ pub async fn run(
     let mut conn: Option<Conn> = None;
     let mut batches: Vec<Batch> = Vec::with_capacity(ROUND);
     let mut stopping = false;
-    let mut doubts: Vec<Doubt> = Vec::new();
+    // The parts of failed rounds, to go first when Redis is back, and their bytes.
+    let mut held: Vec<Held> = Vec::new();
+    let mut held_bytes = 0;
     loop {
         if conn.is_none() && !p.up.load(Ordering::Relaxed) {
             // Redis away: what comes waits in the queue until it is back (or the queue is
@@ -246,9 +262,7 @@ pub async fn run(
                 tokio::select! {
                     _ = tokio::time::sleep(RETRY) => {}
                     _ = shutdown.cancelled() => {
-                        for d in doubts.drain(..) {
-                            pb.unpublished.inc_by(d.lines);
-                        }
+                        pb.unpublished.inc_by(held.iter().map(|h| h.part.1.lines).sum());
                         return;
                     }
                 }
@@ -258,23 +272,24 @@ pub async fn run(
                 if redis::cmd("PING").query_async::<()>(&mut c).await.is_err() {
                     continue;
                 }
-                // Before anything new goes: which of the parts in doubt Redis took.
-                let Ok(held) = find(&mut c, &doubts, &node).await else {
+                // Before anything goes: which of the parts in doubt Redis took.
+                let Ok(found) = find(&mut c, &held, &node).await else {
                     continue;
                 };
-                for (d, held) in doubts.drain(..).zip(held) {
-                    if held {
-                        pb.published.inc_by(d.lines);
-                    } else {
-                        pb.unpublished.inc_by(d.lines);
-                        p.lose_again(d.key, d.lines, d.at_us, d.lost);
+                let mut found = found.into_iter();
+                held.retain_mut(|h| {
+                    if !std::mem::take(&mut h.sent) || !found.next().unwrap_or(false) {
+                        return true;
                     }
-                }
+                    pb.published.inc_by(h.part.1.lines);
+                    held_bytes -= h.part.1.bytes.len();
+                    false
+                });
                 conn = Some(c);
                 break;
             }
         }
-        let first = if stopping {
+        let first = if stopping || !held.is_empty() {
             None
         } else if p.any_lost.load(Ordering::Acquire) {
             // Lost lines to tell: try again even when nothing new comes.
@@ -304,9 +319,15 @@ pub async fn run(
         }
         let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
         pb.queued.fetch_sub(bytes, Ordering::Relaxed);
-        // One part per channel, in the order of their first batch.
-        let mut parts: Vec<Keyed> = Vec::new();
-        let mut index: HashMap<(Arc<str>, i64), usize> = HashMap::new();
+        // One part per channel, in the order of their first batch, after what was held
+        // (older than anything queued, so each channel keeps its order).
+        let mut parts: Vec<Keyed> = held.drain(..).map(|h| h.part).collect();
+        held_bytes = 0;
+        let mut index: HashMap<(Arc<str>, i64), usize> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, (key, _))| (key.clone(), i))
+            .collect();
         for b in batches.drain(..) {
             let key = (b.channel.clone(), b.id);
             let i = match index.get(&key) {
@@ -333,7 +354,10 @@ pub async fn run(
         }
         for (channel, lost) in p.take_lost() {
             match index.get(&channel) {
-                Some(&i) => parts[i].1.lost = Some(lost),
+                Some(&i) => {
+                    let part = &mut parts[i].1;
+                    part.lost = Some(lost.and(part.lost));
+                }
                 None => parts.push((
                     channel,
                     Part {
@@ -382,50 +406,47 @@ pub async fn run(
                          node until Redis is back"
                     );
                 }
-                for (key, part) in parts {
-                    if tried {
-                        doubts.push(Doubt {
-                            key,
-                            lines: part.lines,
-                            at_us: part.at_us,
-                            lost: part.lost,
-                        });
-                    } else {
-                        pb.unpublished.inc_by(part.lines);
+                // Kept to go again, within one queue's worth of bytes; the rest is told.
+                for part in parts {
+                    let len = part.1.bytes.len();
+                    if stopping || held_bytes + len > pb.max_bytes {
+                        pb.unpublished.inc_by(part.1.lines);
+                        let (key, part) = part;
                         p.lose_again(key, part.lines, part.at_us, part.lost);
+                    } else {
+                        held_bytes += len;
+                        held.push(Held { part, sent: tried });
                     }
                 }
             }
         }
         if stopping {
             // What was queued at the stop has had its one round.
-            for d in doubts.drain(..) {
-                pb.unpublished.inc_by(d.lines);
-            }
             return;
         }
     }
 }
 
-/// Whether Redis holds each of `doubts`: an entry of `node` with the part's time among
-/// the last [`LOOK_BACK`] of its channel's stream (one command per part: parts in doubt
-/// are one failed round's, and on a Redis Cluster their streams are in different slots).
-async fn find(conn: &mut Conn, doubts: &[Doubt], node: &str) -> redis::RedisResult<Vec<bool>> {
-    let mut held = Vec::with_capacity(doubts.len());
-    for d in doubts {
+/// Whether Redis holds each part of `held` that was sent (in their order): an entry of
+/// `node` with the part's time among the last [`LOOK_BACK`] of its channel's stream (one
+/// command per part: they are one failed round's, and on a Redis Cluster their streams
+/// are in different slots).
+async fn find(conn: &mut Conn, held: &[Held], node: &str) -> redis::RedisResult<Vec<bool>> {
+    let mut found = Vec::new();
+    for (key, part) in held.iter().filter(|h| h.sent).map(|h| &h.part) {
         let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(keys::log(&d.key.0))
+            .arg(keys::log(&key.0))
             .arg("+")
             .arg("-")
             .arg("COUNT")
             .arg(LOOK_BACK)
             .query_async(conn)
             .await?;
-        held.push(last.ids.iter().any(|e| {
-            e.get::<String>("n").as_deref() == Some(node) && e.get::<i64>("t") == Some(d.at_us)
+        found.push(last.ids.iter().any(|e| {
+            e.get::<String>("n").as_deref() == Some(node) && e.get::<i64>("t") == Some(part.at_us)
         }));
     }
-    Ok(held)
+    Ok(found)
 }
 
 async fn connect(client: &Redis) -> redis::RedisResult<Conn> {

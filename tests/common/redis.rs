@@ -151,9 +151,15 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> RedisCluster {
+        RedisCluster::start_with(0)
+    }
+
+    /// Three masters with `replicas` replicas each (`nodes[0..3]` the masters as
+    /// `redis-cli --cluster create` assigns them, the replicas after).
+    pub fn start_with(replicas: usize) -> RedisCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
-        for i in 0..3 {
+        for i in 0..3 * (1 + replicas) {
             let d = dir.path().join(format!("n{i}"));
             std::fs::create_dir_all(&d).unwrap();
             let mut r = Redis {
@@ -173,7 +179,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -250,6 +256,24 @@ impl RedisCluster {
             }
         }
         assert_eq!(self.owner(key), to, "{key} moved");
+    }
+
+    /// The index in `nodes` of the replica of master `master`.
+    pub fn replica_of(&self, master: usize) -> usize {
+        let id = self.nodes[master].cli(&["CLUSTER", "MYID"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(i) = self.nodes.iter().position(|n| {
+                n.guard.is_some()
+                    && n.info("CLUSTER", "NODES")
+                        .lines()
+                        .any(|l| l.contains("myself,slave") && l.contains(&id))
+            }) {
+                return i;
+            }
+            assert!(Instant::now() < deadline, "no replica of master {master}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The index in `nodes` of the master that holds `key`'s slot.
