@@ -145,41 +145,32 @@ impl Publisher {
         &self.shards[i]
     }
 
-    fn lose(&self, shard: &Shard, channel: &Arc<str>, id: i64, lines: u64, at_us: i64) {
+    /// `lines` of channel `key` (stored at `at_us`) that do not go into its stream, and
+    /// the lost lines a part `carried` (counted when they were lost): counted, and told
+    /// by the channel's next entry.
+    fn lose(
+        &self,
+        shard: &Shard,
+        key: (Arc<str>, i64),
+        lines: u64,
+        at_us: i64,
+        carried: Option<Lost>,
+    ) {
         self.unpublished.inc_by(lines);
-        shard.lose(channel, id, lines, at_us);
-    }
-}
-
-impl Shard {
-    fn lose(&self, channel: &Arc<str>, id: i64, lines: u64, at_us: i64) {
-        let mut m = self.lost.lock().unwrap_or_else(|p| p.into_inner());
-        let e = m.entry((channel.clone(), id)).or_insert(Lost {
-            lines: 0,
-            since_us: at_us,
-        });
-        e.lines += lines;
-        self.any_lost.store(true, Ordering::Release);
-    }
-
-    /// A part of a round that did not reach its stream: its lines, and the lost lines it
-    /// carried, are to be told by the channel's next entry.
-    fn lose_again(&self, key: (Arc<str>, i64), lines: u64, at_us: i64, lost: Option<Lost>) {
-        // Counted once by the caller: the lost part was counted when it was lost.
         let these = Lost {
             lines,
             since_us: at_us,
         }
-        .and(lost);
-        let mut m = self.lost.lock().unwrap_or_else(|p| p.into_inner());
-        let e = m.entry(key).or_insert(Lost {
-            lines: 0,
-            since_us: these.since_us,
-        });
-        *e = these.and(Some(*e));
-        self.any_lost.store(true, Ordering::Release);
+        .and(carried);
+        let mut m = shard.lost.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(key)
+            .and_modify(|e| *e = these.and(Some(*e)))
+            .or_insert(these);
+        shard.any_lost.store(true, Ordering::Release);
     }
+}
 
+impl Shard {
     fn take_lost(&self) -> HashMap<(Arc<str>, i64), Lost> {
         if !self.any_lost.swap(false, Ordering::AcqRel) {
             return HashMap::new();
@@ -195,7 +186,8 @@ impl Tap for Publisher {
         let shard = self.shard(&channel.name);
         if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.max_bytes {
             self.queued.fetch_sub(len, Ordering::Relaxed);
-            self.lose(shard, &channel.name, channel.id, lines.len() as u64, at_us);
+            let key = (channel.name.clone(), channel.id);
+            self.lose(shard, key, lines.len() as u64, at_us, None);
             return;
         }
         let mut b = BytesMut::with_capacity(len);
@@ -212,7 +204,7 @@ impl Tap for Publisher {
                 mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
             };
             self.queued.fetch_sub(len, Ordering::Relaxed);
-            self.lose(shard, &b.channel, b.id, u64::from(b.lines), at_us);
+            self.lose(shard, (b.channel, b.id), u64::from(b.lines), at_us, None);
         }
     }
 }
@@ -410,9 +402,8 @@ pub async fn run(
                 for part in parts {
                     let len = part.1.bytes.len();
                     if stopping || held_bytes + len > pb.max_bytes {
-                        pb.unpublished.inc_by(part.1.lines);
                         let (key, part) = part;
-                        p.lose_again(key, part.lines, part.at_us, part.lost);
+                        pb.lose(p, key, part.lines, part.at_us, part.lost);
                     } else {
                         held_bytes += len;
                         held.push(Held { part, sent: tried });
