@@ -1132,6 +1132,38 @@ async fn an_app_made_again_does_not_show_the_lines_of_the_one_before() {
     b.stop().await;
 }
 
+/// A name `PREFIX-N` whose channel's log stream lives on another master of `rc` than the
+/// config.
+fn away_from_config(rc: &common::redis::RedisCluster, prefix: &str) -> String {
+    let cfg = rc.owner("logplex:{cfg}:changes");
+    (0..100)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|n| rc.owner(&format!("logplex:{{ch:{n}}}:log")) != cfg)
+        .expect("some name hashes away from the config's master")
+}
+
+/// App `name` made on A, its token taking lines on B, and a tail on B that has seen A's
+/// line `before`: the token and the tail.
+async fn tailed_on(
+    a: &TestServer,
+    b: &TestServer,
+    name: &str,
+) -> (String, tokio::io::BufReader<tokio::net::TcpStream>) {
+    let token = a.create_app(name).await;
+    until(Duration::from_secs(2), "the token on B", || {
+        let t = &token;
+        async move { post_line(b, t, "warm-up").await == 204 }
+    })
+    .await;
+    let url = b
+        .session(&format!(r#"{{"channel":"{name}","num":0,"tail":true}}"#))
+        .await;
+    let mut tail = open_stream(&url, "").await;
+    assert_eq!(post_line(a, &token, "before").await, 204);
+    read_until(&mut tail, "]: before\n", Duration::from_secs(5)).await;
+    (token, tail)
+}
+
 /// On a Redis Cluster, a master killed (`kill -9`). One that holds only a channel's log
 /// stream: ingest and config changes go on, and a tail on B sees A's lines again once it
 /// is back. The one that holds the config's slot (`{cfg}`): changes answer 503 and both
@@ -1147,24 +1179,9 @@ async fn a_killed_master_of_a_redis_cluster_costs_only_its_slots() {
         unreachable!("started as a cluster")
     };
     let cfg = rc.owner("logplex:{cfg}:changes");
-    // A channel whose log stream lives on another master than the config.
-    let name = (0..100)
-        .map(|i| format!("spread-{i}"))
-        .find(|n| rc.owner(&format!("logplex:{{ch:{n}}}:log")) != cfg)
-        .expect("some name hashes away from the config's master");
+    let name = away_from_config(rc, "spread");
     let logs = rc.owner(&format!("logplex:{{ch:{name}}}:log"));
-    let token = a.create_app(&name).await;
-    until(Duration::from_secs(2), "the token on B", || {
-        let (b, t) = (&b, &token);
-        async move { post_line(b, t, "warm-up").await == 204 }
-    })
-    .await;
-    let url = b
-        .session(&format!(r#"{{"channel":"{name}","num":0,"tail":true}}"#))
-        .await;
-    let mut tail = open_stream(&url, "").await;
-    assert_eq!(post_line(&a, &token, "before").await, 204);
-    read_until(&mut tail, "]: before\n", Duration::from_secs(5)).await;
+    let (token, mut tail) = tailed_on(&a, &b, &name).await;
 
     // The log stream's master goes: ingest and changes go on.
     rc.nodes[logs].kill();
@@ -1260,18 +1277,7 @@ async fn a_channels_slot_moved_to_another_master_loses_nothing() {
     };
     let name = "moving";
     let stream = format!("logplex:{{ch:{name}}}:log");
-    let token = a.create_app(name).await;
-    until(Duration::from_secs(2), "the token on B", || {
-        let (b, t) = (&b, &token);
-        async move { post_line(b, t, "warm-up").await == 204 }
-    })
-    .await;
-    let url = b
-        .session(&format!(r#"{{"channel":"{name}","num":0,"tail":true}}"#))
-        .await;
-    let mut tail = open_stream(&url, "").await;
-    assert_eq!(post_line(&a, &token, "before").await, 204);
-    read_until(&mut tail, "]: before\n", Duration::from_secs(5)).await;
+    let (token, mut tail) = tailed_on(&a, &b, name).await;
 
     // Lines from A and B, one after the other, all through the move.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1341,25 +1347,10 @@ async fn a_masters_replica_takes_over_its_channels() {
     let Backend::Cluster(rc) = &mut redis else {
         unreachable!("started as a cluster")
     };
-    let cfg = rc.owner("logplex:{cfg}:changes");
-    let name = (0..100)
-        .map(|i| format!("failover-{i}"))
-        .find(|n| rc.owner(&format!("logplex:{{ch:{n}}}:log")) != cfg)
-        .expect("some name hashes away from the config's master");
+    let name = away_from_config(rc, "failover");
     let master = rc.owner(&format!("logplex:{{ch:{name}}}:log"));
     let replica = rc.replica_of(master);
-    let token = a.create_app(&name).await;
-    until(Duration::from_secs(2), "the token on B", || {
-        let (b, t) = (&b, &token);
-        async move { post_line(b, t, "warm-up").await == 204 }
-    })
-    .await;
-    let url = b
-        .session(&format!(r#"{{"channel":"{name}","num":0,"tail":true}}"#))
-        .await;
-    let mut tail = open_stream(&url, "").await;
-    assert_eq!(post_line(&a, &token, "before").await, 204);
-    read_until(&mut tail, "]: before\n", Duration::from_secs(5)).await;
+    let (token, mut tail) = tailed_on(&a, &b, &name).await;
     // The replica linked and caught up before the master goes.
     until(Duration::from_secs(10), "the replica in sync", || async {
         rc.nodes[replica]

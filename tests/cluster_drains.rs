@@ -71,6 +71,15 @@ async fn post_msgs(addr: SocketAddr, token: &str, msgs: &[String]) -> u16 {
     st
 }
 
+/// An alert rule `name` on lines with `status>=500`, firing at `threshold` of them in
+/// `window`, whose webhook is `hook`'s `/hook` (JSON for `POST .../alerts`).
+fn rule_5xx(name: &str, threshold: u32, window: &str, hook: &HttpSink) -> String {
+    format!(
+        r#"{{"name":"{name}","where":"status>=500","threshold":{threshold},"window":"{window}","webhook":"{}"}}"#,
+        hook.url("/hook")
+    )
+}
+
 /// Polls `f` every 20 ms until it holds, at most `within`.
 async fn until<F, Fut>(within: Duration, what: &str, mut f: F)
 where
@@ -257,10 +266,7 @@ async fn fires_once(redis: Option<Backend>) {
     };
     let hook = HttpSink::start(|_| 200).await;
     let token = nodes[0].create_app("spread").await;
-    let rule = format!(
-        r#"{{"name":"spread-5xx","where":"status>=500","threshold":9,"window":"6s","webhook":"{}"}}"#,
-        hook.url("/hook")
-    );
+    let rule = rule_5xx("spread-5xx", 9, "6s", &hook);
     let (st, body) = request(
         &nodes[2].api(),
         "POST",
@@ -351,10 +357,7 @@ async fn with_redis_away_a_node_fires_on_its_own_count() {
     let a = node(&redis.url()).await;
     let hook = HttpSink::start(|_| 200).await;
     let token = a.create_app("alone").await;
-    let rule = format!(
-        r#"{{"name":"boom","where":"status>=500","threshold":3,"window":"1m","webhook":"{}"}}"#,
-        hook.url("/hook")
-    );
+    let rule = rule_5xx("boom", 3, "1m", &hook);
     let (st, body) = request(&a.api(), "POST", "/v2/channels/alone/alerts", Some(&rule)).await;
     assert_eq!(st, 201, "{body}");
     redis.kill();
@@ -480,10 +483,7 @@ async fn a_rule_fired_by_a_killed_node_is_resolved_by_another() {
     let b = node(&redis.url()).await;
     let hook = HttpSink::start(|_| 200).await;
     let token = b.create_app("orphan").await;
-    let rule = format!(
-        r#"{{"name":"boom","where":"status>=500","threshold":3,"window":"4s","webhook":"{}"}}"#,
-        hook.url("/hook")
-    );
+    let rule = rule_5xx("boom", 3, "4s", &hook);
     let (st, body) = request(&b.api(), "POST", "/v2/channels/orphan/alerts", Some(&rule)).await;
     assert_eq!(st, 201, "{body}");
     let dir = tempfile::tempdir().unwrap();
@@ -527,10 +527,7 @@ async fn an_app_made_again_does_not_inherit_its_windows() {
     let redis = Redis::start();
     let a = node(&redis.url()).await;
     let hook = HttpSink::start(|_| 200).await;
-    let rule = format!(
-        r#"{{"name":"boom","where":"status>=500","threshold":3,"window":"1m","webhook":"{}"}}"#,
-        hook.url("/hook")
-    );
+    let rule = rule_5xx("boom", 3, "1m", &hook);
     let count = || async {
         let (_, v) = json_get(&a.api(), "/v2/channels/again/alerts").await;
         v.as_array()
