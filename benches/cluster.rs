@@ -32,12 +32,12 @@
 //! (SIGKILL) and reaped when it ends or fails, and its temporary directory is removed.
 
 #[path = "../tests/common/mod.rs"]
-mod tc;
+pub(crate) mod tc;
 
 #[path = "shared/mod.rs"]
 mod shared;
 
-use shared::{args, frame, num};
+use shared::{frame, num};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -66,8 +66,8 @@ struct Opts {
 }
 
 impl Opts {
-    fn parse() -> Result<Opts, String> {
-        let (mode, kv) = args();
+    fn parse(raw: Vec<String>) -> Result<Opts, String> {
+        let (mode, kv) = shared::parse(raw);
         if mode != "tcp" && mode != "http" {
             return Err(format!("mode {mode}: tcp or http"));
         }
@@ -523,12 +523,17 @@ async fn drive(o: &Opts, load: Load) {
                     ))
                 })
                 .collect();
-            let mut failed = 0;
+            let (mut failed, mut first) = (0, None);
             for t in tasks {
-                failed += t.await.unwrap_or(batches);
+                let (f, e) = t.await.unwrap_or((batches, None));
+                failed += f;
+                first = first.or(e);
             }
             if failed > 0 {
-                eprintln!("{failed} batches not answered 204");
+                eprintln!(
+                    "{failed} batches not answered 204 (first: {})",
+                    first.unwrap_or_default()
+                );
             }
         }
     }
@@ -543,7 +548,7 @@ fn loadavg() -> String {
         .join(" ")
 }
 
-async fn run(o: &Opts, nodes: &[Node], redis: &Backend) -> Result<(), String> {
+async fn run(o: &Opts, nodes: &[Node], redis: &Backend) -> Result<serde_json::Value, String> {
     let api: Vec<SocketAddr> = nodes.iter().map(|n| n.ports.api()).collect();
     for (n, a) in nodes.iter().zip(&api) {
         let up = wait_for(Duration::from_secs(30), || async {
@@ -599,7 +604,7 @@ async fn run(o: &Opts, nodes: &[Node], redis: &Backend) -> Result<(), String> {
         s2 = sample(nodes, redis, input).await;
     }
     let load_after = loadavg();
-    report(
+    Ok(report(
         o,
         &s0,
         &s1,
@@ -610,8 +615,7 @@ async fn run(o: &Opts, nodes: &[Node], redis: &Backend) -> Result<(), String> {
         batches,
         &load_before,
         &load_after,
-    );
-    Ok(())
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -626,7 +630,7 @@ fn report(
     batches: u64,
     load_before: &str,
     load_after: &str,
-) {
+) -> serde_json::Value {
     let secs = (s1.at - s0.at).as_secs_f64();
     let publish_secs = (s2.at - s0.at).as_secs_f64();
     let got: Vec<u64> = (0..nodes.len())
@@ -748,38 +752,37 @@ fn report(
         us(generator, ingested),
         all_cpu / publish_secs,
     );
+    json
 }
 
-fn main() {
-    let o = match Opts::parse() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("cluster bench: {e}");
-            std::process::exit(2);
-        }
-    };
+/// The bench with the arguments `raw` (as after the program's name): its JSON figures,
+/// `None` when `redis-server` (or for `--redis cluster`, `redis-cli`) is not installed
+/// (said on stdout with a `SKIP` line), or why it could not run.
+pub fn bench(raw: Vec<String>) -> Result<Option<serde_json::Value>, String> {
+    let o = Opts::parse(raw)?;
     if !tc::need("redis-server", "apt-get install redis-server")
         || (o.cluster && !tc::need("redis-cli", "apt-get install redis-tools"))
     {
-        return;
+        return Ok(None);
     }
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let result = (|| -> Result<(), String> {
-        let redis = Backend::start(dir.path(), o.cluster)?;
-        let nodes = (0..o.nodes)
-            .map(|i| Node::start(dir.path(), i, &redis, &o))
-            .collect::<Result<Vec<_>, _>>()?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| format!("runtime: {e}"))?;
-        rt.block_on(run(&o, &nodes, &redis))
-        // Dropped here: the nodes, then Redis, each killed by its PID and reaped.
-    })();
-    if let Err(e) = result {
+    let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
+    let redis = Backend::start(dir.path(), o.cluster)?;
+    let nodes = (0..o.nodes)
+        .map(|i| Node::start(dir.path(), i, &redis, &o))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(run(&o, &nodes, &redis)).map(Some)
+    // Dropped here, in this order: the runtime, the nodes, Redis (each process killed by
+    // its PID and reaped), then the temporary directory.
+}
+
+fn main() {
+    if let Err(e) = bench(std::env::args().skip(1).collect()) {
         eprintln!("cluster bench: {e}");
-        drop(dir);
         std::process::exit(1);
     }
 }

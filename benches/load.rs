@@ -415,9 +415,12 @@ async fn http(t: &Target, kv: &HashMap<String, String>, r: &Run) {
     let start = Instant::now();
     let cpu0 = process_cpu_secs();
     let targets = (0..conns).map(|_| (t.http, auth.clone())).collect();
-    let failed = shared::send_http(targets, body.clone(), batch, batches, max).await;
+    let (failed, first) = shared::send_http(targets, body.clone(), batch, batches, max).await;
     if failed > 0 {
-        eprintln!("{failed} batches not answered 204");
+        eprintln!(
+            "{failed} batches not answered 204 (first: {})",
+            first.unwrap_or_default()
+        );
     }
     let sent = batches * batch * conns;
     let got = wait_received(t, "http", base + sent, start + max).await - base;

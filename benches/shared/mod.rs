@@ -15,10 +15,12 @@ use tokio::io::AsyncWriteExt;
 /// The bench's arguments: a bare word is the mode (`tcp` by default), `--KEY VALUE` an
 /// option (cargo's own `--bench` dropped).
 pub fn args() -> (String, HashMap<String, String>) {
-    let raw: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    parse(std::env::args().skip(1))
+}
+
+/// [`args`] from `raw` (the arguments after the program's name).
+pub fn parse(raw: impl IntoIterator<Item = String>) -> (String, HashMap<String, String>) {
+    let raw: Vec<String> = raw.into_iter().filter(|a| a != "--bench").collect();
     let mut mode = "tcp".to_string();
     let mut kv = HashMap::new();
     let mut i = 0;
@@ -123,14 +125,15 @@ pub async fn send_tcp(streams: Vec<(SocketAddr, Vec<u8>)>, max: Duration) -> usi
 
 /// One connection per `(address, Authorization)` sending `batches` POST /logs of `body`
 /// (`batch` logplex-1 lines) one after the other, each waiting for its 204; waits for every
-/// connection (each at most `max`). Returns the batches not answered 204.
+/// connection (each at most `max`). Returns the batches not answered 204, and the first
+/// answer or error of those.
 pub async fn send_http(
     targets: Vec<(SocketAddr, String)>,
     body: Bytes,
     batch: u64,
     batches: u64,
     max: Duration,
-) -> u64 {
+) -> (u64, Option<String>) {
     let mut tasks = Vec::new();
     for (addr, auth) in targets {
         let body = body.clone();
@@ -139,6 +142,7 @@ pub async fn send_http(
                 .pool_max_idle_per_host(1)
                 .build_http::<Full<Bytes>>();
             let mut failed = 0;
+            let mut first: Option<String> = None;
             for _ in 0..batches {
                 let Ok(req) = hyper::Request::post(format!("http://{addr}/logs"))
                     .header("content-type", "application/logplex-1")
@@ -151,25 +155,37 @@ pub async fn send_http(
                 };
                 match client.request(req).await {
                     Ok(resp) => {
-                        if resp.status() != 204 {
+                        let status = resp.status();
+                        let body = resp.into_body().collect().await;
+                        if status != 204 {
                             failed += 1;
+                            first.get_or_insert_with(|| {
+                                let text = body.map(|b| b.to_bytes()).unwrap_or_default();
+                                format!("{status} {}", String::from_utf8_lossy(&text))
+                            });
                         }
-                        let _ = resp.into_body().collect().await;
                     }
-                    Err(_) => failed += 1,
+                    Err(e) => {
+                        failed += 1;
+                        first.get_or_insert_with(|| format!("{e:?}"));
+                    }
                 }
             }
-            failed
+            (failed, first)
         }));
     }
     let mut failed = 0;
+    let mut first = None;
     for task in tasks {
-        failed += match tokio::time::timeout(max, task).await {
-            Ok(Ok(f)) => f,
-            _ => batches,
+        let (f, e) = match tokio::time::timeout(max, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => (batches, Some(format!("task: {e}"))),
+            Err(_) => (batches, Some(format!("not done within {max:?}"))),
         };
+        failed += f;
+        first = first.or(e);
     }
-    failed
+    (failed, first)
 }
 
 /// `Basic` authorization for HTTP input with `token`.
