@@ -34,6 +34,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use shared::{args, frame, num};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -116,31 +117,6 @@ struct Target {
     )>,
 }
 
-fn args() -> (String, HashMap<String, String>) {
-    let raw: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let mut mode = "tcp".to_string();
-    let mut kv = HashMap::new();
-    let mut i = 0;
-    while i < raw.len() {
-        if let Some(k) = raw[i].strip_prefix("--") {
-            let v = raw.get(i + 1).cloned().unwrap_or_default();
-            kv.insert(k.to_string(), v);
-            i += 2;
-        } else {
-            mode = raw[i].clone();
-            i += 1;
-        }
-    }
-    (mode, kv)
-}
-
-fn num(kv: &HashMap<String, String>, k: &str, d: u64) -> u64 {
-    kv.get(k).and_then(|v| v.parse().ok()).unwrap_or(d)
-}
-
 /// `--channels N` (at most 1000): the channels `bench-0`.. made for it; 0 without it.
 fn channels(kv: &HashMap<String, String>) -> u64 {
     if kv.contains_key("channels") {
@@ -153,18 +129,6 @@ fn channels(kv: &HashMap<String, String>) -> u64 {
 /// The `app` token of channel `bench-C`.
 fn channel_token(c: u64) -> String {
     format!("t.00000000-0000-4000-8001-{c:012}")
-}
-
-/// A 143-byte octet-counted frame (the size of the shared benchmark's sample line).
-fn frame(token: &str, i: u64) -> Vec<u8> {
-    let head = format!("<190>1 2016-03-08T02:43:26.693600+00:00 host {token} web.1 - - Started GET \"/siso/\" seq=");
-    let mut msg = format!("{head}{i:010}");
-    let target = 143 - 4; // "139 " prefix
-    while msg.len() < target {
-        msg.push('.');
-    }
-    msg.truncate(target);
-    format!("{} {}", msg.len(), msg).into_bytes()
 }
 
 fn start_target(kv: &HashMap<String, String>) -> Target {
@@ -298,39 +262,15 @@ async fn metric(t: &Target, series: &str) -> u64 {
 
 /// [`metric`], not rounded.
 async fn metric_f64(t: &Target, series: &str) -> f64 {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let req = hyper::Request::get(format!("http://{}/metrics", t.api))
-        .header("authorization", format!("Bearer {}", t.key))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let Ok(resp) = client.request(req).await else {
-        return 0.0;
-    };
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&body);
-    let needle = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&needle))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
+    shared::metric_f64(t.api, &t.key, series).await
 }
 
 async fn api_post(t: &Target, path: &str, body: String) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let req = hyper::Request::post(format!("http://{}{path}", t.api))
-        .header("authorization", format!("Bearer {}", t.key))
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = client.request(req).await.expect("API request");
-    let status = resp.status();
-    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    let (status, text) = shared::api(t.api, &t.key, "POST", path, Some(body))
+        .await
+        .expect("API request");
     assert!(
-        status.is_success() || status == hyper::StatusCode::CONFLICT,
+        (200..300).contains(&status) || status == 409,
         "POST {path}: {status} {}",
         String::from_utf8_lossy(&text)
     );
@@ -398,6 +338,8 @@ async fn wait_received(t: &Target, input: &str, goal: u64, deadline: Instant) ->
 
 #[path = "../tests/common/procstat.rs"]
 mod procstat;
+#[path = "shared/mod.rs"]
+mod shared;
 
 /// CPU seconds this process (the router and the generator, when in-process) has used.
 fn process_cpu_secs() -> f64 {
@@ -439,19 +381,9 @@ async fn tcp(t: &Target, kv: &HashMap<String, String>, r: &Run) {
     let base = received(t, "tcp").await;
     let start = Instant::now();
     let cpu0 = process_cpu_secs();
-    let mut tasks = Vec::new();
-    for s in streams {
-        let addr = t.tcp;
-        tasks.push(tokio::spawn(async move {
-            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-            for chunk in s.chunks(256 * 1024) {
-                c.write_all(chunk).await.unwrap();
-            }
-            c.shutdown().await.unwrap();
-        }));
-    }
-    for task in tasks {
-        let _ = tokio::time::timeout(max, task).await;
+    let failed = shared::send_tcp(streams.into_iter().map(|s| (t.tcp, s)).collect(), max).await;
+    if failed > 0 {
+        eprintln!("{failed} connections failed");
     }
     let got = wait_received(t, "tcp", base + per * conns, start + max).await - base;
     report(
@@ -478,38 +410,17 @@ async fn http(t: &Target, kv: &HashMap<String, String>, r: &Run) {
         .flat_map(|i| run_frame(r, i))
         .collect::<Vec<u8>>()
         .into();
-    let auth = format!(
-        "Basic {}",
-        base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!("token:{}", r.token)
-        )
-    );
+    let auth = shared::basic(&r.token);
     let base = received(t, "http").await;
     let start = Instant::now();
     let cpu0 = process_cpu_secs();
-    let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let (body, auth, addr) = (body.clone(), auth.clone(), t.http);
-        tasks.push(tokio::spawn(async move {
-            let client = Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(1)
-                .build_http::<Full<Bytes>>();
-            for _ in 0..batches {
-                let req = hyper::Request::post(format!("http://{addr}/logs"))
-                    .header("content-type", "application/logplex-1")
-                    .header("authorization", &auth)
-                    .header("logplex-msg-count", batch.to_string())
-                    .body(Full::new(body.clone()))
-                    .unwrap();
-                let resp = client.request(req).await.unwrap();
-                assert_eq!(resp.status(), 204);
-                let _ = resp.into_body().collect().await;
-            }
-        }));
-    }
-    for task in tasks {
-        let _ = tokio::time::timeout(max, task).await;
+    let targets = (0..conns).map(|_| (t.http, auth.clone())).collect();
+    let (failed, first) = shared::send_http(targets, body.clone(), batch, batches, max).await;
+    if failed > 0 {
+        eprintln!(
+            "{failed} batches not answered 204 (first: {})",
+            first.unwrap_or_default()
+        );
     }
     let sent = batches * batch * conns;
     let got = wait_received(t, "http", base + sent, start + max).await - base;
