@@ -380,7 +380,10 @@ fn read_channels(conn: &mut Conn) -> Result<Vec<LoadedChannel>, StoreError> {
             tokens: PackedTokens::default(),
         });
     }
-    out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    // Channels are mostly made in order of their names (ids in table order), so the rows
+    // come as a few long sorted runs: a stable sort merges runs (linear on sorted input),
+    // where the unstable one fell back to a full quicksort of a million names.
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
@@ -395,9 +398,16 @@ fn read_tokens(conn: &mut Conn) -> Result<(Vec<u8>, Vec<TokenRow>), StoreError> 
     while let Some(r) = rows.next()? {
         let start = arena.len();
         let mut len = [0u32; 3];
+        // As bytes: the texts are checked as UTF-8 once, when packed.
         for (i, l) in len.iter_mut().enumerate() {
-            let s = text(r, i)?;
-            arena.extend_from_slice(s.as_bytes());
+            let s = r.get_ref(i)?.as_bytes().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    i,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?;
+            arena.extend_from_slice(s);
             *l = s.len() as u32;
         }
         out.push(TokenRow {
