@@ -18,7 +18,8 @@
 //!
 //! [`Server::wait`] stops in the reverse order: intake, then drains flush, then the API and
 //! sessions, then metric roll-ups are saved, the log is closed (or, without it, history
-//! saved) and the lock released.
+//! saved), the channels are let go (freed on a thread of their own: [`Registry::release`])
+//! and the lock released.
 
 use crate::alert::Alerts;
 use crate::channel::Limits;
@@ -181,7 +182,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         ..outputs
     };
     let r = registry.clone();
+    let t = std::time::Instant::now();
     tokio::task::spawn_blocking(move || r.attach(outputs)).await??;
+    tracing::info!(
+        took_ms = t.elapsed().as_millis() as u64,
+        "drains and rules attached"
+    );
     if let Some(c) = &cluster {
         c.start(&tasks, &shutdown, CLUSTER_START_WAIT).await;
         // Each node's drains' status into Redis, so any node shows a drain over all.
@@ -698,6 +704,8 @@ impl Server {
             save_logmetrics(&node)
         })
         .await??;
+        // Everything is saved: the channels' memory goes back without holding up the stop.
+        self.node.registry.release();
         drop(self.lock);
         Ok(())
     }

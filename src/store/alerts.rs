@@ -5,7 +5,7 @@ use rusqlite::params;
 
 /// Every alert rule added through the API, by app then creation.
 pub fn list_alerts(conn: &mut Conn) -> Result<Vec<crate::alert::RuleSpec>, StoreError> {
-    let mut stmt = conn.0.prepare(
+    let mut stmt = conn.0.prepare_cached(
         "SELECT app, name, source, dyno, cond, regex, threshold, win, cooldown, webhook,
                 metric, above
          FROM alerts ORDER BY app, created_at, name",

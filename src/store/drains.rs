@@ -5,7 +5,7 @@ use rusqlite::params;
 
 /// Every drain, by channel then creation.
 pub fn list_drains(conn: &mut Conn) -> Result<Vec<DrainRecord>, StoreError> {
-    let mut stmt = conn.0.prepare(
+    let mut stmt = conn.0.prepare_cached(
         "SELECT id, channel, token, url, created_at FROM drains ORDER BY channel, created_at, id",
     )?;
     let rows = stmt.query_map([], |r| {
