@@ -322,8 +322,9 @@ struct Inner {
     counters: Counters,
     forget_file: Mutex<()>,
     done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
-    /// Held for the life of the log: the directory's lock.
-    _lock: File,
+    /// The directory's lock, held until the I/O thread has stopped: a closed log is let go
+    /// of at once, even while readers (a channel freed later) still hold the `Log`.
+    dir_lock: Mutex<Option<File>>,
 }
 
 /// Locks a mutex, taking the data of a poisoned one (a panic elsewhere must not stop the
@@ -620,7 +621,8 @@ impl Log {
 
     /// Writes the pending records, fsyncs and stops the I/O thread, waiting at most
     /// [`Options::close_timeout`]. Appends fail with [`LogError::Closed`] from the call on.
-    /// Blocking. Dropping a `Log` closes it too.
+    /// Blocking. Once closed, the directory is free for another `Log`, even while this one
+    /// is still held. Dropping a `Log` closes it too.
     pub fn close(&self) -> Result<(), LogError> {
         self.begin_close();
         let Some(rx) = lock(&self.inner.done).take() else {
@@ -632,6 +634,8 @@ impl Log {
                 if let Some(t) = lock(&self.thread).take() {
                     let _ = t.join();
                 }
+                // Nothing writes to the directory any more: another `Log` may open it.
+                drop(lock(&self.inner.dir_lock).take());
                 match self.health() {
                     Health::Ok => Ok(()),
                     Health::Degraded { reason, .. } => Err(LogError::Failed(reason)),

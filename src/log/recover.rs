@@ -250,7 +250,7 @@ pub(super) fn open(dir: &Path, opts: Options) -> Result<(Log, Recovery), LogErro
         forget_file: Mutex::new(()),
         done: Mutex::new(Some(done_rx)),
         opts,
-        _lock: lockf,
+        dir_lock: Mutex::new(Some(lockf)),
     });
     let writer = Writer::new(inner.clone(), file, last, len);
     let thread = std::thread::Builder::new()

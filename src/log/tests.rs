@@ -132,6 +132,25 @@ fn second_open_of_a_directory_is_refused() {
 }
 
 #[test]
+fn a_closed_log_lets_go_of_its_directory_while_still_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = Log::open(dir.path(), opts()).unwrap();
+    put(&log, 1, 1, 3);
+    log.close().unwrap();
+    // A router stopped in-process frees its channels (each holding the log) later, on a
+    // thread of its own; the next router on the same directory must not wait for that.
+    let (again, rec) = Log::open(dir.path(), opts()).unwrap();
+    assert_eq!(rec.last_seq, HashMap::from([(1, 3)]));
+    assert_eq!(seqs(&all(&again, 1)), vec![1, 2, 3]);
+    assert!(matches!(
+        Log::open(dir.path(), opts()),
+        Err(LogError::Locked(_))
+    ));
+    drop(log);
+    drop(again);
+}
+
+#[test]
 fn invalid_lines_are_refused_and_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = Log::open(dir.path(), opts()).unwrap();
