@@ -39,16 +39,14 @@ mod shared;
 
 use shared::{frame, num};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tc::redis::{Backend, Redis, RedisCluster};
 use tc::serve::{Ports, Serve};
-use tc::ChildGuard;
 
 /// The nodes' admin key.
-const KEY: &str = "bench";
+const KEY: &str = tc::KEY;
 
 /// What the bench was asked for.
 struct Opts {
@@ -119,175 +117,49 @@ impl Opts {
     }
 }
 
-/// A `redis-server` the bench started (killed and reaped when dropped).
-struct RedisProc {
-    port: u16,
-    guard: ChildGuard,
-}
-
-impl RedisProc {
-    /// On a free loopback port, keeping nothing on disk; a Redis Cluster node (its
-    /// `nodes.conf` in `dir`) when `cluster`.
-    fn start(dir: &Path, cluster: bool) -> Result<RedisProc, String> {
-        let port = if cluster {
-            cluster_port()?
-        } else {
-            tc::serve::free_port()
-        };
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir);
-        if cluster {
-            cmd.args(["--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", "nodes.conf"])
-                .args(["--cluster-node-timeout", "5000"]);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let r = RedisProc {
-            port,
-            guard: ChildGuard::spawn("redis-server", &mut cmd),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !resp(port, &["PING"]).is_some_and(|r| r.starts_with("+PONG")) {
-            if Instant::now() > deadline {
-                return Err(format!("redis-server on port {port}: no PONG within 10 s"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(r)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn cpu_secs(&self) -> f64 {
-        tc::procstat::cpu_secs(&self.guard.id().to_string())
-    }
-
-    /// Calls and microseconds by command (`INFO commandstats`, lower case).
-    fn commandstats(&self) -> HashMap<String, (u64, u64)> {
-        let text = resp(self.port, &["INFO", "commandstats"]).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| {
-                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-                let field = |k: &str| {
-                    rest.split(',')
-                        .find_map(|f| f.strip_prefix(k)?.strip_prefix('='))
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0)
-                };
-                Some((name.to_string(), (field("calls"), field("usec"))))
-            })
-            .collect()
+/// The Redis the nodes share: one server, or three masters of a Redis Cluster, neither
+/// keeping anything on disk.
+fn backend(cluster: bool) -> Backend {
+    if cluster {
+        Backend::Cluster(RedisCluster::start_volatile())
+    } else {
+        Backend::One(Redis::start())
     }
 }
 
-/// A free port whose cluster bus port (the port + 10000) is free too.
-fn cluster_port() -> Result<u16, String> {
-    for _ in 0..200 {
-        let p = tc::serve::free_port();
-        if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
-            return Ok(p);
-        }
+/// `cluster.redis` for the nodes' config: the URL, or the seed nodes.
+fn redis_toml(redis: &Backend) -> String {
+    let urls: Vec<String> = redis
+        .servers()
+        .iter()
+        .map(|s| format!("\"{}\"", s.url()))
+        .collect();
+    match redis {
+        Backend::One(_) => urls.concat(),
+        Backend::Cluster(_) => format!("[{}]", urls.join(", ")),
     }
-    Err("no free port pair for a Redis Cluster node".into())
 }
 
-/// One command over a raw RESP connection: the whole reply as text (a bulk string read to
-/// its length), `None` when Redis cannot be reached within 2 s.
-fn resp(port: u16, args: &[&str]) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let mut req = format!("*{}\r\n", args.len());
-    for a in args {
-        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-    }
-    s.write_all(req.as_bytes()).ok()?;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = s.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-        let Some(eol) = out.windows(2).position(|w| w == b"\r\n") else {
-            continue;
-        };
-        if out[0] != b'$' {
-            break;
-        }
-        let want: usize = std::str::from_utf8(&out[1..eol]).ok()?.parse().ok()?;
-        if out.len() >= eol + 2 + want {
-            out = out[eol + 2..eol + 2 + want].to_vec();
-            break;
-        }
-    }
-    Some(String::from_utf8_lossy(&out).into_owned())
+fn redis_cpu_secs(r: &Redis) -> f64 {
+    r.pid()
+        .map_or(0.0, |pid| tc::procstat::cpu_secs(&pid.to_string()))
 }
 
-/// The Redis the nodes share: one server, or three masters of a Redis Cluster.
-struct Backend {
-    servers: Vec<RedisProc>,
-    cluster: bool,
-}
-
-impl Backend {
-    fn start(dir: &Path, cluster: bool) -> Result<Backend, String> {
-        if !cluster {
-            let one = RedisProc::start(&dir.join("redis"), false)?;
-            return Ok(Backend {
-                servers: vec![one],
-                cluster,
-            });
-        }
-        let servers = (0..3)
-            .map(|i| RedisProc::start(&dir.join(format!("redis-{i}")), true))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut cmd = Command::new("redis-cli");
-        cmd.arg("--cluster")
-            .arg("create")
-            .args(servers.iter().map(|s| format!("127.0.0.1:{}", s.port)))
-            .args(["--cluster-replicas", "0", "--cluster-yes"]);
-        let out = tc::output("redis-cli", &mut cmd, None, Duration::from_secs(30));
-        if !out.status.success() {
-            return Err(format!(
-                "redis-cli --cluster create: {}",
-                String::from_utf8_lossy(&out.stdout)
-            ));
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for s in &servers {
-            while !resp(s.port, &["CLUSTER", "INFO"])
-                .is_some_and(|i| i.contains("cluster_state:ok"))
-            {
-                if Instant::now() > deadline {
-                    return Err("the Redis Cluster was not ok within 20 s".into());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Ok(Backend { servers, cluster })
-    }
-
-    /// `cluster.redis` for the nodes' config.
-    fn toml(&self) -> String {
-        if self.cluster {
-            let urls: Vec<String> = self
-                .servers
-                .iter()
-                .map(|s| format!("\"{}\"", s.url()))
-                .collect();
-            format!("[{}]", urls.join(", "))
-        } else {
-            format!("\"{}\"", self.servers[0].url())
-        }
-    }
+/// Calls and microseconds by command (`INFO commandstats`, lower case).
+fn commandstats(r: &Redis) -> HashMap<String, (u64, u64)> {
+    r.info("INFO", "commandstats")
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |k: &str| {
+                rest.split(',')
+                    .find_map(|f| f.strip_prefix(k)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            Some((name.to_string(), (field("calls"), field("usec"))))
+        })
+        .collect()
 }
 
 /// A node: `logplex serve` in its own process, data dir and ports.
@@ -308,7 +180,7 @@ impl Node {
             "batch" => "fsync = \"batch\"",
             _ => "fsync = \"interval\"",
         };
-        let mut cluster = format!("redis = {}\nnode = \"{name}\"\n", redis.toml());
+        let mut cluster = format!("redis = {}\nnode = \"{name}\"\n", redis_toml(redis));
         if let Some(p) = o.publishers {
             cluster.push_str(&format!("publishers = {p}\n"));
         }
@@ -316,17 +188,7 @@ impl Node {
             cluster.push_str(&format!("log_queue_bytes = {}\n", m << 20));
         }
         let extra = format!("[cluster]\n{cluster}[log]\n{log}\n");
-        let cfg = tc::serve::write_config(
-            &home,
-            "logplex.toml",
-            &ports,
-            &home.join("logplex.db"),
-            &extra,
-        );
-        let text = std::fs::read_to_string(&cfg)
-            .map_err(|e| format!("{}: {e}", cfg.display()))?
-            .replacen("[api]\n", &format!("[api]\nauth_key = \"{KEY}\"\n"), 1);
-        std::fs::write(&cfg, text).map_err(|e| format!("{}: {e}", cfg.display()))?;
+        let cfg = tc::redis::node_config_with(&home, "logplex", &ports, &extra);
         let serve = Serve::start(&cfg, ports.api(), &[]);
         Ok(Node { name, ports, serve })
     }
@@ -351,7 +213,7 @@ async fn sample(nodes: &[Node], redis: &Backend, input: &str) -> Sample {
         received: Vec::new(),
         published: Vec::new(),
         unpublished: Vec::new(),
-        redis_cpu: redis.servers.iter().map(RedisProc::cpu_secs).collect(),
+        redis_cpu: redis.servers().into_iter().map(redis_cpu_secs).collect(),
         commands: HashMap::new(),
         generator_cpu: tc::procstat::cpu_secs("self"),
     };
@@ -366,8 +228,8 @@ async fn sample(nodes: &[Node], redis: &Backend, input: &str) -> Sample {
         s.unpublished
             .push(v("logplex_cluster_log_lines_unpublished_total"));
     }
-    for r in &redis.servers {
-        for (k, (calls, usec)) in r.commandstats() {
+    for r in redis.servers() {
+        for (k, (calls, usec)) in commandstats(r) {
             let e = s.commands.entry(k).or_default();
             e.0 += calls;
             e.1 += usec;
@@ -766,7 +628,7 @@ pub fn bench(raw: Vec<String>) -> Result<Option<serde_json::Value>, String> {
         return Ok(None);
     }
     let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
-    let redis = Backend::start(dir.path(), o.cluster)?;
+    let redis = backend(o.cluster);
     let nodes = (0..o.nodes)
         .map(|i| Node::start(dir.path(), i, &redis, &o))
         .collect::<Result<Vec<_>, _>>()?;

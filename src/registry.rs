@@ -188,13 +188,15 @@ impl Tokens {
 
     /// Removes the route of `token` if it leads to `channel`.
     fn remove_if(&mut self, token: &[u8], channel: &Arc<Channel>) {
+        let h = hash(token);
+        // Looked up first: a table shared with another snapshot is copied only to change it.
         if !self
-            .get(token)
+            .leaf(h)
+            .find(h, |s| s.token() == token)
             .is_some_and(|s| Arc::ptr_eq(&s.entry.channel, channel))
         {
             return;
         }
-        let h = hash(token);
         if let Ok(o) = self.leaf_mut(h).find_entry(h, |s| s.token() == token) {
             o.remove();
         }

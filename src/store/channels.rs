@@ -56,9 +56,16 @@ pub fn list_channels(conn: &mut Conn) -> Result<Vec<ChannelRecord>, StoreError> 
 
 /// Column `i` of `r` as text, borrowed from the row.
 fn text<'a>(r: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a str> {
-    r.get_ref(i)?.as_str().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    })
+    r.get_ref(i)?.as_str().map_err(|e| not_text(i, e))
+}
+
+/// [`text`] as bytes, not checked as UTF-8.
+fn text_bytes<'a>(r: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a [u8]> {
+    r.get_ref(i)?.as_bytes().map_err(|e| not_text(i, e))
+}
+
+fn not_text(i: usize, e: rusqlite::types::FromSqlError) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
 }
 
 /// One channel with its tokens.
@@ -400,13 +407,7 @@ fn read_tokens(conn: &mut Conn) -> Result<(Vec<u8>, Vec<TokenRow>), StoreError> 
         let mut len = [0u32; 3];
         // As bytes: the texts are checked as UTF-8 once, when packed.
         for (i, l) in len.iter_mut().enumerate() {
-            let s = r.get_ref(i)?.as_bytes().map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    i,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })?;
+            let s = text_bytes(r, i)?;
             arena.extend_from_slice(s);
             *l = s.len() as u32;
         }

@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 pub struct Redis {
     pub port: u16,
-    /// Where it keeps its append-only file, when it keeps one.
+    /// Its working folder (its append-only file, a cluster node's `nodes.conf`).
     dir: Option<PathBuf>,
+    /// Does it keep its data in an append-only file (fsync on every write)?
+    aof: bool,
     /// A node of a Redis Cluster (its `nodes.conf` in `dir`).
     cluster: bool,
     guard: Option<ChildGuard>,
@@ -21,19 +23,20 @@ pub struct Redis {
 impl Redis {
     /// A Redis that keeps nothing on disk.
     pub fn start() -> Redis {
-        Redis::start_on(super::serve::free_port(), None)
+        Redis::start_on(super::serve::free_port(), None, false)
     }
 
     /// A Redis that keeps its data in `dir` (append-only file, fsync on every write), so
     /// that a restart on the same port finds it again.
     pub fn start_persistent(dir: &Path) -> Redis {
-        Redis::start_on(super::serve::free_port(), Some(dir.to_path_buf()))
+        Redis::start_on(super::serve::free_port(), Some(dir.to_path_buf()), true)
     }
 
-    fn start_on(port: u16, dir: Option<PathBuf>) -> Redis {
+    fn start_on(port: u16, dir: Option<PathBuf>, aof: bool) -> Redis {
         let mut r = Redis {
             port,
             dir,
+            aof,
             cluster: false,
             guard: None,
         };
@@ -65,14 +68,13 @@ impl Redis {
                 "no",
             ]);
         }
-        match &self.dir {
-            Some(d) => {
-                cmd.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-                    .arg(d);
-            }
-            None => {
-                cmd.args(["--appendonly", "no"]);
-            }
+        if self.aof {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        if let Some(d) = &self.dir {
+            cmd.arg("--dir").arg(d);
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -87,6 +89,11 @@ impl Redis {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.guard.as_ref().map(ChildGuard::id)
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -142,7 +149,8 @@ impl Redis {
 
 /// A Redis Cluster of three masters (no replicas) on free loopback ports, each keeping
 /// its data and its `nodes.conf` in a folder of its own (append-only, fsync on every
-/// write), so a master killed and started again comes back with its slots and keys.
+/// write), so a master killed and started again comes back with its slots and keys
+/// (except those of [`RedisCluster::start_volatile`]).
 /// Tests that use it first call `common::need` for `redis-server` and `redis-cli`.
 pub struct RedisCluster {
     pub nodes: Vec<Redis>,
@@ -157,6 +165,16 @@ impl RedisCluster {
     /// Three masters with `replicas` replicas each (`nodes[0..3]` the masters as
     /// `redis-cli --cluster create` assigns them, the replicas after).
     pub fn start_with(replicas: usize) -> RedisCluster {
+        RedisCluster::make(replicas, true)
+    }
+
+    /// Three masters that keep nothing on disk (a bench's figures are then Redis's work,
+    /// not its disk's); a master killed loses its keys.
+    pub fn start_volatile() -> RedisCluster {
+        RedisCluster::make(0, false)
+    }
+
+    fn make(replicas: usize, aof: bool) -> RedisCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
         for i in 0..3 * (1 + replicas) {
@@ -165,6 +183,7 @@ impl RedisCluster {
             let mut r = Redis {
                 port: cluster_port(),
                 dir: Some(d),
+                aof,
                 cluster: true,
                 guard: None,
             };
@@ -392,6 +411,14 @@ impl Backend {
         }
     }
 
+    /// Its servers: the one, or every node of the cluster.
+    pub fn servers(&self) -> Vec<&Redis> {
+        match self {
+            Backend::One(r) => vec![r],
+            Backend::Cluster(c) => c.nodes.iter().collect(),
+        }
+    }
+
     /// The URL of the one Redis (the single-Redis tests).
     pub fn url(&self) -> String {
         match self {
@@ -410,9 +437,14 @@ impl Backend {
 /// The config file `NAME.toml` in `dir` of a node run as the binary (on ports `p`, its store
 /// `NAME.db` beside it) in the cluster on the Redis at `url`, with the tests' admin key.
 pub fn node_config(dir: &Path, name: &str, p: &super::serve::Ports, url: &str) -> PathBuf {
-    let cluster = format!("[cluster]\nredis = \"{url}\"\n");
+    node_config_with(dir, name, p, &format!("[cluster]\nredis = \"{url}\"\n"))
+}
+
+/// [`node_config`] with `extra` (its own `[cluster]` table, and any other) in place of the
+/// one Redis's URL.
+pub fn node_config_with(dir: &Path, name: &str, p: &super::serve::Ports, extra: &str) -> PathBuf {
     let store = dir.join(format!("{name}.db"));
-    let cfg = super::serve::write_config(dir, &format!("{name}.toml"), p, &store, &cluster);
+    let cfg = super::serve::write_config(dir, &format!("{name}.toml"), p, &store, extra);
     // The test's admin key, in the [api] table write_config made.
     let text = std::fs::read_to_string(&cfg).unwrap().replacen(
         "[api]\n",
