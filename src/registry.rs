@@ -13,13 +13,14 @@ use crate::channel::{Channel, Limits, Tap};
 use crate::drain::Drains;
 use crate::line::Source;
 use crate::log::Log;
-use crate::store::{
-    self, ChannelRecord, Conn, DrainRecord, LoadedChannel, PackedTokens, Store, StoreError,
-};
+use crate::store::{self, ChannelRecord, Conn, DrainRecord, PackedTokens, Store, StoreError};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, OnceLock};
+
+mod names;
+use names::{Named, Names};
 
 /// Where a token's lines go.
 #[derive(Clone)]
@@ -37,6 +38,12 @@ struct Entry {
     created_at: i64,
     metrics: bool,
     tokens: PackedTokens,
+}
+
+impl Named for Entry {
+    fn name(&self) -> &str {
+        &self.channel.name
+    }
 }
 
 impl Entry {
@@ -279,7 +286,7 @@ fn group<T>(items: Vec<T>, n: usize) -> Vec<Level<T>> {
 pub struct Snapshot {
     tokens: Tokens,
     /// By name, so the list is in order and pages by name.
-    channels: imbl::OrdMap<Arc<str>, Arc<Entry>>,
+    channels: Names<Arc<Entry>>,
     /// The channels with metrics from the logs on (few), so a scrape need not visit all.
     metered: imbl::OrdMap<Arc<str>, Arc<Channel>>,
     /// The drains and the stored alert rules as last read (few: read whole on a change).
@@ -343,9 +350,7 @@ impl Snapshot {
         } else {
             Bound::Excluded(after)
         };
-        self.channels
-            .range::<_, str>((from, Bound::Unbounded))
-            .map(|(_, e)| e.record())
+        self.channels.after(from).map(|e| e.record())
     }
 
     /// Is `drain_token` the token of a drain of `channel`?
@@ -368,7 +373,7 @@ impl Snapshot {
         } else {
             self.metered.remove(&*ch.name);
         }
-        self.channels.insert(ch.name.clone(), e);
+        self.channels.insert(e);
     }
 
     /// Removes the routes of `e`'s tokens that still lead to its channel.
@@ -428,7 +433,21 @@ impl Registry {
             outputs: OnceLock::new(),
         });
         let t = std::time::Instant::now();
-        let channels = store::load_channels(&reg.store)?;
+        let (limits, log) = (reg.limits, reg.log.clone());
+        let channels = store::load_channels_as(
+            &reg.store,
+            |c| {
+                let ch = Channel::with_log(c.id, c.name, limits, log.clone());
+                ch.set_metrics(c.metrics);
+                Arc::new(Entry {
+                    channel: Arc::new(ch),
+                    created_at: c.created_at,
+                    metrics: c.metrics,
+                    tokens: c.tokens,
+                })
+            },
+            |e: &Arc<Entry>| e.name(),
+        )?;
         let (drains, alerts) = reg
             .store
             .call_blocking(|c| Ok((store::list_drains(c)?, store::list_alerts(c)?)))?;
@@ -563,45 +582,17 @@ impl Registry {
             .await
     }
 
-    /// Makes the whole stored state current (start-up): every channel made anew. A million
-    /// channels are loaded this way, so the maps are built in bulk rather than one change
-    /// at a time: the token shards each made at their final size, on a thread of their own
-    /// while this one builds the map by name.
-    fn install(
-        &self,
-        channels: Vec<LoadedChannel>,
-        drains: Vec<DrainRecord>,
-        alerts: Vec<RuleSpec>,
-    ) {
-        let entries: Vec<Arc<Entry>> = channels
-            .into_iter()
-            .map(|c| {
-                let ch = Channel::with_log(c.id, c.name, self.limits, self.log.clone());
-                ch.set_metrics(c.metrics);
-                Arc::new(Entry {
-                    channel: Arc::new(ch),
-                    created_at: c.created_at,
-                    metrics: c.metrics,
-                    tokens: c.tokens,
-                })
-            })
-            .collect();
-        let (tokens, (channels, metered)) = std::thread::scope(|s| {
-            let tokens = s.spawn(|| Tokens::build(&entries));
-            let mut channels = imbl::OrdMap::new();
-            let mut metered = imbl::OrdMap::new();
-            for e in &entries {
-                if e.metrics {
-                    metered.insert(e.channel.name.clone(), e.channel.clone());
-                }
-                channels.insert(e.channel.name.clone(), e.clone());
-            }
-            let tokens = match tokens.join() {
-                Ok(t) => t,
-                Err(p) => std::panic::resume_unwind(p),
-            };
-            (tokens, (channels, metered))
-        });
+    /// Makes the whole stored state current (start-up): `entries`, by name, made anew as
+    /// they were read. A million channels are loaded this way, so the maps are built in
+    /// bulk rather than one change at a time: the token tables each made at their final
+    /// size, the map by name cut from the sorted entries.
+    fn install(&self, entries: Vec<Arc<Entry>>, drains: Vec<DrainRecord>, alerts: Vec<RuleSpec>) {
+        let tokens = Tokens::build(&entries);
+        let mut metered = imbl::OrdMap::new();
+        for e in entries.iter().filter(|e| e.metrics) {
+            metered.insert(e.channel.name.clone(), e.channel.clone());
+        }
+        let channels = Names::build(entries);
         let mut snap = Snapshot {
             tokens,
             channels,

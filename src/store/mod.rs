@@ -20,7 +20,8 @@ mod replica;
 pub use alerts::{create_alert, delete_alert, list_alerts};
 pub use channels::{
     create_channel, create_token, delete_channel, get_channel, list_channels, load_channels,
-    set_channel_metrics, upsert_channel, upsert_channels, LoadedChannel, PackedTokens,
+    load_channels_as, set_channel_metrics, upsert_channel, upsert_channels, LoadedChannel,
+    PackedTokens,
 };
 pub use drains::{channel_drains, create_drain, delete_drain, list_drains, AddDrain};
 pub use meta::{
@@ -126,6 +127,19 @@ pub struct Store {
 /// functions read and write through it, so every SQL statement lives in `store`.
 pub struct Conn(Connection);
 
+/// The `packed` column of channel `$channel` (an SQL expression) made from its tokens.
+macro_rules! packed_of {
+    ($channel:literal) => {
+        concat!(
+            "coalesce((SELECT group_concat(length(CAST(t.name AS BLOB)) || ':' || t.name
+                || length(CAST(t.token AS BLOB)) || ':' || t.token, '' ORDER BY t.created_at, t.name)
+             FROM tokens t WHERE t.channel = ",
+            $channel,
+            "), '')"
+        )
+    };
+}
+
 const MIGRATIONS: &[&str] = &[
     // 1: channels, tokens, drains, meta (admin key), history.
     "CREATE TABLE channels (
@@ -202,6 +216,35 @@ const MIGRATIONS: &[&str] = &[
     // `regex` empty, `threshold` 0).
     "ALTER TABLE alerts ADD COLUMN metric TEXT;
      ALTER TABLE alerts ADD COLUMN above TEXT;",
+    // 6: each channel's tokens also in its own row (`packed`: name then token, each as its
+    // length in bytes, ':' and the text, by creation then name), kept by triggers whatever
+    // writes the tokens, so a start reads one table of a million rows instead of joining
+    // two million tokens to their channels.
+    concat!(
+        "ALTER TABLE channels ADD COLUMN packed TEXT NOT NULL DEFAULT '';
+         CREATE TRIGGER tokens_packed_on_insert AFTER INSERT ON tokens BEGIN
+            UPDATE channels SET packed = ",
+        packed_of!("NEW.channel"),
+        " WHERE name = NEW.channel;
+         END;
+         CREATE TRIGGER tokens_packed_on_delete AFTER DELETE ON tokens BEGIN
+            UPDATE channels SET packed = ",
+        packed_of!("OLD.channel"),
+        " WHERE name = OLD.channel;
+         END;
+         CREATE TRIGGER tokens_packed_on_update AFTER UPDATE ON tokens BEGIN
+            UPDATE channels SET packed = ",
+        packed_of!("OLD.channel"),
+        " WHERE name = OLD.channel;
+            UPDATE channels SET packed = ",
+        packed_of!("NEW.channel"),
+        "
+                WHERE name = NEW.channel AND NEW.channel != OLD.channel;
+         END;
+         UPDATE channels SET packed = ",
+        packed_of!("channels.name"),
+        ";"
+    ),
 ];
 
 /// `PRAGMA application_id` of a logplex database ("LPLX"). Databases made before it was
@@ -439,12 +482,45 @@ mod tests {
             )?;
             create_token(c, "zeta", "late")?;
             set_channel_metrics(c, "beta", true)?;
+            // A token moved from one channel to another (both rows' packed tokens change),
+            // and a channel with tokens gone.
+            create_channel(c, "gone", &["app".into()])?;
+            upsert_channels(
+                c,
+                [("beta", &[("moved".to_string(), "t.z".to_string())][..])],
+            )?;
+            delete_channel(c, "gone")?;
             Ok(())
         })
         .unwrap();
         let listed = s.call_blocking(list_channels).unwrap();
-        let loaded = load_channels(&s).unwrap();
-        let loaded: Vec<ChannelRecord> = loaded
+        let loaded = loaded_records(&s);
+        assert_eq!(loaded, listed);
+        let names: Vec<&str> = loaded.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["alpha", "beta", "mid", "zeta"]);
+        let mid: Vec<&str> = loaded[2].tokens.iter().map(|t| t.0.as_str()).collect();
+        assert_eq!(mid, ["a"]);
+        assert_eq!(loaded[1].tokens.len(), 2);
+        assert_eq!(loaded[3].tokens.len(), 3);
+        assert!(loaded[1].metrics);
+        // The tokens come from the channels' rows; one that cannot be read sends the whole
+        // load to the tokens table, which finds the same.
+        s.call_blocking(|c| {
+            let packed: String =
+                c.0.query_row("SELECT packed FROM channels WHERE name = 'mid'", [], |r| {
+                    r.get(0)
+                })?;
+            assert_eq!(packed, "1:a3:t.a");
+            c.0.execute("UPDATE channels SET packed = '9:x' WHERE name = 'zeta'", [])?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(loaded_records(&s), listed);
+    }
+
+    fn loaded_records(s: &Store) -> Vec<ChannelRecord> {
+        load_channels(s)
+            .unwrap()
             .into_iter()
             .map(|l| ChannelRecord {
                 id: l.id,
@@ -453,14 +529,30 @@ mod tests {
                 created_at: l.created_at,
                 metrics: l.metrics,
             })
-            .collect();
-        assert_eq!(loaded, listed);
-        let names: Vec<&str> = loaded.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["alpha", "beta", "mid", "zeta"]);
-        let mid: Vec<&str> = loaded[2].tokens.iter().map(|t| t.0.as_str()).collect();
-        assert_eq!(mid, ["a", "z"]);
-        assert_eq!(loaded[3].tokens.len(), 3);
-        assert!(loaded[1].metrics);
+            .collect()
+    }
+
+    #[test]
+    fn packed_tokens_are_read_only_when_whole() {
+        for bad in [
+            &b"3:ab"[..],
+            b"x:abc",
+            b"3:abc",
+            b"1:a1",
+            b"2:\xff\xfe1:t",
+            b":a",
+        ] {
+            assert!(PackedTokens::from_packed(bad).is_none(), "{bad:?}");
+        }
+        assert_eq!(PackedTokens::from_packed(b"").unwrap().to_vec(), vec![]);
+        let two = PackedTokens::from_packed("3:web4:t.ab2:\u{e9}1:t".as_bytes()).unwrap();
+        assert_eq!(
+            two.to_vec(),
+            vec![
+                ("web".to_string(), "t.ab".to_string()),
+                ("\u{e9}".to_string(), "t".to_string())
+            ]
+        );
     }
 
     #[test]
@@ -584,6 +676,12 @@ mod tests {
             // Ids in order of creation.
             assert_eq!(ids, [("alpha", 2), ("zeta", 1)]);
             assert_eq!(all[0].tokens, vec![("app".to_string(), "t.1".to_string())]);
+            // The tokens packed into the channels' rows by the migration that added them.
+            let packed: Vec<String> =
+                c.0.prepare("SELECT packed FROM channels ORDER BY name")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+            assert_eq!(packed, ["3:app3:t.1", "3:app3:t.2"]);
             assert_eq!(list_drains(c)?.len(), 1);
             assert_eq!(list_alerts(c)?.len(), 1);
             // Cascades and the trigger still work.
