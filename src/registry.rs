@@ -3,10 +3,11 @@
 //! them ([`Drains::apply`], [`Alerts::apply`]). The hot path reads the snapshot without
 //! locks and never touches SQLite.
 //!
-//! The maps are persistent (`imbl`): a change copies the few nodes on its path and shares
-//! the rest with the snapshot before it, so creating or destroying a channel costs
-//! O(log n) in the number of channels, not a rebuild, and readers keep the snapshot they
-//! loaded for as long as they hold it.
+//! The maps are copied on write: token routes in a three-level tree of small tables, the
+//! channels by name in a sorted list of chunks ([`names`]). A change copies the nodes on
+//! its path (the name list's ~1,000 chunk pointers at a million channels) and shares the
+//! rest with the snapshot before it, so creating or destroying a channel is not a
+//! rebuild, and readers keep the snapshot they loaded for as long as they hold it.
 
 use crate::alert::{Alerts, RuleSpec};
 use crate::channel::{Channel, Limits, Tap};

@@ -164,7 +164,8 @@ pub fn upsert_channels<'a>(
         )?;
         let mut token = tx.prepare_cached(
             "INSERT INTO tokens (token, channel, name, created_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(token) DO UPDATE SET channel = excluded.channel, name = excluded.name",
+             ON CONFLICT(token) DO UPDATE SET channel = excluded.channel, name = excluded.name
+             WHERE channel != excluded.channel OR name != excluded.name",
         )?;
         for (name, tokens) in channels {
             channel.execute(params![name, ts])?;
@@ -235,7 +236,8 @@ impl PackedTokens {
     /// The tokens of a channel's `packed` column: name then token, each as its length in
     /// bytes (decimal), `:` and its text. `None` if it is not that, or not UTF-8.
     pub fn from_packed(mut packed: &[u8]) -> Option<PackedTokens> {
-        let mut out = Vec::with_capacity(packed.len());
+        // Each "N:" becomes a 4-byte length: at most two bytes more per text.
+        let mut out = Vec::with_capacity(packed.len() + packed.len() / 2);
         let mut texts = 0usize;
         while !packed.is_empty() {
             let colon = packed.iter().position(|&b| b == b':')?;
@@ -333,11 +335,16 @@ where
     let (Some(lo), Some(hi)) = (lo, hi) else {
         return Ok(Vec::new());
     };
-    let mid = lo + (hi - lo) / 2;
+    let mid = ((i128::from(lo) + i128::from(hi)) / 2) as i64;
+    // The upper half, empty when the lower one ends at the largest id.
+    let (up, up_to) = match mid.checked_add(1) {
+        Some(up) => (up, hi),
+        None => (1, 0),
+    };
     let make = &make;
     let (lower, upper) = std::thread::scope(|s| {
         let upper = s.spawn(|| match store.reader() {
-            Ok(mut conn) => read_channels(&mut conn, mid + 1, hi, make).map(Some),
+            Ok(mut conn) => read_channels(&mut conn, up, up_to, make).map(Some),
             Err(e) => {
                 tracing::debug!("channels read on the store's connection only: {e}");
                 Ok(None)
@@ -353,7 +360,7 @@ where
     let (mut channels, mut whole) = lower?;
     let (upper, upper_whole) = match upper? {
         Some(u) => u,
-        None => store.call_blocking(|c| read_channels(c, mid + 1, hi, make))?,
+        None => store.call_blocking(|c| read_channels(c, up, up_to, make))?,
     };
     channels.extend(upper);
     whole &= upper_whole;

@@ -219,7 +219,9 @@ const MIGRATIONS: &[&str] = &[
     // 6: each channel's tokens also in its own row (`packed`: name then token, each as its
     // length in bytes, ':' and the text, by creation then name), kept by triggers whatever
     // writes the tokens, so a start reads one table of a million rows instead of joining
-    // two million tokens to their channels.
+    // two million tokens to their channels. The triggers use `group_concat(… ORDER BY …)`,
+    // so from here on the database opens only in SQLite 3.44 or later (the bundled one is
+    // newer; an older `sqlite3` shell cannot read the schema).
     concat!(
         "ALTER TABLE channels ADD COLUMN packed TEXT NOT NULL DEFAULT '';
          CREATE TRIGGER tokens_packed_on_insert AFTER INSERT ON tokens BEGIN
