@@ -4,7 +4,7 @@
 //! locks and never touches SQLite.
 //!
 //! The maps are copied on write: token routes in a three-level tree of small tables, the
-//! channels by name in a sorted list of chunks ([`names`]). A change copies the nodes on
+//! channels by name in a sorted list of chunks (`names.rs`). A change copies the nodes on
 //! its path (the name list's ~1,000 chunk pointers at a million channels) and shares the
 //! rest with the snapshot before it, so creating or destroying a channel is not a
 //! rebuild, and readers keep the snapshot they loaded for as long as they hold it.
