@@ -397,6 +397,19 @@ impl Snapshot {
     }
 }
 
+/// A channel as the store describes it, writing to `log`.
+fn make_channel(
+    id: i64,
+    name: impl Into<Arc<str>>,
+    metrics: bool,
+    limits: Limits,
+    log: Option<Arc<Log>>,
+) -> Arc<Channel> {
+    let ch = Channel::with_log(id, name, limits, log);
+    ch.set_metrics(metrics);
+    Arc::new(ch)
+}
+
 /// Those who run what the store describes beside the channels: the drains and the alert
 /// rules. Attached once they are started (after history is restored, so restored lines are
 /// not sent again); from then on every change is applied to them.
@@ -435,13 +448,11 @@ impl Registry {
         });
         let t = std::time::Instant::now();
         let (limits, log) = (reg.limits, reg.log.clone());
-        let channels = store::load_channels_as(
+        let channels = store::load_channels(
             &reg.store,
             |c| {
-                let ch = Channel::with_log(c.id, c.name, limits, log.clone());
-                ch.set_metrics(c.metrics);
                 Arc::new(Entry {
-                    channel: Arc::new(ch),
+                    channel: make_channel(c.id, c.name, c.metrics, limits, log.clone()),
                     created_at: c.created_at,
                     metrics: c.metrics,
                     tokens: c.tokens,
@@ -605,9 +616,13 @@ impl Registry {
     }
 
     fn new_channel(&self, rec: &ChannelRecord) -> Arc<Channel> {
-        let ch = Channel::with_log(rec.id, rec.name.as_str(), self.limits, self.log.clone());
-        ch.set_metrics(rec.metrics);
-        Arc::new(ch)
+        make_channel(
+            rec.id,
+            rec.name.as_str(),
+            rec.metrics,
+            self.limits,
+            self.log.clone(),
+        )
     }
 
     /// Makes one change current: each of `touched` is a channel as now stored (`None`

@@ -309,18 +309,11 @@ struct TokenRow {
 /// second connection (it cannot be opened) both halves are read on the one connection.
 /// A `packed` column that cannot be read (not written by this schema's triggers) falls
 /// back to the tokens table, with a warning.
-pub fn load_channels(store: &super::Store) -> Result<Vec<LoadedChannel>, StoreError> {
-    load_channels_as(store, |c| c, |c| &c.name)
-}
-
-/// [`load_channels`], each channel made into a `T` by `make` on the thread that read it
-/// (so what start-up builds of a million channels is shared by the two threads too), then
-/// sorted by the name `name` gives.
-pub fn load_channels_as<T, F, N>(
-    store: &super::Store,
-    make: F,
-    name: N,
-) -> Result<Vec<T>, StoreError>
+///
+/// Each channel is made into a `T` by `make` on the thread that read it (so what start-up
+/// builds of a million channels is shared by the two threads too), then sorted by the
+/// name `name` gives.
+pub fn load_channels<T, F, N>(store: &super::Store, make: F, name: N) -> Result<Vec<T>, StoreError>
 where
     T: Send,
     F: Fn(LoadedChannel) -> T + Sync,
@@ -369,11 +362,12 @@ where
             "some channels' packed tokens could not be read; all read from the tokens table"
         );
         drop(channels);
-        let (mut plain, _) = store.call_blocking(|c| read_channels(c, lo, hi, &|c| c))?;
+        let without_tokens = |c| LoadedChannel {
+            tokens: PackedTokens::default(),
+            ..c
+        };
+        let (mut plain, _) = store.call_blocking(|c| read_channels(c, lo, hi, &without_tokens))?;
         let (arena, rows) = store.call_blocking(read_tokens)?;
-        for c in &mut plain {
-            c.tokens = PackedTokens::default();
-        }
         plain.sort_by(|a, b| a.name.cmp(&b.name));
         attach_tokens(&mut plain, &arena, &rows);
         return Ok(plain.into_iter().map(make).collect());
@@ -455,12 +449,10 @@ fn read_channels<T>(
     to: i64,
     make: &impl Fn(LoadedChannel) -> T,
 ) -> Result<(Vec<T>, bool), StoreError> {
-    let n: i64 = conn.0.query_row(
-        "SELECT count(*) FROM channels WHERE id BETWEEN ?1 AND ?2",
-        [from, to],
-        |r| r.get(0),
-    )?;
-    let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    // Sized by the ids (mostly dense) rather than by a count, which is one more walk of
+    // the range's rows; capped, as ids may be sparse.
+    let span = usize::try_from(i128::from(to) - i128::from(from) + 1).unwrap_or(0);
+    let mut out = Vec::with_capacity(span.min(1 << 21));
     let mut whole = true;
     let mut stmt = conn.0.prepare(
         "SELECT id, name, created_at, metrics, packed FROM channels WHERE id BETWEEN ?1 AND ?2",

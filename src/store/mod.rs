@@ -20,8 +20,7 @@ mod replica;
 pub use alerts::{create_alert, delete_alert, list_alerts};
 pub use channels::{
     create_channel, create_token, delete_channel, get_channel, list_channels, load_channels,
-    load_channels_as, set_channel_metrics, upsert_channel, upsert_channels, LoadedChannel,
-    PackedTokens,
+    set_channel_metrics, upsert_channel, upsert_channels, LoadedChannel, PackedTokens,
 };
 pub use drains::{channel_drains, create_drain, delete_drain, list_drains, AddDrain};
 pub use meta::{
@@ -521,7 +520,7 @@ mod tests {
     }
 
     fn loaded_records(s: &Store) -> Vec<ChannelRecord> {
-        load_channels(s)
+        load_channels(s, |c| c, |c| &c.name)
             .unwrap()
             .into_iter()
             .map(|l| ChannelRecord {
