@@ -4,7 +4,8 @@
 //! ```text
 //! cargo bench --bench many -- [--channels 1000000] [--creates 10000]
 //!                             [--histories 10000] [--lines 1500] [--load yes|no]
-//!                             [--conns 4] [--count 2000000] [--batch 500]
+//!                             [--conns 4] [--count 2000000] [--batch 500] [--rounds 1]
+//! cargo bench --bench many -- --phase load --dir DIR [--rounds 3] [--log off|on]
 //! cargo bench --bench many -- --phase start --dir DIR [--channels 1000000] [--starts 3]
 //!                             [--creates 0]
 //! ```
@@ -20,6 +21,10 @@
 //!    off, so only the rings hold them): RSS / payload, and what each line costs beyond its
 //!    frame (its record and its share of the chunks' slack). `--phase histories` runs this
 //!    part alone.
+//!
+//! `--phase load --dir DIR [--rounds 3] [--log off|on]` only runs step 4 (in turns, with
+//! the durable log off unless `--log on`) against a router on the store at `DIR`, kept as
+//! for `--phase start`; `--rounds` does the same in the whole run (default 1).
 //!
 //! `--phase start` only starts and stops a router on the store at `DIR` (filled with
 //! `--channels` first if it has no store yet; kept afterwards, so runs can be repeated and
@@ -374,13 +379,67 @@ async fn starts(dir: &Path, n: u64, starts: u64, creates: u64) {
     start_parts(dir);
 }
 
-/// Where a start spends its time: reading the store, then making the channels.
+/// The load bench's TCP and HTTP figures against the router `many` (labelled so) and the
+/// router `one` with one channel, in turns, `rounds` times: what a run's first load pays
+/// (the log's first segments, the runtime's first buffers) is not all on one side.
+async fn loads(
+    many: &logplex::Addrs,
+    label: &'static str,
+    one: &logplex::Addrs,
+    rounds: u64,
+    kv: &HashMap<String, String>,
+) {
+    let addrs = |a: &logplex::Addrs| (a.api, a.tcp.expect("tcp"), a.http.expect("http"));
+    for round in 0..rounds {
+        for mode in ["tcp", "http"] {
+            // Each round starts with the other router, so neither always goes first.
+            let (a, b) = if round % 2 == 0 {
+                ((many, label), (one, "1 channel"))
+            } else {
+                ((one, "1 channel"), (many, label))
+            };
+            load::against(addrs(a.0), KEY, TOKEN, mode, a.1, kv).await;
+            load::against(addrs(b.0), KEY, TOKEN, mode, b.1, kv).await;
+        }
+    }
+}
+
+/// `--phase load`: [`loads`] against a router on the kept store at `dir` (filled with `n`
+/// channels first if it has no store yet), the durable log `off` (as the README's ingest
+/// figures) unless `--log on`.
+async fn load_phase(dir: &Path, n: u64, kv: &HashMap<String, String>) {
+    if !dir.join("bench.db").exists() {
+        let path = dir.display().to_string();
+        child(&[
+            "--phase",
+            "fill",
+            "--dir",
+            &path,
+            "--channels",
+            &n.to_string(),
+        ]);
+    }
+    let log = kv.get("log").is_some_and(|v| v == "on");
+    let one_dir = tempfile::tempdir().expect("tempdir");
+    let (one, _) = start(config(one_dir.path(), log)).await;
+    let (many, took) = start(config(dir, log)).await;
+    println!("{{\"what\":\"start\",\"to_listening_ms\":{:.0}}}", ms(took));
+    loads(
+        &many.addrs,
+        "kept store",
+        &one.addrs,
+        num(kv, "rounds", 3),
+        kv,
+    )
+    .await;
+    stop(many).await;
+    stop(one).await;
+}
+
+/// Where a start spends its time: reading the store and making the channels and routes
+/// (`Registry::load`, what a start does), then dropping them.
 fn start_parts(dir: &Path) {
     let store = logplex::store::Store::open(&dir.join("bench.db")).expect("store");
-    let t = Instant::now();
-    let state = store.call_blocking(logplex::store::state).expect("state");
-    let read = t.elapsed();
-    drop(state);
     let limits = logplex::channel::Limits {
         history_lines: 1500,
         history_bytes: 1 << 20,
@@ -392,8 +451,7 @@ fn start_parts(dir: &Path) {
     let t = Instant::now();
     drop(reg);
     println!(
-        "{{\"what\":\"start_parts\",\"store_read_ms\":{:.0},\"registry_load_ms\":{:.0},\"registry_drop_ms\":{:.0}}}",
-        ms(read),
+        "{{\"what\":\"start_parts\",\"registry_load_ms\":{:.0},\"registry_drop_ms\":{:.0}}}",
         ms(loaded),
         ms(t.elapsed())
     );
@@ -431,6 +489,16 @@ fn main() {
                 num(&kv, "starts", 3),
                 num(&kv, "creates", 0),
             ));
+            return;
+        }
+        Some("load") => {
+            let dir = std::path::PathBuf::from(kv.get("dir").expect("--dir"));
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(load_phase(&dir, num(&kv, "channels", 1_000_000), &kv));
             return;
         }
         Some("histories") => {
@@ -496,13 +564,9 @@ fn main() {
             ms(took)
         );
         if load {
-            let addrs = |a: &logplex::Addrs| (a.api, a.tcp.expect("tcp"), a.http.expect("http"));
             let total = n + 1 + creates;
             let many: &'static str = Box::leak(format!("{total} channels").into_boxed_str());
-            load::against(addrs(&r.addrs), KEY, TOKEN, "tcp", many, &kv).await;
-            load::against(addrs(&r.addrs), KEY, TOKEN, "http", many, &kv).await;
-            load::against(addrs(&one.addrs), KEY, TOKEN, "tcp", "1 channel", &kv).await;
-            load::against(addrs(&one.addrs), KEY, TOKEN, "http", "1 channel", &kv).await;
+            loads(&r.addrs, many, &one.addrs, num(&kv, "rounds", 1), &kv).await;
         }
         stop(one).await;
         let stopped = stop(r).await;

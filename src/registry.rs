@@ -10,7 +10,7 @@
 //! rebuild, and readers keep the snapshot they loaded for as long as they hold it.
 
 use crate::alert::{Alerts, RuleSpec};
-use crate::channel::{Channel, Limits, Tap};
+use crate::channel::{Channel, HistoryTotals, Limits, Tap};
 use crate::drain::Drains;
 use crate::line::Source;
 use crate::log::Log;
@@ -404,8 +404,9 @@ fn make_channel(
     metrics: bool,
     limits: Limits,
     log: Option<Arc<Log>>,
+    totals: Arc<HistoryTotals>,
 ) -> Arc<Channel> {
-    let ch = Channel::with_log(id, name, limits, log);
+    let ch = Channel::with_log(id, name, limits, log, totals);
     ch.set_metrics(metrics);
     Arc::new(ch)
 }
@@ -427,6 +428,8 @@ pub struct Registry {
     limits: Limits,
     /// The durable log new channels write to, `None` when it is off.
     log: Option<Arc<Log>>,
+    /// Lines and bytes in every channel's history.
+    totals: Arc<HistoryTotals>,
     current: ArcSwap<Snapshot>,
     outputs: OnceLock<Outputs>,
 }
@@ -443,16 +446,24 @@ impl Registry {
             store,
             limits,
             log,
+            totals: Arc::default(),
             current: ArcSwap::from_pointee(Snapshot::default()),
             outputs: OnceLock::new(),
         });
         let t = std::time::Instant::now();
-        let (limits, log) = (reg.limits, reg.log.clone());
+        let (limits, log, totals) = (reg.limits, reg.log.clone(), reg.totals.clone());
         let channels = store::load_channels(
             &reg.store,
             |c| {
                 Arc::new(Entry {
-                    channel: make_channel(c.id, c.name, c.metrics, limits, log.clone()),
+                    channel: make_channel(
+                        c.id,
+                        c.name,
+                        c.metrics,
+                        limits,
+                        log.clone(),
+                        totals.clone(),
+                    ),
                     created_at: c.created_at,
                     metrics: c.metrics,
                     tokens: c.tokens,
@@ -622,7 +633,13 @@ impl Registry {
             rec.metrics,
             self.limits,
             self.log.clone(),
+            self.totals.clone(),
         )
+    }
+
+    /// Lines and bytes held in every channel's history now.
+    pub fn history_totals(&self) -> (usize, usize) {
+        self.totals.get()
     }
 
     /// Makes one change current: each of `touched` is a channel as now stored (`None`
