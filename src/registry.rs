@@ -338,20 +338,33 @@ impl Snapshot {
         self.channels.get(name).map(|e| e.record())
     }
 
-    /// The channels as stored (names and tokens), by name.
-    pub fn records(&self) -> impl Iterator<Item = ChannelRecord> + '_ {
-        self.channels.values().map(|e| e.record())
-    }
-
     /// The channels as stored whose names come after `after` (all with `""`), by name: a
     /// page starts here in O(log n).
     pub fn records_after<'a>(&'a self, after: &'a str) -> impl Iterator<Item = ChannelRecord> + 'a {
+        self.entries_after(after).map(|e| e.record())
+    }
+
+    /// The first channel as stored whose name and creation time (Unix seconds) pass `is`:
+    /// a scan, which makes no record until it finds one.
+    pub fn find_record(&self, mut is: impl FnMut(&str, i64) -> bool) -> Option<ChannelRecord> {
+        self.channels
+            .values()
+            .find(|e| is(e.name(), e.created_at))
+            .map(|e| e.record())
+    }
+
+    /// The channels whose names come after `after` (all with `""`), by name, from O(log n).
+    pub fn channels_after<'a>(&'a self, after: &'a str) -> impl Iterator<Item = &'a Arc<Channel>> {
+        self.entries_after(after).map(|e| &e.channel)
+    }
+
+    fn entries_after<'a>(&'a self, after: &'a str) -> impl Iterator<Item = &'a Arc<Entry>> {
         let from: Bound<&str> = if after.is_empty() {
             Bound::Unbounded
         } else {
             Bound::Excluded(after)
         };
-        self.channels.after(from).map(|e| e.record())
+        self.channels.after(from)
     }
 
     /// Is `drain_token` the token of a drain of `channel`?

@@ -265,6 +265,20 @@ async fn stats_count_each_apps_lines_per_minute() {
     assert_eq!(loud["history_lines"], 250);
     let quiet = chans.iter().find(|c| c["name"] == "quiet").unwrap();
     assert_eq!(quiet["lines_total"], 0);
+    // Paged by name as the channel list is, so a million apps are not one body.
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        let list = v["channels"].as_array().unwrap();
+        list.iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let first = api_json(&s, "GET", "/v2/stats?limit=1", None).await;
+    assert_eq!(names(&first), ["loud"]);
+    assert_eq!(first["channels"][0]["lines_total"], 250);
+    let next = api_json(&s, "GET", "/v2/stats?limit=1&after=loud", None).await;
+    assert_eq!(names(&next), ["quiet"]);
+    let (st, body) = request(&s.api(), "GET", "/v2/stats?limit=0", None).await;
+    assert_eq!(st, 422, "{body}");
     s.stop().await;
 }
 

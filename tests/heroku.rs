@@ -420,6 +420,10 @@ async fn platform_api_shapes_and_errors() {
     );
     let (st, by_id) = request_with(&api, "GET", &format!("/apps/{id}"), None, &h).await;
     assert_eq!(st, 200, "{by_id}");
+    assert!(by_id.contains("\"name\":\"demo\""), "{by_id}");
+    // An id of our shape that no app has: looked for, not found.
+    let (st, _) = get("/apps/00000000-0000-8000-8000-000000000000").await;
+    assert_eq!(st, 404);
 
     let (st, e) = get("/apps/nope").await;
     assert_eq!(st, 404);

@@ -45,9 +45,17 @@ impl FromRequestParts<Arc<Node>> for App {
         };
         node.catch_up_on(&name_or_id).await;
         let snap = node.registry.snapshot();
-        // By name in O(log n); by id (rare: the CLI sends names) a scan.
+        // By name in O(log n); by id (rare: the CLI sends names) a scan, which makes no
+        // record and no text per app, and only for what can be one of our ids (an unknown
+        // name is a 404 at once, not a walk of every app).
+        let by_id = || {
+            let id = uuid::Uuid::parse_str(&name_or_id)
+                .ok()
+                .filter(|u| u.get_version_num() == 8)?;
+            snap.find_record(|name, created_at| app_uuid(name, created_at) == id)
+        };
         snap.record(&name_or_id)
-            .or_else(|| snap.records().find(|r| app_id(r) == name_or_id))
+            .or_else(by_id)
             .map(App)
             .ok_or_else(|| Platform(ApiError::no_app(&name_or_id)))
     }
@@ -117,18 +125,23 @@ async fn drains_of(node: &Node, app: &ChannelRecord) -> Result<Vec<DrainRecord>,
 /// A stable UUID for an app: FNV-1a (128 bits) of its name and creation time, shaped as a
 /// version 8 ("custom") UUID. Not a secret; it only has to agree between calls.
 pub fn app_id(rec: &ChannelRecord) -> String {
+    app_uuid(&rec.name, rec.created_at).to_string()
+}
+
+/// [`app_id`] of the app `name` made at `created_at`, as a UUID.
+fn app_uuid(name: &str, created_at: i64) -> uuid::Uuid {
     const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
     const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
     let mut h = OFFSET;
-    let created = rec.created_at.to_be_bytes();
-    for b in rec.name.bytes().chain([0]).chain(created) {
+    let created = created_at.to_be_bytes();
+    for b in name.bytes().chain([0]).chain(created) {
         h ^= u128::from(b);
         h = h.wrapping_mul(PRIME);
     }
     let mut bytes = h.to_be_bytes();
     bytes[6] = (bytes[6] & 0x0f) | 0x80; // version 8
     bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
-    uuid::Uuid::from_bytes(bytes).to_string()
+    uuid::Uuid::from_bytes(bytes)
 }
 
 /// Unix seconds as Heroku writes times: `2016-03-08T02:43:26Z`.

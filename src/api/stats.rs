@@ -8,39 +8,53 @@
 //! ```
 //! `lines_per_minute` holds `minutes` counts, oldest first, per wall-clock minute; the last
 //! is the minute under way (so it grows until the minute ends). Counts are of this node's
-//! intake since it started; history restored at start is not counted.
+//! intake since it started; history restored at start is not counted. Paged by name as
+//! `GET /v2/channels` is (`?limit=&after=`, 1,000 by default, a `Link` to the next page).
 
-use super::reply;
-use crate::channel::RATE_MINUTES;
+use super::v2::Page;
+use super::V2;
+use crate::channel::{Channel, RATE_MINUTES};
 use crate::server::Node;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
-use hyper::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// `GET /v2/stats`.
-pub async fn stats(State(node): State<Arc<Node>>) -> Response {
+/// `GET /v2/stats[?limit=N&after=NAME]`: a [`Page`] of channels by name, as
+/// `GET /v2/channels` pages them (a million channels are not one body).
+pub async fn stats(
+    State(node): State<Arc<Node>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, V2> {
+    let page = Page::from_query(query.as_deref())?;
     let now = crate::clock::now_micros();
     let snap = node.registry.snapshot();
-    let channels: Vec<serde_json::Value> = snap
-        .channels()
-        .map(|c| {
-            let rate = c.line_rate();
-            json!({
-                "name": &*c.name,
-                "lines_per_minute": rate.minutes(now).to_vec(),
-                "lines_total": rate.total(),
-                "history_lines": c.history_len().0,
-            })
-        })
+    let items: Vec<&Arc<Channel>> = snap
+        .channels_after(&page.after)
+        .take(page.limit + 1)
         .collect();
-    reply(
-        StatusCode::OK,
-        &json!({
-            "at": crate::alert::rfc3339(Some(now)),
-            "minutes": RATE_MINUTES,
-            "channels": channels,
-        }),
-    )
+    Ok(page.reply(
+        "/v2/stats",
+        items,
+        |c| &c.name,
+        |items| {
+            let channels: Vec<Value> = items
+                .iter()
+                .map(|c| {
+                    let rate = c.line_rate();
+                    json!({
+                        "name": &*c.name,
+                        "lines_per_minute": rate.minutes(now).to_vec(),
+                        "lines_total": rate.total(),
+                        "history_lines": c.history_len().0,
+                    })
+                })
+                .collect();
+            json!({
+                "at": crate::alert::rfc3339(Some(now)),
+                "minutes": RATE_MINUTES,
+                "channels": channels,
+            })
+        },
+    ))
 }

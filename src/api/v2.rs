@@ -45,56 +45,90 @@ pub const PAGE_DEFAULT: usize = 1000;
 /// The largest `limit` of `GET /v2/channels`.
 pub const PAGE_MAX: usize = 10_000;
 
-/// `GET /v2/channels?limit=N&after=NAME`: a page of channels by name, those after `after`
-/// (from the first when left out), at most `limit` ([`PAGE_DEFAULT`], at most
-/// [`PAGE_MAX`]). When more follow, a `Link: <…?limit=N&after=LAST>; rel="next"` header
-/// says where the next page starts. Finding the start of a page costs O(log n).
+/// A page of a list by name (`?limit=N&after=NAME`): those after `after` (from the first
+/// when left out), at most `limit` ([`PAGE_DEFAULT`], at most [`PAGE_MAX`]).
+pub(super) struct Page {
+    pub limit: usize,
+    pub after: String,
+}
+
+impl Page {
+    pub fn from_query(query: Option<&str>) -> Result<Page, ApiError> {
+        let mut page = Page {
+            limit: PAGE_DEFAULT,
+            after: String::new(),
+        };
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned();
+            match k {
+                "limit" => {
+                    page.limit = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=PAGE_MAX).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::invalid(format!(
+                                "limit {v:?} must be a number from 1 to {PAGE_MAX}."
+                            ))
+                        })?
+                }
+                "after" => page.after = v,
+                _ => {}
+            }
+        }
+        Ok(page)
+    }
+
+    /// The page's answer: `items` (the page's, with one more when more follow), and when
+    /// more follow a `Link: <PATH?limit=N&after=LAST>; rel="next"` header, LAST the name of
+    /// the page's last item.
+    pub fn reply<T>(
+        &self,
+        path: &str,
+        mut items: Vec<T>,
+        name: impl Fn(&T) -> &str,
+        body: impl FnOnce(Vec<T>) -> Value,
+    ) -> Response {
+        let more = items.len() > self.limit;
+        items.truncate(self.limit);
+        let next = match (more, items.last()) {
+            (true, Some(last)) => Some(format!(
+                "<{path}?limit={}&after={}>; rel=\"next\"",
+                self.limit,
+                name(last)
+            )),
+            _ => None,
+        };
+        let mut r = reply(StatusCode::OK, &body(items));
+        if let Some(v) = next.and_then(|l| hyper::header::HeaderValue::from_str(&l).ok()) {
+            r.headers_mut().insert(hyper::header::LINK, v);
+        }
+        r
+    }
+}
+
+/// `GET /v2/channels?limit=N&after=NAME`: a [`Page`] of channels by name. When more
+/// follow, a `Link: <…?limit=N&after=LAST>; rel="next"` header says where the next page
+/// starts. Finding the start of a page costs O(log n).
 pub async fn list_channels(
     State(node): State<Arc<Node>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, V2> {
-    let (mut limit, mut after) = (PAGE_DEFAULT, String::new());
-    let pairs = query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty());
-    for pair in pairs {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_encoding::percent_decode_str(v)
-            .decode_utf8_lossy()
-            .into_owned();
-        match k {
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=PAGE_MAX).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid(format!(
-                            "limit {v:?} must be a number from 1 to {PAGE_MAX}."
-                        ))
-                    })?
-            }
-            "after" => after = v,
-            _ => {}
-        }
-    }
+    let page = Page::from_query(query.as_deref())?;
     let snap = node.registry.snapshot();
-    let page: Vec<store::ChannelRecord> = snap.records_after(&after).take(limit + 1).collect();
-    let more = page.len() > limit;
-    let list: Vec<Value> = page.iter().take(limit).map(channel_json).collect();
-    let mut r = reply(StatusCode::OK, &Value::Array(list));
-    if let (true, Some(last)) = (more, page.get(limit - 1)) {
-        let link = format!(
-            "</v2/channels?limit={limit}&after={}>; rel=\"next\"",
-            last.name
-        );
-        if let Ok(v) = hyper::header::HeaderValue::from_str(&link) {
-            r.headers_mut().insert(hyper::header::LINK, v);
-        }
-    }
-    Ok(r)
+    let items: Vec<store::ChannelRecord> = snap
+        .records_after(&page.after)
+        .take(page.limit + 1)
+        .collect();
+    Ok(page.reply(
+        "/v2/channels",
+        items,
+        |c| &c.name,
+        |items| Value::Array(items.iter().map(channel_json).collect()),
+    ))
 }
 
 /// `GET /v2/channels/NAME`.
