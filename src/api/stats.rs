@@ -20,7 +20,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// `GET /v2/stats[?limit=N&after=NAME]`: a [`Page`] of channels by name, as
+/// `GET /v2/stats[?limit=N&after=NAME]`: a page (`Page`) of channels by name, as
 /// `GET /v2/channels` pages them (a million channels are not one body).
 pub async fn stats(
     State(node): State<Arc<Node>>,

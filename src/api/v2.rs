@@ -110,7 +110,7 @@ impl Page {
     }
 }
 
-/// `GET /v2/channels?limit=N&after=NAME`: a [`Page`] of channels by name. When more
+/// `GET /v2/channels?limit=N&after=NAME`: a page (`Page`) of channels by name. When more
 /// follow, a `Link: <…?limit=N&after=LAST>; rel="next"` header says where the next page
 /// starts. Finding the start of a page costs O(log n).
 pub async fn list_channels(
