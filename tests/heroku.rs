@@ -767,3 +767,97 @@ async fn log_shuttle_bytes_read_back_with_logplex_logs() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), want);
     s.stop().await;
 }
+
+/// `GET /apps/APP/log-drains` comes in parts as Heroku's `Range` header asks: 206 with
+/// `Next-Range` while more follow, 200 for the last part, `Content-Range` on each, 416 for
+/// a header that cannot be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_lists_come_in_ranges() {
+    let s = TestServer::start().await;
+    s.create_app("ranged").await;
+    let api = s.api();
+    for i in 0..5 {
+        let body = format!(r#"{{"url":"syslog://127.0.0.1:{}"}}"#, 9 + i);
+        let (st, b) = request(&api, "POST", "/apps/ranged/log-drains", Some(&body)).await;
+        assert_eq!(st, 201, "{b}");
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let get = |range: Option<String>| {
+        let client = client.clone();
+        let api = api.clone();
+        async move {
+            let mut req = hyper::Request::get(format!("{api}/apps/ranged/log-drains"))
+                .header("authorization", format!("Bearer {KEY}"))
+                .header("accept", "application/vnd.heroku+json; version=3");
+            if let Some(r) = range {
+                req = req.header("range", r);
+            }
+            let resp = client
+                .request(req.body(http_body_util::Full::default()).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let header = |k: &str| {
+                resp.headers()
+                    .get(k)
+                    .map(|v| v.to_str().unwrap().to_string())
+            };
+            let (content, next) = (header("content-range"), header("next-range"));
+            let accept = header("accept-ranges");
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (status, v, content, next, accept)
+        }
+    };
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        let list = v.as_array().unwrap_or_else(|| panic!("{v}"));
+        list.iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Without a header: all five (fewer than the default 200), by id.
+    let (st, all, content, next, accept) = get(None).await;
+    assert_eq!(st, 200);
+    let mut want = ids(&all);
+    assert_eq!(want.len(), 5);
+    assert!(want.is_sorted(), "{want:?}");
+    assert_eq!(content.unwrap(), format!("id {}..{}", want[0], want[4]));
+    assert!(next.is_none());
+    assert_eq!(accept.as_deref(), Some("id"));
+    // Two at a time, following Next-Range: 206, 206, 200.
+    for (order, header) in [("asc", "id ..; max=2"), ("desc", "id ..; order=desc,max=2")] {
+        let (mut range, mut seen, mut statuses) = (Some(header.to_string()), vec![], vec![]);
+        while let Some(r) = range.take() {
+            assert!(statuses.len() < 5, "the parts never end");
+            let (st, part, content, next, _) = get(Some(r)).await;
+            let got = ids(&part);
+            assert_eq!(
+                content.unwrap(),
+                format!("id {}..{}", got[0], got[got.len() - 1])
+            );
+            statuses.push(st);
+            seen.extend(got);
+            range = next;
+        }
+        assert_eq!(statuses, [206, 206, 200], "{order}");
+        if order == "desc" {
+            want.reverse();
+        }
+        assert_eq!(seen, want, "{order}");
+    }
+    for bad in ["name ..", "id ..; max=5000", "id"] {
+        let (st, e, ..) = get(Some(bad.to_string())).await;
+        if bad == "id" {
+            // The attribute alone is the whole range.
+            assert_eq!(st, 200, "{bad}: {e}");
+            continue;
+        }
+        assert_eq!(st, 416, "{bad}: {e}");
+        assert_eq!(e["id"], "requested_range_not_satisfiable", "{e}");
+    }
+    s.stop().await;
+}

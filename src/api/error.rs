@@ -34,6 +34,9 @@ pub enum ApiError {
     /// 503: the cluster's config (in Redis) cannot be reached, so nothing can be changed
     /// now (everything else works); the reason is written for the user. With `Retry-After`.
     Unavailable(String),
+    /// 416: a Platform API list's `Range` header cannot be read; the reason is written
+    /// for the user.
+    Range(String),
     /// 500: the store failed, or a bug. Logged; the client is told only to look at the log.
     Internal(String),
 }
@@ -166,6 +169,11 @@ impl IntoResponse for V2 {
             ApiError::Invalid(reason) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_params", reason)
             }
+            ApiError::Range(reason) => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "requested_range_not_satisfiable",
+                reason,
+            ),
             ApiError::BadJson(e) => (
                 StatusCode::BAD_REQUEST,
                 "bad_request",

@@ -47,6 +47,7 @@ pub mod alerts;
 pub mod error;
 pub mod metrics;
 pub mod platform;
+pub mod range;
 pub mod stats;
 pub mod v2;
 

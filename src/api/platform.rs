@@ -10,6 +10,7 @@
 //! id is derived from its name and creation time, so it is stable across calls and restarts
 //! but differs for an app destroyed and created again, as on Heroku.
 
+use super::range::Range;
 use super::v2::{self, NewDrain};
 use super::{reply, ApiError, JsonBody, Missing, Params, Platform};
 use crate::clock::now_secs;
@@ -19,6 +20,7 @@ use crate::store::{self, ChannelRecord, DrainRecord};
 use axum::extract::{FromRequestParts, RawPathParams, State};
 use axum::http::request::Parts;
 use axum::response::Response;
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -66,11 +68,40 @@ pub async fn app(App(app): App) -> Response {
     reply(StatusCode::OK, &app_json(&app))
 }
 
-/// `GET /apps/APP/log-drains`.
-pub async fn drains(State(node): State<Arc<Node>>, App(app): App) -> Result<Response, Platform> {
-    let list = drains_of(&node, &app).await?;
-    let list: Vec<Value> = list.iter().map(|d| drain_json(&app, d)).collect();
-    Ok(reply(StatusCode::OK, &Value::Array(list)))
+/// `GET /apps/APP/log-drains`, in parts by id as Heroku's `Range` header asks (200 at a
+/// time without one; see [`super::range`]).
+pub async fn drains(
+    State(node): State<Arc<Node>>,
+    App(app): App,
+    headers: HeaderMap,
+) -> Result<Response, Platform> {
+    const ATTRS: &[&str] = &["id"];
+    let range = match headers.get(header::RANGE) {
+        None => Range::all("id"),
+        Some(h) => h
+            .to_str()
+            .map_err(|_| "The Range header is not text.".to_string())
+            .and_then(|h| Range::parse(h, ATTRS))
+            .map_err(ApiError::Range)?,
+    };
+    let part = range.apply(drains_of(&node, &app).await?, |d| &d.id);
+    let list: Vec<Value> = part.items.iter().map(|d| drain_json(&app, d)).collect();
+    let status = if part.partial() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let mut r = reply(status, &Value::Array(list));
+    let h = r.headers_mut();
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("id"));
+    let text = |v: String| HeaderValue::from_str(&v).ok();
+    if let Some(v) = part.content.and_then(text) {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    if let Some(v) = part.next.and_then(text) {
+        h.insert("next-range", v);
+    }
+    Ok(r)
 }
 
 /// `POST /apps/APP/log-drains` `{"url"}`.
