@@ -339,9 +339,8 @@ fn child(args: &[&str]) {
     assert!(status.success(), "phase {args:?}: {status}");
 }
 
-/// Starts and stops a router on the store at `dir` `starts` times (filling it with `n`
-/// channels first if it has none).
-async fn starts(dir: &Path, n: u64, starts: u64, creates: u64) {
+/// Fills the store at `dir` with `n` channels (in a process of its own) unless it has one.
+fn fill_if_new(dir: &Path, n: u64) {
     if !dir.join("bench.db").exists() {
         let path = dir.display().to_string();
         child(&[
@@ -353,6 +352,12 @@ async fn starts(dir: &Path, n: u64, starts: u64, creates: u64) {
             &n.to_string(),
         ]);
     }
+}
+
+/// Starts and stops a router on the store at `dir` `starts` times (filling it with `n`
+/// channels first if it has none).
+async fn starts(dir: &Path, n: u64, starts: u64, creates: u64) {
+    fill_if_new(dir, n);
     for run in 0..starts {
         let base = rss();
         let cpu = cpu_secs();
@@ -408,17 +413,7 @@ async fn loads(
 /// channels first if it has no store yet), the durable log `off` (as the README's ingest
 /// figures) unless `--log on`.
 async fn load_phase(dir: &Path, n: u64, kv: &HashMap<String, String>) {
-    if !dir.join("bench.db").exists() {
-        let path = dir.display().to_string();
-        child(&[
-            "--phase",
-            "fill",
-            "--dir",
-            &path,
-            "--channels",
-            &n.to_string(),
-        ]);
-    }
+    fill_if_new(dir, n);
     let log = kv.get("log").is_some_and(|v| v == "on");
     let one_dir = tempfile::tempdir().expect("tempdir");
     let (one, _) = start(config(one_dir.path(), log)).await;

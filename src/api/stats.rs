@@ -29,14 +29,10 @@ pub async fn stats(
     let page = Page::from_query(query.as_deref())?;
     let now = crate::clock::now_micros();
     let snap = node.registry.snapshot();
-    let items: Vec<&Arc<Channel>> = snap
-        .channels_after(&page.after)
-        .take(page.limit + 1)
-        .collect();
     Ok(page.reply(
         "/v2/stats",
-        items,
-        |c| &c.name,
+        page.take(snap.channels_after(&page.after)),
+        |c: &&Arc<Channel>| &c.name,
         |items| {
             let channels: Vec<Value> = items
                 .iter()

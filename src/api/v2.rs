@@ -82,7 +82,13 @@ impl Page {
         Ok(page)
     }
 
-    /// The page's answer: `items` (the page's, with one more when more follow), and when
+    /// The page's items of `all` (those after `after`, in order), with one more when more
+    /// follow.
+    pub fn take<T>(&self, all: impl Iterator<Item = T>) -> Vec<T> {
+        all.take(self.limit + 1).collect()
+    }
+
+    /// The page's answer: `items` (from [`Page::take`]), and when
     /// more follow a `Link: <PATH?limit=N&after=LAST>; rel="next"` header, LAST the name of
     /// the page's last item.
     pub fn reply<T>(
@@ -119,13 +125,9 @@ pub async fn list_channels(
 ) -> Result<Response, V2> {
     let page = Page::from_query(query.as_deref())?;
     let snap = node.registry.snapshot();
-    let items: Vec<store::ChannelRecord> = snap
-        .records_after(&page.after)
-        .take(page.limit + 1)
-        .collect();
     Ok(page.reply(
         "/v2/channels",
-        items,
+        page.take(snap.records_after(&page.after)),
         |c| &c.name,
         |items| Value::Array(items.iter().map(channel_json).collect()),
     ))
