@@ -280,7 +280,8 @@ const TOKEN: &str = "t.00000000-0000-4000-8000-0000000000d7";
 async fn kill_9_mid_delivery_resumes_at_the_cursor_resending_at_most_one_batch() {
     let dir = tempfile::tempdir().unwrap();
     let p = Ports::free();
-    // Slow: about 4 MB/s, so 50,000 lines take seconds to deliver.
+    // Slow: about 4 MB/s, so 150,000 lines take seconds to deliver; fewer could all be
+    // delivered before the kill, the socket buffers on the way holding several MB.
     let sink = Sink::new(free_port(), Some((8 << 10, Duration::from_millis(2))));
     sink.start().await;
     let extra = format!(
@@ -295,8 +296,8 @@ async fn kill_9_mid_delivery_resumes_at_the_cursor_resending_at_most_one_batch()
         &dir.path().join("data/logplex.db"),
         &extra,
     );
-    let mut s = Serve::start(&cfg, p.api(), &[]);
-    let n = 50_000;
+    let mut s = Serve::start(&cfg, p.api(), &[("LOGPLEX_AUTH_KEY", KEY)]);
+    let n = 150_000;
     send(p.tcp(), TOKEN, "k", 0, n).await;
     // Mid-delivery: some lines arrived, far from all.
     let before = sink.wait(30, |g| g.len() >= n / 10).await.len();
@@ -316,7 +317,7 @@ async fn kill_9_mid_delivery_resumes_at_the_cursor_resending_at_most_one_batch()
         }
         at_kill = now;
     }
-    let _s = Serve::start(&cfg, p.api(), &[]);
+    let _s = Serve::start(&cfg, p.api(), &[("LOGPLEX_AUTH_KEY", KEY)]);
     let got = sink
         .wait(60, |g| {
             let nums = numbers(g, "k");
@@ -350,6 +351,19 @@ async fn kill_9_mid_delivery_resumes_at_the_cursor_resending_at_most_one_batch()
         "resumed at {restart}, killed after {at_kill}"
     );
     assert!(l10s(&got).is_empty());
+    // The drain's count goes on from the one saved with its cursor: every line once (the
+    // batch sent again was not counted before the kill), not only those since the restart.
+    let api = format!("http://{}", p.api());
+    let mut st = drain_status(&api, "k9").await;
+    for _ in 0..50 {
+        if st["sent"] == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        st = drain_status(&api, "k9").await;
+    }
+    assert_eq!(st["sent"], n, "{st}");
+    assert_eq!(st["dropped"], 0, "{st}");
     eprintln!("kill -9 after {at_kill} of {n} delivered; resent {dups}");
 }
 

@@ -16,11 +16,13 @@
 //! read (deleted by retention, or never written because the log could not write) or when it
 //! is further behind than `drains.max_lag`: then it skips forward to the newest lines.
 //!
-//! The cursor file (`<log>/drains/<drain id>`, 20 bytes: seq, channel id, CRC32C of both) is
-//! written after every delivered batch, on the blocking pool, before the next batch is sent;
-//! without fsync (a `kill -9` keeps the page cache; a power loss may roll it back to an
-//! older cursor, so more is sent again, never less). So a crash sends again at most the
-//! batch that was in flight.
+//! The cursor file (`<log>/drains/<drain id>`, 36 bytes: seq, channel id, the drain's counts
+//! of lines sent and dropped, CRC32C of those; the 20-byte files of earlier versions, without
+//! the counts, are read too) is written after every delivered batch, on the blocking pool,
+//! before the next batch is sent; without fsync (a `kill -9` keeps the page cache; a power
+//! loss may roll it back to an older cursor, so more is sent again, never less). So a crash
+//! sends again at most the batch that was in flight, and the drain's counts go on from
+//! where they were saved instead of starting again at 0.
 
 use super::Drain;
 use crate::config::MaxLag;
@@ -37,7 +39,9 @@ use std::time::{Duration, Instant};
 /// No cursor yet: the drain starts at its channel's end once it knows its channel.
 const UNKNOWN: u64 = u64::MAX;
 /// Size of a cursor file.
-const FILE_LEN: usize = 20;
+const FILE_LEN: usize = 36;
+/// Size of a cursor file of the versions that did not keep the counts.
+const OLD_FILE_LEN: usize = 20;
 /// How long lines the channel numbered may be missing from the log before the drain takes
 /// them as never written (refused by a degraded log) and skips them. The log writes within
 /// milliseconds when it works.
@@ -59,6 +63,10 @@ pub struct Cursor {
     seq: AtomicU64,
     /// The channel the seq belongs to (from the file; [`UNKNOWN`] when none was read).
     channel: AtomicU64,
+    /// The drain's counts of lines sent and dropped as last given to [`Cursor::delivered`]
+    /// (at open: as read from the file), saved with the seq.
+    sent: AtomicU64,
+    dropped: AtomicU64,
     max_lag: MaxLag,
     /// Frame bytes the channel handed the drain, and bytes delivered or skipped (since the
     /// drain started): their difference is the byte lag `max_lag` compares.
@@ -99,7 +107,12 @@ impl Cursor {
     /// missing). Blocking: called when drains are applied, on the blocking pool.
     pub fn open(log: Arc<Log>, id: &str, max_lag: MaxLag) -> Cursor {
         let path = cursor_path(log.dir(), id);
-        let (seq, channel) = read_file(&path).unwrap_or((UNKNOWN, UNKNOWN));
+        let saved = read_file(&path).unwrap_or(Saved {
+            seq: UNKNOWN,
+            channel: UNKNOWN,
+            sent: 0,
+            dropped: 0,
+        });
         let file = open_file(&path)
             .map_err(|e| {
                 tracing::warn!(path = %path.display(), "drain cursor file: {e}; a restart will resend or skip");
@@ -110,8 +123,10 @@ impl Cursor {
             log,
             path,
             file,
-            seq: AtomicU64::new(seq),
-            channel: AtomicU64::new(channel),
+            seq: AtomicU64::new(saved.seq),
+            channel: AtomicU64::new(saved.channel),
+            sent: AtomicU64::new(saved.sent),
+            dropped: AtomicU64::new(saved.dropped),
             max_lag,
             tapped_bytes: AtomicU64::new(0),
             done_bytes: AtomicU64::new(0),
@@ -120,6 +135,12 @@ impl Cursor {
             ahead: Mutex::new(VecDeque::new()),
             prefetch: Mutex::new(None),
         }
+    }
+
+    /// The drain's counts of lines sent and dropped as saved (at open: where the drain's
+    /// counts start).
+    pub fn counts(&self) -> (u64, u64) {
+        (self.sent.load(Relaxed), self.dropped.load(Relaxed))
     }
 
     /// The last seq delivered or skipped, if known.
@@ -157,10 +178,20 @@ impl Cursor {
     }
 
     /// Lines through `through` were delivered (the last of them received at `recv_us`, 0:
-    /// from memory): moves the cursor and saves it (on the blocking pool, awaited, so a crash
-    /// resends at most the next batch). `caught_up`: nothing is left to send.
-    pub async fn delivered(&self, through: u64, recv_us: i64, bytes: u64, caught_up: bool) {
+    /// from memory): moves the cursor and saves it with the drain's `counts` of lines sent
+    /// and dropped (on the blocking pool, awaited, so a crash resends at most the next
+    /// batch). `caught_up`: nothing is left to send.
+    pub async fn delivered(
+        &self,
+        through: u64,
+        recv_us: i64,
+        bytes: u64,
+        caught_up: bool,
+        counts: (u64, u64),
+    ) {
         self.seq.store(through, Relaxed);
+        self.sent.store(counts.0, Relaxed);
+        self.dropped.store(counts.1, Relaxed);
         self.done_bytes.fetch_add(bytes, Relaxed);
         let at = if caught_up {
             0
@@ -178,7 +209,7 @@ impl Cursor {
         let (Some(file), Some(seq)) = (self.file.clone(), self.seq()) else {
             return;
         };
-        let buf = encode(seq, self.channel.load(Relaxed));
+        let buf = self.encode(seq);
         let r = tokio::task::spawn_blocking(move || file.write_at(&buf, 0)).await;
         if let Ok(Err(e)) = r {
             tracing::warn!(path = %self.path.display(), "drain cursor not saved: {e}");
@@ -190,9 +221,18 @@ impl Cursor {
         let (Some(file), Some(seq)) = (self.file.as_ref(), self.seq()) else {
             return;
         };
-        if let Err(e) = file.write_at(&encode(seq, self.channel.load(Relaxed)), 0) {
+        if let Err(e) = file.write_at(&self.encode(seq), 0) {
             tracing::warn!(path = %self.path.display(), "drain cursor not saved: {e}");
         }
+    }
+
+    fn encode(&self, seq: u64) -> [u8; FILE_LEN] {
+        encode(&Saved {
+            seq,
+            channel: self.channel.load(Relaxed),
+            sent: self.sent.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+        })
     }
 
     /// The drain was removed: its cursor file goes (blocking pool).
@@ -437,27 +477,51 @@ fn cursor_path(log_dir: &Path, id: &str) -> PathBuf {
     log_dir.join("drains").join(name)
 }
 
-fn encode(seq: u64, channel: u64) -> [u8; FILE_LEN] {
+/// What a cursor file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Saved {
+    seq: u64,
+    channel: u64,
+    sent: u64,
+    dropped: u64,
+}
+
+fn encode(v: &Saved) -> [u8; FILE_LEN] {
     let mut b = [0u8; FILE_LEN];
-    b[..8].copy_from_slice(&seq.to_le_bytes());
-    b[8..16].copy_from_slice(&channel.to_le_bytes());
-    let crc = crc32c::crc32c(&b[..16]);
-    b[16..].copy_from_slice(&crc.to_le_bytes());
+    for (i, n) in [v.seq, v.channel, v.sent, v.dropped]
+        .into_iter()
+        .enumerate()
+    {
+        b[i * 8..i * 8 + 8].copy_from_slice(&n.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&b[..FILE_LEN - 4]);
+    b[FILE_LEN - 4..].copy_from_slice(&crc.to_le_bytes());
     b
 }
 
-fn decode(b: &[u8]) -> Option<(u64, u64)> {
-    let b: &[u8; FILE_LEN] = b.try_into().ok()?;
-    let crc = u32::from_le_bytes(b[16..].try_into().ok()?);
-    if crc != crc32c::crc32c(&b[..16]) {
+/// A cursor file's contents, of this version or of the ones before the counts (then 0).
+fn decode(b: &[u8]) -> Option<Saved> {
+    if b.len() != FILE_LEN && b.len() != OLD_FILE_LEN {
         return None;
     }
-    let seq = u64::from_le_bytes(b[..8].try_into().ok()?);
-    let ch = u64::from_le_bytes(b[8..16].try_into().ok()?);
-    Some((seq, ch))
+    let (body, crc) = b.split_at(b.len() - 4);
+    if u32::from_le_bytes(crc.try_into().ok()?) != crc32c::crc32c(body) {
+        return None;
+    }
+    let n = |i: usize| -> Option<u64> {
+        body.get(i * 8..i * 8 + 8)
+            .and_then(|w| w.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    Some(Saved {
+        seq: n(0)?,
+        channel: n(1)?,
+        sent: n(2).unwrap_or(0),
+        dropped: n(3).unwrap_or(0),
+    })
 }
 
-fn read_file(path: &Path) -> Option<(u64, u64)> {
+fn read_file(path: &Path) -> Option<Saved> {
     let b = std::fs::read(path).ok()?;
     let r = decode(&b);
     if r.is_none() {
@@ -488,11 +552,33 @@ mod tests {
 
     #[test]
     fn a_cursor_file_round_trips_and_a_torn_one_is_refused() {
-        let b = encode(12345, 7);
-        assert_eq!(decode(&b), Some((12345, 7)));
+        let v = Saved {
+            seq: 12345,
+            channel: 7,
+            sent: 1 << 40,
+            dropped: 3,
+        };
+        let b = encode(&v);
+        assert_eq!(decode(&b), Some(v));
         let mut bad = b;
         bad[3] ^= 1;
         assert_eq!(decode(&bad), None);
+        let mut bad = b;
+        bad[27] ^= 1;
+        assert_eq!(decode(&bad), None);
         assert_eq!(decode(&b[..10]), None);
+        assert_eq!(decode(&b[..FILE_LEN - 1]), None);
+    }
+
+    #[test]
+    fn a_cursor_file_without_counts_is_read_with_zeros() {
+        // The 20-byte file of the versions before the counts: seq, channel, CRC32C.
+        let mut b = [0u8; OLD_FILE_LEN];
+        b[..8].copy_from_slice(&99u64.to_le_bytes());
+        b[8..16].copy_from_slice(&4u64.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..16]);
+        b[16..].copy_from_slice(&crc.to_le_bytes());
+        let v = decode(&b).expect("an old file is read");
+        assert_eq!((v.seq, v.channel, v.sent, v.dropped), (99, 4, 0, 0));
     }
 }

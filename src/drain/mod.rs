@@ -92,9 +92,11 @@ struct StateNow {
     last_error: Option<(String, i64)>,
 }
 
-/// A running drain's status since it started: state, last error (and when, µs), lines
-/// delivered, lines dropped, lines not delivered yet (with the log: from its cursor to the
-/// channel's newest line; without: in its buffer) and how far behind that is in seconds.
+/// A running drain's status: state, last error (and when, µs) since it started, lines
+/// delivered and lines dropped (with the log: since the drain was added, kept across
+/// restarts with its cursor; without: since it started), lines not delivered yet (with the
+/// log: from its cursor to the channel's newest line; without: in its buffer) and how far
+/// behind that is in seconds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Status {
     pub state: State,
@@ -189,6 +191,15 @@ impl Drain {
     pub fn count_dropped(&self, n: u64) {
         self.counters.dropped.inc_by(n);
         self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Lines delivered and lines dropped (with the log: since the drain was added; without:
+    /// since it started).
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+        )
     }
 
     /// The drain's status now.
@@ -361,16 +372,19 @@ impl Drains {
         };
         let counters = self.env.metrics.drain(url.kind.label());
         counters.drains.inc();
+        let cursor = self
+            .env
+            .log
+            .as_ref()
+            .map(|log| cursor::Cursor::open(log.clone(), &rec.id, self.env.max_lag));
+        // With the log, the counts go on from those saved with the cursor.
+        let (sent, dropped) = cursor.as_ref().map_or((0, 0), |c| c.counts());
         let d = Arc::new(Drain {
             id: rec.id.clone(),
             token: Bytes::from(rec.token.clone()),
             url,
             buffer: Buffer::with_backing(self.env.buffer_lines, self.env.log.is_some()),
-            cursor: self
-                .env
-                .log
-                .as_ref()
-                .map(|log| cursor::Cursor::open(log.clone(), &rec.id, self.env.max_lag)),
+            cursor,
             counters,
             channel_name: rec.channel.clone(),
             removed: CancellationToken::new(),
@@ -384,8 +398,8 @@ impl Drains {
                 state: State::Connecting,
                 last_error: None,
             }),
-            sent: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
+            sent: AtomicU64::new(sent),
+            dropped: AtomicU64::new(dropped),
         });
         tracing::info!(drain = %rec.token, url = %d.url.redacted, channel = %rec.channel, "drain started");
         let env = self.env.clone();

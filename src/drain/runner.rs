@@ -317,7 +317,8 @@ impl Taken {
         let bytes = self.lines.iter().map(|l| l.frame.len() as u64).sum();
         let caught_up =
             !d.buffer.pending() && d.channel().map_or(true, |ch| ch.last_seq() <= through);
-        c.delivered(through, recv_us, bytes, caught_up).await;
+        c.delivered(through, recv_us, bytes, caught_up, d.counts())
+            .await;
     }
 
     fn through(&self) -> Option<u64> {
