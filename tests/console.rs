@@ -1060,6 +1060,76 @@ async fn the_console_shows_apps_drains_and_alerts_behind_the_key() {
     s.stop().await;
 }
 
+/// The apps shown on the overview, in order.
+const APPS_SHOWN: &str =
+    "return [...document.querySelectorAll('#apps tbody tr')].map(r => r.dataset.app)";
+
+/// Is the element of this id on screen?
+fn shown(id: &str) -> String {
+    format!("return getComputedStyle(document.getElementById('{id}')).display !== 'none'")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_pages_through_many_apps_and_opens_any_by_name() {
+    let Some(b) = Browser::start("UTC").await else {
+        return;
+    };
+    let s = TestServer::start().await;
+    // 120 apps: pages of 50, 50 and 20.
+    let names: Vec<String> = (0..120).map(|i| format!("app-{i:03}")).collect();
+    for n in &names {
+        s.create_app(n).await;
+    }
+    b.client.goto(&format!("{}/", s.api())).await.unwrap();
+    b.wait_js(SHOWN_LOGIN, 5, |v| v.as_bool() == Some(true))
+        .await;
+    b.keys("#key", &format!("{KEY}\u{e007}")).await;
+    let want = |from: usize, to: usize| names[from..to].to_vec();
+    let page_is = |from: usize, to: usize| {
+        let want = want(from, to);
+        move |v: &Value| strings(v) == want
+    };
+    b.wait_js(APPS_SHOWN, 10, page_is(0, 50)).await;
+    assert_eq!(b.js(&shown("next")).await, true);
+    assert_eq!(b.js(&shown("previous")).await, false);
+    assert_eq!(
+        b.js("return document.getElementById('page').textContent")
+            .await,
+        "apps app-000 to app-049"
+    );
+
+    b.click("#next").await;
+    b.wait_js(APPS_SHOWN, 10, page_is(50, 100)).await;
+    assert_eq!(b.js(&shown("previous")).await, true);
+    b.click("#next").await;
+    b.wait_js(APPS_SHOWN, 10, page_is(100, 120)).await;
+    assert_eq!(b.js(&shown("next")).await, false, "the last page");
+    assert_eq!(b.js(&shown("first")).await, true);
+    b.screenshot("console-pages.png").await;
+    // A refresh stays on the page.
+    b.click("#refresh").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.wait_js(APPS_SHOWN, 10, page_is(100, 120)).await;
+    b.click("#previous").await;
+    b.wait_js(APPS_SHOWN, 10, page_is(50, 100)).await;
+    b.click("#next").await;
+    b.wait_js(APPS_SHOWN, 10, page_is(100, 120)).await;
+    b.click("#first").await;
+    b.wait_js(APPS_SHOWN, 10, page_is(0, 50)).await;
+
+    // Any app opens by name, on a page or not.
+    b.keys("#find", "app-117\u{e007}").await;
+    b.wait_js(&shown("appview"), 5, |v| v.as_bool() == Some(true))
+        .await;
+    assert_eq!(
+        b.js("return [location.hash, document.getElementById('appview-name').textContent]")
+            .await,
+        json!(["#app=app-117", "app-117"])
+    );
+    b.close().await;
+    s.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // An app's view: charts of its metrics from the logs.
 

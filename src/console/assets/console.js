@@ -1,13 +1,16 @@
 // The console: asks for the admin key once (kept in sessionStorage, for this tab only),
-// then shows every app with its line rate, drains and alert rules from the JSON API,
-// refreshed every few seconds, and opens the live page of any app (a tail session made
-// through POST /v2/sessions). An app's name opens its view (`#app=NAME`, see metrics.js):
-// charts of its metrics from the logs.
+// then shows the apps a page at a time (by name, PAGE_APPS a page, as GET /v2/stats pages
+// them) with their line rate, drains and alert rules from the JSON API, refreshed every
+// few seconds, and opens the live page of any app (a tail session made through
+// POST /v2/sessions). An app's name opens its view (`#app=NAME`, see metrics.js): charts
+// of its metrics from the logs; "Open an app" opens any app's view by name.
 
 import { AppView } from "./metrics.js";
 
 const KEY = "logplex.adminKey";
 const REFRESH_MS = 5000;
+// Apps a page: each refresh asks for the drains of each app shown, one request per app.
+const PAGE_APPS = 50;
 const SVG = "http://www.w3.org/2000/svg";
 
 const $ = (id) => document.getElementById(id);
@@ -16,10 +19,18 @@ let busy = false;
 let timer = 0;
 // Live pages opened from this tab, by app: shown as links so they can be found again.
 const liveUrls = new Map();
+// The page of apps shown: those after `after` by name ("" for the first), where the
+// pages before it started, and whether more follow (the API's Link header).
+const page = { after: "", starts: [], more: false };
 
 class Refused extends Error {}
 
 async function api(path, init = {}) {
+  return (await apiWithLink(path, init)).body;
+}
+
+// An API call's JSON body, and whether its answer has a Link to a next page.
+async function apiWithLink(path, init = {}) {
   const headers = { Authorization: `Bearer ${key}` };
   if (init.body) headers["Content-Type"] = "application/json";
   // No credentials mode: a refused key must come back as a 401 to this code, never as
@@ -32,7 +43,7 @@ async function api(path, init = {}) {
     e.status = r.status;
     throw e;
   }
-  return body;
+  return { body, next: /rel="next"/.test(r.headers.get("Link") || "") };
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -213,9 +224,37 @@ function render(stats, alerts, drains) {
     const again = [...document.querySelectorAll("[data-focus]")].find((e) => e.dataset.focus === focused);
     if (again) again.focus();
   }
+  renderPager(stats.channels);
   $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   $("updated").dataset.state = "ok";
   $("error").textContent = "";
+}
+
+function renderPager(channels) {
+  const paged = page.after !== "" || page.more;
+  $("first").hidden = page.starts.length < 2;
+  $("previous").hidden = page.after === "";
+  $("next").hidden = !page.more;
+  $("drains-h").textContent = paged ? "Drains of the apps on this page" : "Drains";
+  $("page").textContent = paged && channels.length
+    ? `apps ${channels[0].name} to ${channels[channels.length - 1].name}`
+    : "";
+}
+
+// Moves to the next page (1), the previous one (-1) or the first (0).
+function turn(to) {
+  const rows = $("apps").tBodies[0].rows;
+  if (to > 0) {
+    if (!page.more || !rows.length) return;
+    page.starts.push(page.after);
+    page.after = rows[rows.length - 1].dataset.app;
+  } else if (to < 0 && page.starts.length) {
+    page.after = page.starts.pop();
+  } else {
+    page.starts = [];
+    page.after = "";
+  }
+  refresh();
 }
 
 function failed(e) {
@@ -235,7 +274,17 @@ async function refresh() {
   }
   busy = true;
   try {
-    const [stats, alerts] = await Promise.all([api("v2/stats"), api("v2/alerts")]);
+    const statsPage = () => apiWithLink(`v2/stats?limit=${PAGE_APPS}` +
+      (page.after ? `&after=${encodeURIComponent(page.after)}` : ""));
+    let [answer, alerts] = await Promise.all([statsPage(), api("v2/alerts")]);
+    // Every app of this page and after it was destroyed: back to the first page.
+    if (!answer.body.channels.length && page.after) {
+      page.after = "";
+      page.starts = [];
+      answer = await statsPage();
+    }
+    const stats = answer.body;
+    page.more = answer.next;
     const drains = await Promise.all(stats.channels.map((c) =>
       api(`v2/channels/${encodeURIComponent(c.name)}/drains`)
         .then((list) => [c.name, list])
@@ -313,6 +362,14 @@ function start() {
   $("keyform").addEventListener("submit", signIn);
   $("signout").addEventListener("click", () => showLogin(""));
   $("refresh").addEventListener("click", () => refresh());
+  $("next").addEventListener("click", () => turn(1));
+  $("previous").addEventListener("click", () => turn(-1));
+  $("first").addEventListener("click", () => turn(0));
+  $("findform").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const name = $("find").value.trim();
+    if (name) location.hash = `app=${encodeURIComponent(name)}`;
+  });
   window.addEventListener("hashchange", () => {
     if (!route()) refresh();
   });
