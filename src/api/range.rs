@@ -63,17 +63,28 @@ impl Range {
             .trim()
             .split_once("..")
             .ok_or_else(|| format!("Range {header:?} has no \"..\" between its ends."))?;
+        // Ids are lower-case UUIDs; a client may send them in upper case.
+        let case = |v: &str| {
+            let v = v.trim();
+            if attr == "id" {
+                v.to_ascii_lowercase()
+            } else {
+                v.to_string()
+            }
+        };
+        let (lo, hi) = (case(lo), case(hi));
+        let (lo, hi) = (lo.as_str(), hi.as_str());
         let start = match lo {
             "" | "]" => End::Open,
             _ => match lo.strip_prefix(']') {
-                Some(v) => End::Exclusive(v.to_string()),
+                Some(v) => End::Exclusive(v.trim().to_string()),
                 None => End::Inclusive(lo.to_string()),
             },
         };
         let end = match hi {
             "" | "[" => End::Open,
             _ => match hi.strip_suffix('[') {
-                Some(v) => End::Exclusive(v.to_string()),
+                Some(v) => End::Exclusive(v.trim().to_string()),
                 None => End::Inclusive(hi.to_string()),
             },
         };
@@ -84,7 +95,12 @@ impl Range {
             max: MAX_DEFAULT,
             desc: false,
         };
-        for p in params.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        // Parameters are separated by `,` (Heroku's own) or `;` (seen from other clients).
+        for p in params
+            .split([',', ';'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             match p.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
                 Some(("max", v)) => {
                     range.max = v
@@ -213,6 +229,11 @@ mod tests {
         assert_eq!(r.end, End::Exclusive("d05".into()));
         assert_eq!((r.max, r.desc), (10, true));
         assert_eq!(Range::parse("id", &["id"]).unwrap(), Range::all("id"));
+        // `;` between parameters too, spaces around the ends, upper-case ids.
+        let r = Range::parse("id D01 .. d05 [; max=10; order=desc;", &["id"]).unwrap();
+        assert_eq!(r.start, End::Inclusive("d01".into()));
+        assert_eq!(r.end, End::Exclusive("d05".into()));
+        assert_eq!((r.max, r.desc), (10, true));
         for bad in [
             "name ..",
             "id ..; max=0",

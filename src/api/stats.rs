@@ -1,6 +1,7 @@
-//! `GET /v2/stats`: every channel's line rate (lines stored per minute over the last
-//! minutes, and since start) and history size, in one request, for the web console and
-//! for scripts that want to know which apps are loud.
+//! `GET /v2/stats`: each channel's line rate (lines stored per minute over the last
+//! minutes, and since start) and history size, a page of channels by name at a time
+//! (`?limit=&after=`, as `GET /v2/channels`), for the web console and for scripts that
+//! want to know which apps are loud.
 //!
 //! ```json
 //! {"at":"2026-…+00:00","minutes":15,

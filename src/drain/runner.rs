@@ -465,11 +465,16 @@ fn connect_failed(d: &Drain, e: ConnectError, cert_announced: &mut bool) {
     }
 }
 
-/// Puts a batch that was not delivered back in front of the buffer.
+/// Puts a batch that was not delivered back in front of the buffer. Lines pushed out of a
+/// full buffer are lost without the log; with it they are not (the drain reads them back
+/// from the log, as it does those the channel's overflow pushes out), so only the gauge of
+/// buffered lines counts them.
 fn requeue(d: &Drain, lines: Vec<Line>, dropped: Option<Dropped>) {
-    let lost = d.buffer.unshift(lines, dropped);
-    d.count_dropped(lost);
-    d.counters.buffered.sub(lost as i64);
+    let out = d.buffer.unshift(lines, dropped);
+    if d.cursor.is_none() {
+        d.count_dropped(out);
+    }
+    d.counters.buffered.sub(out as i64);
 }
 
 /// `lost` lines of a batch will not be delivered (the rest were): counted, and announced by

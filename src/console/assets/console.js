@@ -21,7 +21,10 @@ let timer = 0;
 const liveUrls = new Map();
 // The page of apps shown: those after `after` by name ("" for the first), where the
 // pages before it started, and whether more follow (the API's Link header).
-const page = { after: "", starts: [], more: false };
+// `last`: the last app of the page shown, null while a turn's page is on its way.
+const page = { after: "", starts: [], more: false, last: null };
+// A refresh asked for while one was under way: it runs when that one ends.
+let again = false;
 
 class Refused extends Error {}
 
@@ -231,6 +234,7 @@ function render(stats, alerts, drains) {
 }
 
 function renderPager(channels) {
+  page.last = channels.length ? channels[channels.length - 1].name : null;
   const paged = page.after !== "" || page.more;
   $("first").hidden = page.starts.length < 2;
   $("previous").hidden = page.after === "";
@@ -243,11 +247,12 @@ function renderPager(channels) {
 
 // Moves to the next page (1), the previous one (-1) or the first (0).
 function turn(to) {
-  const rows = $("apps").tBodies[0].rows;
   if (to > 0) {
-    if (!page.more || !rows.length) return;
+    // A second Next before the page came: one page, not two of the same.
+    if (!page.more || page.last === null) return;
     page.starts.push(page.after);
-    page.after = rows[rows.length - 1].dataset.app;
+    page.after = page.last;
+    page.last = null;
   } else if (to < 0 && page.starts.length) {
     page.after = page.starts.pop();
   } else {
@@ -267,7 +272,11 @@ function failed(e) {
 }
 
 async function refresh() {
-  if (busy || !key) return;
+  if (!key) return;
+  if (busy) {
+    again = true;
+    return;
+  }
   if (route()) {
     view.refresh();
     return;
@@ -298,6 +307,10 @@ async function refresh() {
     failed(e);
   } finally {
     busy = false;
+    if (again) {
+      again = false;
+      refresh();
+    }
   }
 }
 
