@@ -63,10 +63,6 @@ pub struct Cursor {
     seq: AtomicU64,
     /// The channel the seq belongs to (from the file; [`UNKNOWN`] when none was read).
     channel: AtomicU64,
-    /// The drain's counts of lines sent and dropped as last given to [`Cursor::delivered`]
-    /// (at open: as read from the file), saved with the seq.
-    sent: AtomicU64,
-    dropped: AtomicU64,
     max_lag: MaxLag,
     /// Frame bytes the channel handed the drain, and bytes delivered or skipped (since the
     /// drain started): their difference is the byte lag `max_lag` compares.
@@ -104,8 +100,10 @@ pub enum Next {
 
 impl Cursor {
     /// The cursor of drain `id`, read from its file in the log's directory (created if
-    /// missing). Blocking: called when drains are applied, on the blocking pool.
-    pub fn open(log: Arc<Log>, id: &str, max_lag: MaxLag) -> Cursor {
+    /// missing), and the drain's counts of lines sent and dropped saved with it (where
+    /// its counts go on from). Blocking: called when drains are applied, on the blocking
+    /// pool.
+    pub fn open(log: Arc<Log>, id: &str, max_lag: MaxLag) -> (Cursor, (u64, u64)) {
         let path = cursor_path(log.dir(), id);
         let saved = read_file(&path).unwrap_or(Saved {
             seq: UNKNOWN,
@@ -119,14 +117,12 @@ impl Cursor {
             })
             .ok()
             .map(Arc::new);
-        Cursor {
+        let cursor = Cursor {
             log,
             path,
             file,
             seq: AtomicU64::new(saved.seq),
             channel: AtomicU64::new(saved.channel),
-            sent: AtomicU64::new(saved.sent),
-            dropped: AtomicU64::new(saved.dropped),
             max_lag,
             tapped_bytes: AtomicU64::new(0),
             done_bytes: AtomicU64::new(0),
@@ -134,13 +130,8 @@ impl Cursor {
             unwritten_since: Mutex::new(None),
             ahead: Mutex::new(VecDeque::new()),
             prefetch: Mutex::new(None),
-        }
-    }
-
-    /// The drain's counts of lines sent and dropped as saved (at open: where the drain's
-    /// counts start).
-    pub fn counts(&self) -> (u64, u64) {
-        (self.sent.load(Relaxed), self.dropped.load(Relaxed))
+        };
+        (cursor, (saved.sent, saved.dropped))
     }
 
     /// The last seq delivered or skipped, if known.
@@ -190,8 +181,6 @@ impl Cursor {
         counts: (u64, u64),
     ) {
         self.seq.store(through, Relaxed);
-        self.sent.store(counts.0, Relaxed);
-        self.dropped.store(counts.1, Relaxed);
         self.done_bytes.fetch_add(bytes, Relaxed);
         let at = if caught_up {
             0
@@ -201,37 +190,38 @@ impl Cursor {
             crate::clock::now_micros()
         };
         self.behind_us.store(at, Relaxed);
-        self.save().await;
+        self.save(counts).await;
     }
 
-    /// Writes the cursor to its file (on the blocking pool).
-    async fn save(&self) {
+    /// Writes the cursor and the drain's `counts` to its file (on the blocking pool).
+    async fn save(&self, counts: (u64, u64)) {
         let (Some(file), Some(seq)) = (self.file.clone(), self.seq()) else {
             return;
         };
-        let buf = self.encode(seq);
+        let buf = self.encode(seq, counts);
         let r = tokio::task::spawn_blocking(move || file.write_at(&buf, 0)).await;
         if let Ok(Err(e)) = r {
             tracing::warn!(path = %self.path.display(), "drain cursor not saved: {e}");
         }
     }
 
-    /// Writes the cursor to its file now (blocking: for callers off the async runtime).
-    fn save_blocking(&self) {
+    /// Writes the cursor and the drain's `counts` to its file now (blocking: for callers
+    /// off the async runtime).
+    fn save_blocking(&self, counts: (u64, u64)) {
         let (Some(file), Some(seq)) = (self.file.as_ref(), self.seq()) else {
             return;
         };
-        if let Err(e) = file.write_at(&self.encode(seq), 0) {
+        if let Err(e) = file.write_at(&self.encode(seq, counts), 0) {
             tracing::warn!(path = %self.path.display(), "drain cursor not saved: {e}");
         }
     }
 
-    fn encode(&self, seq: u64) -> [u8; FILE_LEN] {
+    fn encode(&self, seq: u64, (sent, dropped): (u64, u64)) -> [u8; FILE_LEN] {
         encode(&Saved {
             seq,
             channel: self.channel.load(Relaxed),
-            sent: self.sent.load(Relaxed),
-            dropped: self.dropped.load(Relaxed),
+            sent,
+            dropped,
         })
     }
 
@@ -267,7 +257,7 @@ impl Cursor {
             Some(s) => s,
             None => {
                 if self.start_at_end(&ch) {
-                    self.save().await;
+                    self.save(d.counts()).await;
                 }
                 self.seq().unwrap_or(0)
             }
@@ -434,10 +424,11 @@ impl Cursor {
     /// without a cursor of this channel starts at the channel's end now, and that start is
     /// saved at once. Unsaved, a restart before the first delivery (a receiver down since
     /// the drain was added) would find no cursor and start at the end again, skipping
-    /// what arrived meanwhile without a word.
-    pub fn attach(&self, ch: &crate::channel::Channel) {
+    /// what arrived meanwhile without a word. `counts`: the drain's lines sent and
+    /// dropped, saved with it.
+    pub fn attach(&self, ch: &crate::channel::Channel, counts: (u64, u64)) {
         if self.start_at_end(ch) {
-            self.save_blocking();
+            self.save_blocking(counts);
         }
     }
 

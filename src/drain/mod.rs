@@ -209,14 +209,17 @@ impl Drain {
             state: st.state,
             last_error: st.last_error.as_ref().map(|(e, _)| e.clone()),
             last_error_at: st.last_error.as_ref().map(|(_, at)| *at),
-            sent: self.sent.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
+            sent: 0,
+            dropped: 0,
             lag_lines: 0,
             lag_seconds: 0.0,
         };
         drop(st);
+        let (sent, dropped) = self.counts();
         let (lines, secs) = self.lag();
         Status {
+            sent,
+            dropped,
             lag_lines: lines as usize,
             lag_seconds: secs,
             ..status
@@ -372,13 +375,14 @@ impl Drains {
         };
         let counters = self.env.metrics.drain(url.kind.label());
         counters.drains.inc();
-        let cursor = self
-            .env
-            .log
-            .as_ref()
-            .map(|log| cursor::Cursor::open(log.clone(), &rec.id, self.env.max_lag));
         // With the log, the counts go on from those saved with the cursor.
-        let (sent, dropped) = cursor.as_ref().map_or((0, 0), |c| c.counts());
+        let (cursor, (sent, dropped)) = match &self.env.log {
+            Some(log) => {
+                let (c, counts) = cursor::Cursor::open(log.clone(), &rec.id, self.env.max_lag);
+                (Some(c), counts)
+            }
+            None => (None, (0, 0)),
+        };
         let d = Arc::new(Drain {
             id: rec.id.clone(),
             token: Bytes::from(rec.token.clone()),
@@ -522,7 +526,7 @@ impl Drains {
                 // A drain with a cursor may have lines to read from the log (after a
                 // restart) before any new one arrives: wake it now it knows its channel.
                 if let Some(c) = &d.cursor {
-                    c.attach(channel);
+                    c.attach(channel, d.counts());
                     d.buffer.notify.notify_one();
                 }
                 d.clone() as Arc<dyn Tap>

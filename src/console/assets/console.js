@@ -240,8 +240,8 @@ function renderPager(channels) {
   $("previous").hidden = page.after === "";
   $("next").hidden = !page.more;
   $("drains-h").textContent = paged ? "Drains of the apps on this page" : "Drains";
-  $("page").textContent = paged && channels.length
-    ? `apps ${channels[0].name} to ${channels[channels.length - 1].name}`
+  $("page").textContent = paged && page.last !== null
+    ? `apps ${channels[0].name} to ${page.last}`
     : "";
 }
 
