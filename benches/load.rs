@@ -30,6 +30,11 @@
 //!                        i mod N (default 1: every connection to `bench`)
 //! Every loop is bounded in count and time (`--max-secs`, default 60).
 
+/// The `logplex` binary's allocator, so that what the router does in this process costs
+/// what it costs in the binary (glibc's malloc gives other figures).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;

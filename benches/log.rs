@@ -16,6 +16,11 @@
 //! are 16 tasks on a 2-thread runtime (one task for a single channel: seqs are per
 //! channel). Each case runs `--secs` and counts lines written by its `close`.
 
+/// The `logplex` binary's allocator, so that what the router does in this process costs
+/// what it costs in the binary (glibc's malloc gives other figures).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use logplex::log::{Fsync, Log, LogError, Options, Query};
 use std::collections::HashMap;
 use std::io::Write;

@@ -12,6 +12,11 @@
 //! on wall-clock time, `cpu_observe` on the on-CPU time of the benchmark thread (from
 //! `/proc/thread-self/schedstat`), which holds when other builds share the machine.
 
+/// The `logplex` binary's allocator, so that what the router does in this process costs
+/// what it costs in the binary (glibc's malloc gives other figures).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// On-CPU time of the calling thread in nanoseconds (first field of schedstat).
 fn thread_cpu_ns() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;

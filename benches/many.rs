@@ -35,6 +35,9 @@
 //!
 //! Figures go to stdout as JSON lines. Every loop is bounded in count.
 
+// The router runs on jemalloc, the `logplex` binary's allocator: `load.rs`, a module of this
+// bench, sets it.
+
 #[path = "load.rs"]
 #[allow(dead_code)]
 mod load;

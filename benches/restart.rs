@@ -19,6 +19,11 @@
 //! `--cold 1` drops the page cache (root only) before the start and before each session, so
 //! they read the disk. Figures go to stdout as JSON lines; every loop is bounded in count.
 
+/// The `logplex` binary's allocator, so that what the router does in this process costs
+/// what it costs in the binary (glibc's malloc gives other figures).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
