@@ -53,6 +53,11 @@ impl HistoryTotals {
     }
 }
 
+/// The longest [`Channel::push_paced`] holds a sender back for the durable log to take its
+/// pending memory (64 MiB by default, written at hundreds of MB/s: a disk that leaves it
+/// full this long is failing or far slower than intake, and lines then go on in memory).
+pub const LOG_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Limits of a channel's buffers, from `[buffers]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -291,6 +296,12 @@ impl Channel {
     /// make room, until `deadline` (one per read, whatever the number of channels in it). On a loaded machine this keeps a drain that is only
     /// short of CPU from dropping lines. The wait is bounded and a tap that uses it all is
     /// marked slow, so a slow receiver never holds intake back.
+    ///
+    /// First of all, while the durable log's pending memory is over half full (the disk is
+    /// slower than intake), it waits for the log to take it, up to [`LOG_ROOM_WAIT`]: the
+    /// sender is held back, as TCP and HTTP allow, instead of its lines being refused by
+    /// the log and kept in memory only. Past that wait the push goes on and the log may
+    /// refuse the lines (counted; HTTP answers 503).
     pub async fn push_paced<I: Iterator<Item = Line>>(
         &self,
         lines: I,
@@ -298,6 +309,11 @@ impl Channel {
         deadline: tokio::time::Instant,
         read: &[Option<logmetrics::RouterLine>],
     ) -> (usize, Logged) {
+        if let Some(log) = &self.log {
+            if !log.has_room() {
+                let _ = tokio::time::timeout(LOG_ROOM_WAIT, log.writable()).await;
+            }
+        }
         let taps = self.taps.load_full();
         let Some(chunk) = taps
             .iter()
@@ -921,5 +937,46 @@ mod tests {
         assert!(!c.tailed());
         // The tail held the channel; with it gone the channel is the test's alone.
         assert_eq!(Arc::strong_count(&c), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn paced_pushes_wait_for_the_logs_room_instead_of_being_refused() {
+        // 64 KiB of pending memory and an fsync after every write: intake from four tasks
+        // outruns the log many times over, so pushes must wait for it to be written.
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::log::Options {
+            fsync: crate::log::Fsync::Batch,
+            flush_delay: std::time::Duration::ZERO,
+            max_pending_bytes: 64 << 10,
+            ..crate::log::Options::default()
+        };
+        let (log, _) = Log::open(dir.path(), opts).unwrap();
+        let log = Arc::new(log);
+        let limits = Limits {
+            history_lines: 100,
+            history_bytes: 1 << 20,
+            tail_lines: 4,
+        };
+        let (tasks, pushes, per) = (4, 100, 50);
+        let mut set = tokio::task::JoinSet::new();
+        for t in 0..tasks {
+            let c = Channel::with_log(t, "demo", limits, Some(log.clone()), Arc::default());
+            set.spawn(async move {
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                for p in 0..pushes {
+                    let lines = (0..per).map(|i| line(p * per + i));
+                    let (n, logged) = c.push_paced(lines, per, deadline, &[]).await;
+                    assert_eq!(n, per);
+                    assert!(matches!(logged, Logged::At(_)), "push {p} of task {t}");
+                }
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+        let st = log.stats();
+        assert_eq!(st.rejected_full_lines, 0, "{st:?}");
+        assert_eq!(st.appended_lines, (tasks as usize * pushes * per) as u64);
+        assert!(st.writes > 10, "the log was written many times: {st:?}");
     }
 }

@@ -545,8 +545,19 @@ impl Log {
             .map(|(_, _, r)| r.clone())
     }
 
-    /// Resolves when pending memory has room again (after a [`LogError::Full`]); callers
-    /// bound the wait with their own timeout.
+    /// Whether pending memory is below half full (or the log no longer takes appends, so
+    /// waiting for room is pointless): a producer that can hold its sender back (a TCP
+    /// connection, an HTTP request) waits on [`Log::writable`] while this is false, rather
+    /// than having its lines refused once the other half is gone too.
+    pub fn has_room(&self) -> bool {
+        let f = lock(&self.inner.front);
+        f.bytes < self.inner.opts.max_pending_bytes / 2
+            || f.run != Run::Open
+            || matches!(f.health, Health::Degraded { .. })
+    }
+
+    /// Resolves when pending memory has room again (after a [`LogError::Full`], or while
+    /// [`Log::has_room`] is false); callers bound the wait with their own timeout.
     pub async fn writable(&self) {
         loop {
             let n = self.inner.room.notified();
