@@ -739,3 +739,29 @@ fn sealed_bytes(dir: &Path) -> u64 {
         .map(|i| std::fs::metadata(i.with_extension("log")).unwrap().len())
         .sum()
 }
+
+#[test]
+fn lines_read_back_whole_after_the_writer_lets_their_pages_go() {
+    // About 35 MiB in 24 MiB segments: the writer lets go of the page cache behind the newest
+    // 16 MiB of the active segment and of a sealed one at once; every line reads back.
+    let dir = tempfile::tempdir().unwrap();
+    let o = Options {
+        segment_bytes: 24 << 20,
+        fsync: Fsync::Interval,
+        ..opts()
+    };
+    let (log, _) = Log::open(dir.path(), o).unwrap();
+    let (per, calls) = (1000, 400);
+    let mut lsn = 0;
+    for c in 0..calls {
+        lsn = put(&log, 3, 1 + c * per, per);
+    }
+    log.close().unwrap();
+    drop(log);
+    let (log, _) = Log::open(dir.path(), opts()).unwrap();
+    let lines = all(&log, 3);
+    assert_eq!(seqs(&lines), (1..=calls * per).collect::<Vec<_>>());
+    check_lines(3, &lines);
+    assert!(lsn > 24 << 20, "a segment was sealed: {lsn}");
+    assert_eq!(files(dir.path(), "log").len(), 2);
+}
