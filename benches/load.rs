@@ -256,6 +256,12 @@ async fn log_stats(t: &Target) {
             fsync_secs * 1e3 / fsyncs.max(1) as f64,
             appended as f64 / fsyncs.max(1) as f64
         );
+        if refused > 0 {
+            eprintln!(
+                "WARNING: the log refused {refused} lines (kept in memory only): this rate is \
+                 not the rate of a log that keeps every line"
+            );
+        }
     }
 }
 
