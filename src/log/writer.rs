@@ -75,8 +75,9 @@ pub(super) struct Writer {
     next_tick: Instant,
     /// Lines of the current job not written yet (lost if it fails).
     unwritten: u64,
-    /// The active segment's bytes below this were let go of from the page cache once.
-    released: u64,
+    /// The ends of the last two ranges of the active segment let go of from the page cache
+    /// (`released.1` the newer): the next release asks again from `released.0`.
+    released: (u64, u64),
     /// Where the current job starts. `append` promises only that the end of the job
     /// carrying a line reaches the position it returned (records are laid out by channel,
     /// not in append order), so durability is published at job ends only, and a failed job
@@ -98,7 +99,7 @@ impl Writer {
             failed: None,
             next_tick: Instant::now(),
             unwritten: 0,
-            released: 0,
+            released: (0, 0),
             job_start: base + len,
         }
     }
@@ -259,7 +260,7 @@ impl Writer {
         }
         self.file.write_all_at(&self.buf, self.len)?;
         self.len += self.buf.len() as u64;
-        self.release(self.len.saturating_sub(KEEP_CACHED), RELEASE_STEP);
+        self.release(self.len.saturating_sub(KEEP_CACHED));
         let c = &self.inner.counters;
         c.writes.fetch_add(1, Relaxed);
         c.written_bytes.fetch_add(self.buf.len() as u64, Relaxed);
@@ -279,22 +280,23 @@ impl Writer {
     }
 
     /// Lets the kernel drop the active segment's pages below `to` from the page cache (and
-    /// start writing back the dirty ones), once `to` is `step` past the last release. The
-    /// log is written once and read rarely (the memory rings hold the last lines): keeping
-    /// every written page cached only makes the page cache take ever more fresh memory,
-    /// whose first touch is the costliest part of a write (on a VM, 10 times the copy
-    /// itself), and crowds out other files. A dropped page is reused by the next writes.
-    /// A page still dirty or under writeback is not dropped; each range is asked again
-    /// once, a release later, when it has had time to be written. Only a hint: errors are
-    /// ignored.
-    fn release(&mut self, to: u64, step: u64) {
-        if to < self.released + step {
+    /// start writing back the dirty ones), once `to` is [`RELEASE_STEP`] past the last
+    /// release. The log is written once and read rarely (the memory rings hold the last
+    /// lines): keeping every written page cached only makes the page cache take ever more
+    /// fresh memory, whose first touch is the costliest part of a write (on a VM, 10 times
+    /// the copy itself), and crowds out other files. A dropped page is reused by the next
+    /// writes. A page still dirty or under writeback is not dropped; each range is asked
+    /// again once, a release later, when it has had time to be written. Only a hint: errors
+    /// are ignored.
+    fn release(&mut self, to: u64) {
+        let (older, newer) = self.released;
+        if to < newer + RELEASE_STEP {
             return;
         }
-        let from = self.released.saturating_sub(KEEP_CACHED);
+        let from = older.min(to);
         let len = std::num::NonZeroU64::new(to - from);
         let _ = rustix::fs::fadvise(&*self.file, from, len, rustix::fs::Advice::DontNeed);
-        self.released = to;
+        self.released = (newer, to);
     }
 
     /// Zero-fills the active segment from `end` (where the write about to be made ends)
@@ -365,8 +367,9 @@ impl Writer {
             self.file.set_len(len)?;
             self.file.sync_all()?;
         }
-        // Fsynced by `roll`: every page is clean and goes now.
-        self.release(len, 1);
+        // Fsynced (by `roll`, or by the recovery of a failed disk): every page of the
+        // segment is clean and goes now, whatever the releases while it was active left.
+        let _ = rustix::fs::fadvise(&*self.file, 0, None, rustix::fs::Advice::DontNeed);
         let dir = &self.inner.dir;
         let sealed = if len > 0 {
             let (bytes, table) = {
@@ -405,7 +408,7 @@ impl Writer {
         self.base = next;
         self.len = 0;
         self.alloc = 0;
-        self.released = 0;
+        self.released = (0, 0);
         self.retention();
         Ok(())
     }
