@@ -53,7 +53,7 @@ impl HistoryTotals {
     }
 }
 
-/// The longest [`Channel::push_paced`] holds a sender back for the durable log to take its
+/// The longest [`Channel::wait_for_log`] holds a sender back for the durable log to take its
 /// pending memory (64 MiB by default, written at hundreds of MB/s: a disk that leaves it
 /// full this long is failing or far slower than intake, and lines then go on in memory).
 pub const LOG_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -296,12 +296,6 @@ impl Channel {
     /// make room, until `deadline` (one per read, whatever the number of channels in it). On a loaded machine this keeps a drain that is only
     /// short of CPU from dropping lines. The wait is bounded and a tap that uses it all is
     /// marked slow, so a slow receiver never holds intake back.
-    ///
-    /// First of all, while the durable log's pending memory is over half full (the disk is
-    /// slower than intake), it waits for the log to take it, up to [`LOG_ROOM_WAIT`]: the
-    /// sender is held back, as TCP and HTTP allow, instead of its lines being refused by
-    /// the log and kept in memory only. Past that wait the push goes on and the log may
-    /// refuse the lines (counted; HTTP answers 503).
     pub async fn push_paced<I: Iterator<Item = Line>>(
         &self,
         lines: I,
@@ -309,11 +303,6 @@ impl Channel {
         deadline: tokio::time::Instant,
         read: &[Option<logmetrics::RouterLine>],
     ) -> (usize, Logged) {
-        if let Some(log) = &self.log {
-            if !log.has_room() {
-                let _ = tokio::time::timeout(LOG_ROOM_WAIT, log.writable()).await;
-            }
-        }
         let taps = self.taps.load_full();
         let Some(chunk) = taps
             .iter()
@@ -348,6 +337,20 @@ impl Channel {
             left -= k;
         }
         (stored, logged)
+    }
+
+    /// While the durable log's pending memory is over half full (the disk is slower than
+    /// intake), waits for the log to take it, up to [`LOG_ROOM_WAIT`]. Called by TCP and
+    /// HTTP input once per read or request, before pushing (and before the drains' pacing
+    /// deadline is set): the sender is held back, as TCP and HTTP allow, instead of its
+    /// lines being refused by the log and kept in memory only. Past that wait the push goes
+    /// on and the log may refuse the lines (counted; HTTP answers 503).
+    pub async fn wait_for_log(&self) {
+        if let Some(log) = &self.log {
+            if !log.has_room() {
+                let _ = tokio::time::timeout(LOG_ROOM_WAIT, log.writable()).await;
+            }
+        }
     }
 
     /// Puts saved lines back into the history at start: no tails, drains or alerts see them
@@ -964,6 +967,7 @@ mod tests {
             set.spawn(async move {
                 let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
                 for p in 0..pushes {
+                    c.wait_for_log().await;
                     let lines = (0..per).map(|i| line(p * per + i));
                     let (n, logged) = c.push_paced(lines, per, deadline, &[]).await;
                     assert_eq!(n, per);

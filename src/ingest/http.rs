@@ -228,6 +228,7 @@ async fn post_logs(
         }
     }
     let count = lines.len();
+    route.channel.wait_for_log().await;
     let (n, logged) = route
         .channel
         .push_paced(

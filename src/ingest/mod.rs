@@ -131,7 +131,14 @@ impl<'a> Router<'a> {
 
     /// Like [`Router::finish`], pacing each run to the channel's drains (see
     /// [`Channel::push_paced`]).
+    ///
+    /// First it waits for the durable log's room, once for the whole read (all channels
+    /// share the node's log; see [`Channel::wait_for_log`]), so the pacing budget starts
+    /// after that wait.
     pub async fn finish_paced(self, budget: std::time::Duration) {
+        if let Some(r) = self.runs.first() {
+            r.channel.wait_for_log().await;
+        }
         let deadline = tokio::time::Instant::now() + budget;
         let mut lines = self.pending.lines.drain(..);
         let mut stored = 0;

@@ -550,7 +550,11 @@ impl Log {
     /// connection, an HTTP request) waits on [`Log::writable`] while this is false, rather
     /// than having its lines refused once the other half is gone too.
     pub fn has_room(&self) -> bool {
-        let f = lock(&self.inner.front);
+        self.room_in(&lock(&self.inner.front))
+    }
+
+    /// [`Log::has_room`] of the append side `f`.
+    fn room_in(&self, f: &Front) -> bool {
         f.bytes < self.inner.opts.max_pending_bytes / 2
             || f.run != Run::Open
             || matches!(f.health, Health::Degraded { .. })
@@ -563,11 +567,8 @@ impl Log {
             let n = self.inner.room.notified();
             tokio::pin!(n);
             n.as_mut().enable();
-            {
-                let f = lock(&self.inner.front);
-                if f.bytes < self.inner.opts.max_pending_bytes / 2 || f.run != Run::Open {
-                    return;
-                }
+            if self.has_room() {
+                return;
             }
             n.await;
         }

@@ -35,6 +35,17 @@ const NO_PREALLOC: u64 = u64::MAX;
 const KEEP_CACHED: u64 = 16 << 20;
 const RELEASE_STEP: u64 = 4 << 20;
 
+/// Asks the kernel to drop `len` bytes (`None`: to the end) of `file` from `from` out of the
+/// page cache, starting the writeback of dirty ones (see [`Writer::release`]); a hint whose
+/// errors are ignored, and nothing where `posix_fadvise` does not exist (macOS).
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+fn drop_cached(file: &File, from: u64, len: Option<std::num::NonZeroU64>) {
+    let _ = rustix::fs::fadvise(file, from, len, rustix::fs::Advice::DontNeed);
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+fn drop_cached(_: &File, _: u64, _: Option<std::num::NonZeroU64>) {}
+
 /// Where a failure happened: decides what is kept of the active segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -295,7 +306,7 @@ impl Writer {
         }
         let from = older.min(to);
         let len = std::num::NonZeroU64::new(to - from);
-        let _ = rustix::fs::fadvise(&*self.file, from, len, rustix::fs::Advice::DontNeed);
+        drop_cached(&self.file, from, len);
         self.released = (newer, to);
     }
 
@@ -369,7 +380,7 @@ impl Writer {
         }
         // Fsynced (by `roll`, or by the recovery of a failed disk): every page of the
         // segment is clean and goes now, whatever the releases while it was active left.
-        let _ = rustix::fs::fadvise(&*self.file, 0, None, rustix::fs::Advice::DontNeed);
+        drop_cached(&self.file, 0, None);
         let dir = &self.inner.dir;
         let sealed = if len > 0 {
             let (bytes, table) = {
