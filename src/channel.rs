@@ -53,11 +53,6 @@ impl HistoryTotals {
     }
 }
 
-/// The longest [`Channel::wait_for_log`] holds a sender back for the durable log to take its
-/// pending memory (64 MiB by default, written at hundreds of MB/s: a disk that leaves it
-/// full this long is failing or far slower than intake, and lines then go on in memory).
-pub const LOG_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Limits of a channel's buffers, from `[buffers]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -337,20 +332,6 @@ impl Channel {
             left -= k;
         }
         (stored, logged)
-    }
-
-    /// While the durable log's pending memory is over half full (the disk is slower than
-    /// intake), waits for the log to take it, up to [`LOG_ROOM_WAIT`]. Called by TCP and
-    /// HTTP input once per read or request, before pushing (and before the drains' pacing
-    /// deadline is set): the sender is held back, as TCP and HTTP allow, instead of its
-    /// lines being refused by the log and kept in memory only. Past that wait the push goes
-    /// on and the log may refuse the lines (counted; HTTP answers 503).
-    pub async fn wait_for_log(&self) {
-        if let Some(log) = &self.log {
-            if !log.has_room() {
-                let _ = tokio::time::timeout(LOG_ROOM_WAIT, log.writable()).await;
-            }
-        }
     }
 
     /// Puts saved lines back into the history at start: no tails, drains or alerts see them
@@ -967,7 +948,7 @@ mod tests {
             set.spawn(async move {
                 let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
                 for p in 0..pushes {
-                    c.wait_for_log().await;
+                    crate::ingest::wait_for_log(c.log.as_deref()).await;
                     let lines = (0..per).map(|i| line(p * per + i));
                     let (n, logged) = c.push_paced(lines, per, deadline, &[]).await;
                     assert_eq!(n, per);

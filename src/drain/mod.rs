@@ -204,25 +204,20 @@ impl Drain {
 
     /// The drain's status now.
     pub fn status(&self) -> Status {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let status = Status {
-            state: st.state,
-            last_error: st.last_error.as_ref().map(|(e, _)| e.clone()),
-            last_error_at: st.last_error.as_ref().map(|(_, at)| *at),
-            sent: 0,
-            dropped: 0,
-            lag_lines: 0,
-            lag_seconds: 0.0,
+        let (state, last_error) = {
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            (st.state, st.last_error.clone())
         };
-        drop(st);
         let (sent, dropped) = self.counts();
         let (lines, secs) = self.lag();
         Status {
+            state,
+            last_error: last_error.as_ref().map(|(e, _)| e.clone()),
+            last_error_at: last_error.map(|(_, at)| at),
             sent,
             dropped,
             lag_lines: lines as usize,
             lag_seconds: secs,
-            ..status
         }
     }
 

@@ -228,7 +228,7 @@ async fn post_logs(
         }
     }
     let count = lines.len();
-    route.channel.wait_for_log().await;
+    super::wait_for_log(node.log.as_deref()).await;
     let (n, logged) = route
         .channel
         .push_paced(

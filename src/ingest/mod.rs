@@ -131,14 +131,7 @@ impl<'a> Router<'a> {
 
     /// Like [`Router::finish`], pacing each run to the channel's drains (see
     /// [`Channel::push_paced`]).
-    ///
-    /// First it waits for the durable log's room, once for the whole read (all channels
-    /// share the node's log; see [`Channel::wait_for_log`]), so the pacing budget starts
-    /// after that wait.
     pub async fn finish_paced(self, budget: std::time::Duration) {
-        if let Some(r) = self.runs.first() {
-            r.channel.wait_for_log().await;
-        }
         let deadline = tokio::time::Instant::now() + budget;
         let mut lines = self.pending.lines.drain(..);
         let mut stored = 0;
@@ -152,6 +145,25 @@ impl<'a> Router<'a> {
         }
         drop(lines);
         self.count(stored);
+    }
+}
+
+/// The longest [`wait_for_log`] holds a sender back for the durable log to take its pending
+/// memory (64 MiB by default, written at hundreds of MB/s: a disk that leaves it full this
+/// long is failing or far slower than intake, and lines then go on in memory).
+pub const LOG_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// While the node's durable log has its pending memory over half full (the disk is slower
+/// than intake), waits for the log to take it, up to [`LOG_ROOM_WAIT`]. TCP and HTTP input
+/// call it once per read or request, before pushing and before the drains' pacing deadline
+/// is set: the sender is held back, as TCP and HTTP allow, instead of its lines being
+/// refused by the log and kept in memory only. Past that wait the push goes on and the log
+/// may refuse the lines (counted; HTTP answers 503). UDP does not wait.
+pub async fn wait_for_log(log: Option<&crate::log::Log>) {
+    if let Some(log) = log {
+        if !log.has_room() {
+            let _ = tokio::time::timeout(LOG_ROOM_WAIT, log.writable()).await;
+        }
     }
 }
 

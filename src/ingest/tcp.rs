@@ -171,6 +171,7 @@ async fn connection(
                 }
             }
         }
+        super::wait_for_log(node.log.as_deref()).await;
         router.finish_paced(ROOM_BUDGET).await;
         if let Some(e) = fatal {
             return Err(e);

@@ -550,11 +550,7 @@ impl Log {
     /// connection, an HTTP request) waits on [`Log::writable`] while this is false, rather
     /// than having its lines refused once the other half is gone too.
     pub fn has_room(&self) -> bool {
-        self.room_in(&lock(&self.inner.front))
-    }
-
-    /// [`Log::has_room`] of the append side `f`.
-    fn room_in(&self, f: &Front) -> bool {
+        let f = lock(&self.inner.front);
         f.bytes < self.inner.opts.max_pending_bytes / 2
             || f.run != Run::Open
             || matches!(f.health, Health::Degraded { .. })
