@@ -31,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+mod direct;
 mod index;
 mod read;
 mod record;

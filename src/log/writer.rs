@@ -5,6 +5,7 @@
 //! batches under the append lock, writes them, then publishes the new index entries under
 //! the read lock and the durable position through the watch.
 
+use super::direct::{self, Staging};
 use super::index::{self, Entry};
 use super::private_file;
 use super::record::{self, HEADER_LEN};
@@ -25,13 +26,11 @@ use std::time::{Duration, Instant, SystemTime};
 const TICK: Duration = Duration::from_secs(1);
 /// Bytes written and fsynced by a degraded log to tell whether the disk works again.
 const PROBE_BYTES: usize = 1 << 20;
-/// What preallocation writes, a piece at a time.
-static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 /// `Writer::alloc` of a segment whose preallocation failed: none again in it.
 const NO_PREALLOC: u64 = u64::MAX;
-/// How much of the newest part of the active segment stays in the page cache (readers of
-/// the last lines, a drain a little behind); what is older is let go of in steps of
-/// [`RELEASE_STEP`] (see [`Writer::release`]).
+/// Where writes go through the page cache: how much of the newest part of the active
+/// segment stays there (readers of the last lines, a drain a little behind); what is older
+/// is let go of in steps of [`RELEASE_STEP`] (see [`Writer::release`]).
 const KEEP_CACHED: u64 = 16 << 20;
 const RELEASE_STEP: u64 = 4 << 20;
 
@@ -73,10 +72,15 @@ struct Job {
 pub(super) struct Writer {
     inner: Arc<Inner>,
     file: Arc<File>,
+    /// The active segment opened for direct writes (see [`direct`]); `None` where there
+    /// are none, and writes go through `file`.
+    direct: Option<File>,
+    staging: Staging,
     base: Lsn,
     /// Bytes written to the active segment (the offset of the next record).
     len: u64,
-    /// Bytes of the active segment's file, zero-filled past `len` by preallocation
+    /// Bytes of the active segment's file, zero-filled past `len` by preallocation or by
+    /// the rounding of direct writes
     /// ([`NO_PREALLOC`] after a failed one).
     alloc: u64,
     durable: Lsn,
@@ -98,9 +102,12 @@ pub(super) struct Writer {
 
 impl Writer {
     pub fn new(inner: Arc<Inner>, file: Arc<File>, base: Lsn, len: u64) -> Writer {
+        let direct = direct::open(&seg_name(&inner.dir, base, "log"));
         Writer {
             inner,
             file,
+            direct,
+            staging: Staging::default(),
             base,
             len,
             alloc: len,
@@ -142,6 +149,11 @@ impl Writer {
                 }
             }
             if job.closing {
+                if self.failed.is_none() && self.alloc > self.len {
+                    // Left as its records, as a sealed segment is (recovery would cut the
+                    // zeros past them all the same).
+                    let _ = self.file.set_len(self.len);
+                }
                 self.inner.progress.send_modify(|p| p.closed = true);
                 lock(&self.inner.front).run = Run::Closed;
                 self.inner.room.notify_waiters();
@@ -269,9 +281,8 @@ impl Writer {
         if self.inner.opts.preallocate > 0 && end > self.alloc {
             self.preallocate(end);
         }
-        self.file.write_all_at(&self.buf, self.len)?;
+        self.write_at_end()?;
         self.len += self.buf.len() as u64;
-        self.release(self.len.saturating_sub(KEEP_CACHED));
         let c = &self.inner.counters;
         c.writes.fetch_add(1, Relaxed);
         c.written_bytes.fetch_add(self.buf.len() as u64, Relaxed);
@@ -287,6 +298,33 @@ impl Writer {
         }
         self.buf.clear();
         *lines = 0;
+        Ok(())
+    }
+
+    /// Writes the buffer at the active segment's length: directly where it can (see
+    /// [`direct`]), else through the page cache, of which it keeps the newest part only.
+    fn write_at_end(&mut self) -> io::Result<()> {
+        if let Some(d) = &self.direct {
+            let (bytes, at) = self.staging.prepare(self.len, &self.file, &self.buf)?;
+            match d.write_all_at(bytes, at) {
+                Ok(()) => {
+                    let (wrote, end) = (bytes.len(), at + bytes.len() as u64);
+                    self.staging
+                        .written(self.len + self.buf.len() as u64, wrote);
+                    // The zeros to the block are the file's too: cut at the seal.
+                    self.alloc = self.alloc.max(end);
+                    return Ok(());
+                }
+                // A filesystem that opens for direct I/O but refuses these alignments.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    tracing::info!(error = %e, "the log writes through the page cache");
+                    self.direct = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.file.write_all_at(&self.buf, self.len)?;
+        self.release((self.len + self.buf.len() as u64).saturating_sub(KEEP_CACHED));
         Ok(())
     }
 
@@ -317,14 +355,25 @@ impl Writer {
     /// segment goes on without.
     fn preallocate(&mut self, end: u64) {
         let opts = &self.inner.opts;
-        let target = (self.alloc.max(self.len) + opts.preallocate)
+        let mut target = (self.alloc.max(self.len) + opts.preallocate)
             .min(opts.segment_bytes)
             .max(end);
         let mut at = end;
+        // Direct writes of whole blocks: past the block the write ends in, which it writes
+        // whole, zeros included.
+        let file = match &self.direct {
+            Some(d) => {
+                at = direct::round_up(at);
+                target = direct::round_up(target);
+                d
+            }
+            None => &*self.file,
+        };
+        let zeros = &direct::ZEROS.0;
         let r = (|| {
             while at < target {
-                let n = ((target - at) as usize).min(ZEROS.len());
-                self.file.write_all_at(&ZEROS[..n], at)?;
+                let n = ((target - at) as usize).min(zeros.len());
+                file.write_all_at(&zeros[..n], at)?;
                 at += n as u64;
             }
             Ok::<_, io::Error>(())
@@ -395,6 +444,10 @@ impl Writer {
         };
         let file = Arc::new(create_segment(dir, next)?);
         let old = std::mem::replace(&mut self.file, file.clone());
+        if self.direct.is_some() {
+            self.direct = direct::open(&seg_name(dir, next, "log"));
+        }
+        self.staging.reset();
         {
             let mut s = lock(&self.inner.segs);
             if let Some((table, idx, idx_path)) = sealed {
@@ -446,6 +499,7 @@ impl Writer {
                 self.durable,
             ),
         };
+        self.staging.reset();
         let mut lost = std::mem::take(&mut self.unwritten);
         if keep < self.len {
             let mut s = lock(&inner.segs);
