@@ -61,7 +61,8 @@ pub type ChannelId = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fsync {
     /// At least every `fsync_interval`: a power loss loses at most that much; `kill -9`
-    /// loses nothing written (the page cache survives the process).
+    /// loses nothing written (a direct write is on the disk when it returns, a buffered one
+    /// in the page cache, which survives the process).
     Interval,
     /// After every write (group commit): [`Log::durable`] tells a caller when its lines are
     /// on disk.

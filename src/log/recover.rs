@@ -180,7 +180,8 @@ pub(super) fn open(dir: &Path, opts: Options) -> Result<(Log, Recovery), LogErro
     let (active_index, mut scanned) = scan_segment(&file, flen)?;
     cut(&file, &scanned)?;
     if scanned.zero_tail {
-        // Preallocated space (`Options::preallocate`), not a torn record: cut, not counted.
+        // Preallocated space (`Options::preallocate`) or a direct write's rounding to its
+        // block, not a torn record: cut, not counted.
         scanned.torn_bytes = 0;
     }
     count_scan(&mut rec, &scanned);

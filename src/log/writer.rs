@@ -33,6 +33,12 @@ const NO_PREALLOC: u64 = u64::MAX;
 /// is let go of in steps of [`RELEASE_STEP`] (see [`Writer::release`]).
 const KEEP_CACHED: u64 = 16 << 20;
 const RELEASE_STEP: u64 = 4 << 20;
+/// Writes smaller than this go through the page cache even where direct writes are made:
+/// at a low rate (a write every `flush_delay`), direct writes of a few KiB, each a device
+/// write of whole blocks, would be hundreds a second where the page cache merges them.
+const DIRECT_MIN: usize = 64 << 10;
+/// The most one direct write takes (the size of the staging buffer).
+const DIRECT_CHUNK: usize = 1 << 20;
 
 /// Asks the kernel to drop `len` bytes (`None`: to the end) of `file` from `from` out of the
 /// page cache, starting the writeback of dirty ones (see [`Writer::release`]); a hint whose
@@ -44,6 +50,37 @@ fn drop_cached(file: &File, from: u64, len: Option<std::num::NonZeroU64>) {
 
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
 fn drop_cached(_: &File, _: u64, _: Option<std::num::NonZeroU64>) {}
+
+/// Writes `buf` at `len` of the segment through its direct handle `d`, a piece of at most
+/// [`DIRECT_CHUNK`] at a time (which bounds the staging buffer), each with the carry in
+/// front and zeros to its block.
+fn write_direct(
+    d: &File,
+    staging: &mut Staging,
+    file: &File,
+    buf: &[u8],
+    mut len: u64,
+) -> io::Result<()> {
+    for part in buf.chunks(DIRECT_CHUNK) {
+        let (bytes, at) = staging.prepare(len, file, part)?;
+        d.write_all_at(bytes, at)?;
+        let wrote = bytes.len();
+        len += part.len() as u64;
+        staging.written(len, wrote);
+    }
+    Ok(())
+}
+
+/// Writes zeros from `at` to `to` (block-aligned both for a direct handle).
+fn zero_fill(file: &File, mut at: u64, to: u64) -> io::Result<()> {
+    let zeros = &direct::ZEROS.0;
+    while at < to {
+        let n = ((to - at) as usize).min(zeros.len());
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
 
 /// Where a failure happened: decides what is kept of the active segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,28 +338,33 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the buffer at the active segment's length: directly where it can (see
-    /// [`direct`]), else through the page cache, of which it keeps the newest part only.
+    /// Writes the buffer at the active segment's length: directly where it can and the
+    /// buffer is at least [`DIRECT_MIN`] (see [`direct`]), else through the page cache, of
+    /// which it keeps the newest part only.
     fn write_at_end(&mut self) -> io::Result<()> {
-        if let Some(d) = &self.direct {
-            let (bytes, at) = self.staging.prepare(self.len, &self.file, &self.buf)?;
-            match d.write_all_at(bytes, at) {
+        if let Some(d) = self
+            .direct
+            .as_ref()
+            .filter(|_| self.buf.len() >= DIRECT_MIN)
+        {
+            let end = self.len + self.buf.len() as u64;
+            match write_direct(d, &mut self.staging, &self.file, &self.buf, self.len) {
                 Ok(()) => {
-                    let (wrote, end) = (bytes.len(), at + bytes.len() as u64);
-                    self.staging
-                        .written(self.len + self.buf.len() as u64, wrote);
                     // The zeros to the block are the file's too: cut at the seal.
-                    self.alloc = self.alloc.max(end);
+                    self.alloc = self.alloc.max(direct::round_up(end));
                     return Ok(());
                 }
-                // A filesystem that opens for direct I/O but refuses these alignments.
                 Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                     tracing::info!(error = %e, "the log writes through the page cache");
                     self.direct = None;
+                    // Parts may have gone out directly, rounded up: cut at the seal.
+                    self.alloc = self.alloc.max(direct::round_up(end));
                 }
                 Err(e) => return Err(e),
             }
         }
+        // The next direct write reads its carry back from the file.
+        self.staging.reset();
         self.file.write_all_at(&self.buf, self.len)?;
         self.release((self.len + self.buf.len() as u64).saturating_sub(KEEP_CACHED));
         Ok(())
@@ -355,31 +397,25 @@ impl Writer {
     /// segment goes on without.
     fn preallocate(&mut self, end: u64) {
         let opts = &self.inner.opts;
-        let mut target = (self.alloc.max(self.len) + opts.preallocate)
+        let target = (self.alloc.max(self.len) + opts.preallocate)
             .min(opts.segment_bytes)
             .max(end);
-        let mut at = end;
-        // Direct writes of whole blocks: past the block the write ends in, which it writes
-        // whole, zeros included.
-        let file = match &self.direct {
+        let (r, to) = match &self.direct {
+            // Whole blocks, past the one the write ends in (which it writes whole, zeros
+            // included).
             Some(d) => {
-                at = direct::round_up(at);
-                target = direct::round_up(target);
-                d
+                let to = direct::round_up(target);
+                (zero_fill(d, direct::round_up(end), to), to)
             }
-            None => &*self.file,
+            None => (zero_fill(&self.file, end, target), target),
         };
-        let zeros = &direct::ZEROS.0;
-        let r = (|| {
-            while at < target {
-                let n = ((target - at) as usize).min(zeros.len());
-                file.write_all_at(&zeros[..n], at)?;
-                at += n as u64;
-            }
-            Ok::<_, io::Error>(())
-        })();
         match r {
-            Ok(()) => self.alloc = target,
+            Ok(()) => self.alloc = to,
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput && self.direct.is_some() => {
+                tracing::info!(error = %e, "the log writes through the page cache");
+                self.direct = None;
+                self.preallocate(end);
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "log segment not preallocated");
                 let _ = self.file.set_len(self.len);
