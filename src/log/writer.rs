@@ -117,8 +117,7 @@ pub(super) struct Writer {
     /// Bytes written to the active segment (the offset of the next record).
     len: u64,
     /// Bytes of the active segment's file, zero-filled past `len` by preallocation or by
-    /// the rounding of direct writes
-    /// ([`NO_PREALLOC`] after a failed one).
+    /// the rounding of direct writes ([`NO_PREALLOC`] after a failed preallocation).
     alloc: u64,
     durable: Lsn,
     last_fsync: Instant,
@@ -347,18 +346,15 @@ impl Writer {
             .as_ref()
             .filter(|_| self.buf.len() >= DIRECT_MIN)
         {
+            // The zeros to the block are the file's too (even of a write that fails part
+            // way): cut at the seal.
             let end = self.len + self.buf.len() as u64;
+            self.alloc = self.alloc.max(direct::round_up(end));
             match write_direct(d, &mut self.staging, &self.file, &self.buf, self.len) {
-                Ok(()) => {
-                    // The zeros to the block are the file's too: cut at the seal.
-                    self.alloc = self.alloc.max(direct::round_up(end));
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                     tracing::info!(error = %e, "the log writes through the page cache");
                     self.direct = None;
-                    // Parts may have gone out directly, rounded up: cut at the seal.
-                    self.alloc = self.alloc.max(direct::round_up(end));
                 }
                 Err(e) => return Err(e),
             }
