@@ -428,8 +428,9 @@ fn open_log(config: &Config, metrics: &Metrics) -> anyhow::Result<Option<(Arc<Lo
     let opts = match opts.fsync {
         log::Fsync::Batch => log::Options {
             flush_delay: Duration::ZERO,
-            // Every write waits for its fsync: allocate the segment's blocks ahead, so that
-            // fsyncs do not commit the file's growth each time.
+            // Every write waits for its fsync: where writes go through the page cache,
+            // allocate the segment's blocks ahead, so that fsyncs do not commit the file's
+            // growth each time (direct writes need none: `Options::preallocate`).
             preallocate: 8 << 20,
             ..opts
         },

@@ -25,11 +25,6 @@ use std::path::Path;
 /// filesystem block size, a multiple of every disk's logical block (512 or 4096 bytes).
 pub(super) const BLOCK: usize = 4096;
 
-/// Zeros for preallocation, aligned for direct writes.
-#[repr(C, align(4096))]
-pub(super) struct Zeros(pub [u8; 1 << 20]);
-pub(super) static ZEROS: Zeros = Zeros([0; 1 << 20]);
-
 /// Opens the segment at `path` for direct writes; `None` where the OS or the filesystem
 /// has no direct I/O (the writer then writes through the page cache).
 #[cfg(target_os = "linux")]

@@ -102,7 +102,12 @@ pub struct Options {
     /// [`Fsync::Batch`] mode, where every write waits for its fsync, the blocks are
     /// allocated ahead, once per this many bytes, and a segment is cut to its records when
     /// sealed (recovery cuts a zero tail of the last one without counting it as torn).
+    /// Only where writes go through the page cache (`direct` off or not possible): after a
+    /// direct write the growth costs less than writing the zeros.
     pub preallocate: u64,
+    /// Write the active segment around the page cache (`O_DIRECT`) where the OS and the
+    /// filesystem allow it (Linux); `false`: always through the page cache.
+    pub direct: bool,
 }
 
 impl Default for Options {
@@ -120,6 +125,7 @@ impl Default for Options {
             close_timeout: Duration::from_secs(1),
             fsync_seconds: None,
             preallocate: 0,
+            direct: true,
         }
     }
 }

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant, SystemTime};
 const TICK: Duration = Duration::from_secs(1);
 /// Bytes written and fsynced by a degraded log to tell whether the disk works again.
 const PROBE_BYTES: usize = 1 << 20;
+/// What preallocation writes, a piece at a time.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
 /// `Writer::alloc` of a segment whose preallocation failed: none again in it.
 const NO_PREALLOC: u64 = u64::MAX;
 /// Where writes go through the page cache: how much of the newest part of the active
@@ -33,9 +35,11 @@ const NO_PREALLOC: u64 = u64::MAX;
 /// is let go of in steps of [`RELEASE_STEP`] (see [`Writer::release`]).
 const KEEP_CACHED: u64 = 16 << 20;
 const RELEASE_STEP: u64 = 4 << 20;
-/// Writes smaller than this go through the page cache even where direct writes are made:
-/// at a low rate (a write every `flush_delay`), direct writes of a few KiB, each a device
-/// write of whole blocks, would be hundreds a second where the page cache merges them.
+/// In [`Fsync::Interval`] mode, writes smaller than this go through the page cache even
+/// where direct writes are made: at a low rate (a write every `flush_delay`), direct writes
+/// of a few KiB, each a device write of whole blocks, would be hundreds a second where the
+/// page cache merges them. In [`Fsync::Batch`] mode every write is fsynced at once, so the
+/// page cache has nothing to merge and every write goes directly.
 const DIRECT_MIN: usize = 64 << 10;
 /// The most one direct write takes (the size of the staging buffer).
 const DIRECT_CHUNK: usize = 1 << 20;
@@ -67,17 +71,6 @@ fn write_direct(
         let wrote = bytes.len();
         len += part.len() as u64;
         staging.written(len, wrote);
-    }
-    Ok(())
-}
-
-/// Writes zeros from `at` to `to` (block-aligned both for a direct handle).
-fn zero_fill(file: &File, mut at: u64, to: u64) -> io::Result<()> {
-    let zeros = &direct::ZEROS.0;
-    while at < to {
-        let n = ((to - at) as usize).min(zeros.len());
-        file.write_all_at(&zeros[..n], at)?;
-        at += n as u64;
     }
     Ok(())
 }
@@ -138,7 +131,11 @@ pub(super) struct Writer {
 
 impl Writer {
     pub fn new(inner: Arc<Inner>, file: Arc<File>, base: Lsn, len: u64) -> Writer {
-        let direct = direct::open(&seg_name(&inner.dir, base, "log"));
+        let direct = inner
+            .opts
+            .direct
+            .then(|| direct::open(&seg_name(&inner.dir, base, "log")))
+            .flatten();
         Writer {
             inner,
             file,
@@ -314,7 +311,7 @@ impl Writer {
             return Ok(());
         }
         let end = self.len + self.buf.len() as u64;
-        if self.inner.opts.preallocate > 0 && end > self.alloc {
+        if self.inner.opts.preallocate > 0 && self.direct.is_none() && end > self.alloc {
             self.preallocate(end);
         }
         self.write_at_end()?;
@@ -337,14 +334,15 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the buffer at the active segment's length: directly where it can and the
-    /// buffer is at least [`DIRECT_MIN`] (see [`direct`]), else through the page cache, of
-    /// which it keeps the newest part only.
+    /// Writes the buffer at the active segment's length: directly where it can (see
+    /// [`direct`] and [`DIRECT_MIN`]), else through the page cache, of which it keeps the
+    /// newest part only.
     fn write_at_end(&mut self) -> io::Result<()> {
+        let batch = self.inner.opts.fsync == Fsync::Batch;
         if let Some(d) = self
             .direct
             .as_ref()
-            .filter(|_| self.buf.len() >= DIRECT_MIN)
+            .filter(|_| batch || self.buf.len() >= DIRECT_MIN)
         {
             // The zeros to the block are the file's too (even of a write that fails part
             // way): cut at the seal.
@@ -389,29 +387,27 @@ impl Writer {
     /// Zero-fills the active segment from `end` (where the write about to be made ends)
     /// to `Options::preallocate` past what was allocated, within the segment's size; the
     /// write's fsync then commits the file's growth once for all the writes that follow.
-    /// A failure (a disk too full for it) is not the log's: the file is cut back and this
-    /// segment goes on without.
+    /// Only where writes go through the page cache: an fsync after a buffered write that
+    /// grew the file costs 10 times one over written blocks, where after a direct write it
+    /// costs 1.5 times (`dd oflag=dsync`, 4 KiB: 3.8 ms against 0.24 ms; `oflag=direct,dsync`,
+    /// 64 KiB: 0.37 ms against 0.23 ms), less than writing the zeros. A failure (a disk too
+    /// full for it) is not the log's: the file is cut back and this segment goes on without.
     fn preallocate(&mut self, end: u64) {
         let opts = &self.inner.opts;
         let target = (self.alloc.max(self.len) + opts.preallocate)
             .min(opts.segment_bytes)
             .max(end);
-        let (r, to) = match &self.direct {
-            // Whole blocks, past the one the write ends in (which it writes whole, zeros
-            // included).
-            Some(d) => {
-                let to = direct::round_up(target);
-                (zero_fill(d, direct::round_up(end), to), to)
+        let mut at = end;
+        let r = (|| {
+            while at < target {
+                let n = ((target - at) as usize).min(ZEROS.len());
+                self.file.write_all_at(&ZEROS[..n], at)?;
+                at += n as u64;
             }
-            None => (zero_fill(&self.file, end, target), target),
-        };
+            Ok::<_, io::Error>(())
+        })();
         match r {
-            Ok(()) => self.alloc = to,
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput && self.direct.is_some() => {
-                tracing::info!(error = %e, "the log writes through the page cache");
-                self.direct = None;
-                self.preallocate(end);
-            }
+            Ok(()) => self.alloc = target,
             Err(e) => {
                 tracing::debug!(error = %e, "log segment not preallocated");
                 let _ = self.file.set_len(self.len);
