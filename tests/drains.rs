@@ -6,18 +6,12 @@
 mod common;
 
 use common::receiver::{TcpOptions, TcpReceiver};
+use common::serve::free_port;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
-}
 
 /// A syslog receiver written here (see [`TcpReceiver`]); returns it, its port and the file
 /// it writes one message per line to.

@@ -10,12 +10,29 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_logplex");
 
-/// A free port on 127.0.0.1 for both TCP and UDP.
+/// A free port on 127.0.0.1 for both TCP and UDP, for a server started later to bind.
+///
+/// Taken below the kernel's ephemeral range (Linux: 32768 and up), where `bind(0)` and
+/// every outgoing connection take theirs: a port found free by binding `:0` and letting go
+/// could be taken by a client socket of a test running alongside before the server binds
+/// it ("Address already in use"). Never the same port twice in one test process.
 pub fn free_port() -> u16 {
-    for _ in 0..50 {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Each test process starts at its own place, so one run's ports are not the last's.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
             return port;
         }
     }
