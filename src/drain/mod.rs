@@ -204,16 +204,16 @@ impl Drain {
 
     /// The drain's status now.
     pub fn status(&self) -> Status {
-        let (state, last_error) = {
+        let (state, (last_error, last_error_at)) = {
             let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            (st.state, st.last_error.clone())
+            (st.state, st.last_error.clone().unzip())
         };
         let (sent, dropped) = self.counts();
         let (lines, secs) = self.lag();
         Status {
             state,
-            last_error: last_error.as_ref().map(|(e, _)| e.clone()),
-            last_error_at: last_error.map(|(_, at)| at),
+            last_error,
+            last_error_at,
             sent,
             dropped,
             lag_lines: lines as usize,

@@ -23,7 +23,9 @@ use std::path::Path;
 
 /// The alignment of a direct write's memory, file offset and length: the usual page and
 /// filesystem block size, a multiple of every disk's logical block (512 or 4096 bytes).
-pub(super) const BLOCK: usize = 4096;
+const BLOCK: usize = 4096;
+/// The most one direct write takes (which bounds the staging buffer).
+const CHUNK: usize = 1 << 20;
 
 /// Opens the segment at `path` for direct writes; `None` where the OS or the filesystem
 /// has no direct I/O (the writer then writes through the page cache).
@@ -61,9 +63,29 @@ pub(super) struct Staging {
 }
 
 impl Staging {
+    /// Writes `data` at the segment's length `len` through its direct handle `direct`, a
+    /// piece of at most [`CHUNK`] at a time, each with the carry in front and zeros to its
+    /// block (`file`, the buffered handle, gives the carry back after a [`Staging::reset`]).
+    pub fn append(
+        &mut self,
+        direct: &File,
+        file: &File,
+        mut len: u64,
+        data: &[u8],
+    ) -> io::Result<()> {
+        for part in data.chunks(CHUNK) {
+            let (bytes, at) = self.prepare(len, file, part)?;
+            direct.write_all_at(bytes, at)?;
+            let wrote = bytes.len();
+            len += part.len() as u64;
+            self.written(len, wrote);
+        }
+        Ok(())
+    }
+
     /// Lays out `data`, to be written at the segment's length `len`, as one direct write:
     /// the carry, then `data`, then zeros to a block. Returns the bytes and their offset.
-    pub fn prepare(&mut self, len: u64, file: &File, data: &[u8]) -> io::Result<(&[u8], u64)> {
+    fn prepare(&mut self, len: u64, file: &File, data: &[u8]) -> io::Result<(&[u8], u64)> {
         let carry = (len % BLOCK as u64) as usize;
         let total = carry + data.len();
         let padded = round_up(total as u64) as usize;
@@ -88,7 +110,7 @@ impl Staging {
 
     /// After the `wrote` bytes [`Staging::prepare`] laid out went to a segment now `len`
     /// long: its last partial block, if any, becomes the next write's carry.
-    pub fn written(&mut self, len: u64, wrote: usize) {
+    fn written(&mut self, len: u64, wrote: usize) {
         let carry = (len % BLOCK as u64) as usize;
         if carry > 0 {
             let last = self.pad + wrote - BLOCK;

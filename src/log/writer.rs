@@ -41,8 +41,6 @@ const RELEASE_STEP: u64 = 4 << 20;
 /// page cache merges them. In [`Fsync::Batch`] mode every write is fsynced at once, so the
 /// page cache has nothing to merge and every write goes directly.
 const DIRECT_MIN: usize = 64 << 10;
-/// The most one direct write takes (the size of the staging buffer).
-const DIRECT_CHUNK: usize = 1 << 20;
 
 /// Asks the kernel to drop `len` bytes (`None`: to the end) of `file` from `from` out of the
 /// page cache, starting the writeback of dirty ones (see [`Writer::release`]); a hint whose
@@ -54,26 +52,6 @@ fn drop_cached(file: &File, from: u64, len: Option<std::num::NonZeroU64>) {
 
 #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
 fn drop_cached(_: &File, _: u64, _: Option<std::num::NonZeroU64>) {}
-
-/// Writes `buf` at `len` of the segment through its direct handle `d`, a piece of at most
-/// [`DIRECT_CHUNK`] at a time (which bounds the staging buffer), each with the carry in
-/// front and zeros to its block.
-fn write_direct(
-    d: &File,
-    staging: &mut Staging,
-    file: &File,
-    buf: &[u8],
-    mut len: u64,
-) -> io::Result<()> {
-    for part in buf.chunks(DIRECT_CHUNK) {
-        let (bytes, at) = staging.prepare(len, file, part)?;
-        d.write_all_at(bytes, at)?;
-        let wrote = bytes.len();
-        len += part.len() as u64;
-        staging.written(len, wrote);
-    }
-    Ok(())
-}
 
 /// Where a failure happened: decides what is kept of the active segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,7 +326,7 @@ impl Writer {
             // way): cut at the seal.
             let end = self.len + self.buf.len() as u64;
             self.alloc = self.alloc.max(direct::round_up(end));
-            match write_direct(d, &mut self.staging, &self.file, &self.buf, self.len) {
+            match self.staging.append(d, &self.file, self.len, &self.buf) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                     tracing::info!(error = %e, "the log writes through the page cache");
