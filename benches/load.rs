@@ -155,6 +155,7 @@ fn start_target(kv: &HashMap<String, String>) -> Target {
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name(ROUTER_THREADS)
         .enable_all()
         .build()
         .unwrap();
@@ -217,7 +218,7 @@ async fn received(t: &Target, input: &str) -> u64 {
 /// Prints what the durable log did with the lines (stderr, beside the JSON figure).
 /// Cluster mode (`--redis`): waits (at most 10 s) until every stored line is accounted
 /// for by the publisher, then prints how many went into Redis and how many stayed local.
-async fn cluster_stats(t: &Target, stored: u64, cpu0: f64, start: Instant) {
+async fn cluster_stats(t: &Target, stored: u64, cpu0: Cpu, start: Instant) {
     if metric(t, "logplex_cluster_up").await == 0 {
         return;
     }
@@ -233,7 +234,7 @@ async fn cluster_stats(t: &Target, stored: u64, cpu0: f64, start: Instant) {
     }
     // The CPU of the whole process until the publisher has put every line in Redis (or
     // given up on it): ingest's share and the publisher's.
-    let cpu = process_cpu_secs() - cpu0;
+    let cpu = process_cpu_secs() - cpu0.process;
     eprintln!(
         "cluster: {published} lines published into the log streams, {kept} kept local \
          (queue full or Redis away), of {stored} stored; {:.2} s after the start, \
@@ -357,16 +358,58 @@ fn process_cpu_secs() -> f64 {
     procstat::cpu_secs("self")
 }
 
-/// Prints a run's figures; `cpu0` is [`process_cpu_secs`] at its start. CPU per message
-/// counts the generator too (the same for runs compared in one invocation), and does not
-/// depend on what else shares the cores, so it is the steadier figure for an A/B.
+/// The name of the in-process router's runtime threads (its blocking ones included).
+const ROUTER_THREADS: &str = "router-rt";
+
+/// CPU seconds the in-process router's threads have used: its runtime's, and those the
+/// router starts itself (`logplex-log`, …). Without the generator's share, this is the
+/// steadier figure for an A/B of the router's own work.
+fn router_cpu_secs() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let (head, _) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1;
+            let tid = t.file_name().into_string().ok()?;
+            (comm.starts_with(ROUTER_THREADS) || comm.starts_with("logplex-"))
+                .then(|| procstat::cpu_secs(&format!("self/task/{tid}")))
+        })
+        .sum()
+}
+
+/// CPU seconds at a run's start: the process's and the router's.
+#[derive(Clone, Copy)]
+struct Cpu {
+    process: f64,
+    router: f64,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        Cpu {
+            process: process_cpu_secs(),
+            router: router_cpu_secs(),
+        }
+    }
+}
+
+/// Prints a run's figures; `cpu0` is [`Cpu::now`] at its start. CPU per message counts
+/// the generator too (the same for runs compared in one invocation), and does not depend
+/// on what else shares the cores; `router_cpu_ns_per_msg` (an in-process router only)
+/// counts the router's threads alone.
 #[allow(clippy::too_many_arguments)]
-fn report(mode: &str, r: &Run, conns: u64, count: u64, got: u64, bytes: u64, secs: f64, cpu0: f64) {
+fn report(mode: &str, r: &Run, conns: u64, count: u64, got: u64, bytes: u64, secs: f64, cpu0: Cpu) {
     let (metrics, lines) = (r.label, if r.router { "router" } else { "app" });
-    let cpu_ns = (process_cpu_secs() - cpu0) * 1e9 / got.max(1) as f64;
+    let cpu_ns = (process_cpu_secs() - cpu0.process) * 1e9 / got.max(1) as f64;
+    let router_ns = (router_cpu_secs() - cpu0.router) * 1e9 / got.max(1) as f64;
     println!(
         "{{\"mode\":\"{mode}\",\"metrics\":\"{metrics}\",\"lines\":\"{lines}\",\"conns\":{conns},\"sent\":{count},\"stored\":{got},\"secs\":{secs:.3},\
-         \"msgs_per_sec\":{:.0},\"mbytes_per_sec\":{:.1},\"cpu_ns_per_msg\":{cpu_ns:.0}}}",
+         \"msgs_per_sec\":{:.0},\"mbytes_per_sec\":{:.1},\"cpu_ns_per_msg\":{cpu_ns:.0},\
+         \"router_cpu_ns_per_msg\":{router_ns:.0}}}",
         got as f64 / secs,
         bytes as f64 / secs / 1e6
     );
@@ -391,7 +434,7 @@ async fn tcp(t: &Target, kv: &HashMap<String, String>, r: &Run) {
     let bytes: u64 = streams.iter().map(|s| s.len() as u64).sum();
     let base = received(t, "tcp").await;
     let start = Instant::now();
-    let cpu0 = process_cpu_secs();
+    let cpu0 = Cpu::now();
     let failed = shared::send_tcp(streams.into_iter().map(|s| (t.tcp, s)).collect(), max).await;
     if failed > 0 {
         eprintln!("{failed} connections failed");
@@ -424,7 +467,7 @@ async fn http(t: &Target, kv: &HashMap<String, String>, r: &Run) {
     let auth = shared::basic(&r.token);
     let base = received(t, "http").await;
     let start = Instant::now();
-    let cpu0 = process_cpu_secs();
+    let cpu0 = Cpu::now();
     let targets = (0..conns).map(|_| (t.http, auth.clone())).collect();
     let (failed, first) = shared::send_http(targets, body.clone(), batch, batches, max).await;
     if failed > 0 {
