@@ -182,6 +182,18 @@ pub enum Logged {
     Refused(LogError),
 }
 
+/// What ingest read of a run of lines for the channel's metrics (see [`Channel::metered`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Read<'a> {
+    /// Read before the lock: under it only the run's sums are added.
+    Done(&'a logmetrics::Reads),
+    /// Read, and added with an earlier part of the same run.
+    Added,
+    /// Not read (the channel had metrics off when the run began): read under the lock if
+    /// they are on.
+    Not,
+}
+
 impl Logged {
     /// Folds the outcome of a later part of the same batch into this one: a refusal stays,
     /// else the later position (durability is monotonic: it covers the earlier ones).
@@ -266,15 +278,14 @@ impl Channel {
         self.append(lines, Mode::Live).0
     }
 
-    /// [`Channel::push`], also saying what the durable log did with the lines, with the
-    /// router lines among `lines` already read by ingest
-    /// (`read[i]` for the i-th line, see [`Channel::metered`]), so that under the channel's
-    /// lock only their totals are added: connections pushing to the same channel do not
-    /// queue behind the parsing. Lines beyond `read` are read under the lock.
+    /// [`Channel::push`], also saying what the durable log did with the lines, with their
+    /// metric lines already read by ingest (see [`Read`]), so that under the channel's lock
+    /// only their sums are added: connections pushing to the same channel do not queue
+    /// behind the parsing.
     pub fn push_read<I: IntoIterator<Item = Line>>(
         &self,
         lines: I,
-        read: &[Option<logmetrics::RouterLine>],
+        read: Read<'_>,
     ) -> (usize, Logged) {
         self.append_read(lines, Mode::Live, read)
     }
@@ -296,7 +307,7 @@ impl Channel {
         lines: I,
         n: usize,
         deadline: tokio::time::Instant,
-        read: &[Option<logmetrics::RouterLine>],
+        read: Read<'_>,
     ) -> (usize, Logged) {
         let taps = self.taps.load_full();
         let Some(chunk) = taps
@@ -307,7 +318,7 @@ impl Channel {
         else {
             return self.push_read(lines, read);
         };
-        let mut lines = lines;
+        let (mut lines, mut read) = (lines, read);
         let (mut left, mut stored, mut logged) = (n, 0, Logged::Off);
         while left > 0 {
             let k = left.min(chunk);
@@ -325,8 +336,11 @@ impl Channel {
                     }
                 }
             }
-            let part = read.get(n - left..).unwrap_or(&[]);
-            let (n, l) = self.push_read(lines.by_ref().take(k), &part[..part.len().min(k)]);
+            let (n, l) = self.push_read(lines.by_ref().take(k), read);
+            if let Read::Done(_) = read {
+                // The run's sums go with its first part, once.
+                read = Read::Added;
+            }
             stored += n;
             logged = logged.then(l);
             left -= k;
@@ -366,16 +380,15 @@ impl Channel {
     }
 
     fn append<I: IntoIterator<Item = Line>>(&self, lines: I, mode: Mode) -> (usize, Logged) {
-        self.append_read(lines, mode, &[])
+        self.append_read(lines, mode, Read::Not)
     }
 
-    /// [`Channel::append`] with the router lines among `lines` already read (`read[i]` for
-    /// the i-th line; a line beyond `read` is read under the lock if metrics are on).
+    /// [`Channel::append`] with what ingest read of `lines` for the metrics.
     fn append_read<I: IntoIterator<Item = Line>>(
         &self,
         lines: I,
         mode: Mode,
-        read: &[Option<logmetrics::RouterLine>],
+        read: Read<'_>,
     ) -> (usize, Logged) {
         let live = mode == Mode::Live;
         // One clock read per batch, outside the lock, for the line rate and the log.
@@ -434,12 +447,11 @@ impl Channel {
             if let Some(m) = h.metrics.as_mut() {
                 let secs = now.div_euclid(1_000_000);
                 m.roll(secs);
-                for i in 0..n {
-                    // A router line read before the lock needs nothing of the ring.
-                    match read.get(i) {
-                        Some(Some(r)) => m.add_router(r),
-                        Some(None) => m.observe_other(secs, held.ring.view(first + i).msg()),
-                        None => {
+                match read {
+                    Read::Done(r) => m.add_reads(secs, r),
+                    Read::Added => {}
+                    Read::Not => {
+                        for i in 0..n {
                             let line = held.ring.view(first + i);
                             m.observe(secs, line.source, line.procid(), line.msg());
                         }
@@ -665,7 +677,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn paced_chunks_take_their_own_router_reads() {
+    async fn paced_chunks_add_a_runs_reads_once() {
         // A tap with an 8-line buffer makes intake push in chunks of one line.
         struct Small;
         impl Tap for Small {
@@ -694,20 +706,28 @@ mod tests {
             );
             Line::parse(Bytes::from(f), Bytes::from_static(b"heroku")).unwrap()
         };
-        let lines: Vec<Line> = (1..=10).map(router).collect();
-        // Read ahead for the first six only: the rest are read under the lock.
-        let reads: Vec<_> = lines[..6]
-            .iter()
-            .map(|l| logmetrics::read_router(&l.source, l.procid(), l.msg()))
-            .collect();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
-        let (n, _) = c.push_paced(lines.into_iter(), 10, deadline, &reads).await;
+        // Read ahead, as ingest does.
+        let lines: Vec<Line> = (1..=10).map(router).collect();
+        let mut reads = logmetrics::Reads::default();
+        for l in &lines {
+            reads.line(&l.source, l.procid(), l.msg(), &l.frame);
+        }
+        let (n, _) = c
+            .push_paced(lines.into_iter(), 10, deadline, Read::Done(&reads))
+            .await;
+        assert_eq!(n, 10);
+        // Not read ahead (the run began before metrics were on): read under the lock.
+        let lines: Vec<Line> = (11..=20).map(router).collect();
+        let (n, _) = c
+            .push_paced(lines.into_iter(), 10, deadline, Read::Not)
+            .await;
         assert_eq!(n, 10);
         let counted = c.with_metrics(|m| m.counters()).unwrap();
-        // Each line counted once, with its own values: bytes 1 + 2 + … + 10.
-        assert_eq!(counted.bytes, 55);
-        assert_eq!(counted.requests[1], 7);
-        assert_eq!(counted.requests[4], 3);
+        // Each line counted once, with its own values: bytes 1 + 2 + … + 20.
+        assert_eq!(counted.bytes, 210);
+        assert_eq!(counted.requests[1], 14);
+        assert_eq!(counted.requests[4], 6);
     }
 
     /// The node's totals follow every change of a history's size (push, trim beyond the
@@ -950,7 +970,7 @@ mod tests {
                 for p in 0..pushes {
                     crate::ingest::wait_for_log(c.log.as_deref()).await;
                     let lines = (0..per).map(|i| line(p * per + i));
-                    let (n, logged) = c.push_paced(lines, per, deadline, &[]).await;
+                    let (n, logged) = c.push_paced(lines, per, deadline, Read::Not).await;
                     assert_eq!(n, per);
                     assert!(matches!(logged, Logged::At(_)), "push {p} of task {t}");
                 }

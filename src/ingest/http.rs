@@ -204,16 +204,12 @@ async fn post_logs(
     let mut lines = Vec::with_capacity(frames.len());
     // Router lines read here, out of the channel's lock, when the channel has metrics on.
     let metered = route.channel.metered();
-    let mut reads = Vec::with_capacity(if metered { frames.len() } else { 0 });
+    let mut reads = metered.then(crate::logmetrics::Reads::default);
     for (i, f) in frames.iter().enumerate() {
         match logplex_proto::parse_lenient(f) {
             Ok(m) => {
-                if metered {
-                    reads.push(crate::logmetrics::read_router(
-                        &route.source,
-                        m.procid,
-                        m.msg,
-                    ));
+                if let Some(r) = &mut reads {
+                    r.line(&route.source, m.procid, m.msg, f);
                 }
                 lines.push(Line::from_parsed(f, &m, &route.source));
             }
@@ -235,7 +231,9 @@ async fn post_logs(
             lines.into_iter(),
             count,
             tokio::time::Instant::now() + std::time::Duration::from_millis(100),
-            &reads,
+            reads
+                .as_ref()
+                .map_or(crate::channel::Read::Not, crate::channel::Read::Done),
         )
         .await;
     counters.received.inc_by(n as u64);

@@ -5,21 +5,23 @@ pub mod http;
 pub mod tcp;
 pub mod udp;
 
-use crate::channel::Channel;
+use crate::channel::{Channel, Read};
 use crate::line::{Fields, Line};
-use crate::logmetrics::{self, RouterLine};
+use crate::logmetrics::Reads;
 use crate::metrics::{InputCounters, Reject};
 use crate::registry::{Route, Snapshot};
 use bytes::Bytes;
 use std::sync::Arc;
 
-/// The lines of one read on their way to their channels, and the router lines among them
-/// already read for channels with metrics on; kept by a connection from read to read so
-/// that neither is allocated each time.
+/// The lines of one read on their way to their channels, and what the runs of channels
+/// with metrics on add to them; kept by a connection from read to read so that neither is
+/// allocated each time.
 #[derive(Default)]
 pub struct Pending {
     lines: Vec<Line>,
-    reads: Vec<Option<RouterLine>>,
+    /// One for each metered run of the read (`Run::reads`), the first `Router::metered`
+    /// of them in use.
+    reads: Vec<Reads>,
 }
 
 /// Consecutive lines of one channel.
@@ -27,8 +29,8 @@ struct Run {
     channel: Arc<Channel>,
     /// How many lines.
     n: usize,
-    /// Where their reads start in [`Pending::reads`], if the channel had metrics on when
-    /// the run began (they are then read here, out of the channel's lock).
+    /// Its entry of [`Pending::reads`], if the channel had metrics on when the run began
+    /// (its lines are then read here, out of the channel's lock).
     reads: Option<usize>,
 }
 
@@ -39,6 +41,8 @@ pub struct Router<'a> {
     counters: &'a InputCounters,
     pending: &'a mut Pending,
     runs: Vec<Run>,
+    /// Entries of [`Pending::reads`] taken by this read's runs.
+    metered: usize,
     /// The last token seen and its route: a connection almost always sends one token, so
     /// this skips hashing it for every line.
     last: Option<(Vec<u8>, Route)>,
@@ -49,12 +53,12 @@ pub struct Router<'a> {
 impl<'a> Router<'a> {
     pub fn new(snap: Arc<Snapshot>, counters: &'a InputCounters, pending: &'a mut Pending) -> Self {
         pending.lines.clear();
-        pending.reads.clear();
         Router {
             snap,
             counters,
             pending,
             runs: Vec::new(),
+            metered: 0,
             last: None,
             unknown: 0,
             malformed: 0,
@@ -80,29 +84,45 @@ impl<'a> Router<'a> {
             self.last = Some((m.app_name.to_vec(), route.clone()));
         }
         let Some((_, route)) = &self.last else { return };
-        let metered = match self.runs.last_mut() {
+        let reads = match self.runs.last_mut() {
             Some(r) if Arc::ptr_eq(&r.channel, &route.channel) => {
                 r.n += 1;
-                r.reads.is_some()
+                r.reads
             }
             _ => {
-                let reads = route.channel.metered().then_some(self.pending.reads.len());
+                let reads = route.channel.metered().then(|| {
+                    let k = self.metered;
+                    self.metered += 1;
+                    match self.pending.reads.get_mut(k) {
+                        Some(r) => r.clear(),
+                        None => self.pending.reads.push(Reads::default()),
+                    }
+                    k
+                });
                 self.runs.push(Run {
                     channel: route.channel.clone(),
                     n: 1,
                     reads,
                 });
-                reads.is_some()
+                reads
             }
         };
-        if metered {
-            let r = logmetrics::read_router(&route.source, m.procid, m.msg);
-            self.pending.reads.push(r);
+        if let Some(k) = reads {
+            self.pending.reads[k].line(&route.source, m.procid, m.msg, &frame);
         }
         let fields = Fields::of(&frame, &m);
         self.pending
             .lines
             .push(Line::new(frame, fields, route.source));
+    }
+
+    /// After the runs are pushed: lets go of the frames of l2met lines the reads hold (now,
+    /// not at the next read), and adds the counts to the input's metrics.
+    fn end(self, stored: u64) {
+        for r in self.pending.reads.iter_mut().take(self.metered) {
+            r.clear();
+        }
+        self.count(stored);
     }
 
     fn count(&self, stored: u64) {
@@ -119,24 +139,26 @@ impl<'a> Router<'a> {
 
     /// Pushes what is queued and adds the counts to the input's metrics.
     pub fn finish(self) {
-        let mut lines = self.pending.lines.drain(..);
+        let Pending { lines, reads } = &mut *self.pending;
+        let mut lines = lines.drain(..);
         let mut stored = 0;
         for r in &self.runs {
-            let read = run_reads(&self.pending.reads, r);
+            let read = run_read(reads, r);
             stored += r.channel.push_read(lines.by_ref().take(r.n), read).0 as u64;
         }
         drop(lines);
-        self.count(stored);
+        self.end(stored);
     }
 
     /// Like [`Router::finish`], pacing each run to the channel's drains (see
     /// [`Channel::push_paced`]).
     pub async fn finish_paced(self, budget: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + budget;
-        let mut lines = self.pending.lines.drain(..);
+        let Pending { lines, reads } = &mut *self.pending;
+        let mut lines = lines.drain(..);
         let mut stored = 0;
         for r in &self.runs {
-            let read = run_reads(&self.pending.reads, r);
+            let read = run_read(reads, r);
             stored += r
                 .channel
                 .push_paced(lines.by_ref().take(r.n), r.n, deadline, read)
@@ -144,7 +166,7 @@ impl<'a> Router<'a> {
                 .0 as u64;
         }
         drop(lines);
-        self.count(stored);
+        self.end(stored);
     }
 }
 
@@ -167,10 +189,10 @@ pub async fn wait_for_log(log: Option<&crate::log::Log>) {
     }
 }
 
-/// The reads of run `r` among `reads` (none if its channel was not metered).
-fn run_reads<'r>(reads: &'r [Option<RouterLine>], r: &Run) -> &'r [Option<RouterLine>] {
-    match r.reads {
-        Some(from) => reads.get(from..from + r.n).unwrap_or(&[]),
-        None => &[],
+/// What ingest read of run `r`'s lines.
+fn run_read<'r>(reads: &'r [Reads], r: &Run) -> Read<'r> {
+    match r.reads.and_then(|k| reads.get(k)) {
+        Some(read) => Read::Done(read),
+        None => Read::Not,
     }
 }

@@ -64,6 +64,7 @@ mod names;
 mod period;
 mod persist;
 mod query;
+mod reads;
 mod sketch;
 
 pub use extract::{Kind, RouterLine};
@@ -72,6 +73,7 @@ pub use query::{
     ByStatus, L2metSummary, MeasureStat, MeasureSummary, Metric, MetricError, MinuteSummary, Num,
     Quantile, Quantiles, RouterSummary, SampleStat, SampleSummary, Snapshot, Summary, Time,
 };
+pub use reads::Reads;
 pub use sketch::ALPHA;
 
 use names::Names;
@@ -300,6 +302,16 @@ impl LogMetrics {
     pub fn add_router(&mut self, r: &RouterLine) {
         self.malformed += r.malformed as u64;
         self.fine.router(r);
+    }
+
+    /// The lines of a run read by ingest ([`Reads`]), for a batch already
+    /// [`rolled`](LogMetrics::roll) to its time `now`.
+    pub fn add_reads(&mut self, now: i64, r: &Reads) {
+        self.malformed += r.malformed;
+        self.fine.add_reads(r);
+        for msg in &r.l2met {
+            self.observe_other(now, msg);
+        }
     }
 
     /// [`LogMetrics::observe`] of a line that is not the router's: its l2met pairs, if any.

@@ -4,6 +4,7 @@
 //! the roll-ups keep and persist.
 
 use super::extract::{Kind, RouterLine};
+use super::reads::Reads;
 use super::sketch::{Sketch, SketchRec};
 use serde::{Deserialize, Serialize};
 
@@ -138,6 +139,23 @@ impl Agg {
             self.h_codes[c as usize] += 1;
             self.dirty = true;
         }
+    }
+
+    /// Adds the router lines of a run read by ingest: what [`Agg::router`] of each would.
+    pub fn add_reads(&mut self, r: &Reads) {
+        if !r.any {
+            return;
+        }
+        for (n, add) in self.requests.iter_mut().zip(r.requests) {
+            *n += add;
+        }
+        for &c in &r.codes {
+            self.h_codes[c as usize] += 1;
+        }
+        self.bytes += r.bytes;
+        self.service.add_values(&r.service);
+        self.connect.add_values(&r.connect);
+        self.dirty = true;
     }
 
     /// The aggregate of name `id`, marked as having a value in this period.

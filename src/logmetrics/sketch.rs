@@ -189,6 +189,84 @@ impl Store {
     }
 }
 
+/// Values for a [`Sketch`] gathered where it cannot be reached (ingest, before the
+/// channel's lock): whole numbers below [`SMALL`] as their bucket keys, zeros counted, the
+/// rest as they are. [`Sketch::add_values`] counts them as [`Sketch::add`] of each would.
+#[derive(Debug, Clone)]
+pub struct Values {
+    keys: Vec<i32>,
+    zero: u64,
+    other: Vec<f64>,
+    /// The smallest and largest of the keyed values and zeros.
+    min: f64,
+    max: f64,
+}
+
+impl Default for Values {
+    fn default() -> Values {
+        Values {
+            keys: Vec::new(),
+            zero: 0,
+            other: Vec::new(),
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl Values {
+    /// A whole number (the router's milliseconds read the exact way).
+    #[inline(always)]
+    pub fn push_whole(&mut self, n: u64) {
+        if n == 0 {
+            self.zero += 1;
+            self.bound(0.0);
+        } else if n < SMALL as u64 {
+            self.keys.push(small_key(n as usize));
+            self.bound(n as f64);
+        } else {
+            self.other.push(n as f64);
+        }
+    }
+
+    /// Any value, as [`Sketch::add`] takes it.
+    #[inline]
+    pub fn push(&mut self, x: f64) {
+        if (1.0..SMALL as f64).contains(&x) {
+            let i = x as u32 as usize;
+            if i as f64 == x {
+                self.keys.push(small_key(i));
+                self.bound(x);
+                return;
+            }
+        } else if x == 0.0 {
+            self.zero += 1;
+            self.bound(x);
+            return;
+        }
+        self.other.push(x);
+    }
+
+    #[inline(always)]
+    fn bound(&mut self, x: f64) {
+        if x < self.min {
+            self.min = x;
+        }
+        if x > self.max {
+            self.max = x;
+        }
+    }
+
+    /// Empties, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.other.clear();
+        self.zero = 0;
+        self.min = f64::INFINITY;
+        self.max = f64::NEG_INFINITY;
+    }
+}
+
 /// The live sketch of an open period (see the module doc).
 #[derive(Debug, Clone)]
 pub struct Sketch {
@@ -232,6 +310,21 @@ impl Sketch {
             return;
         }
         self.add_any(x);
+    }
+
+    /// Counts every value of `v` (see [`Values`]).
+    pub fn add_values(&mut self, v: &Values) {
+        if v.zero > 0 || !v.keys.is_empty() {
+            self.bound(v.min);
+            self.bound(v.max);
+        }
+        self.zero += v.zero;
+        for &k in &v.keys {
+            self.pos.add(k, 1);
+        }
+        for &x in &v.other {
+            self.add(x);
+        }
     }
 
     /// Widens the smallest and largest value seen to `x` (not NaN).
