@@ -182,18 +182,6 @@ pub enum Logged {
     Refused(LogError),
 }
 
-/// What ingest read of a run of lines for the channel's metrics (see [`Channel::metered`]).
-#[derive(Debug, Clone, Copy)]
-pub enum Read<'a> {
-    /// Read before the lock: under it only the run's sums are added.
-    Done(&'a logmetrics::Reads),
-    /// Read, and added with an earlier part of the same run.
-    Added,
-    /// Not read (the channel had metrics off when the run began): read under the lock if
-    /// they are on.
-    Not,
-}
-
 impl Logged {
     /// Folds the outcome of a later part of the same batch into this one: a refusal stays,
     /// else the later position (durability is monotonic: it covers the earlier ones).
@@ -205,6 +193,18 @@ impl Logged {
             (Logged::Off, Logged::Off) => Logged::Off,
         }
     }
+}
+
+/// What ingest read of a run of lines for the channel's metrics (see [`Channel::metered`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Read<'a> {
+    /// Read before the lock: under it only the run's sums are added.
+    Done(&'a logmetrics::Reads),
+    /// Read, and added with an earlier part of the same run.
+    Added,
+    /// Not read (the channel had metrics off when the run began): read under the lock if
+    /// they are on.
+    Not,
 }
 
 impl Channel {
@@ -285,9 +285,9 @@ impl Channel {
     pub fn push_read<I: IntoIterator<Item = Line>>(
         &self,
         lines: I,
-        read: Read<'_>,
+        mut read: Read<'_>,
     ) -> (usize, Logged) {
-        self.append_read(lines, Mode::Live, read)
+        self.append_read(lines, Mode::Live, &mut read)
     }
 
     /// Whether metrics from the logs are on: ingest then reads router lines for
@@ -307,7 +307,7 @@ impl Channel {
         lines: I,
         n: usize,
         deadline: tokio::time::Instant,
-        read: Read<'_>,
+        mut read: Read<'_>,
     ) -> (usize, Logged) {
         let taps = self.taps.load_full();
         let Some(chunk) = taps
@@ -316,9 +316,9 @@ impl Channel {
             .min()
             .map(|c| (c / 8).max(1))
         else {
-            return self.push_read(lines, read);
+            return self.append_read(lines, Mode::Live, &mut read);
         };
-        let (mut lines, mut read) = (lines, read);
+        let mut lines = lines;
         let (mut left, mut stored, mut logged) = (n, 0, Logged::Off);
         while left > 0 {
             let k = left.min(chunk);
@@ -336,11 +336,8 @@ impl Channel {
                     }
                 }
             }
-            let (n, l) = self.push_read(lines.by_ref().take(k), read);
-            if let Read::Done(_) = read {
-                // The run's sums go with its first part, once.
-                read = Read::Added;
-            }
+            // The run's sums go with the first part that finds the metrics on, once.
+            let (n, l) = self.append_read(lines.by_ref().take(k), Mode::Live, &mut read);
             stored += n;
             logged = logged.then(l);
             left -= k;
@@ -380,15 +377,16 @@ impl Channel {
     }
 
     fn append<I: IntoIterator<Item = Line>>(&self, lines: I, mode: Mode) -> (usize, Logged) {
-        self.append_read(lines, mode, Read::Not)
+        self.append_read(lines, mode, &mut Read::Not)
     }
 
-    /// [`Channel::append`] with what ingest read of `lines` for the metrics.
+    /// [`Channel::append`] with what ingest read of `lines` for the metrics; `read` becomes
+    /// [`Read::Added`] once the run's sums are added.
     fn append_read<I: IntoIterator<Item = Line>>(
         &self,
         lines: I,
         mode: Mode,
-        read: Read<'_>,
+        read: &mut Read<'_>,
     ) -> (usize, Logged) {
         let live = mode == Mode::Live;
         // One clock read per batch, outside the lock, for the line rate and the log.
@@ -447,8 +445,11 @@ impl Channel {
             if let Some(m) = h.metrics.as_mut() {
                 let secs = now.div_euclid(1_000_000);
                 m.roll(secs);
-                match read {
-                    Read::Done(r) => m.add_reads(secs, r),
+                match *read {
+                    Read::Done(r) => {
+                        m.add_reads(secs, r);
+                        *read = Read::Added;
+                    }
                     Read::Added => {}
                     Read::Not => {
                         for i in 0..n {

@@ -202,7 +202,8 @@ async fn post_logs(
         }
     }
     let mut lines = Vec::with_capacity(frames.len());
-    // Router lines read here, out of the channel's lock, when the channel has metrics on.
+    // Router and l2met lines read here, out of the channel's lock, when the channel has
+    // metrics on.
     let metered = route.channel.metered();
     let mut reads = metered.then(crate::logmetrics::Reads::default);
     for (i, f) in frames.iter().enumerate() {

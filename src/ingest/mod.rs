@@ -24,6 +24,9 @@ pub struct Pending {
     reads: Vec<Reads>,
 }
 
+/// How many [`Reads`] a connection keeps from read to read.
+const READS_KEPT: usize = 16;
+
 /// Consecutive lines of one channel.
 struct Run {
     channel: Arc<Channel>,
@@ -117,11 +120,15 @@ impl<'a> Router<'a> {
     }
 
     /// After the runs are pushed: lets go of the frames of l2met lines the reads hold (now,
-    /// not at the next read), and adds the counts to the input's metrics.
+    /// not at the next read), keeps at most [`READS_KEPT`] of them for the next read (a read
+    /// alternating channels line by line takes one a run), and adds the counts to the
+    /// input's metrics.
     fn end(self, stored: u64) {
-        for r in self.pending.reads.iter_mut().take(self.metered) {
+        let reads = &mut self.pending.reads;
+        for r in reads.iter_mut().take(self.metered) {
             r.clear();
         }
+        reads.truncate(READS_KEPT);
         self.count(stored);
     }
 

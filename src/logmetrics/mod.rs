@@ -219,10 +219,9 @@ fn ceil(t: i64, len: i64) -> i64 {
 }
 
 /// The fields of a Heroku router line (`heroku[router]`) that metrics count; `None` for
-/// any other line. Takes no lock: ingest reads a batch's router lines before it takes the
-/// channel's, then adds them with [`LogMetrics::add_router`].
+/// any other line. (Ingest reads whole runs before the channel's lock: [`Reads`].)
 #[inline]
-pub fn read_router(source: &[u8], procid: &[u8], msg: &[u8]) -> Option<RouterLine> {
+fn read_router(source: &[u8], procid: &[u8], msg: &[u8]) -> Option<RouterLine> {
     extract::is_router(source, procid).then(|| extract::router(msg))
 }
 
@@ -294,12 +293,10 @@ impl LogMetrics {
         }
     }
 
-    /// [`LogMetrics::observe`] of a router line read by [`read_router`] (which needs no
-    /// `&mut`, so it can run before the lock that guards these metrics is taken), for a
-    /// batch already [`rolled`](LogMetrics::roll) to its time: one roll per batch, not
-    /// one per line.
+    /// [`LogMetrics::observe`] of a router line read by [`read_router`], already
+    /// [`rolled`](LogMetrics::roll) to its time.
     #[inline]
-    pub fn add_router(&mut self, r: &RouterLine) {
+    fn add_router(&mut self, r: &RouterLine) {
         self.malformed += r.malformed as u64;
         self.fine.router(r);
     }

@@ -132,7 +132,7 @@ impl Agg {
             if let Some(ms) = r.connect_ms {
                 self.connect.add(ms);
             }
-            self.bytes += r.bytes.unwrap_or(0);
+            self.bytes = self.bytes.saturating_add(r.bytes.unwrap_or(0));
             self.dirty = true;
         }
         if let Some(c) = r.code {
@@ -152,7 +152,7 @@ impl Agg {
         for &c in &r.codes {
             self.h_codes[c as usize] += 1;
         }
-        self.bytes += r.bytes;
+        self.bytes = self.bytes.saturating_add(r.bytes);
         self.service.add_values(&r.service);
         self.connect.add_values(&r.connect);
         self.dirty = true;

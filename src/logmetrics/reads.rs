@@ -3,8 +3,11 @@
 //! values, whole milliseconds already as bucket keys), l2met lines kept for the lock (their
 //! names are the channel's). Under the lock a run is then added in one go
 //! ([`LogMetrics::add_reads`](super::LogMetrics::add_reads)), a key at a time for the
-//! sketches and once for everything else, the same as [`observe`](super::LogMetrics::observe)
-//! of each line would.
+//! sketches and once for everything else, with the counts [`observe`](super::LogMetrics::observe)
+//! of each line gives (the sketches' other values come after the keyed ones, so where a
+//! sketch collapses its lowest buckets, for values spanning more than 10^16, the bucket
+//! they collapse into may differ). All of a run is counted at the time of the part of it
+//! that is stored first.
 
 use super::extract::{self, RouterLine};
 use super::period::CLASSES;
@@ -51,7 +54,7 @@ impl Reads {
                     self.requests[(f.status / 100 - 1) as usize] += 1;
                     self.service.push_whole(f.service);
                     self.connect.push_whole(f.connect);
-                    self.bytes += f.bytes;
+                    self.bytes = self.bytes.saturating_add(f.bytes);
                     if let Some(c) = f.code {
                         self.codes.push(c);
                     }
@@ -75,7 +78,7 @@ impl Reads {
             if let Some(ms) = r.connect_ms {
                 self.connect.push(ms);
             }
-            self.bytes += r.bytes.unwrap_or(0);
+            self.bytes = self.bytes.saturating_add(r.bytes.unwrap_or(0));
             self.any = true;
         }
         if let Some(c) = r.code {
@@ -162,6 +165,12 @@ mod tests {
             "Started GET \"/\" for 1.2.3.4 #not-l2met".into(),
         ));
         lines.push(("app", "web.1", "Completed 200 OK in 23ms".into()));
+        // An H-code and no status: counted, no request.
+        lines.push((
+            "heroku",
+            "router",
+            "at=error code=H80 desc=\"Maintenance mode\" method=GET path=\"/\" host=a".into(),
+        ));
 
         let now = 1_700_000_000;
         let mut one = LogMetrics::new(now, Limits::default());
@@ -170,13 +179,30 @@ mod tests {
         for round in 0..2 {
             reads.clear();
             for (source, procid, msg) in &lines {
-                let frame = Bytes::from(msg.clone());
-                one.observe(now + round, source.as_bytes(), procid.as_bytes(), &frame);
-                reads.line(source.as_bytes(), procid.as_bytes(), &frame, &frame);
+                // The MSG within a whole frame, as ingest has it.
+                let frame = Bytes::from(format!(
+                    "<158>1 2016-03-08T02:43:26.693600+00:00 host t.x {procid} - - {msg}"
+                ));
+                let m = &frame[frame.len() - msg.len()..];
+                one.observe(now + round, source.as_bytes(), procid.as_bytes(), m);
+                reads.line(source.as_bytes(), procid.as_bytes(), m, &frame);
             }
             run.roll(now + round);
             run.add_reads(now + round, &reads);
         }
+        // A run of that H-code line alone.
+        let (source, procid, msg) = lines.last().unwrap();
+        one.observe(
+            now + 2,
+            source.as_bytes(),
+            procid.as_bytes(),
+            msg.as_bytes(),
+        );
+        let frame = Bytes::from(msg.clone());
+        reads.clear();
+        reads.line(source.as_bytes(), procid.as_bytes(), &frame, &frame);
+        run.roll(now + 2);
+        run.add_reads(now + 2, &reads);
         assert_eq!(run.encode(), one.encode());
         assert_eq!(run.counters(), one.counters());
     }

@@ -191,7 +191,9 @@ impl Store {
 
 /// Values for a [`Sketch`] gathered where it cannot be reached (ingest, before the
 /// channel's lock): whole numbers below [`SMALL`] as their bucket keys, zeros counted, the
-/// rest as they are. [`Sketch::add_values`] counts them as [`Sketch::add`] of each would.
+/// rest as they are. [`Sketch::add_values`] counts them as [`Sketch::add`] of each would,
+/// but for the order (keyed values first), which matters only where a store collapses its
+/// lowest buckets.
 #[derive(Debug, Clone)]
 pub struct Values {
     keys: Vec<i32>,
