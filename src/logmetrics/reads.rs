@@ -60,7 +60,7 @@ impl Reads {
                     }
                     self.any = true;
                 }
-                None => self.router(&extract::router(msg)),
+                None => self.router(&extract::router_slow(msg)),
             }
         } else if extract::has_l2met(msg) {
             self.l2met.push(frame.slice_ref(msg));

@@ -189,6 +189,40 @@ impl Store {
     }
 }
 
+/// Where [`Sketch::add`] counts a value: whole numbers below [`SMALL`] (the router's
+/// milliseconds, most of what is added) by their key from the table, zeros (`connect=0ms`,
+/// its most common connect time) by a count, the rest by the general way.
+enum Slot {
+    Key(i32),
+    Zero,
+    Other,
+}
+
+#[inline(always)]
+fn slot(x: f64) -> Slot {
+    if (1.0..SMALL as f64).contains(&x) {
+        let i = x as u32 as usize;
+        if i as f64 == x {
+            return Slot::Key(small_key(i));
+        }
+    } else if x == 0.0 {
+        return Slot::Zero;
+    }
+    Slot::Other
+}
+
+/// Widens the smallest and largest values seen, `min` and `max`, to `x` (not NaN: plain
+/// comparisons, where `f64::min` spends a dozen instructions on NaN).
+#[inline(always)]
+fn widen(min: &mut f64, max: &mut f64, x: f64) {
+    if x < *min {
+        *min = x;
+    }
+    if x > *max {
+        *max = x;
+    }
+}
+
 /// Values for a [`Sketch`] gathered where it cannot be reached (ingest, before the
 /// channel's lock): whole numbers below [`SMALL`] as their bucket keys, zeros counted, the
 /// rest as they are. [`Sketch::add_values`] counts them as [`Sketch::add`] of each would,
@@ -234,29 +268,17 @@ impl Values {
     /// Any value, as [`Sketch::add`] takes it.
     #[inline]
     pub fn push(&mut self, x: f64) {
-        if (1.0..SMALL as f64).contains(&x) {
-            let i = x as u32 as usize;
-            if i as f64 == x {
-                self.keys.push(small_key(i));
-                self.bound(x);
-                return;
-            }
-        } else if x == 0.0 {
-            self.zero += 1;
-            self.bound(x);
-            return;
+        match slot(x) {
+            Slot::Key(k) => self.keys.push(k),
+            Slot::Zero => self.zero += 1,
+            Slot::Other => return self.other.push(x),
         }
-        self.other.push(x);
+        self.bound(x);
     }
 
     #[inline(always)]
     fn bound(&mut self, x: f64) {
-        if x < self.min {
-            self.min = x;
-        }
-        if x > self.max {
-            self.max = x;
-        }
+        widen(&mut self.min, &mut self.max, x);
     }
 
     /// Empties, keeping the allocations.
@@ -295,23 +317,13 @@ impl Sketch {
     /// Counts `x`; NaN and infinities are ignored.
     #[inline]
     pub fn add(&mut self, x: f64) {
-        // Whole milliseconds of router lines, most of what is added: a table lookup. `x` is
-        // no NaN here, so plain comparisons keep the bounds (`f64::min` spends a dozen
-        // instructions on NaN).
-        if (1.0..SMALL as f64).contains(&x) {
-            let i = x as u32 as usize;
-            if i as f64 == x {
-                self.bound(x);
-                self.pos.add(small_key(i), 1);
-                return;
-            }
-        } else if x == 0.0 {
-            // `connect=0ms`, the router's most common connect time.
-            self.bound(x);
-            self.zero += 1;
-            return;
+        // A keyed value or a zero is no NaN: `bound`'s plain comparisons hold.
+        match slot(x) {
+            Slot::Key(k) => self.pos.add(k, 1),
+            Slot::Zero => self.zero += 1,
+            Slot::Other => return self.add_any(x),
         }
-        self.add_any(x);
+        self.bound(x);
     }
 
     /// Counts every value of `v` (see [`Values`]).
@@ -332,12 +344,7 @@ impl Sketch {
     /// Widens the smallest and largest value seen to `x` (not NaN).
     #[inline(always)]
     fn bound(&mut self, x: f64) {
-        if x < self.min {
-            self.min = x;
-        }
-        if x > self.max {
-            self.max = x;
-        }
+        widen(&mut self.min, &mut self.max, x);
     }
 
     /// [`Sketch::add`] of any value.
