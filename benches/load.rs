@@ -17,6 +17,10 @@
 //! metrics from the logs (in-process router only):
 //!   --metrics off|on|both  send to `bench` (metrics off, the default), to `benchm`
 //!                        (metrics on), or to both one after the other in the same run
+//!   --rounds N           tcp|http: the runs N times (with `both`, off and on swap
+//!                        places every round), then with `both` a summary line of the
+//!                        rounds' on/off ratios (median, min, max) of msg/s and of the
+//!                        router's CPU per message
 //!   --lines app|router   what is sent: app lines (`Started GET …`, the default) or Heroku
 //!                        router lines (`at=info … service=Nms status=N bytes=N`, token
 //!                        `heroku`, PROCID `router`), which metrics parse in full
@@ -397,12 +401,29 @@ impl Cpu {
     }
 }
 
+/// What [`report`] gives back of a run, for `--rounds`' summary.
+#[derive(Clone, Copy)]
+struct Figures {
+    on: bool,
+    msgs_per_sec: f64,
+    router_ns: f64,
+}
+
 /// Prints a run's figures; `cpu0` is [`Cpu::now`] at its start. CPU per message counts
 /// the generator too (the same for runs compared in one invocation), and does not depend
 /// on what else shares the cores; `router_cpu_ns_per_msg` (an in-process router only)
 /// counts the router's threads alone.
 #[allow(clippy::too_many_arguments)]
-fn report(mode: &str, r: &Run, conns: u64, count: u64, got: u64, bytes: u64, secs: f64, cpu0: Cpu) {
+fn report(
+    mode: &str,
+    r: &Run,
+    conns: u64,
+    count: u64,
+    got: u64,
+    bytes: u64,
+    secs: f64,
+    cpu0: Cpu,
+) -> Figures {
     let (metrics, lines) = (r.label, if r.router { "router" } else { "app" });
     let cpu_ns = (process_cpu_secs() - cpu0.process) * 1e9 / got.max(1) as f64;
     let router_ns = (router_cpu_secs() - cpu0.router) * 1e9 / got.max(1) as f64;
@@ -413,9 +434,14 @@ fn report(mode: &str, r: &Run, conns: u64, count: u64, got: u64, bytes: u64, sec
         got as f64 / secs,
         bytes as f64 / secs / 1e6
     );
+    Figures {
+        on: r.label == "on",
+        msgs_per_sec: got as f64 / secs,
+        router_ns,
+    }
 }
 
-async fn tcp(t: &Target, kv: &HashMap<String, String>, r: &Run) {
+async fn tcp(t: &Target, kv: &HashMap<String, String>, r: &Run) -> Figures {
     let conns = num(kv, "conns", 4);
     let count = num(kv, "count", 2_000_000);
     let max = Duration::from_secs(num(kv, "max-secs", 60));
@@ -440,7 +466,7 @@ async fn tcp(t: &Target, kv: &HashMap<String, String>, r: &Run) {
         eprintln!("{failed} connections failed");
     }
     let got = wait_received(t, "tcp", base + per * conns, start + max).await - base;
-    report(
+    let figures = report(
         "tcp",
         r,
         conns,
@@ -452,9 +478,10 @@ async fn tcp(t: &Target, kv: &HashMap<String, String>, r: &Run) {
     );
     log_stats(t).await;
     cluster_stats(t, got, cpu0, start).await;
+    figures
 }
 
-async fn http(t: &Target, kv: &HashMap<String, String>, r: &Run) {
+async fn http(t: &Target, kv: &HashMap<String, String>, r: &Run) -> Figures {
     let conns = num(kv, "conns", 4);
     let count = num(kv, "count", 2_000_000);
     let batch = num(kv, "batch", 500);
@@ -478,7 +505,7 @@ async fn http(t: &Target, kv: &HashMap<String, String>, r: &Run) {
     }
     let sent = batches * batch * conns;
     let got = wait_received(t, "http", base + sent, start + max).await - base;
-    report(
+    let figures = report(
         "http",
         r,
         conns,
@@ -489,6 +516,7 @@ async fn http(t: &Target, kv: &HashMap<String, String>, r: &Run) {
         cpu0,
     );
     log_stats(t).await;
+    figures
 }
 
 fn now_ns() -> u64 {
@@ -592,20 +620,70 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         add_rules(&target, &kv).await;
-        for r in runs(&target, &kv) {
-            match mode.as_str() {
-                "tcp" => tcp(&target, &kv, &r).await,
-                "http" => http(&target, &kv, &r).await,
-                "latency" => latency(&target, &kv).await,
-                "all" => {
-                    tcp(&target, &kv, &r).await;
-                    http(&target, &kv, &r).await;
-                    latency(&target, &kv).await;
-                }
-                other => eprintln!("unknown mode {other}: tcp, http, latency or all"),
+        let mut rounds = Vec::new();
+        for round in 0..num(&kv, "rounds", 1).max(1) {
+            let mut runs = runs(&target, &kv);
+            if round % 2 == 1 {
+                runs.reverse();
             }
+            let mut figures = Vec::new();
+            for r in runs {
+                match mode.as_str() {
+                    "tcp" => figures.push(tcp(&target, &kv, &r).await),
+                    "http" => figures.push(http(&target, &kv, &r).await),
+                    "latency" => latency(&target, &kv).await,
+                    "all" => {
+                        tcp(&target, &kv, &r).await;
+                        http(&target, &kv, &r).await;
+                        latency(&target, &kv).await;
+                    }
+                    other => eprintln!("unknown mode {other}: tcp, http, latency or all"),
+                }
+            }
+            rounds.push(figures);
         }
+        summary(&mode, &rounds);
     });
+}
+
+/// With `--metrics both`, the rounds' on/off ratios of msg/s and of the router's CPU per
+/// message: each round's, then their median, min and max.
+fn summary(mode: &str, rounds: &[Vec<Figures>]) {
+    let pairs: Vec<(Figures, Figures)> = rounds
+        .iter()
+        .filter_map(|f| {
+            let on = f.iter().find(|f| f.on)?;
+            let off = f.iter().find(|f| !f.on)?;
+            Some((*on, *off))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let stats = |ratio: fn(&(Figures, Figures)) -> f64| {
+        let mut v: Vec<f64> = pairs.iter().map(ratio).collect();
+        let each = v.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        format!(
+            "{{\"median\":{median:.3},\"min\":{:.3},\"max\":{:.3},\"rounds\":[{}]}}",
+            v[0],
+            v[n - 1],
+            each.join(",")
+        )
+    };
+    println!(
+        "{{\"mode\":\"{mode}\",\"summary\":\"on/off\",\"rounds\":{},\"msgs_per_sec\":{},\
+         \"router_cpu_ns_per_msg\":{}}}",
+        pairs.len(),
+        stats(|(on, off)| on.msgs_per_sec / off.msgs_per_sec),
+        stats(|(on, off)| on.router_ns / off.router_ns.max(1.0)),
+    );
 }
 
 /// For `benches/many.rs`, which includes this file: `mode` (`tcp` or `http`) against a
@@ -637,5 +715,5 @@ pub(crate) async fn against(
     match mode {
         "tcp" => tcp(&t, kv, &r).await,
         _ => http(&t, kv, &r).await,
-    }
+    };
 }
