@@ -440,6 +440,57 @@ async fn rollups_survive_a_graceful_restart() {
     s.stop().await;
 }
 
+/// Two apps with metrics on and one with them off, their lines interleaved in runs of
+/// random length on one connection and in one write: ingest reads each run ahead for its
+/// own app (hundreds of runs a read, more than a connection keeps between reads), and each
+/// app's metrics add up to its own lines alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_runs_of_metered_apps_on_one_connection_count_each_apps_own_lines() {
+    let s = TestServer::start().await;
+    let apps = [
+        ("runs-a", create(&s, "runs-a", true).await),
+        ("runs-b", create(&s, "runs-b", true).await),
+        ("runs-c", create(&s, "runs-c", false).await),
+    ];
+    let lines = fixture();
+    // A fixed LCG: each line stays with the previous line's app or moves to another.
+    let (mut x, mut app) = (12_345u32, 0usize);
+    let mut of_app: [Vec<&Fx>; 3] = Default::default();
+    let mut out = String::new();
+    let mut runs = 0;
+    for l in &lines {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        if (x >> 16) % 3 != 0 {
+            app = (app + 1 + (x >> 20) as usize % 2) % 3;
+            runs += 1;
+        }
+        of_app[app].push(l);
+        out.push_str(&octet(&frame(token_of(l, &apps[app].1), l.procid, l.msg)));
+    }
+    assert!(runs > 500, "{runs} runs");
+    let mut c = connect(s.addrs.tcp.unwrap()).await;
+    c.write_all(out.as_bytes()).await.unwrap();
+    c.shutdown().await.unwrap();
+    for (i, (name, _)) in apps.iter().enumerate().take(2) {
+        let mine: Vec<Fx> = of_app[i]
+            .iter()
+            .map(|l| Fx {
+                source: l.source,
+                procid: l.procid,
+                msg: l.msg,
+            })
+            .collect();
+        let want = expected(&mine);
+        assert!(want.requests > 100, "{name}: {want:?}");
+        let v = metrics_when(&s, name, |v| v["router"]["requests"] == want.requests).await;
+        check(&v, &want);
+    }
+    // The third app, metrics off, has none to show.
+    let (st, body) = request(&s.api(), "GET", "/v2/channels/runs-c/metrics", None).await;
+    assert_eq!(st, 409, "{body}");
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_text_has_the_series_of_apps_with_metrics_on_only() {
     let s = TestServer::start().await;
