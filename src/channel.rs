@@ -611,6 +611,39 @@ impl Channel {
         }
     }
 
+    /// The metrics' bytes to save and the seq of the last line they count, if they are on.
+    /// Both are taken under the lock that adds lines to them (lines whose sums were read
+    /// ahead count at their run's first stored part: a run paced to slow drains over a
+    /// save may have later parts numbered after the seq saved, and counted again by
+    /// [`Channel::replay_metrics`] after a crash).
+    pub fn metrics_to_save(&self) -> Option<(Vec<u8>, u64)> {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = h.next_seq - 1;
+        h.metrics.as_deref().map(|m| (m.encode(), seq))
+    }
+
+    /// Adds lines read back from the durable log (start-up only, after
+    /// [`Channel::restore_metrics`]): each `(received, source, frame)` is observed at the
+    /// second it was received, as if it had just arrived then. Lines that do not parse are
+    /// skipped. How many were observed.
+    pub fn replay_metrics<'a>(
+        &self,
+        lines: impl IntoIterator<Item = (i64, &'a [u8], &'a [u8])>,
+    ) -> usize {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(m) = h.metrics.as_deref_mut() else {
+            return 0;
+        };
+        let mut n = 0;
+        for (at, source, frame) in lines {
+            if let Ok(p) = logplex_proto::parse_lenient(frame) {
+                m.observe(at, source, p.procid, p.msg);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Runs `f` on the metrics under the channel's lock, if they are on. Keep `f` short:
     /// take a [`logmetrics::Snapshot`] or the counters and compute without the lock.
     pub fn with_metrics<T>(&self, f: impl FnOnce(&mut LogMetrics) -> T) -> Option<T> {

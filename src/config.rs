@@ -362,17 +362,29 @@ impl Default for DrainsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// How often the metric roll-ups of channels with metrics on are saved (and at a stop):
+    /// after a crash they come back from the last save, and with the durable log the lines
+    /// logged since are read into them again.
+    pub metrics_save_interval: Span,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: PathBuf::from("./data/logplex.db"),
+            metrics_save_interval: Span::from("1m"),
         }
     }
 }
 
 impl StoreConfig {
+    /// `metrics_save_interval` as a duration (validated at load).
+    pub fn metrics_save_interval(&self) -> Duration {
+        self.metrics_save_interval
+            .get()
+            .unwrap_or(Duration::from_secs(60))
+    }
+
     /// The database's file name, without its folder.
     pub fn file_name(&self) -> String {
         self.path
@@ -739,6 +751,13 @@ impl Config {
         }
         if self.store.path.as_os_str().is_empty() {
             p.push("store.path: must not be empty".into());
+        }
+        match self.store.metrics_save_interval.get() {
+            Some(d) if d >= Duration::from_secs(1) => {}
+            _ => p.push(format!(
+                "store.metrics_save_interval: {:?} is not a duration of 1s or more like \"1m\"",
+                self.store.metrics_save_interval.text()
+            )),
         }
     }
 

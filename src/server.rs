@@ -504,7 +504,7 @@ fn restore_history(registry: &Registry, log: Option<&(Arc<Log>, Recovery)>) -> a
             "history restored"
         );
     }
-    restore_logmetrics(registry, &snap)
+    restore_logmetrics(registry, &snap, log.map(|(log, _)| &**log))
 }
 
 /// Refills the ring of every channel the log has lines of with its last `limit` lines; the
@@ -560,25 +560,80 @@ fn reload_from_log(
     })
 }
 
-/// Part of phase 4: the metric roll-ups saved at the last stop, back into the channels
-/// that still have metrics on. Roll-ups that do not decode are left out with a warning
-/// (the channel starts empty); they stay saved until the next stop replaces them.
-fn restore_logmetrics(registry: &Registry, snap: &crate::registry::Snapshot) -> anyhow::Result<()> {
+/// Part of phase 4: the metric roll-ups saved last (every `store.metrics_save_interval` and
+/// at a stop), back into the channels that still have metrics on; with the durable log,
+/// the lines a channel logged after the last one they count are read into them again, so
+/// that a crash loses none. Roll-ups that do not decode are left out with a warning (the
+/// channel starts empty); they stay saved until the next save replaces them.
+fn restore_logmetrics(
+    registry: &Registry,
+    snap: &crate::registry::Snapshot,
+    log: Option<&Log>,
+) -> anyhow::Result<()> {
     let saved = registry.store().call_blocking(store::load_logmetrics)?;
-    let mut restored = 0;
-    for (name, data) in saved {
-        let Some(ch) = snap.channel(&name) else {
+    let started = std::time::Instant::now();
+    let (mut restored, mut replayed) = (0, 0);
+    for s in saved {
+        let Some(ch) = snap.channel(&s.channel) else {
             continue;
         };
-        match crate::logmetrics::LogMetrics::decode(&data, crate::logmetrics::Limits::default()) {
-            Ok(m) => restored += usize::from(ch.restore_metrics(m)),
-            Err(e) => tracing::warn!(channel = %name, "saved metrics left out: {e}"),
+        match crate::logmetrics::LogMetrics::decode(&s.data, crate::logmetrics::Limits::default()) {
+            Ok(m) => {
+                if !ch.restore_metrics(m) {
+                    continue;
+                }
+                restored += 1;
+            }
+            Err(e) => {
+                tracing::warn!(channel = %s.channel, "saved metrics left out: {e}");
+                continue;
+            }
+        }
+        if let (Some(log), Some(seq)) = (log, s.seq) {
+            match replay_logmetrics(log, ch, seq) {
+                Ok(n) => replayed += n,
+                Err(e) => tracing::warn!(
+                    channel = %s.channel,
+                    "metric roll-ups restored, but not all the lines logged since their save: {e:#}"
+                ),
+            }
         }
     }
     if restored > 0 {
-        tracing::info!(channels = restored, "metric roll-ups restored");
+        tracing::info!(
+            channels = restored,
+            lines_replayed = replayed,
+            took_ms = started.elapsed().as_millis() as u64,
+            "metric roll-ups restored"
+        );
     }
     Ok(())
+}
+
+/// Observes the lines channel `ch` logged after `seq` into its metrics, a page at a time;
+/// how many. A read that fails stops there (the lines before it stay counted).
+fn replay_logmetrics(log: &Log, ch: &crate::channel::Channel, seq: u64) -> anyhow::Result<usize> {
+    const PAGE: usize = 10_000;
+    let (mut after, mut n) = (seq, 0);
+    loop {
+        let q = log::Query {
+            after_seq: Some(after),
+            limit: PAGE,
+            ..Default::default()
+        };
+        let page = log.read(ch.id as u64, &q)?;
+        let Some(last) = page.last() else {
+            return Ok(n);
+        };
+        after = last.seq;
+        n += ch.replay_metrics(
+            page.iter()
+                .map(|l| (l.recv_us.div_euclid(1_000_000), &l.source[..], &l.frame[..])),
+        );
+        if page.len() < PAGE {
+            return Ok(n);
+        }
+    }
 }
 
 /// What drains and alert rules are started with.
@@ -663,6 +718,24 @@ fn serve(node: &Arc<Node>, bound: Bound) -> (TaskTracker, datadir::DirLock) {
             }
         }
     });
+    let n = node.clone();
+    node.tasks.spawn(async move {
+        let period = n.config.store.metrics_save_interval();
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = n.shutdown.cancelled() => return,
+            }
+            let node = n.clone();
+            match tokio::task::spawn_blocking(move || save_logmetrics(&node)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("{e:#}"),
+                Err(e) => tracing::warn!("saving metrics failed: {e}"),
+            }
+        }
+    });
     (intake, lock)
 }
 
@@ -712,13 +785,20 @@ impl Server {
     }
 }
 
-/// Saves the roll-ups of every channel with metrics on (their bytes are taken under the
-/// channel's lock, one channel at a time), replacing those saved before.
+/// Saves the roll-ups of every channel with metrics on (their bytes and seq are taken under
+/// the channel's lock, one channel at a time), replacing those saved before. Blocking.
 fn save_logmetrics(node: &Node) -> anyhow::Result<()> {
     let snap = node.registry.snapshot();
-    let channels: Vec<(String, Vec<u8>)> = snap
+    let channels: Vec<store::SavedMetrics> = snap
         .metered()
-        .filter_map(|c| Some((c.name.to_string(), c.with_metrics(|m| m.encode())?)))
+        .filter_map(|c| {
+            let (data, seq) = c.metrics_to_save()?;
+            Some(store::SavedMetrics {
+                channel: c.name.to_string(),
+                data,
+                seq: Some(seq),
+            })
+        })
         .collect();
     let n = channels.len();
     if n == 0 {

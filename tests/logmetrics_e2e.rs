@@ -192,7 +192,11 @@ fn token_of<'a>(l: &Fx, tokens: &'a (String, String)) -> &'a str {
 
 /// Sends lines over syslog TCP, octet-counted, on one connection.
 async fn send_tcp(s: &TestServer, lines: &[Fx<'_>], tokens: &(String, String)) {
-    let mut c = connect(s.addrs.tcp.unwrap()).await;
+    send_tcp_to(s.addrs.tcp.unwrap(), lines, tokens).await
+}
+
+async fn send_tcp_to(tcp: std::net::SocketAddr, lines: &[Fx<'_>], tokens: &(String, String)) {
+    let mut c = connect(tcp).await;
     let mut out = String::new();
     for l in lines {
         out.push_str(&octet(&frame(token_of(l, tokens), l.procid, l.msg)));
@@ -238,15 +242,18 @@ async fn metrics_when(
     name: &str,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
+    metrics_at(&s.api(), name, pred).await
+}
+
+/// [`metrics_when`] of the API at `api` (`http://…`).
+async fn metrics_at(
+    api: &str,
+    name: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (st, body) = request(
-            &s.api(),
-            "GET",
-            &format!("/v2/channels/{name}/metrics"),
-            None,
-        )
-        .await;
+        let (st, body) = request(api, "GET", &format!("/v2/channels/{name}/metrics"), None).await;
         assert_eq!(st, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         if pred(&v) || tokio::time::Instant::now() > deadline {
@@ -489,6 +496,73 @@ async fn interleaved_runs_of_metered_apps_on_one_connection_count_each_apps_own_
     let (st, body) = request(&s.api(), "GET", "/v2/channels/runs-c/metrics", None).await;
     assert_eq!(st, 409, "{body}");
     s.stop().await;
+}
+
+/// With the durable log on, the roll-ups survive `kill -9` of the real binary: they come
+/// back from the last periodic save, no line counted twice, and the lines logged after
+/// that save are read into them again from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_survive_kill_9_from_the_last_save_and_the_log() {
+    use common::serve::{write_config, Ports, Serve};
+    const APP: &str = "t.00000000-0000-4000-8000-0000000000e1";
+    const HEROKU: &str = "t.00000000-0000-4000-8000-0000000000e2";
+    let dir = tempfile::tempdir().unwrap();
+    let p = Ports::free();
+    let config = |every: &str| {
+        let extra = format!(
+            "[store]\nmetrics_save_interval = \"{every}\"\n\
+             [[channels]]\nname = \"crash\"\nmetrics = true\n\
+             tokens = {{ app = \"{APP}\", heroku = \"{HEROKU}\" }}\n"
+        );
+        write_config(
+            dir.path(),
+            "config.toml",
+            &p,
+            &dir.path().join("data/logplex.db"),
+            &extra,
+        )
+    };
+    let env = [("LOGPLEX_AUTH_KEY", KEY)];
+    let api = format!("http://{}", p.api());
+    let tokens = (APP.to_string(), HEROKU.to_string());
+    let lines = fixture();
+    let (first, rest) = lines.split_at(lines.len() / 3);
+    let kill9 = |mut s: Serve| {
+        s.child.signal(rustix::process::Signal::KILL);
+        let _ = s.wait_exit(Duration::from_secs(10));
+    };
+
+    // Saved every second: the first third in, a save, kill -9.
+    let s = Serve::start(&config("1s"), p.api(), &env);
+    send_tcp_to(p.tcp(), first, &tokens).await;
+    let want = expected(first);
+    let v = metrics_at(&api, "crash", |v| v["router"]["requests"] == want.requests).await;
+    check(&v, &want);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    kill9(s);
+
+    // No save in this run: back from the save (the log holds no line after it), then the
+    // rest in and kill -9 again.
+    let s = Serve::start(&config("1h"), p.api(), &env);
+    check(&metrics_at(&api, "crash", |_| true).await, &want);
+    send_tcp_to(p.tcp(), rest, &tokens).await;
+    let want = expected(&lines);
+    let v = metrics_at(&api, "crash", |v| v["router"]["requests"] == want.requests).await;
+    check(&v, &want);
+    // Written within the log's flush window (2 ms); the page cache survives the process.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    kill9(s);
+
+    // The save of the first run plus the rest read back from the log.
+    let info = [("LOGPLEX_AUTH_KEY", KEY), ("RUST_LOG", "info")];
+    let mut s = Serve::start(&config("1h"), p.api(), &info);
+    check(&metrics_at(&api, "crash", |_| true).await, &want);
+    let said = s.stderr_text();
+    assert!(
+        said.contains(&format!("lines_replayed={}", rest.len())),
+        "{said}"
+    );
+    assert!(s.stop().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,28 +70,48 @@ pub fn load_history(conn: &mut Conn) -> Result<Vec<(String, Vec<SavedLine>)>, St
     Ok(out)
 }
 
-/// Replaces the saved metric roll-ups with `channels` (name → encoded roll-ups), in one
-/// transaction, like [`save_history`].
-pub fn save_logmetrics(conn: &mut Conn, channels: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+/// A channel's saved metric roll-ups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedMetrics {
+    pub channel: String,
+    /// `logmetrics::LogMetrics::encode`'s bytes.
+    pub data: Vec<u8>,
+    /// The seq of the channel's last line they count (its lines after it are not in them);
+    /// `None` for roll-ups saved by a version that saved them at a stop only, which count
+    /// every line before it.
+    pub seq: Option<u64>,
+}
+
+/// Replaces the saved metric roll-ups with `channels`, in one transaction, like
+/// [`save_history`].
+pub fn save_logmetrics(conn: &mut Conn, channels: &[SavedMetrics]) -> Result<(), StoreError> {
     let tx = conn.0.transaction()?;
     tx.execute("DELETE FROM logmetrics", [])?;
     {
-        let mut stmt = tx.prepare("INSERT INTO logmetrics (channel, data) VALUES (?1, ?2)")?;
-        for (channel, data) in channels {
-            stmt.execute(params![channel, data])?;
+        let mut stmt =
+            tx.prepare("INSERT INTO logmetrics (channel, data, seq) VALUES (?1, ?2, ?3)")?;
+        for m in channels {
+            let seq = m.seq.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
+            stmt.execute(params![m.channel, m.data, seq])?;
         }
     }
     tx.commit()?;
     Ok(())
 }
 
-/// The saved metric roll-ups (name → encoded roll-ups); kept until the next
-/// [`save_logmetrics`] replaces them.
-pub fn load_logmetrics(conn: &mut Conn) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+/// The saved metric roll-ups, by channel name; kept until the next [`save_logmetrics`]
+/// replaces them.
+pub fn load_logmetrics(conn: &mut Conn) -> Result<Vec<SavedMetrics>, StoreError> {
     let mut stmt = conn
         .0
-        .prepare("SELECT channel, data FROM logmetrics ORDER BY channel")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        .prepare("SELECT channel, data, seq FROM logmetrics ORDER BY channel")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(SavedMetrics {
+            channel: r.get(0)?,
+            data: r.get(1)?,
+            seq: r.get::<_, Option<i64>>(2)?.map(|s| s.max(0) as u64),
+        })
+    })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 

@@ -25,7 +25,7 @@ pub use channels::{
 pub use drains::{channel_drains, create_drain, delete_drain, list_drains, AddDrain};
 pub use meta::{
     get_meta, load_history, load_logmetrics, replace_meta_securely, save_history, save_logmetrics,
-    set_meta,
+    set_meta, SavedMetrics,
 };
 pub use replica::{max_channel_id, position, replace_state, replicate, Position, ReplicaWrite};
 
@@ -246,6 +246,9 @@ const MIGRATIONS: &[&str] = &[
         packed_of!("channels.name"),
         ";"
     ),
+    // 7: saved roll-ups are saved every `store.metrics_save_interval` too, with the seq of
+    // the channel's last line they count (NULL: saved at a stop by an older version).
+    "ALTER TABLE logmetrics ADD COLUMN seq INTEGER;",
 ];
 
 /// `PRAGMA application_id` of a logplex database ("LPLX"). Databases made before it was
@@ -601,15 +604,19 @@ mod tests {
                 set_channel_metrics(c, "nope", true),
                 Err(StoreError::NotFound)
             ));
-            save_logmetrics(c, &[("demo".into(), vec![1, 2, 3])])?;
-            assert_eq!(
-                load_logmetrics(c)?,
-                vec![("demo".to_string(), vec![1, 2, 3])]
-            );
+            let saved = |seq| SavedMetrics {
+                channel: "demo".into(),
+                data: vec![1, 2, 3],
+                seq,
+            };
+            save_logmetrics(c, &[saved(Some(42))])?;
+            assert_eq!(load_logmetrics(c)?, vec![saved(Some(42))]);
+            save_logmetrics(c, &[saved(None)])?;
+            assert_eq!(load_logmetrics(c)?, vec![saved(None)]);
             // Off forgets them; so does deleting the channel.
             set_channel_metrics(c, "demo", false)?;
             assert!(load_logmetrics(c)?.is_empty());
-            save_logmetrics(c, &[("demo".into(), vec![1])])?;
+            save_logmetrics(c, &[saved(Some(1))])?;
             delete_channel(c, "demo")?;
             assert!(load_logmetrics(c)?.is_empty());
             Ok(())

@@ -67,16 +67,23 @@ impl Ports {
 }
 
 /// Writes `dir/NAME` with the listeners of `p`, the store at `store` and `extra` TOML
-/// appended (its own tables, e.g. `[ingest.http]` must not repeat one written here).
+/// appended (its own tables, e.g. `[ingest.http]` must not repeat one written here; an
+/// `[ingest.http]` or `[store]` of `extra` gets the listener or path added).
 pub fn write_config(dir: &Path, name: &str, p: &Ports, store: &Path, extra: &str) -> PathBuf {
+    let path_line = format!("path = \"{}\"", store.display());
+    let (extra, store_table) = if extra.contains("[store]") {
+        (
+            extra.replacen("[store]", &format!("[store]\n{path_line}"), 1),
+            String::new(),
+        )
+    } else {
+        (extra.to_string(), format!("[store]\n{path_line}\n"))
+    };
     let text = format!(
         "{extra}\n[api]\nlisten = \"127.0.0.1:{}\"\n\
          [ingest.tcp]\nlisten = \"127.0.0.1:{}\"\n[ingest.udp]\nlisten = \"127.0.0.1:{}\"\n\
-         [store]\npath = \"{}\"\n",
-        p.api,
-        p.syslog,
-        p.syslog,
-        store.display()
+         {store_table}",
+        p.api, p.syslog, p.syslog,
     );
     let text = if extra.contains("[ingest.http]") {
         text.replacen(
