@@ -75,7 +75,27 @@ struct History {
     tail: Option<broadcast::Sender<Line>>,
     /// Metrics from the logs, when the channel has them on: every live line is observed
     /// here under the lock the push already holds. `None` costs one branch per batch.
-    metrics: Option<Box<LogMetrics>>,
+    metrics: Option<Box<Metered>>,
+}
+
+/// A channel's metrics from the logs and what their saving needs.
+struct Metered {
+    m: LogMetrics,
+    /// Lines `m` counts that are not stored yet: the later parts of paced runs whose sums
+    /// were added with their first part (see [`MetricsSave::whole`]).
+    ahead: usize,
+    /// The seq `m` was last saved at (`u64::MAX`: not since it was made or put back).
+    saved: u64,
+}
+
+impl Metered {
+    fn new(m: LogMetrics) -> Box<Metered> {
+        Box::new(Metered {
+            m,
+            ahead: 0,
+            saved: u64::MAX,
+        })
+    }
 }
 
 /// A channel's lines and when they were received.
@@ -287,7 +307,7 @@ impl Channel {
         lines: I,
         mut read: Read<'_>,
     ) -> (usize, Logged) {
-        self.append_read(lines, Mode::Live, &mut read)
+        self.append_read(lines, Mode::Live, &mut read, 0)
     }
 
     /// Whether metrics from the logs are on: ingest then reads router lines for
@@ -316,10 +336,15 @@ impl Channel {
             .min()
             .map(|c| (c / 8).max(1))
         else {
-            return self.append_read(lines, Mode::Live, &mut read);
+            return self.append_read(lines, Mode::Live, &mut read, 0);
         };
         let mut lines = lines;
         let (mut left, mut stored, mut logged) = (n, 0, Logged::Off);
+        // Lines the metrics count ahead, let go of if this push is dropped part-way.
+        let mut ahead = Ahead {
+            channel: self,
+            left: 0,
+        };
         while left > 0 {
             let k = left.min(chunk);
             for tap in taps.iter() {
@@ -337,10 +362,11 @@ impl Channel {
                 }
             }
             // The run's sums go with the first part that finds the metrics on, once.
-            let (n, l) = self.append_read(lines.by_ref().take(k), Mode::Live, &mut read);
+            let (n, l) = self.append_read(lines.by_ref().take(k), Mode::Live, &mut read, left - k);
             stored += n;
             logged = logged.then(l);
             left -= k;
+            ahead.left = if matches!(read, Read::Added) { left } else { 0 };
         }
         (stored, logged)
     }
@@ -377,16 +403,18 @@ impl Channel {
     }
 
     fn append<I: IntoIterator<Item = Line>>(&self, lines: I, mode: Mode) -> (usize, Logged) {
-        self.append_read(lines, mode, &mut Read::Not)
+        self.append_read(lines, mode, &mut Read::Not, 0)
     }
 
     /// [`Channel::append`] with what ingest read of `lines` for the metrics; `read` becomes
-    /// [`Read::Added`] once the run's sums are added.
+    /// [`Read::Added`] once the run's sums are added, `later` lines of the run coming after
+    /// these (counted in [`Metered::ahead`] until they are stored).
     fn append_read<I: IntoIterator<Item = Line>>(
         &self,
         lines: I,
         mode: Mode,
         read: &mut Read<'_>,
+        later: usize,
     ) -> (usize, Logged) {
         let live = mode == Mode::Live;
         // One clock read per batch, outside the lock, for the line rate and the log.
@@ -442,15 +470,16 @@ impl Channel {
             h.rate
                 .get_or_insert_with(Default::default)
                 .add(now, n as u64);
-            if let Some(m) = h.metrics.as_mut() {
+            if let Some(Metered { m, ahead, .. }) = h.metrics.as_deref_mut() {
                 let secs = now.div_euclid(1_000_000);
                 m.roll(secs);
                 match *read {
                     Read::Done(r) => {
                         m.add_reads(secs, r);
                         *read = Read::Added;
+                        *ahead += later;
                     }
-                    Read::Added => {}
+                    Read::Added => *ahead = ahead.saturating_sub(n),
                     Read::Not => {
                         for i in 0..n {
                             let line = held.ring.view(first + i);
@@ -589,7 +618,7 @@ impl Channel {
         match (on, h.metrics.is_some()) {
             (true, false) => {
                 let now = crate::clock::now_secs();
-                h.metrics = Some(Box::new(LogMetrics::new(
+                h.metrics = Some(Metered::new(LogMetrics::new(
                     now,
                     logmetrics::Limits::default(),
                 )));
@@ -599,27 +628,44 @@ impl Channel {
         }
     }
 
-    /// Puts roll-ups saved at the last stop back (start-up only), if metrics are on.
+    /// Puts the roll-ups saved last back (start-up only), if metrics are on.
     pub fn restore_metrics(&self, saved: LogMetrics) -> bool {
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         match h.metrics.as_mut() {
             Some(m) => {
-                **m = saved;
+                *m = Metered::new(saved);
                 true
             }
             None => false,
         }
     }
 
-    /// The metrics' bytes to save and the seq of the last line they count, if they are on.
-    /// Both are taken under the lock that adds lines to them (lines whose sums were read
-    /// ahead count at their run's first stored part: a run paced to slow drains over a
-    /// save may have later parts numbered after the seq saved, and counted again by
-    /// [`Channel::replay_metrics`] after a crash).
-    pub fn metrics_to_save(&self) -> Option<(Vec<u8>, u64)> {
+    /// The metrics to save, if they are on and a line was stored since they were last
+    /// saved ([`Channel::metrics_saved`]); taken under the lock that adds lines to them.
+    pub fn metrics_to_save(&self) -> Option<MetricsSave> {
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let seq = h.next_seq - 1;
-        h.metrics.as_deref().map(|m| (m.encode(), seq))
+        let mt = h.metrics.as_deref().filter(|mt| mt.saved != seq)?;
+        Some(MetricsSave {
+            data: mt.m.encode(),
+            seq,
+            whole: mt.ahead == 0,
+        })
+    }
+
+    /// Records that the metrics as of `seq` are saved.
+    pub fn metrics_saved(&self, seq: u64) {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mt) = h.metrics.as_deref_mut() {
+            mt.saved = seq;
+        }
+    }
+
+    /// Numbers new lines after `seq` at least (start-up only: the seq of restored metrics,
+    /// which may count lines the log did not keep).
+    pub fn number_after(&self, seq: u64) {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        h.next_seq = h.next_seq.max(seq.saturating_add(1));
     }
 
     /// Adds lines read back from the durable log (start-up only, after
@@ -631,7 +677,7 @@ impl Channel {
         lines: impl IntoIterator<Item = (i64, &'a [u8], &'a [u8])>,
     ) -> usize {
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(m) = h.metrics.as_deref_mut() else {
+        let Some(Metered { m, .. }) = h.metrics.as_deref_mut() else {
             return 0;
         };
         let mut n = 0;
@@ -648,11 +694,46 @@ impl Channel {
     /// take a [`logmetrics::Snapshot`] or the counters and compute without the lock.
     pub fn with_metrics<T>(&self, f: impl FnOnce(&mut LogMetrics) -> T) -> Option<T> {
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        h.metrics.as_deref_mut().map(f)
+        h.metrics.as_deref_mut().map(|mt| f(&mut mt.m))
     }
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+}
+
+/// A channel's metrics as [`Channel::metrics_to_save`] takes them.
+pub struct MetricsSave {
+    /// `LogMetrics::encode`'s bytes.
+    pub data: Vec<u8>,
+    /// The seq of the channel's last stored line.
+    pub seq: u64,
+    /// Whether they count no line numbered after `seq`. They do while a paced run is
+    /// being stored: its sums were added with its first part, and its later parts will be
+    /// numbered after `seq`, so read again from the log after a crash they would be
+    /// counted twice.
+    pub whole: bool,
+}
+
+/// The lines of a paced run still to be stored after its sums were added (in
+/// [`Metered::ahead`]): taken back out if the push is dropped before storing them.
+struct Ahead<'c> {
+    channel: &'c Channel,
+    left: usize,
+}
+
+impl Drop for Ahead<'_> {
+    fn drop(&mut self) {
+        if self.left > 0 {
+            let mut h = self
+                .channel
+                .history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(mt) = h.metrics.as_deref_mut() {
+                mt.ahead = mt.ahead.saturating_sub(self.left);
+            }
+        }
     }
 }
 
@@ -762,6 +843,59 @@ mod tests {
         assert_eq!(counted.bytes, 210);
         assert_eq!(counted.requests[1], 14);
         assert_eq!(counted.requests[4], 6);
+    }
+
+    /// While a paced run is stored in parts, its sums (added with the first part) count
+    /// lines not stored yet: the metrics are not whole to save until the last part is in,
+    /// or the push is dropped part-way.
+    #[tokio::test]
+    async fn metrics_are_not_whole_to_save_while_a_paced_run_is_stored() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+        // Chunks of one line; after the first part, intake waits for room until released.
+        #[derive(Default)]
+        struct Held {
+            parts: AtomicUsize,
+            released: AtomicBool,
+            room: tokio::sync::Notify,
+        }
+        impl Tap for Held {
+            fn lines(&self, _: &Channel, _: &[Line]) {
+                self.parts.fetch_add(1, SeqCst);
+            }
+            fn capacity(&self) -> Option<usize> {
+                Some(8)
+            }
+            fn pressure(&self, _: usize) -> Option<&tokio::sync::Notify> {
+                (self.parts.load(SeqCst) > 0 && !self.released.load(SeqCst)).then_some(&self.room)
+            }
+        }
+        let c = with_tail_of_4();
+        c.set_metrics(true);
+        let tap = Arc::new(Held::default());
+        c.set_taps(vec![tap.clone()]);
+        let lines: Vec<Line> = (0..5).map(line).collect();
+        let reads = logmetrics::Reads::default();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        let whole = || c.metrics_to_save().map(|m| m.whole);
+        let wait = std::time::Duration::from_millis(50);
+
+        let push = c.push_paced(lines.clone().into_iter(), 5, deadline, Read::Done(&reads));
+        tokio::pin!(push);
+        assert!(tokio::time::timeout(wait, &mut push).await.is_err());
+        assert_eq!(whole(), Some(false), "1 of 5 lines stored, all counted");
+        tap.released.store(true, SeqCst);
+        tap.room.notify_waiters();
+        assert_eq!(push.await.0, 5);
+        assert_eq!(whole(), Some(true));
+
+        // Dropped part-way: the lines it will not store are no longer counted ahead.
+        tap.parts.store(0, SeqCst);
+        tap.released.store(false, SeqCst);
+        let mut push = Box::pin(c.push_paced(lines.into_iter(), 5, deadline, Read::Done(&reads)));
+        assert!(tokio::time::timeout(wait, &mut push).await.is_err());
+        assert_eq!(whole(), Some(false));
+        drop(push);
+        assert_eq!(whole(), Some(true));
     }
 
     /// The node's totals follow every change of a history's size (push, trim beyond the

@@ -753,9 +753,9 @@ impl Config {
             p.push("store.path: must not be empty".into());
         }
         match self.store.metrics_save_interval.get() {
-            Some(d) if d >= Duration::from_secs(1) => {}
+            Some(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(86_400) => {}
             _ => p.push(format!(
-                "store.metrics_save_interval: {:?} is not a duration of 1s or more like \"1m\"",
+                "store.metrics_save_interval: {:?} is not a duration from 1s to 1d like \"1m\"",
                 self.store.metrics_save_interval.text()
             )),
         }

@@ -574,7 +574,7 @@ fn restore_logmetrics(
     let started = std::time::Instant::now();
     let (mut restored, mut replayed) = (0, 0);
     for s in saved {
-        let Some(ch) = snap.channel(&s.channel) else {
+        let Some(ch) = snap.channel(&s.channel).filter(|ch| ch.id == s.id) else {
             continue;
         };
         match crate::logmetrics::LogMetrics::decode(&s.data, crate::logmetrics::Limits::default()) {
@@ -590,6 +590,9 @@ fn restore_logmetrics(
             }
         }
         if let (Some(log), Some(seq)) = (log, s.seq) {
+            // Lines they count that the log did not keep (a crash before their write) keep
+            // their seqs: new lines come after, and are read again after another crash.
+            ch.number_after(seq);
             match replay_logmetrics(log, ch, seq) {
                 Ok(n) => replayed += n,
                 Err(e) => tracing::warn!(
@@ -785,18 +788,26 @@ impl Server {
     }
 }
 
-/// Saves the roll-ups of every channel with metrics on (their bytes and seq are taken under
-/// the channel's lock, one channel at a time), replacing those saved before. Blocking.
+/// Saves the roll-ups of every channel with metrics on that counted a line since its last
+/// save (their bytes and seq are taken under the channel's lock, one channel at a time),
+/// each replacing its channel's saved before. With the durable log the seq is saved too,
+/// and a channel in the middle of storing a paced run keeps its save before (it and the
+/// lines logged after it are right; a save now would count the run's later parts twice
+/// after a crash). Blocking.
 fn save_logmetrics(node: &Node) -> anyhow::Result<()> {
     let snap = node.registry.snapshot();
+    let logged = node.log.is_some();
+    let mut saved = Vec::new();
     let channels: Vec<store::SavedMetrics> = snap
         .metered()
         .filter_map(|c| {
-            let (data, seq) = c.metrics_to_save()?;
+            let m = c.metrics_to_save().filter(|m| m.whole || !logged)?;
+            saved.push((c.clone(), m.seq));
             Some(store::SavedMetrics {
                 channel: c.name.to_string(),
-                data,
-                seq: Some(seq),
+                id: c.id,
+                data: m.data,
+                seq: logged.then_some(m.seq),
             })
         })
         .collect();
@@ -807,6 +818,11 @@ fn save_logmetrics(node: &Node) -> anyhow::Result<()> {
     node.registry
         .store()
         .call_blocking(|c| store::save_logmetrics(c, &channels))
+        .map(|()| {
+            for (c, seq) in saved {
+                c.metrics_saved(seq);
+            }
+        })
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot save metrics ({e}): the roll-ups of {n} channels could not be kept; \

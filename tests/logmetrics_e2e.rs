@@ -532,25 +532,59 @@ async fn rollups_survive_kill_9_from_the_last_save_and_the_log() {
         let _ = s.wait_exit(Duration::from_secs(10));
     };
 
-    // Saved every second: the first third in, a save, kill -9.
+    // The seq saved with the roll-ups, read from the store as the node runs.
+    let db = dir.path().join("data/logplex.db");
+    let saved_seq = || {
+        let c =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .ok()?;
+        c.query_row(
+            "SELECT seq FROM logmetrics WHERE channel = 'crash'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .ok()
+    };
+
+    // Saved every second: the first third in, saved, kill -9.
     let s = Serve::start(&config("1s"), p.api(), &env);
     send_tcp_to(p.tcp(), first, &tokens).await;
     let want = expected(first);
     let v = metrics_at(&api, "crash", |v| v["router"]["requests"] == want.requests).await;
     check(&v, &want);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while saved_seq() != Some(first.len() as i64) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(saved_seq(), Some(first.len() as i64));
     kill9(s);
 
     // No save in this run: back from the save (the log holds no line after it), then the
     // rest in and kill -9 again.
     let s = Serve::start(&config("1h"), p.api(), &env);
     check(&metrics_at(&api, "crash", |_| true).await, &want);
+    let written = || async {
+        let (_, text) = request(&api, "GET", "/metrics", None).await;
+        text.lines()
+            .find_map(|l| l.strip_prefix("logplex_log_written_bytes_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = written().await;
     send_tcp_to(p.tcp(), rest, &tokens).await;
     let want = expected(&lines);
     let v = metrics_at(&api, "crash", |v| v["router"]["requests"] == want.requests).await;
     check(&v, &want);
-    // Written within the log's flush window (2 ms); the page cache survives the process.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Written to the log's file (the page cache survives the process): at least the frames.
+    let frames: usize = rest
+        .iter()
+        .map(|l| frame(token_of(l, &tokens), l.procid, l.msg).len())
+        .sum();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while written().await < before + frames as f64 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(written().await >= before + frames as f64);
     kill9(s);
 
     // The save of the first run plus the rest read back from the log.

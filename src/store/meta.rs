@@ -74,6 +74,9 @@ pub fn load_history(conn: &mut Conn) -> Result<Vec<(String, Vec<SavedLine>)>, St
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedMetrics {
     pub channel: String,
+    /// The channel's id: a save is kept only while the channel of that name is this one
+    /// and has metrics on.
+    pub id: i64,
     /// `logmetrics::LogMetrics::encode`'s bytes.
     pub data: Vec<u8>,
     /// The seq of the channel's last line they count (its lines after it are not in them);
@@ -82,19 +85,28 @@ pub struct SavedMetrics {
     pub seq: Option<u64>,
 }
 
-/// Replaces the saved metric roll-ups with `channels`, in one transaction, like
-/// [`save_history`].
+/// Saves the metric roll-ups of `channels`, in one transaction, each replacing the one
+/// saved before for its channel; the others saved before stay. A save for a channel that
+/// meanwhile went away, was made anew or had its metrics turned off is not kept, and
+/// saves of channels without metrics on are deleted.
 pub fn save_logmetrics(conn: &mut Conn, channels: &[SavedMetrics]) -> Result<(), StoreError> {
     let tx = conn.0.transaction()?;
-    tx.execute("DELETE FROM logmetrics", [])?;
     {
-        let mut stmt =
-            tx.prepare("INSERT INTO logmetrics (channel, data, seq) VALUES (?1, ?2, ?3)")?;
+        let mut stmt = tx.prepare(
+            "INSERT INTO logmetrics (channel, data, seq)
+                SELECT ?1, ?2, ?3 WHERE EXISTS
+                    (SELECT 1 FROM channels WHERE name = ?1 AND id = ?4 AND metrics = 1)
+             ON CONFLICT (channel) DO UPDATE SET data = excluded.data, seq = excluded.seq",
+        )?;
         for m in channels {
             let seq = m.seq.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
-            stmt.execute(params![m.channel, m.data, seq])?;
+            stmt.execute(params![m.channel, m.data, seq, m.id])?;
         }
     }
+    tx.execute(
+        "DELETE FROM logmetrics WHERE channel NOT IN (SELECT name FROM channels WHERE metrics = 1)",
+        [],
+    )?;
     tx.commit()?;
     Ok(())
 }
@@ -102,14 +114,16 @@ pub fn save_logmetrics(conn: &mut Conn, channels: &[SavedMetrics]) -> Result<(),
 /// The saved metric roll-ups, by channel name; kept until the next [`save_logmetrics`]
 /// replaces them.
 pub fn load_logmetrics(conn: &mut Conn) -> Result<Vec<SavedMetrics>, StoreError> {
-    let mut stmt = conn
-        .0
-        .prepare("SELECT channel, data, seq FROM logmetrics ORDER BY channel")?;
+    let mut stmt = conn.0.prepare(
+        "SELECT l.channel, l.data, l.seq, c.id FROM logmetrics l JOIN channels c ON c.name = l.channel
+            ORDER BY l.channel",
+    )?;
     let rows = stmt.query_map([], |r| {
         Ok(SavedMetrics {
             channel: r.get(0)?,
             data: r.get(1)?,
             seq: r.get::<_, Option<i64>>(2)?.map(|s| s.max(0) as u64),
+            id: r.get(3)?,
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -604,8 +604,10 @@ mod tests {
                 set_channel_metrics(c, "nope", true),
                 Err(StoreError::NotFound)
             ));
+            let id = get_channel(c, "demo")?.id;
             let saved = |seq| SavedMetrics {
                 channel: "demo".into(),
+                id,
                 data: vec![1, 2, 3],
                 seq,
             };
@@ -613,11 +615,23 @@ mod tests {
             assert_eq!(load_logmetrics(c)?, vec![saved(Some(42))]);
             save_logmetrics(c, &[saved(None)])?;
             assert_eq!(load_logmetrics(c)?, vec![saved(None)]);
-            // Off forgets them; so does deleting the channel.
+            // Off forgets them, and a save made after is not kept.
             set_channel_metrics(c, "demo", false)?;
             assert!(load_logmetrics(c)?.is_empty());
             save_logmetrics(c, &[saved(Some(1))])?;
+            assert!(load_logmetrics(c)?.is_empty());
+            // On again: a save stays until the next of its channel replaces it.
+            set_channel_metrics(c, "demo", true)?;
+            save_logmetrics(c, &[saved(Some(2))])?;
+            save_logmetrics(c, &[])?;
+            assert_eq!(load_logmetrics(c)?, vec![saved(Some(2))]);
+            // Deleting the channel forgets them; a save of the old one is not kept for a
+            // new channel of its name.
             delete_channel(c, "demo")?;
+            assert!(load_logmetrics(c)?.is_empty());
+            create_channel(c, "demo", &[])?;
+            set_channel_metrics(c, "demo", true)?;
+            save_logmetrics(c, &[saved(Some(3))])?;
             assert!(load_logmetrics(c)?.is_empty());
             Ok(())
         })
