@@ -81,19 +81,33 @@ struct History {
 /// A channel's metrics from the logs and what their saving needs.
 struct Metered {
     m: LogMetrics,
+    /// Which one this is: a new one each time metrics are turned on or put back, so that
+    /// what was done for another (a run's lines ahead, a save) is not taken for its own.
+    gen: u64,
     /// Lines `m` counts that are not stored yet: the later parts of paced runs whose sums
     /// were added with their first part (see [`MetricsSave::whole`]).
     ahead: usize,
     /// The seq `m` was last saved at (`u64::MAX`: not since it was made or put back).
     saved: u64,
+    /// Saves in a row that found lines ahead (see [`Channel::metrics_to_save`]).
+    skipped: u32,
 }
+
+/// The next [`Metered::gen`].
+static METERED_GEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many saves in a row keep a channel's previous save while it has lines ahead; the
+/// next saves it anyway (the channel is that busy: its save must not grow stale).
+const AHEAD_SKIPS: u32 = 4;
 
 impl Metered {
     fn new(m: LogMetrics) -> Box<Metered> {
         Box::new(Metered {
             m,
+            gen: METERED_GEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             ahead: 0,
             saved: u64::MAX,
+            skipped: 0,
         })
     }
 }
@@ -307,7 +321,7 @@ impl Channel {
         lines: I,
         mut read: Read<'_>,
     ) -> (usize, Logged) {
-        self.append_read(lines, Mode::Live, &mut read, 0)
+        self.append_read(lines, Mode::Live, &mut read, None)
     }
 
     /// Whether metrics from the logs are on: ingest then reads router lines for
@@ -336,14 +350,16 @@ impl Channel {
             .min()
             .map(|c| (c / 8).max(1))
         else {
-            return self.append_read(lines, Mode::Live, &mut read, 0);
+            return self.append_read(lines, Mode::Live, &mut read, None);
         };
         let mut lines = lines;
         let (mut left, mut stored, mut logged) = (n, 0, Logged::Off);
-        // Lines the metrics count ahead, let go of if this push is dropped part-way.
+        // The run's lines the metrics count ahead; let go of if it ends without them.
         let mut ahead = Ahead {
             channel: self,
-            left: 0,
+            gen: 0,
+            later: 0,
+            out: 0,
         };
         while left > 0 {
             let k = left.min(chunk);
@@ -362,11 +378,16 @@ impl Channel {
                 }
             }
             // The run's sums go with the first part that finds the metrics on, once.
-            let (n, l) = self.append_read(lines.by_ref().take(k), Mode::Live, &mut read, left - k);
+            ahead.later = left - k;
+            let (n, l) = self.append_read(
+                lines.by_ref().take(k),
+                Mode::Live,
+                &mut read,
+                Some(&mut ahead),
+            );
             stored += n;
             logged = logged.then(l);
             left -= k;
-            ahead.left = if matches!(read, Read::Added) { left } else { 0 };
         }
         (stored, logged)
     }
@@ -403,18 +424,18 @@ impl Channel {
     }
 
     fn append<I: IntoIterator<Item = Line>>(&self, lines: I, mode: Mode) -> (usize, Logged) {
-        self.append_read(lines, mode, &mut Read::Not, 0)
+        self.append_read(lines, mode, &mut Read::Not, None)
     }
 
     /// [`Channel::append`] with what ingest read of `lines` for the metrics; `read` becomes
-    /// [`Read::Added`] once the run's sums are added, `later` lines of the run coming after
-    /// these (counted in [`Metered::ahead`] until they are stored).
+    /// [`Read::Added`] once the run's sums are added. For a part of a paced run, `ahead`
+    /// keeps the lines of the run still to come counted in [`Metered::ahead`].
     fn append_read<I: IntoIterator<Item = Line>>(
         &self,
         lines: I,
         mode: Mode,
         read: &mut Read<'_>,
-        later: usize,
+        ahead: Option<&mut Ahead<'_>>,
     ) -> (usize, Logged) {
         let live = mode == Mode::Live;
         // One clock read per batch, outside the lock, for the line rate and the log.
@@ -470,16 +491,23 @@ impl Channel {
             h.rate
                 .get_or_insert_with(Default::default)
                 .add(now, n as u64);
-            if let Some(Metered { m, ahead, .. }) = h.metrics.as_deref_mut() {
+            if let Some(mt) = h.metrics.as_deref_mut() {
                 let secs = now.div_euclid(1_000_000);
-                m.roll(secs);
+                mt.m.roll(secs);
+                let m = &mut mt.m;
                 match *read {
                     Read::Done(r) => {
                         m.add_reads(secs, r);
                         *read = Read::Added;
-                        *ahead += later;
+                        if let Some(a) = ahead {
+                            a.added(mt);
+                        }
                     }
-                    Read::Added => *ahead = ahead.saturating_sub(n),
+                    Read::Added => {
+                        if let Some(a) = ahead {
+                            a.stored(mt, n);
+                        }
+                    }
                     Read::Not => {
                         for i in 0..n {
                             let line = held.ring.view(first + i);
@@ -642,22 +670,34 @@ impl Channel {
 
     /// The metrics to save, if they are on and a line was stored since they were last
     /// saved ([`Channel::metrics_saved`]); taken under the lock that adds lines to them.
-    pub fn metrics_to_save(&self) -> Option<MetricsSave> {
-        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+    /// With the durable log (`logged`), `None` too while they count lines not stored yet
+    /// (see [`MetricsSave::whole`]), for up to `AHEAD_SKIPS` saves in a row: the save
+    /// before stays, and it plus the lines logged after it are right.
+    pub fn metrics_to_save(&self, logged: bool) -> Option<MetricsSave> {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let seq = h.next_seq - 1;
-        let mt = h.metrics.as_deref().filter(|mt| mt.saved != seq)?;
+        let mt = h.metrics.as_deref_mut().filter(|mt| mt.saved != seq)?;
+        let whole = mt.ahead == 0;
+        if logged && !whole {
+            mt.skipped += 1;
+            if mt.skipped <= AHEAD_SKIPS {
+                return None;
+            }
+        }
         Some(MetricsSave {
             data: mt.m.encode(),
             seq,
-            whole: mt.ahead == 0,
+            whole,
+            gen: mt.gen,
         })
     }
 
-    /// Records that the metrics as of `seq` are saved.
-    pub fn metrics_saved(&self, seq: u64) {
+    /// Records that the metrics `save` was taken from are saved, if they are still on.
+    pub fn metrics_saved(&self, save: &MetricsSave) {
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(mt) = h.metrics.as_deref_mut() {
-            mt.saved = seq;
+        if let Some(mt) = h.metrics.as_deref_mut().filter(|mt| mt.gen == save.gen) {
+            mt.saved = save.seq;
+            mt.skipped = 0;
         }
     }
 
@@ -713,25 +753,52 @@ pub struct MetricsSave {
     /// numbered after `seq`, so read again from the log after a crash they would be
     /// counted twice.
     pub whole: bool,
+    /// The [`Metered::gen`] they were taken from.
+    gen: u64,
 }
 
-/// The lines of a paced run still to be stored after its sums were added (in
-/// [`Metered::ahead`]): taken back out if the push is dropped before storing them.
+/// A paced run's lines that [`Metered::ahead`] counts for it: added with the part its sums
+/// go with, taken off as the later parts are stored, and whatever is left taken off when
+/// the run ends, stored whole or not (dropped part-way, its lines fewer than said, a
+/// panic).
 struct Ahead<'c> {
     channel: &'c Channel,
-    left: usize,
+    /// The [`Metered::gen`] the lines were added to.
+    gen: u64,
+    /// The run's lines after the part being stored.
+    later: usize,
+    /// The lines added and not taken off yet.
+    out: usize,
+}
+
+impl Ahead<'_> {
+    /// The run's sums were added to `mt` with the part being stored (under the lock).
+    fn added(&mut self, mt: &mut Metered) {
+        self.gen = mt.gen;
+        self.out = self.later;
+        mt.ahead += self.later;
+    }
+
+    /// `n` more of the run's lines are stored (under the lock).
+    fn stored(&mut self, mt: &mut Metered, n: usize) {
+        if mt.gen == self.gen {
+            let n = n.min(self.out);
+            mt.ahead = mt.ahead.saturating_sub(n);
+            self.out -= n;
+        }
+    }
 }
 
 impl Drop for Ahead<'_> {
     fn drop(&mut self) {
-        if self.left > 0 {
+        if self.out > 0 {
             let mut h = self
                 .channel
                 .history
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if let Some(mt) = h.metrics.as_deref_mut() {
-                mt.ahead = mt.ahead.saturating_sub(self.left);
+            if let Some(mt) = h.metrics.as_deref_mut().filter(|mt| mt.gen == self.gen) {
+                mt.ahead = mt.ahead.saturating_sub(self.out);
             }
         }
     }
@@ -876,17 +943,33 @@ mod tests {
         let lines: Vec<Line> = (0..5).map(line).collect();
         let reads = logmetrics::Reads::default();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        let whole = || c.metrics_to_save().map(|m| m.whole);
+        // Without the log every save is taken; `whole` says whether it counts lines ahead.
+        let whole = || c.metrics_to_save(false).map(|m| m.whole);
         let wait = std::time::Duration::from_millis(50);
 
         let push = c.push_paced(lines.clone().into_iter(), 5, deadline, Read::Done(&reads));
         tokio::pin!(push);
         assert!(tokio::time::timeout(wait, &mut push).await.is_err());
         assert_eq!(whole(), Some(false), "1 of 5 lines stored, all counted");
+        // With the log, the save before is kept for a few saves, then it is taken anyway.
+        for _ in 0..AHEAD_SKIPS {
+            assert!(c.metrics_to_save(true).is_none());
+        }
+        let forced = c.metrics_to_save(true).unwrap();
+        assert!(!forced.whole);
         tap.released.store(true, SeqCst);
         tap.room.notify_waiters();
         assert_eq!(push.await.0, 5);
         assert_eq!(whole(), Some(true));
+        // Saved: nothing to save until a line comes, and a save of metrics since turned
+        // off and on again does not count as theirs.
+        let save = c.metrics_to_save(true).unwrap();
+        c.metrics_saved(&save);
+        assert!(c.metrics_to_save(true).is_none());
+        c.set_metrics(false);
+        c.set_metrics(true);
+        c.metrics_saved(&save);
+        assert!(c.metrics_to_save(true).is_some());
 
         // Dropped part-way: the lines it will not store are no longer counted ahead.
         tap.parts.store(0, SeqCst);
@@ -896,6 +979,25 @@ mod tests {
         assert_eq!(whole(), Some(false));
         drop(push);
         assert_eq!(whole(), Some(true));
+
+        // A run with fewer lines than it said: none left counted ahead at its end.
+        tap.released.store(true, SeqCst);
+        let three: Vec<Line> = (0..3).map(line).collect();
+        c.push_paced(three.into_iter(), 5, deadline, Read::Done(&reads))
+            .await;
+        assert_eq!(whole(), Some(true));
+    }
+
+    /// After restored metrics' seq, new lines are numbered after it, never back.
+    #[test]
+    fn new_lines_are_numbered_after_a_restored_seq() {
+        let c = with_tail_of_4();
+        c.number_after(41);
+        c.push([line(0)]);
+        assert_eq!(c.last_seq(), 42);
+        c.number_after(10);
+        c.push([line(1)]);
+        assert_eq!(c.last_seq(), 43);
     }
 
     /// The node's totals follow every change of a history's size (push, trim beyond the

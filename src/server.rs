@@ -791,9 +791,8 @@ impl Server {
 /// Saves the roll-ups of every channel with metrics on that counted a line since its last
 /// save (their bytes and seq are taken under the channel's lock, one channel at a time),
 /// each replacing its channel's saved before. With the durable log the seq is saved too,
-/// and a channel in the middle of storing a paced run keeps its save before (it and the
-/// lines logged after it are right; a save now would count the run's later parts twice
-/// after a crash). Blocking.
+/// and a channel in the middle of storing a paced run keeps its save before for a few
+/// saves (see [`crate::channel::Channel::metrics_to_save`]). Blocking.
 fn save_logmetrics(node: &Node) -> anyhow::Result<()> {
     let snap = node.registry.snapshot();
     let logged = node.log.is_some();
@@ -801,14 +800,23 @@ fn save_logmetrics(node: &Node) -> anyhow::Result<()> {
     let channels: Vec<store::SavedMetrics> = snap
         .metered()
         .filter_map(|c| {
-            let m = c.metrics_to_save().filter(|m| m.whole || !logged)?;
-            saved.push((c.clone(), m.seq));
-            Some(store::SavedMetrics {
+            let mut m = c.metrics_to_save(logged)?;
+            if logged && !m.whole {
+                tracing::warn!(
+                    channel = %c.name,
+                    "metric roll-ups saved while a batch is stored in parts, after saves in a \
+                     row found it so: after a crash, that batch's lines stored later may be \
+                     counted twice"
+                );
+            }
+            let row = store::SavedMetrics {
                 channel: c.name.to_string(),
                 id: c.id,
-                data: m.data,
+                data: std::mem::take(&mut m.data),
                 seq: logged.then_some(m.seq),
-            })
+            };
+            saved.push((c.clone(), m));
+            Some(row)
         })
         .collect();
     let n = channels.len();
@@ -819,8 +827,8 @@ fn save_logmetrics(node: &Node) -> anyhow::Result<()> {
         .store()
         .call_blocking(|c| store::save_logmetrics(c, &channels))
         .map(|()| {
-            for (c, seq) in saved {
-                c.metrics_saved(seq);
+            for (c, m) in &saved {
+                c.metrics_saved(m);
             }
         })
         .map_err(|e| {

@@ -75,7 +75,8 @@ pub fn load_history(conn: &mut Conn) -> Result<Vec<(String, Vec<SavedLine>)>, St
 pub struct SavedMetrics {
     pub channel: String,
     /// The channel's id: a save is kept only while the channel of that name is this one
-    /// and has metrics on.
+    /// and has metrics on (a channel deleted takes its row with it, so a row loaded is
+    /// always its channel's).
     pub id: i64,
     /// `logmetrics::LogMetrics::encode`'s bytes.
     pub data: Vec<u8>,
@@ -104,7 +105,8 @@ pub fn save_logmetrics(conn: &mut Conn, channels: &[SavedMetrics]) -> Result<(),
         }
     }
     tx.execute(
-        "DELETE FROM logmetrics WHERE channel NOT IN (SELECT name FROM channels WHERE metrics = 1)",
+        "DELETE FROM logmetrics WHERE NOT EXISTS
+            (SELECT 1 FROM channels c WHERE c.name = logmetrics.channel AND c.metrics = 1)",
         [],
     )?;
     tx.commit()?;

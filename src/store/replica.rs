@@ -26,6 +26,10 @@ fn put_channel_tx(tx: &Transaction<'_>, rec: &ChannelRecord) -> Result<(), Store
                 "UPDATE channels SET created_at = ?2, metrics = ?3 WHERE name = ?1",
                 params![rec.name, rec.created_at, rec.metrics],
             )?;
+            if !rec.metrics {
+                // As `set_channel_metrics`: off forgets the saved roll-ups.
+                tx.execute("DELETE FROM logmetrics WHERE channel = ?1", [&rec.name])?;
+            }
         }
         other => {
             if other.is_some() {
