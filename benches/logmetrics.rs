@@ -190,10 +190,32 @@ fn observe<M: Measurement>(c: &mut Criterion<M>, group: &str) {
     g.finish();
 }
 
+/// What a save of `lm` costs: the time taking it under the channel's lock takes
+/// (`LogMetrics::to_save`), the time making its bytes out of the lock takes, and their size.
+fn save(lm: &LogMetrics) -> String {
+    let t = Instant::now();
+    let taken = lm.to_save();
+    let take = t.elapsed();
+    let t = Instant::now();
+    let bytes = taken.bytes();
+    let make = t.elapsed();
+    format!(
+        "save: {:>5.0} µs under the lock, {:>6.2} ms for its {:>6.1} KiB after",
+        take.as_secs_f64() * 1e6,
+        make.as_secs_f64() * 1e3,
+        bytes.len() as f64 / 1024.0
+    )
+}
+
 /// One channel fed for 24 hours + 1 minute, `per_minute` router lines and `l2met` l2met
 /// lines a minute (names: `measures` measures, 5 counts, 8 runtime samples); returns the
-/// bytes it holds and the time a 24-hour summary takes.
-fn day(per_minute: u64, l2met: u64, measures: u64, limits: Limits) -> (usize, Duration, Duration) {
+/// bytes it holds, the time a 24-hour summary takes and what a save costs ([`save`]).
+fn day(
+    per_minute: u64,
+    l2met: u64,
+    measures: u64,
+    limits: Limits,
+) -> (usize, Duration, Duration, String) {
     let mut r = Rng(42);
     let mut lm = LogMetrics::new(T0, limits);
     let mut router = String::new();
@@ -230,7 +252,7 @@ fn day(per_minute: u64, l2met: u64, measures: u64, limits: Limits) -> (usize, Du
     let s = snap.summary("bench", Duration::from_secs(86_400));
     let query_time = t.elapsed();
     assert!(s.router.requests > 0 || per_minute == 0);
-    (lm.memory(), snap_time, query_time)
+    (lm.memory(), snap_time, query_time, save(&lm))
 }
 
 fn memory() {
@@ -268,9 +290,9 @@ fn memory() {
             },
         ),
     ] {
-        let (bytes, snap, query) = day(per_minute, l2met, measures, limits);
+        let (bytes, snap, query, save) = day(per_minute, l2met, measures, limits);
         println!(
-            "  {label:<45} {:>8.1} KiB   snapshot {:>6.0} µs, summary {:>6.1} ms",
+            "  {label:<45} {:>8.1} KiB   snapshot {:>6.0} µs, summary {:>6.1} ms; {save}",
             bytes as f64 / 1024.0,
             snap.as_secs_f64() * 1e6,
             query.as_secs_f64() * 1e3
@@ -305,10 +327,11 @@ fn worst() {
     }
     let c = lm.counters();
     println!(
-        "  {:<45} {:>8.1} KiB   (budget 8 MiB; {} periods evicted)",
+        "  {:<45} {:>8.1} KiB   (budget 8 MiB; {} periods evicted); {}",
         "worst: 200 measures over 12 decades, 20k/min",
         lm.memory() as f64 / 1024.0,
-        c.evicted
+        c.evicted,
+        save(&lm)
     );
 }
 

@@ -684,11 +684,14 @@ impl Channel {
                 return None;
             }
         }
+        let (saving, gen) = (mt.m.to_save(), mt.gen);
+        drop(h);
+        // The bytes (up to the roll-ups' bound of memory) are made out of the lock.
         Some(MetricsSave {
-            data: mt.m.encode(),
+            data: saving.bytes(),
             seq,
             whole,
-            gen: mt.gen,
+            gen,
         })
     }
 

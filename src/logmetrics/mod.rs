@@ -68,7 +68,7 @@ mod reads;
 mod sketch;
 
 pub use extract::{Kind, RouterLine};
-pub use persist::DecodeError;
+pub use persist::{DecodeError, Saving};
 pub use query::{
     ByStatus, L2metSummary, MeasureStat, MeasureSummary, Metric, MetricError, MinuteSummary, Num,
     Quantile, Quantiles, RouterSummary, SampleStat, SampleSummary, Snapshot, Summary, Time,

@@ -54,24 +54,63 @@ struct NameState {
 struct ClosedState {
     start: i64,
     full: bool,
-    data: Vec<u8>,
+    /// Written as a `Vec<u8>` is; shared with the live period when saving.
+    #[serde(with = "shared_bytes")]
+    data: Arc<[u8]>,
+}
+
+/// `Arc<[u8]>` as serde writes and reads a `Vec<u8>` (a sequence of bytes).
+mod shared_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(data: &Arc<[u8]>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(data.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[u8]>, D::Error> {
+        Vec::<u8>::deserialize(d).map(Arc::from)
+    }
+}
+
+/// The roll-ups taken for a save ([`LogMetrics::to_save`]): the closed periods shared, not
+/// copied, so taking them under the channel's lock is cheap; [`Saving::bytes`] makes the
+/// bytes after.
+pub struct Saving(State);
+
+impl Saving {
+    /// [`LogMetrics::encode`]'s bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        let payload = postcard::to_allocvec(&self.0).unwrap_or_default();
+        let mut out = Vec::with_capacity(HEADER + payload.len());
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        out.extend_from_slice(&payload);
+        out
+    }
 }
 
 impl LogMetrics {
     /// The roll-ups as bytes (see the module doc); the cumulative [`super::Counters`] are
     /// not in them (they restart from zero, as Prometheus counters do).
     pub fn encode(&self) -> Vec<u8> {
+        self.to_save().bytes()
+    }
+
+    /// What [`LogMetrics::encode`] writes, taken without making the bytes yet.
+    pub fn to_save(&self) -> Saving {
         let kind = |id| self.names.slot(id).map(|s| s.kind);
         let closed = |ring: &VecDeque<Closed>| {
             ring.iter()
                 .map(|c| ClosedState {
                     start: c.start,
                     full: c.full,
-                    data: c.data.to_vec(),
+                    data: c.data.clone(),
                 })
                 .collect()
         };
-        let state = State {
+        Saving(State {
             origin: self.origin,
             sketch_floor: self.sketch_floor,
             fine_floor: self.fine_floor,
@@ -94,14 +133,7 @@ impl LogMetrics {
             fines: closed(&self.fines),
             minutes: closed(&self.minutes),
             hours: closed(&self.hours),
-        };
-        let payload = postcard::to_allocvec(&state).unwrap_or_default();
-        let mut out = Vec::with_capacity(HEADER + payload.len());
-        out.extend_from_slice(MAGIC);
-        out.push(VERSION);
-        out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-        out.extend_from_slice(&payload);
-        out
+        })
     }
 
     /// Metrics from [`LogMetrics::encode`]'s bytes, with new limits (over the byte budget,
@@ -190,7 +222,7 @@ fn build(state: State, limits: Limits) -> Result<LogMetrics, DecodeError> {
             out.push_back(Closed {
                 start: c.start,
                 full: c.full,
-                data: c.data.into(),
+                data: c.data,
             });
         }
         Ok(out)
@@ -289,6 +321,36 @@ mod tests {
         );
         assert!(LogMetrics::decode(&bytes[..bytes.len() / 2], Limits::default()).is_err());
         assert!(LogMetrics::decode(&[], Limits::default()).is_err());
+    }
+
+    /// A closed period shared (`Arc<[u8]>`) is written byte for byte as version 1 wrote it
+    /// from a `Vec<u8>`, and read back the same.
+    #[test]
+    fn shared_closed_periods_keep_the_layout_of_version_1() {
+        #[derive(Serialize)]
+        struct AsBefore {
+            start: i64,
+            full: bool,
+            data: Vec<u8>,
+        }
+        let data: Vec<u8> = (0..=255).collect();
+        let before = postcard::to_allocvec(&AsBefore {
+            start: -7,
+            full: true,
+            data: data.clone(),
+        })
+        .unwrap();
+        let now = ClosedState {
+            start: -7,
+            full: true,
+            data: Arc::from(data.clone()),
+        };
+        assert_eq!(postcard::to_allocvec(&now).unwrap(), before);
+        let back: ClosedState = postcard::from_bytes(&before).unwrap();
+        assert_eq!(
+            (back.start, back.full, &back.data[..]),
+            (-7, true, &data[..])
+        );
     }
 
     #[test]
