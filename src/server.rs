@@ -563,8 +563,9 @@ fn reload_from_log(
 /// Part of phase 4: the metric roll-ups saved last (every `store.metrics_save_interval` and
 /// at a stop), back into the channels that still have metrics on; with the durable log,
 /// the lines a channel logged after the last one they count are read into them again, so
-/// that a crash loses none. Roll-ups that do not decode are left out with a warning (the
-/// channel starts empty); they stay saved until the next save replaces them.
+/// that a crash loses none of the lines the log kept (docs/metrics.md, Restarts, lists
+/// what it can). Roll-ups that do not decode are left out with a warning (the channel
+/// starts empty); they stay saved until the next save replaces them.
 fn restore_logmetrics(
     registry: &Registry,
     snap: &crate::registry::Snapshot,
