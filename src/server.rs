@@ -575,7 +575,7 @@ fn restore_logmetrics(
     let started = std::time::Instant::now();
     let (mut restored, mut replayed) = (0, 0);
     for s in saved {
-        let Some(ch) = snap.channel(&s.channel).filter(|ch| ch.id == s.id) else {
+        let Some(ch) = snap.channel(&s.channel) else {
             continue;
         };
         match crate::logmetrics::LogMetrics::decode(&s.data, crate::logmetrics::Limits::default()) {

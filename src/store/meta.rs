@@ -76,7 +76,7 @@ pub struct SavedMetrics {
     pub channel: String,
     /// The channel's id: a save is kept only while the channel of that name is this one
     /// and has metrics on (a channel deleted takes its row with it, so a row loaded is
-    /// always its channel's).
+    /// always its channel's, and loaded with its id).
     pub id: i64,
     /// `logmetrics::LogMetrics::encode`'s bytes.
     pub data: Vec<u8>,
@@ -88,8 +88,8 @@ pub struct SavedMetrics {
 
 /// Saves the metric roll-ups of `channels`, in one transaction, each replacing the one
 /// saved before for its channel; the others saved before stay. A save for a channel that
-/// meanwhile went away, was made anew or had its metrics turned off is not kept, and
-/// saves of channels without metrics on are deleted.
+/// meanwhile went away, was made anew or had its metrics turned off is not kept (what
+/// deletes a channel or turns its metrics off deletes its saved roll-ups).
 pub fn save_logmetrics(conn: &mut Conn, channels: &[SavedMetrics]) -> Result<(), StoreError> {
     let tx = conn.0.transaction()?;
     {
@@ -104,11 +104,6 @@ pub fn save_logmetrics(conn: &mut Conn, channels: &[SavedMetrics]) -> Result<(),
             stmt.execute(params![m.channel, m.data, seq, m.id])?;
         }
     }
-    tx.execute(
-        "DELETE FROM logmetrics WHERE NOT EXISTS
-            (SELECT 1 FROM channels c WHERE c.name = logmetrics.channel AND c.metrics = 1)",
-        [],
-    )?;
     tx.commit()?;
     Ok(())
 }

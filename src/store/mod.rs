@@ -247,8 +247,12 @@ const MIGRATIONS: &[&str] = &[
         ";"
     ),
     // 7: saved roll-ups are saved every `store.metrics_save_interval` too, with the seq of
-    // the channel's last line they count (NULL: saved at a stop by an older version).
-    "ALTER TABLE logmetrics ADD COLUMN seq INTEGER;",
+    // the channel's last line they count (NULL: saved at a stop by an older version); the
+    // rows of channels without metrics on, which an older version's replica writes could
+    // leave, go once here (every write that turns metrics off now deletes its row).
+    "ALTER TABLE logmetrics ADD COLUMN seq INTEGER;
+     DELETE FROM logmetrics WHERE NOT EXISTS
+        (SELECT 1 FROM channels c WHERE c.name = logmetrics.channel AND c.metrics = 1);",
 ];
 
 /// `PRAGMA application_id` of a logplex database ("LPLX"). Databases made before it was
